@@ -1,0 +1,344 @@
+"""Task examples: parse and validate, apply the chat template, tokenize, batch.
+
+An example is a prompt and an answer. Loss and metrics treat the answer tokens specially
+(answer-only masking, answer NLL, exact match), so the two are tokenized separately and
+concatenated: the answer span is then known exactly.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from tacq.errors import TacqError
+
+log = logging.getLogger(__name__)
+
+TASKS_DIR = Path(__file__).resolve().parent.parent / "assets" / "tasks"
+TEXT_DIR = Path(__file__).resolve().parent.parent / "assets" / "text"
+MAX_UPLOAD_BYTES = 20 * 2**20  # a larger upload is refused before it is read
+MAX_EXAMPLES = 5000  # per upload
+MAX_FIELD_CHARS = 20_000  # per prompt or answer
+STYLES = ("completion", "chat")
+PROMPT_KEYS = ("prompt", "question", "input", "instruction")
+ANSWER_KEYS = ("answer", "output", "response", "completion", "target")
+
+
+@dataclass(frozen=True)
+class Example:
+    prompt: str
+    answer: str
+
+
+@dataclass(frozen=True)
+class TaskSet:
+    """A bundled or user task: calibration examples and held-out ones, never overlapping."""
+
+    name: str
+    calib: tuple[Example, ...]
+    heldout: tuple[Example, ...] = ()
+    style: str = "completion"  # 'completion': raw few-shot text; 'chat': chat template
+    title: str = ""
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    max_length: int = 256  # tokens per example; longer prompts are cut from the left
+    max_examples: int = 32  # calibration examples used (DESIGN: small defaults on CPU)
+    version: int = 1
+
+    def __post_init__(self) -> None:
+        if not 8 <= self.max_length <= 32768:
+            raise TacqError(f"Max length must be between 8 and 32768 tokens (got {self.max_length}).")
+        if not 1 <= self.max_examples <= MAX_EXAMPLES:
+            raise TacqError(f"Number of examples must be 1..{MAX_EXAMPLES} (got {self.max_examples}).")
+
+
+@dataclass
+class ParseResult:
+    """Rows that parsed, and one message per row that did not (1-based line numbers)."""
+
+    examples: list[Example] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def strict(self) -> list[Example]:
+        """The examples, or a TacqError naming every bad line."""
+        if self.problems:
+            shown = "; ".join(self.problems[:5])
+            more = f" (and {len(self.problems) - 5} more)" if len(self.problems) > 5 else ""
+            raise TacqError(f"{len(self.problems)} bad row(s): {shown}{more}.")
+        if not self.examples:
+            raise TacqError("No examples found: give at least one prompt/answer pair.")
+        return self.examples
+
+
+def _field(row: dict, keys: tuple[str, ...]) -> tuple[str | None, object]:
+    for k in keys:
+        if k in row:
+            return k, row[k]
+    return None, None
+
+
+def _example_from_obj(obj: object, where: str) -> Example:
+    if isinstance(obj, str):
+        return _checked(Example("", obj), where)
+    if not isinstance(obj, dict):
+        raise TacqError(f"{where}: expected an object with prompt/answer or a string.")
+    pk, prompt = _field(obj, PROMPT_KEYS)
+    ak, answer = _field(obj, ANSWER_KEYS)
+    if pk is None and ak is None and "text" in obj:
+        return _checked(Example("", obj["text"]), where)
+    if pk is None or ak is None:
+        raise TacqError(f"{where}: has columns {sorted(obj)[:6]}; expected prompt and answer "
+                        "(or question/answer, input/output, text).")
+    return _checked(Example(prompt, answer), where)
+
+
+def _checked(ex: Example, where: str) -> Example:
+    for label, value in (("prompt", ex.prompt), ("answer", ex.answer)):
+        if not isinstance(value, str):
+            raise TacqError(f"{where}: {label} is {type(value).__name__}, expected text.")
+        if len(value) > MAX_FIELD_CHARS:
+            raise TacqError(f"{where}: {label} has {len(value):,} characters "
+                            f"(limit {MAX_FIELD_CHARS:,}).")
+    if not (ex.prompt + ex.answer).strip():
+        raise TacqError(f"{where}: empty prompt and answer.")
+    if "\x00" in ex.prompt + ex.answer:
+        raise TacqError(f"{where}: contains a NUL byte (binary data?).")
+    return ex
+
+
+def decode_upload(data: bytes) -> str:
+    """Bytes of an upload -> text, refusing binary and oversize files with a clear message."""
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise TacqError(f"The file is {len(data) / 2**20:.0f} MB; the limit is "
+                        f"{MAX_UPLOAD_BYTES // 2**20} MB.")
+    if b"\x00" in data[:8192]:
+        raise TacqError("The file looks binary; expected UTF-8 text (JSONL, CSV or lines).")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise TacqError(f"The file is not UTF-8 text (byte {e.start}); save it as UTF-8.") from e
+
+
+def guess_format(name: str, text: str) -> str:
+    """'jsonl', 'csv' or 'txt' from the file name, else from the first character."""
+    suffix = Path(name).suffix.lower()
+    if suffix in (".jsonl", ".json", ".ndjson"):
+        return "jsonl"
+    if suffix in (".csv", ".tsv"):
+        return "csv"
+    if suffix == ".txt":
+        return "txt"
+    return "jsonl" if text.lstrip().startswith(("{", "[", '"')) else "csv"
+
+
+def parse_examples(text: str, fmt: str) -> ParseResult:
+    """Parse JSONL / CSV / plain lines into examples; bad rows are reported, not dropped."""
+    result = ParseResult()
+    if fmt == "jsonl":
+        stripped = text.strip()
+        if stripped.startswith("["):  # a JSON array of objects or strings
+            try:
+                rows = json.loads(stripped)
+            except json.JSONDecodeError as e:
+                result.problems.append(f"line {e.lineno}: not valid JSON ({e.msg})")
+                return result
+            items = [(i + 1, r) for i, r in enumerate(rows if isinstance(rows, list) else [])]
+        else:
+            items = []
+            for n, line in enumerate(text.splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    items.append((n, json.loads(line)))
+                except json.JSONDecodeError as e:
+                    result.problems.append(f"line {n}: not valid JSON ({e.msg})")
+    elif fmt == "csv":
+        try:
+            dialect = csv.Sniffer().sniff(text[:4096], delimiters=",\t;")
+        except csv.Error:
+            dialect = csv.excel
+        reader = csv.DictReader(io.StringIO(text), dialect=dialect)
+        try:
+            items = [(reader.line_num, dict(row)) for row in reader]
+        except csv.Error as e:
+            result.problems.append(f"line {reader.line_num}: {e}")
+            return result
+        items = [(n, {k: v for k, v in r.items() if k is not None}) for n, r in items]
+    elif fmt == "txt":
+        items = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    else:
+        raise TacqError(f"Unknown format {fmt!r}; use jsonl, csv or txt.")
+    if len(items) > MAX_EXAMPLES:
+        result.problems.append(f"{len(items)} rows; the limit is {MAX_EXAMPLES}")
+        items = items[:MAX_EXAMPLES]
+    for n, obj in items:
+        if isinstance(obj, dict) and obj.get("_meta"):
+            continue
+        try:
+            result.examples.append(_example_from_obj(obj, f"line {n}"))
+        except TacqError as e:
+            result.problems.append(str(e))
+    return result
+
+
+def read_examples(path: str | Path) -> list[Example]:
+    """Read a JSONL/CSV/TXT file of examples; any bad row is an error naming its line."""
+    path = Path(path)
+    if not path.is_file():
+        raise TacqError(f"Examples file not found: {path}")
+    if path.stat().st_size > MAX_UPLOAD_BYTES:
+        raise TacqError(f"{path} is larger than {MAX_UPLOAD_BYTES // 2**20} MB.")
+    text = decode_upload(path.read_bytes())
+    return parse_examples(text, guess_format(path.name, text)).strict()
+
+
+def split_examples(examples: list[Example], heldout_share: float = 0.25) -> tuple[list, list]:
+    """Deterministic calib / held-out split for user data (every 4th example held out)."""
+    if len(examples) < 2:
+        return list(examples), []
+    step = max(2, round(1 / heldout_share))
+    held = [e for i, e in enumerate(examples) if i % step == step - 1]
+    calib = [e for i, e in enumerate(examples) if i % step != step - 1]
+    return calib, held
+
+
+def list_tasks() -> dict[str, dict]:
+    """Bundled task sets: name -> {title, description, style}."""
+    index = TASKS_DIR / "index.json"
+    meta = json.loads(index.read_text()) if index.exists() else {}
+    return {p.stem: meta.get(p.stem, {}) for p in sorted(TASKS_DIR.glob("*.jsonl"))}
+
+
+def load_task(name: str) -> TaskSet:
+    """A bundled task by name, or a JSONL file path with a 'split' field per row."""
+    path = Path(name) if name.endswith(".jsonl") else TASKS_DIR / f"{name}.jsonl"
+    if not path.is_file():
+        raise TacqError(f"Unknown task {name!r}; bundled tasks: {', '.join(list_tasks())}.")
+    meta = list_tasks().get(path.stem, {})
+    calib, held = [], []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        ex = _example_from_obj(row, f"{path.name} line {n}")
+        (held if row.get("split") == "heldout" else calib).append(ex)
+    return TaskSet(path.stem, tuple(calib), tuple(held), meta.get("style", "completion"),
+                   meta.get("title", path.stem), meta.get("description", ""))
+
+
+def task_from_examples(name: str, examples: list[Example], style: str = "completion") -> TaskSet:
+    """A user task: every 4th example held out for evaluation."""
+    if style not in STYLES:
+        raise TacqError(f"Style must be one of {STYLES} (got {style!r}).")
+    calib, held = split_examples(examples)
+    return TaskSet(name, tuple(calib), tuple(held), style, name)
+
+
+def examples_digest(examples: list[Example] | tuple[Example, ...], style: str) -> str:
+    """sha256 of the examples and their style: the data part of cache keys."""
+    blob = json.dumps([style, [[e.prompt, e.answer] for e in examples]]).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- tokenization
+
+
+@dataclass(frozen=True)
+class Encoded:
+    input_ids: tuple[int, ...]
+    answer_start: int  # index of the first answer token in input_ids
+
+
+def prompt_text(tokenizer, prompt: str, style: str) -> str:
+    """The text the model sees before the answer: chat-templated or raw."""
+    if style == "chat" and getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False)
+    return prompt
+
+
+def encode_prompt(tokenizer, prompt: str, style: str) -> list[int]:
+    """Token ids of the prompt part (chat text already carries its special tokens)."""
+    text = prompt_text(tokenizer, prompt, style)
+    chat = style == "chat" and getattr(tokenizer, "chat_template", None)
+    return list(tokenizer(text, add_special_tokens=not chat)["input_ids"])
+
+
+def encode_example(tokenizer, ex: Example, style: str, max_length: int) -> tuple[Encoded, str | None]:
+    """Tokenize prompt and answer; cut the prompt from the left if too long (with a warning)."""
+    p = encode_prompt(tokenizer, ex.prompt, style) if ex.prompt else []
+    answer = ex.answer + (tokenizer.eos_token or "" if style == "chat" else "")
+    a = list(tokenizer(answer, add_special_tokens=False)["input_ids"])
+    if not p and not a:
+        raise TacqError("An example tokenizes to nothing; give some text.")
+    warning = None
+    if len(p) + len(a) > max_length:
+        warning = f"example of {len(p) + len(a)} tokens cut to {max_length}"
+        a = a[: max_length - 1] if len(a) >= max_length else a
+        p = p[len(p) - (max_length - len(a)):] if max_length > len(a) else []
+    if not p:  # a plain text example: the first token has no prediction, so it is context
+        p, a = a[:1], a[1:]
+    return Encoded(tuple(p + a), len(p)), warning
+
+
+def encode_all(tokenizer, examples, style: str, cfg: DataConfig) -> list[Encoded]:
+    """Encode examples, logging one summary warning for all truncations."""
+    if not examples:
+        raise TacqError("No examples given: add at least one prompt/answer pair.")
+    out, cut = [], 0
+    for ex in examples:
+        enc, warning = encode_example(tokenizer, ex, style, cfg.max_length)
+        cut += warning is not None
+        out.append(enc)
+    if cut:
+        log.warning("%d example(s) longer than %d tokens were cut from the left.", cut, cfg.max_length)
+    return out
+
+
+@dataclass
+class Batch:
+    input_ids: Tensor  # (B, T) int64, right-padded
+    attention_mask: Tensor  # (B, T) 1 for real tokens
+    loss_mask: Tensor  # (B, T) bool: position t is a target predicted from t-1
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.attention_mask.sum())
+
+
+def make_batches(encoded: list[Encoded], batch_size: int, pad_id: int,
+                 answer_only: bool = False) -> list[Batch]:
+    """Right-padded batches; with answer_only the loss covers the answer tokens only."""
+    batches = []
+    for i in range(0, len(encoded), batch_size):
+        chunk = encoded[i: i + batch_size]
+        T = max(len(e.input_ids) for e in chunk)
+        ids = torch.full((len(chunk), T), pad_id, dtype=torch.long)
+        att = torch.zeros((len(chunk), T), dtype=torch.long)
+        lm = torch.zeros((len(chunk), T), dtype=torch.bool)
+        for b, e in enumerate(chunk):
+            n = len(e.input_ids)
+            ids[b, :n] = torch.tensor(e.input_ids)
+            att[b, :n] = 1
+            lm[b, (e.answer_start if answer_only else 1): n] = True
+        batches.append(Batch(ids, att, lm))
+    return batches
+
+
+def generic_text() -> str:
+    """The bundled generic prose used for perplexity."""
+    path = TEXT_DIR / "generic.txt"
+    if not path.exists():
+        raise TacqError(f"Bundled text {path} is missing.")
+    return path.read_text(encoding="utf-8")

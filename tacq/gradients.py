@@ -1,0 +1,218 @@
+"""Per-sample absolute gradients G = sum_s |dL_s/dW| for every quantizable Linear.
+
+For a Linear y = x W^T, dL_s/dW = sum_t g_{s,t} x_{s,t}^T over the tokens t of sample s.
+Hooks keep each Linear's input x and catch its output gradient g, so one einsum per layer
+gives the per-sample gradients of a whole batch: no batch-size-1 loop (the official code's
+way, kept here as `abs_grads_loop`, the reference for tests and benchmarks).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from tacq.cache import cache_key, load_checked, save_atomic, tacq_home
+from tacq.data import Batch
+from tacq.errors import TacqError
+from tacq.models import quantizable_linears
+from tacq.progress import Progress, no_progress
+
+log = logging.getLogger(__name__)
+
+STAT_PREFIXES = ("abs", "sq", "sum")
+
+
+@dataclass(frozen=True)
+class GradientConfig:
+    batch_size: int = 8  # samples per forward/backward (peak memory ~ B x T x vocab)
+    answer_only: bool = False  # loss on answer tokens only (official code: all tokens)
+    extra_stats: bool = True  # also sum g^2 (Fisher) and signed sum g, for baselines
+    chunk_elems: int = 2**26  # max elements of one per-sample gradient block (memory cap)
+    version: int = 1
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.batch_size <= 512:
+            raise TacqError(f"Batch size must be 1..512 (got {self.batch_size}).")
+
+
+@dataclass
+class GradStats:
+    """Summed gradient statistics per Linear, all (out, in) fp32 on the cpu."""
+
+    abs_grad: dict[str, Tensor]  # G = sum_s |dL_s/dW|
+    sq_grad: dict[str, Tensor] = field(default_factory=dict)  # sum_s (dL_s/dW)^2
+    sum_grad: dict[str, Tensor] = field(default_factory=dict)  # sum_s dL_s/dW
+    n_samples: int = 0
+    n_tokens: int = 0  # loss tokens
+    mean_loss: float = 0.0  # mean over samples of the per-sample loss
+    from_cache: bool = False
+    seconds: float = 0.0
+
+
+def per_sample_loss(logits: Tensor, input_ids: Tensor, loss_mask: Tensor) -> Tensor:
+    """Mean next-token cross-entropy of each sample over its loss tokens. -> (B,) fp32."""
+    targets = input_ids[:, 1:]
+    mask = loss_mask[:, 1:].float()
+    ce = nn.functional.cross_entropy(
+        logits[:, :-1].float().transpose(1, 2), targets, reduction="none")  # (B, T-1)
+    return (ce * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+
+class _Accumulator:
+    """Holds running sums and does the per-sample einsum when an output grad arrives."""
+
+    def __init__(self, linears: dict[str, nn.Linear], cfg: GradientConfig, device) -> None:
+        self.cfg = cfg
+        shapes = {n: m.weight.shape for n, m in linears.items()}
+        z = lambda s: torch.zeros(s, dtype=torch.float32, device=device)  # noqa: E731
+        self.abs = {n: z(s) for n, s in shapes.items()}
+        self.sq = {n: z(s) for n, s in shapes.items()} if cfg.extra_stats else {}
+        self.sum = {n: z(s) for n, s in shapes.items()} if cfg.extra_stats else {}
+
+    def add(self, name: str, x: Tensor, g: Tensor) -> None:
+        """x: (B, T, in), g: (B, T, out) -> add |per-sample dW| (B, out, in) summed over B."""
+        B, out_f, in_f = x.shape[0], g.shape[-1], x.shape[-1]
+        step = max(1, self.cfg.chunk_elems // (out_f * in_f))
+        for s in range(0, B, step):
+            per = torch.einsum("bto,bti->boi", g[s:s + step].float(), x[s:s + step].float())
+            self.abs[name] += per.abs().sum(0)
+            if self.cfg.extra_stats:
+                self.sq[name] += per.square().sum(0)
+                self.sum[name] += per.sum(0)
+
+
+def _attach_hooks(model: nn.Module, linears: dict[str, nn.Linear], acc: _Accumulator) -> list:
+    """Forward hooks save each Linear input and hook its output's gradient."""
+    handles = []
+
+    def make_hook(name: str):
+        def hook(mod, inputs, output):
+            x = inputs[0].detach()
+            if output.requires_grad:
+                output.register_hook(lambda g: acc.add(name, x, g.detach()))
+        return hook
+
+    for name, lin in linears.items():
+        handles.append(lin.register_forward_hook(make_hook(name)))
+    # Weights stay frozen (no weight .grad is ever built); the graph starts at the embeddings.
+    emb = model.get_input_embeddings()
+    handles.append(emb.register_forward_hook(lambda m, i, o: o.requires_grad_(True)))
+    return handles
+
+
+def collect_abs_grads(model: nn.Module, batches: list[Batch], cfg: GradientConfig,
+                      progress: Progress | None = None) -> GradStats:
+    """Batched per-sample |grad| sums over `batches` for every quantizable Linear."""
+    progress = progress or no_progress
+    linears = quantizable_linears(model)
+    device = next(model.parameters()).device
+    acc = _Accumulator(linears, cfg, device)
+    handles = _attach_hooks(model, linears, acc)
+    t0, n_samples, n_tokens, loss_sum = time.perf_counter(), 0, 0, 0.0
+    try:
+        for i, batch in enumerate(batches):
+            progress(i / len(batches), f"gradients: batch {i + 1}/{len(batches)}")
+            ids = batch.input_ids.to(device)
+            with torch.enable_grad():
+                try:
+                    logits = model(input_ids=ids, attention_mask=batch.attention_mask.to(device),
+                                   use_cache=False).logits
+                    losses = per_sample_loss(logits, ids, batch.loss_mask.to(device))
+                    losses.sum().backward()
+                except torch.OutOfMemoryError as e:
+                    raise TacqError("Out of memory while collecting gradients; lower the batch "
+                                    "size or the max length.") from e
+            n_samples += len(losses)
+            n_tokens += int(batch.loss_mask[:, 1:].sum())
+            loss_sum += float(losses.detach().sum())
+            del logits, losses
+    finally:
+        for h in handles:
+            h.remove()
+    progress(1.0, "gradients: done")
+    cpu = lambda d: {k: v.cpu() for k, v in d.items()}  # noqa: E731
+    return GradStats(cpu(acc.abs), cpu(acc.sq), cpu(acc.sum), n_samples, n_tokens,
+                     loss_sum / max(n_samples, 1), False, time.perf_counter() - t0)
+
+
+def abs_grads_loop(model: nn.Module, batches: list[Batch]) -> dict[str, Tensor]:
+    """Reference way (official code): one sample at a time with autograd on the weights."""
+    linears = quantizable_linears(model)
+    G = {n: torch.zeros_like(m.weight, dtype=torch.float32) for n, m in linears.items()}
+    for lin in linears.values():
+        lin.weight.requires_grad_(True)
+    try:
+        for batch in batches:
+            for b in range(batch.input_ids.shape[0]):
+                n = int(batch.attention_mask[b].sum())
+                ids = batch.input_ids[b: b + 1, :n].to(G[next(iter(G))].device)
+                with torch.enable_grad():
+                    logits = model(input_ids=ids, use_cache=False).logits
+                    per_sample_loss(logits, ids, batch.loss_mask[b: b + 1, :n].to(ids.device)).sum().backward()
+                for name, lin in linears.items():
+                    G[name] += lin.weight.grad.float().abs()
+                    lin.weight.grad = None
+    finally:
+        for lin in linears.values():
+            lin.weight.requires_grad_(False)
+            lin.weight.grad = None
+    return {k: v.cpu() for k, v in G.items()}
+
+
+# ---------------------------------------------------------------- cache
+
+
+def grads_cache_path(key: str) -> Path:
+    return tacq_home() / "grads" / f"{key[:32]}.safetensors"
+
+
+def grads_key(model_fingerprint: str, data_digest: str, data_cfg: object,
+              cfg: GradientConfig) -> str:
+    """Cache key over model, examples and every option that changes the sums."""
+    return cache_key("grads", model_fingerprint, data_digest, asdict(data_cfg), asdict(cfg))
+
+
+def save_stats(path: Path, key: str, stats: GradStats) -> None:
+    tensors = {f"abs.{k}": v for k, v in stats.abs_grad.items()}
+    tensors |= {f"sq.{k}": v for k, v in stats.sq_grad.items()}
+    tensors |= {f"sum.{k}": v for k, v in stats.sum_grad.items()}
+    meta = {"key": key, "n_samples": str(stats.n_samples), "n_tokens": str(stats.n_tokens),
+            "mean_loss": repr(stats.mean_loss), "seconds": repr(stats.seconds)}
+    save_atomic(path, tensors, meta)
+
+
+def load_stats(path: Path, key: str, names: list[str], extra: bool) -> GradStats | None:
+    """A cached GradStats if whole and matching the model's layer names, else None."""
+    tensors = load_checked(path, key)
+    if tensors is None:
+        return None
+    wanted = [f"{p}.{n}" for p in (STAT_PREFIXES if extra else ("abs",)) for n in names]
+    if any(w not in tensors for w in wanted):
+        log.warning("Cache file %s lacks some layers; recomputing.", path)
+        path.unlink(missing_ok=True)
+        return None
+    from tacq.cache import read_meta
+
+    meta = read_meta(path)
+    pick = lambda p: {n: tensors[f"{p}.{n}"] for n in names if f"{p}.{n}" in tensors}  # noqa: E731
+    return GradStats(pick("abs"), pick("sq"), pick("sum"), int(meta["n_samples"]),
+                     int(meta["n_tokens"]), float(meta["mean_loss"]), True, 0.0)
+
+
+def collect_cached(model: nn.Module, batches: list[Batch], cfg: GradientConfig, key: str,
+                   progress: Progress | None = None) -> GradStats:
+    """collect_abs_grads with a safetensors cache keyed by `key`: a hit skips the work."""
+    names = list(quantizable_linears(model))
+    path = grads_cache_path(key)
+    stats = load_stats(path, key, names, cfg.extra_stats)
+    if stats is not None:
+        (progress or no_progress)(1.0, "gradients: loaded from cache")
+        return stats
+    stats = collect_abs_grads(model, batches, cfg, progress)
+    save_stats(path, key, stats)
+    return stats

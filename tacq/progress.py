@@ -1,0 +1,56 @@
+"""One progress hook for every long step: a callable taking a fraction and a label.
+
+The library calls it and never owns a bar; the CLI passes a tqdm adapter and the app a
+gr.Progress adapter. To cancel, the hook raises `Cancelled`.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable
+
+from tacq.errors import Cancelled
+
+Progress = Callable[[float, str], None]
+
+
+def no_progress(frac: float, label: str) -> None:
+    """Default hook: report nothing."""
+
+
+def scaled(progress: Progress | None, start: float, end: float) -> Progress:
+    """Map a sub-step's [0, 1] onto [start, end] of the parent's bar."""
+    hook = progress or no_progress
+
+    def report(frac: float, label: str) -> None:
+        hook(start + (end - start) * min(max(frac, 0.0), 1.0), label)
+
+    return report
+
+
+def tqdm_progress(desc: str = "") -> Progress:
+    """A tqdm bar over [0, 100] percent, for the CLI."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=100, desc=desc, bar_format="{desc} {percentage:3.0f}%|{bar}| {postfix}")
+
+    def report(frac: float, label: str) -> None:
+        bar.n = round(100 * frac)
+        bar.set_postfix_str(label)
+        bar.refresh()
+        if frac >= 1.0:
+            bar.close()
+
+    return report
+
+
+def cancellable(progress: Progress | None, stop: threading.Event) -> Progress:
+    """Wrap a hook so that setting `stop` cancels the step at its next report."""
+    hook = progress or no_progress
+
+    def report(frac: float, label: str) -> None:
+        if stop.is_set():
+            raise Cancelled("Stopped. Nothing was saved.")
+        hook(frac, label)
+
+    return report

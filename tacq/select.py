@@ -1,0 +1,165 @@
+"""Global top-k selection over all quantizable weights, and honest bits accounting.
+
+Scores are sorted once (up to a maximum ratio); any new outlier ratio p is then a prefix of
+that order: k = int(p * N), per-layer counts are a bincount of the prefix. No per-layer
+quota: where the circuit lives is the finding.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+from torch import Tensor
+
+from tacq.errors import TacqError
+from tacq.models import layer_index, module_kind
+
+MAX_RATIO = 0.5
+KEPT_VALUE_BYTES = 2  # fp16 value of a kept weight
+QPARAM_BYTES_PER_ROW = 3  # fp16 scale + uint8 zero
+ROWPTR_BYTES = 4  # int32 CSR row pointer, out + 1 per layer
+
+
+def check_ratio(p: float) -> float:
+    if not (0.0 <= p <= MAX_RATIO) or math.isnan(p):
+        raise TacqError(f"Outlier ratio must be between 0 and {MAX_RATIO} (got {p}).")
+    return float(p)
+
+
+@dataclass
+class Ranking:
+    """All weights of the model in one global order, best first (for the top max_ratio)."""
+
+    names: list[str]  # Linear names in model order
+    shapes: list[tuple[int, int]]  # (out, in) of each
+    offsets: Tensor  # (L + 1,) int64 start of each Linear in the flat order
+    order: Tensor  # (k_max,) int64 flat indices sorted by score desc, ties by index asc
+    layer_of: Tensor  # (k_max,) int64 which Linear each ranked weight belongs to
+    scores_sorted: Tensor  # (k_max,) fp32 the scores in that order
+    max_ratio: float
+
+    @property
+    def n_total(self) -> int:
+        return int(self.offsets[-1])
+
+    def k_at(self, p: float) -> int:
+        """k = int(p * N) (the paper's rounding)."""
+        p = check_ratio(p)
+        if p > self.max_ratio + 1e-12:
+            raise TacqError(f"This ranking covers ratios up to {self.max_ratio}; rank again "
+                            f"with max_ratio >= {p}.")
+        return min(int(p * self.n_total), len(self.order))
+
+    def counts(self, p: float) -> Tensor:
+        """Kept weights per Linear at ratio p. -> (L,) int64. A threshold lookup, no sort."""
+        k = self.k_at(p)
+        return torch.bincount(self.layer_of[:k], minlength=len(self.names))
+
+    def masks(self, p: float) -> dict[str, Tensor]:
+        """Keep masks (out, in) bool per Linear at ratio p."""
+        k = self.k_at(p)
+        flat = torch.zeros(self.n_total, dtype=torch.bool)
+        flat[self.order[:k]] = True
+        return {n: flat[int(self.offsets[i]): int(self.offsets[i + 1])].view(s)
+                for i, (n, s) in enumerate(zip(self.names, self.shapes))}
+
+    def threshold(self, p: float) -> float:
+        """Score of the last kept weight at ratio p (inf when nothing is kept)."""
+        k = self.k_at(p)
+        return float(self.scores_sorted[k - 1]) if k else float("inf")
+
+
+def rank(scores: dict[str, Tensor], max_ratio: float = 0.02) -> Ranking:
+    """Sort the top `max_ratio` of all scores globally, deterministically.
+
+    One selection pass (kthvalue) finds the cut, then only the candidates are sorted.
+    """
+    max_ratio = check_ratio(max_ratio)
+    names = list(scores)
+    shapes = [tuple(scores[n].shape) for n in names]
+    sizes = torch.tensor([scores[n].numel() for n in names], dtype=torch.int64)
+    offsets = torch.cat([torch.zeros(1, dtype=torch.int64), sizes.cumsum(0)])
+    flat = torch.cat([scores[n].reshape(-1).float() for n in names]).nan_to_num_(0.0)
+    N = flat.numel()
+    k_max = min(N, int(max_ratio * N) + 1)
+    if k_max == 0 or N == 0:
+        raise TacqError("No weights to rank.")
+    cut = flat.kthvalue(N - k_max + 1).values
+    cand = torch.nonzero(flat >= cut).squeeze(1)  # ascending flat index
+    vals = flat[cand]
+    sort = torch.argsort(vals, descending=True, stable=True)  # ties keep index order
+    order = cand[sort][:k_max]
+    layer_of = torch.searchsorted(offsets, order, right=True) - 1
+    return Ranking(names, shapes, offsets, order, layer_of, vals[sort][:k_max], max_ratio)
+
+
+# ---------------------------------------------------------------- bits and bytes
+
+
+def paper_bpw(bits: int, r: float) -> float:
+    """BPW = b (1 - r) + 32 r: 16-bit value + 16-bit index per kept weight (TaCQ paper)."""
+    return bits * (1 - r) + 32 * r
+
+
+@dataclass(frozen=True)
+class SizeReport:
+    bits: int
+    n_weights: int  # quantizable weights
+    n_kept: int
+    bpw_paper: float  # the paper's formula
+    code_bytes: int  # packed b-bit codes
+    qparam_bytes: int  # per-row scale and zero
+    kept_bytes: int  # CSR: fp16 values + int16/int32 column indices + row pointers
+    other_bytes: int  # embeddings, norms, untied lm_head in fp16
+    total_bytes: int  # what the packed export weighs (tensor data)
+    fp16_bytes: int  # the whole model in fp16
+
+    @property
+    def ratio(self) -> float:
+        return self.n_kept / max(self.n_weights, 1)
+
+    @property
+    def bpw_honest(self) -> float:
+        """Quantized-part bytes * 8 / quantizable weights, stats and indices included."""
+        return 8 * (self.code_bytes + self.qparam_bytes + self.kept_bytes) / max(self.n_weights, 1)
+
+
+def size_report(shapes: list[tuple[int, int]], kept: list[int], bits: int,
+                other_params: int) -> SizeReport:
+    """Honest size of a packed model: per-Linear codes, qparams, kept CSR; the rest fp16."""
+    code = qp = kb = 0
+    for (out_f, in_f), k in zip(shapes, kept):
+        code += math.ceil(out_f * in_f * bits / 8)
+        qp += out_f * QPARAM_BYTES_PER_ROW
+        if k:
+            idx_bytes = 2 if in_f <= 2**15 else 4
+            kb += k * (KEPT_VALUE_BYTES + idx_bytes) + (out_f + 1) * ROWPTR_BYTES
+    n = sum(o * i for o, i in shapes)
+    other = 2 * other_params
+    n_kept = int(sum(kept))
+    return SizeReport(bits, n, n_kept, paper_bpw(bits, n_kept / max(n, 1)), code, qp, kb, other,
+                      code + qp + kb + other, 2 * (n + other_params))
+
+
+def layer_table(ranking: Ranking, p: float) -> pd.DataFrame:
+    """Per-Linear kept counts at ratio p: name, layer, module, weights, kept, share."""
+    counts = ranking.counts(p).tolist()
+    rows = []
+    for name, shape, k in zip(ranking.names, ranking.shapes, counts):
+        n = shape[0] * shape[1]
+        rows.append({"name": name, "layer": layer_index(name), "module": module_kind(name),
+                     "weights": n, "kept": k, "share": k / n})
+    return pd.DataFrame(rows)
+
+
+def jaccard(a: dict[str, Tensor], b: dict[str, Tensor]) -> dict[str, float]:
+    """Per-Linear Jaccard overlap |A∩B| / |A∪B| of two keep-mask sets (nan when both empty)."""
+    out = {}
+    for name in a:
+        inter = int((a[name] & b[name]).sum())
+        union = int((a[name] | b[name]).sum())
+        out[name] = inter / union if union else float("nan")
+    return out

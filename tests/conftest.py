@@ -1,0 +1,35 @@
+"""Shared fixtures: a seeded tiny random Llama on CPU, so unit tests take seconds."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# Converted models are shared by all tests (conversion takes ~30 s); caches are per test.
+os.environ.setdefault("TACQ_MODELS_DIR", os.path.join(
+    os.environ.get("TACQ_HOME") or os.path.expanduser("~/.cache/tacq"), "models"))
+
+
+@pytest.fixture
+def tiny_llama():
+    """2 layers, hidden 64, GQA 4/2 heads, vocab 128, fp32, eval mode, frozen."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                      tie_word_embeddings=False)
+    model = LlamaForCausalLM(cfg).eval()
+    model.requires_grad_(False)
+    return model
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path, monkeypatch):
+    """Every test writes caches into its own temp folder."""
+    monkeypatch.setenv("TACQ_HOME", str(tmp_path / "tacq_home"))
