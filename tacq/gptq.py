@@ -87,11 +87,19 @@ def _minmax_params(xmin: Tensor, xmax: Tensor, maxq: int) -> tuple[Tensor, Tenso
     return scale, torch.round(-xmin / scale)
 
 
+def _grid_error(W: Tensor, scale: Tensor, zero: Tensor, cfg: GPTQConfig, buf: Tensor) -> Tensor:
+    """Per-row sum |Q(W) - W|^norm for qparams (out, 1), computed in place in `buf`."""
+    torch.div(W, scale, out=buf)
+    buf.round_().add_(zero).clamp_(0, cfg.maxq).sub_(zero).mul_(scale).sub_(W)
+    return buf.abs_().pow_(cfg.norm).sum(1)
+
+
 def find_params(W: Tensor, M: Tensor | None, cfg: GPTQConfig) -> tuple[Tensor, Tensor]:
     """Per-row scale and zero (out,) by min/max, then an mse search over shrunk ranges.
 
     Kept entries (M) are first replaced by the row mean of the unkept ones, so outliers
-    that stay in 16 bits do not stretch the grid.
+    that stay in 16 bits do not stretch the grid. The scale is rounded to fp16, the
+    precision export stores, so a reloaded model is bit-identical.
     """
     W = W.float()
     if M is not None and M.any():
@@ -104,15 +112,15 @@ def find_params(W: Tensor, M: Tensor | None, cfg: GPTQConfig) -> tuple[Tensor, T
     xmin, xmax = torch.where(flat, -1.0, xmin), torch.where(flat, 1.0, xmax)
     scale, zero = _minmax_params(xmin, xmax, cfg.maxq)
     best = torch.full_like(xmin, float("inf"))
+    buf = torch.empty_like(W)
     for i in range(int(cfg.max_shrink * cfg.grid)):
         p = 1 - i / cfg.grid
         s1, z1 = _minmax_params(p * xmin, p * xmax, cfg.maxq)
-        _, q = quantize_to_grid(W, s1[:, None], z1[:, None], cfg.maxq)
-        err = (q - W).abs_().pow_(cfg.norm).sum(1)
+        err = _grid_error(W, s1[:, None], z1[:, None], cfg, buf)
         better = err < best
         best = torch.where(better, err, best)
         scale, zero = torch.where(better, s1, scale), torch.where(better, z1, zero)
-    return scale.half().float(), zero  # fp16 scale: what export stores, so reload is exact
+    return scale.half().float(), zero
 
 
 def inverse_hessian_cholesky(H: Tensor, damp: float, retries: int = 4) -> Tensor:
@@ -142,34 +150,37 @@ def _kept(w: Tensor) -> Tensor:
 
 
 def _column_loop(W: Tensor, Hinv: Tensor, M: Tensor, scale: Tensor, zero: Tensor,
-                 cfg: GPTQConfig) -> tuple[Tensor, Tensor]:
-    """GPTQ's lazy-batch column loop with a keep mask. W is updated in place.
+                 cfg: GPTQConfig) -> Tensor:
+    """GPTQ's lazy-batch column loop with a keep mask. W is updated in place. -> Q (out, in).
 
     q = Quant(w) where unkept, w where kept: kept weights add no error of their own but
-    still receive the compensation of earlier columns. -> (Q fp32, codes) (out, in).
+    still receive the compensation of earlier columns.
     """
     n = W.shape[1]
     Q = torch.zeros_like(W)
-    codes = torch.zeros_like(W)
-    s, z = scale[:, None], zero[:, None]
+    has_kept = M.any(0).tolist()
     for i1 in range(0, n, cfg.block_size):
         i2 = min(i1 + cfg.block_size, n)
-        W1, Hinv1, M1 = W[:, i1:i2], Hinv[i1:i2, i1:i2], M[:, i1:i2]
+        W1, Hinv1 = W[:, i1:i2], Hinv[i1:i2, i1:i2]
         Err1 = torch.zeros_like(W1)
         for i in range(i2 - i1):
-            w = W1[:, i:i + 1]
-            c, q = quantize_to_grid(w, s, z, cfg.maxq)
-            q = torch.where(M1[:, i:i + 1], _kept(w), q)
-            Q[:, i1 + i: i1 + i + 1], codes[:, i1 + i: i1 + i + 1] = q, c
-            err = (w - q) / Hinv1[i, i]
-            W1[:, i:] -= err @ Hinv1[i: i + 1, i:]
-            Err1[:, i:i + 1] = err
-        W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
-    return Q, codes
+            w, q = W1[:, i], Q[:, i1 + i]
+            torch.div(w, scale, out=q)
+            q.round_().add_(zero).clamp_(0, cfg.maxq).sub_(zero).mul_(scale)
+            if has_kept[i1 + i]:
+                kept = M[:, i1 + i]
+                q[kept] = _kept(w[kept])
+            err = Err1[:, i]
+            torch.sub(w, q, out=err).div_(Hinv1[i, i])
+            W1[:, i:].addr_(err, Hinv1[i, i:], alpha=-1)
+        W[:, i2:].addmm_(Err1, Hinv[i1:i2, i2:], alpha=-1)
+    return Q
 
 
-def _pack_result(Q: Tensor, codes: Tensor, M: Tensor, scale: Tensor, zero: Tensor,
-                 bits: int, hinv_diag: Tensor | None) -> LayerQuant:
+def _pack_result(Q: Tensor, M: Tensor, scale: Tensor, zero: Tensor, bits: int,
+                 hinv_diag: Tensor | None) -> LayerQuant:
+    """Codes recovered from the grid values (exact: Q = scale * (code - zero) off the mask)."""
+    codes = torch.clamp(torch.round(Q / scale[:, None] + zero[:, None]), 0, 2**bits - 1)
     return LayerQuant(codes.to(torch.uint8), scale.float(), zero.float(), M.clone(),
                       Q[M].half(), bits, hinv_diag)
 
@@ -188,12 +199,12 @@ def gptq_matrix(W: Tensor, H: Tensor, M: Tensor | None, cfg: GPTQConfig) -> Laye
         perm = torch.argsort(torch.diag(H), descending=True)
         W, H, M = W[:, perm], H[perm][:, perm], M[:, perm]  # fix: the mask moves too
     Hinv = inverse_hessian_cholesky(H, cfg.damp)
-    Q, codes = _column_loop(W, Hinv, M, scale, zero, cfg)
+    Q = _column_loop(W, Hinv, M, scale, zero, cfg)
     hdiag = torch.diag(Hinv).clone()
     if perm is not None:
         inv = torch.argsort(perm)
-        Q, codes, M, hdiag = Q[:, inv], codes[:, inv], M[:, inv], hdiag[inv]
-    return _pack_result(Q, codes, M, scale, zero, cfg.bits, hdiag)
+        Q, M, hdiag = Q[:, inv], M[:, inv], hdiag[inv]
+    return _pack_result(Q, M, scale, zero, cfg.bits, hdiag)
 
 
 def rtn_matrix(W: Tensor, M: Tensor | None, cfg: GPTQConfig) -> LayerQuant:
@@ -201,9 +212,9 @@ def rtn_matrix(W: Tensor, M: Tensor | None, cfg: GPTQConfig) -> LayerQuant:
     W = W.float()
     M = torch.zeros_like(W, dtype=torch.bool) if M is None else M.to(W.device, torch.bool)
     scale, zero = find_params(W, M, cfg)
-    codes, Q = quantize_to_grid(W, scale[:, None], zero[:, None], cfg.maxq)
+    _, Q = quantize_to_grid(W, scale[:, None], zero[:, None], cfg.maxq)
     Q = torch.where(M, _kept(W), Q)
-    return _pack_result(Q, codes, M, scale, zero, cfg.bits, None)
+    return _pack_result(Q, M, scale, zero, cfg.bits, None)
 
 
 def hessian_error(W: Tensor, W_q: Tensor, H: Tensor) -> float:

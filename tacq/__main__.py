@@ -1,0 +1,247 @@
+"""The tacq command line: python -m tacq <command> --help.
+
+Each command builds configs from its flags and calls the same library functions the app
+uses; stage times are printed so a run can be compared with the benchmarks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+from tacq.errors import TacqError  # noqa: E402
+
+EPILOG = """examples:
+  python -m tacq tasks
+  python -m tacq gradients --task antonyms
+  python -m tacq scores --task antonyms --metric tacq --bits 2 --ratio 0.0035
+  python -m tacq quantize --task antonyms --bits 2 --out out/antonyms-2bit
+  python -m tacq eval --task antonyms --bits 2 --methods fp,rtn,gptq,tacq
+  python -m tacq run            # the default end-to-end study with stage times
+"""
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="default",
+                   help="'default' (bundled SmolLM2-135M-Instruct) or a local HF folder")
+    p.add_argument("--task", default="antonyms", help="bundled task name (see `tasks`)")
+    p.add_argument("--data", help="your own examples: JSONL/CSV with prompt,answer (overrides --task)")
+    p.add_argument("--style", choices=("completion", "chat"), default="completion",
+                   help="how --data prompts are shown to the model (default: completion)")
+    p.add_argument("--examples", type=int, default=32, help="calibration examples (default 32)")
+    p.add_argument("--max-length", type=int, default=256, help="tokens per example (default 256)")
+    p.add_argument("--batch-size", type=int, default=8, help="examples per gradient batch")
+    p.add_argument("--answer-only", action="store_true", help="loss on answer tokens only")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+
+
+def _quant(p: argparse.ArgumentParser, metric: bool = True) -> None:
+    p.add_argument("--bits", type=int, default=2, choices=(2, 3, 4), help="bit width (default 2)")
+    p.add_argument("--ratio", type=float, default=0.0035,
+                   help="share of weights kept in 16 bits (default 0.0035 = 0.35%%)")
+    if metric:
+        from tacq.saliency import METRICS
+
+        p.add_argument("--metric", default="tacq", choices=list(METRICS),
+                       help="saliency score that picks the kept weights (default tacq)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m tacq", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="TaCQ: task-aware low-bit quantization. Finds the weights a task "
+                    "depends on (its 'circuit') from per-sample gradients, keeps them in 16 "
+                    "bits and quantizes the rest to 2/3/4 bits with masked GPTQ.",
+        epilog=EPILOG)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("tasks", help="list bundled task sets")
+    p = sub.add_parser("gradients", help="collect per-sample |grad| sums (cached)")
+    _common(p)
+    p = sub.add_parser("scores", help="rank weights by a saliency metric; print where they live")
+    _common(p)
+    _quant(p)
+    p.add_argument("--top", type=int, default=10, help="how many Linears to list")
+    p = sub.add_parser("quantize", help="quantize with masked GPTQ and save the model")
+    _common(p)
+    _quant(p)
+    p.add_argument("--method", default="gptq", choices=("gptq", "rtn"))
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--format", default="packed", choices=("packed", "dequantized"),
+                   help="packed (small, needs tacq) or dequantized fp16 HF folder")
+    p = sub.add_parser("eval", help="held-out NLL / exact match / KL: fp vs quantized methods")
+    _common(p)
+    _quant(p, metric=False)
+    p.add_argument("--methods", default="fp,rtn,gptq,tacq",
+                   help="comma list from fp,rtn,gptq and any metric name (default fp,rtn,gptq,tacq)")
+    p = sub.add_parser("run", help="default end-to-end: gradients + TaCQ + held-out eval")
+    _common(p)
+    _quant(p)
+    return parser
+
+
+def _study(args):
+    from tacq.data import DataConfig, load_task, read_examples, task_from_examples
+    from tacq.gradients import GradientConfig
+    from tacq.models import load_model
+    from tacq.workflow import Study
+
+    t0 = time.perf_counter()
+    lm = load_model(args.model, args.device)
+    task = (task_from_examples(Path(args.data).stem, read_examples(args.data), args.style)
+            if args.data else load_task(args.task))
+    study = Study(lm, task, DataConfig(args.max_length, args.examples),
+                  GradientConfig(batch_size=args.batch_size, answer_only=args.answer_only))
+    print(f"model {lm.name} loaded in {time.perf_counter() - t0:.1f} s; task {task.name}: "
+          f"{len(study.calib_examples)} calibration / {len(task.heldout)} held-out examples")
+    return study
+
+
+def _collect(study) -> None:
+    from tacq.progress import tqdm_progress
+
+    stats = study.collect(tqdm_progress("gradients"))
+    how = "from cache" if stats.from_cache else f"in {stats.seconds:.1f} s"
+    print(f"gradients: {stats.n_samples} samples, {stats.n_tokens} loss tokens, "
+          f"mean loss {stats.mean_loss:.3f} ({how})")
+
+
+def cmd_tasks(args) -> None:
+    from tacq.data import list_tasks, load_task
+
+    for name, meta in list_tasks().items():
+        t = load_task(name)
+        print(f"{name:<16} {meta.get('style', 'completion'):<10} {len(t.calib):>3} calib "
+              f"{len(t.heldout):>3} held-out  {meta.get('description', '')}")
+
+
+def cmd_gradients(args) -> None:
+    _collect(_study(args))
+
+
+def cmd_scores(args) -> None:
+    from tacq.progress import tqdm_progress
+    from tacq.select import layer_table
+
+    study = _study(args)
+    _collect(study)
+    r = study.ranking(args.metric, args.bits, args.ratio, tqdm_progress("reference"))
+    size = study.size_at(r, args.ratio, args.bits)
+    table = layer_table(r, args.ratio).sort_values("kept", ascending=False).head(args.top)
+    print(f"{args.metric}: keeps {size.n_kept:,} of {size.n_weights:,} weights; "
+          f"BPW {size.bpw_paper:.4f} (paper), {size.bpw_honest:.3f} with stats; "
+          f"{size.total_bytes / 2**20:.1f} MB packed vs {size.fp16_bytes / 2**20:.1f} MB fp16")
+    print(table.to_string(index=False, formatters={"share": "{:.3%}".format}))
+
+
+def cmd_quantize(args) -> None:
+    from tacq.progress import tqdm_progress
+
+    study = _study(args)
+    if args.ratio > 0 and args.metric != "magnitude":
+        _collect(study)
+    t = time.perf_counter()
+    v = study.quantize(args.bits, args.ratio, args.metric, args.method, tqdm_progress("quantize"))
+    print(f"{v.name}: quantized in {time.perf_counter() - t:.1f} s; BPW {v.size.bpw_paper:.4f}")
+    from tacq import export
+
+    out = Path(args.out)
+    if args.format == "packed":
+        export.save_packed(out, study.lm, v)
+    else:
+        export.save_dequantized(out, study.lm, v)
+    print(f"saved {args.format} model to {out} ({export.folder_bytes(out) / 2**20:.1f} MB)")
+
+
+def _eval_rows(study, args, methods: list[str]) -> list[dict]:
+    import pandas as pd  # noqa: F401  (tables are pandas)
+
+    from tacq.evaluate import evaluate
+    from tacq.progress import tqdm_progress
+
+    lm, held = study.lm, list(study.task.heldout)
+    rows, times = [], {}
+    t = time.perf_counter()
+    fp, fp_lp = evaluate(lm.model, lm.tokenizer, held, study.task.style, "fp")
+    times["eval fp"] = time.perf_counter() - t
+    results = [fp] if "fp" in methods else []
+    for m in [m for m in methods if m != "fp"]:
+        t = time.perf_counter()
+        if m in ("rtn", "gptq"):
+            v = study.quantize(args.bits, 0.0, method=m, progress=tqdm_progress(m))
+        else:
+            v = study.quantize(args.bits, args.ratio, m, progress=tqdm_progress(m))
+        times[f"quantize {v.name}"] = time.perf_counter() - t
+        t = time.perf_counter()
+        res, _ = evaluate(v.model, lm.tokenizer, held, study.task.style, v.name, fp_logprobs=fp_lp)
+        times[f"eval {v.name}"] = time.perf_counter() - t
+        results.append(res)
+        del v
+    for r in results:
+        rows.append({"variant": r.name, "answer NLL": round(r.answer_nll, 4),
+                     "exact match": round(r.exact_match, 3),
+                     "KL to fp": None if r.kl_to_fp is None else round(r.kl_to_fp, 4)})
+    return rows, times
+
+
+def cmd_eval(args) -> None:
+    import pandas as pd
+
+    study = _study(args)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if any(m not in ("fp", "rtn", "gptq", "magnitude") for m in methods):
+        _collect(study)
+    rows, times = _eval_rows(study, args, methods)
+    print(pd.DataFrame(rows).to_string(index=False))
+    for k, v in times.items():
+        print(f"  {k:<32} {v:7.1f} s")
+
+
+def cmd_run(args) -> None:
+    import pandas as pd
+
+    t_all = time.perf_counter()
+    t = time.perf_counter()
+    study = _study(args)
+    stages = {"load model + data": time.perf_counter() - t}
+    t = time.perf_counter()
+    _collect(study)
+    stages["gradients"] = time.perf_counter() - t
+    rows, times = _eval_rows(study, args, ["fp", args.metric])
+    stages |= times
+    print(pd.DataFrame(rows).to_string(index=False))
+    print("stage times:")
+    for k, v in stages.items():
+        print(f"  {k:<32} {v:7.1f} s")
+    print(f"  {'total':<32} {time.perf_counter() - t_all:7.1f} s")
+
+
+COMMANDS = {"tasks": cmd_tasks, "gradients": cmd_gradients, "scores": cmd_scores,
+            "quantize": cmd_quantize, "eval": cmd_eval, "run": cmd_run}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        COMMANDS[args.command](args)
+    except TacqError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing partial was saved", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,267 @@
+"""Packed TaCQ checkpoints (really small) and dequantized fp16 exports (load anywhere).
+
+Packed folder: config.json (with quantization_config), tokenizer files, and one
+model.safetensors holding, per quantized Linear, the b-bit codes as a packed bitstream,
+fp16 scale and uint8 zero per row, and the kept weights as CSR (int32 row pointers,
+int16 column indices, fp16 values); every other tensor in fp16. Only safetensors and JSON
+are read back, and every tensor is checked before use.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import Tensor
+
+from tacq.errors import TacqError
+from tacq.gptq import LayerQuant
+
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+
+
+# ---------------------------------------------------------------- bit packing
+
+
+def pack_2bit(codes: Tensor) -> Tensor:
+    """uint8 (N,) in [0,4) -> uint8 (ceil(N/4),): four codes per byte, low bits first."""
+    c = torch.nn.functional.pad(codes, (0, (-len(codes)) % 4)).view(-1, 4)
+    return c[:, 0] | (c[:, 1] << 2) | (c[:, 2] << 4) | (c[:, 3] << 6)
+
+
+def unpack_2bit(packed: Tensor, n: int) -> Tensor:
+    return torch.stack([(packed >> s) & 3 for s in (0, 2, 4, 6)], 1).view(-1)[:n]
+
+
+def pack_4bit(codes: Tensor) -> Tensor:
+    """uint8 (N,) in [0,16) -> uint8 (ceil(N/2),): two codes per byte."""
+    c = torch.nn.functional.pad(codes, (0, len(codes) % 2)).view(-1, 2)
+    return c[:, 0] | (c[:, 1] << 4)
+
+
+def unpack_4bit(packed: Tensor, n: int) -> Tensor:
+    return torch.stack([packed & 15, packed >> 4], 1).view(-1)[:n]
+
+
+_BIT_WEIGHTS = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8)
+
+
+def pack_3bit(codes: Tensor) -> Tensor:
+    """uint8 (N,) in [0,8) -> uint8 (ceil(3N/8),): a plain bitstream, 3 bits per code."""
+    bits = ((codes[:, None] >> torch.arange(3, dtype=torch.uint8)) & 1).view(-1)
+    bits = torch.nn.functional.pad(bits, (0, (-len(bits)) % 8)).view(-1, 8)
+    return (bits * _BIT_WEIGHTS).sum(1, dtype=torch.uint8)
+
+
+def unpack_3bit(packed: Tensor, n: int) -> Tensor:
+    bits = ((packed[:, None] >> torch.arange(8, dtype=torch.uint8)) & 1).view(-1)[: 3 * n]
+    return (bits.view(n, 3) << torch.arange(3, dtype=torch.uint8)).sum(1, dtype=torch.uint8)
+
+
+PACK = {2: pack_2bit, 3: pack_3bit, 4: pack_4bit}
+UNPACK = {2: unpack_2bit, 3: unpack_3bit, 4: unpack_4bit}
+
+
+def packed_len(n: int, bits: int) -> int:
+    return math.ceil(n * bits / 8)
+
+
+# ---------------------------------------------------------------- layers
+
+
+def layer_tensors(name: str, lq: LayerQuant) -> dict[str, Tensor]:
+    """The stored tensors of one quantized Linear."""
+    out_f, in_f = lq.codes.shape
+    t = {f"{name}.codes": PACK[lq.bits](lq.codes.reshape(-1).to(torch.uint8)),
+         f"{name}.scale": lq.scale.half(), f"{name}.zero": lq.zero.to(torch.uint8)}
+    if lq.keep_mask.any():
+        rows, cols = lq.keep_mask.nonzero(as_tuple=True)  # row-major, like kept_values
+        counts = torch.bincount(rows, minlength=out_f)
+        t[f"{name}.kept_rowptr"] = torch.cat([torch.zeros(1, dtype=torch.int64),
+                                              counts.cumsum(0)]).to(torch.int32)
+        t[f"{name}.kept_cols"] = cols.to(torch.int16 if in_f <= 2**15 else torch.int32)
+        t[f"{name}.kept_values"] = lq.kept_values.half()
+    return t
+
+
+def _need(t: dict, key: str, dtype: torch.dtype, shape: tuple | None = None) -> Tensor:
+    if key not in t:
+        raise TacqError(f"The checkpoint lacks tensor {key}; the file is incomplete.")
+    x = t[key]
+    if x.dtype != dtype:
+        raise TacqError(f"Tensor {key} has dtype {x.dtype}, expected {dtype}.")
+    if shape is not None and tuple(x.shape) != tuple(shape):
+        raise TacqError(f"Tensor {key} has shape {tuple(x.shape)}, expected {tuple(shape)}.")
+    return x
+
+
+def layer_from_tensors(name: str, t: dict[str, Tensor], shape: tuple[int, int], bits: int) -> LayerQuant:
+    """Rebuild one LayerQuant, checking every shape, dtype and index first."""
+    if bits not in PACK:
+        raise TacqError(f"{name}: bits must be 2, 3 or 4 (got {bits}).")
+    out_f, in_f = shape
+    n = out_f * in_f
+    packed = _need(t, f"{name}.codes", torch.uint8, (packed_len(n, bits),))
+    scale = _need(t, f"{name}.scale", torch.float16, (out_f,)).float()
+    zero = _need(t, f"{name}.zero", torch.uint8, (out_f,))
+    if not torch.isfinite(scale).all() or int(zero.max()) > 2**bits - 1:
+        raise TacqError(f"{name}: scale or zero out of range; the file is damaged.")
+    codes = UNPACK[bits](packed, n).view(out_f, in_f)
+    mask = torch.zeros(out_f, in_f, dtype=torch.bool)
+    values = torch.zeros(0, dtype=torch.float16)
+    if f"{name}.kept_rowptr" in t:
+        rowptr = _need(t, f"{name}.kept_rowptr", torch.int32, (out_f + 1,)).long()
+        cols_t = t.get(f"{name}.kept_cols")
+        if cols_t is None or cols_t.dtype not in (torch.int16, torch.int32) or cols_t.dim() != 1:
+            raise TacqError(f"{name}: kept column indices are missing or of the wrong type.")
+        cols = cols_t.long()
+        k = len(cols)
+        values = _need(t, f"{name}.kept_values", torch.float16, (k,))
+        if (rowptr[0] != 0 or rowptr[-1] != k or (rowptr[1:] < rowptr[:-1]).any()
+                or (k and (cols.min() < 0 or cols.max() >= in_f))):
+            raise TacqError(f"{name}: kept-weight indices are out of range; the file is damaged.")
+        rows = torch.repeat_interleave(torch.arange(out_f), rowptr[1:] - rowptr[:-1])
+        mask[rows, cols] = True
+        if int(mask.sum()) != k:
+            raise TacqError(f"{name}: duplicate kept-weight indices; the file is damaged.")
+        order = torch.argsort(rows * in_f + cols)  # row-major, as LayerQuant expects
+        values = values[order]
+    return LayerQuant(codes, scale, zero.float(), mask, values, bits)
+
+
+# ---------------------------------------------------------------- folders
+
+
+def _write_folder(out: Path, write) -> None:
+    """Write into a temp folder, then rename: a crash leaves no half export."""
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.part")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        write(tmp)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _unquantized_state(model, quant_names: set[str]) -> dict[str, Tensor]:
+    """Every tensor that stays in 16 bits, tied copies once (fp16)."""
+    seen, out = set(), {}
+    for name, p in model.state_dict(keep_vars=True).items():
+        if name.removesuffix(".weight") in quant_names or id(p) in seen:
+            continue
+        seen.add(id(p))
+        out[name] = p.detach().to(torch.float16).cpu().contiguous()
+    return out
+
+
+def save_packed(out: str | Path, lm, variant) -> Path:
+    """A packed TaCQ checkpoint of `variant` (a tacq.workflow.Variant) made from `lm`."""
+    from tacq import __version__
+
+    layers = variant.result.layers
+    tensors = _unquantized_state(variant.model, set(layers))
+    shapes = {}
+    for name, lq in layers.items():
+        tensors |= layer_tensors(name, lq)
+        shapes[name] = [*lq.codes.shape, lq.bits]
+    config = variant.model.config.to_dict()
+    config["quantization_config"] = {
+        "quant_method": "tacq", "format_version": FORMAT_VERSION, "tacq_version": __version__,
+        **{k: variant.settings.get(k) for k in ("bits", "ratio", "metric", "method", "task")},
+        "task_hash": variant.settings.get("examples"), "layers": shapes}
+    config["dtype"] = "float16"
+
+    def write(tmp: Path) -> None:
+        save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "tacq-packed"})
+        (tmp / "config.json").write_text(json.dumps(config, indent=2))
+        lm.tokenizer.save_pretrained(str(tmp))
+
+    _write_folder(Path(out), write)
+    return Path(out)
+
+
+def save_dequantized(out: str | Path, lm, variant) -> Path:
+    """A plain fp16 HF folder any tool loads (it carries the quantization error, not the size win)."""
+    import copy
+
+    def write(tmp: Path) -> None:
+        model = copy.deepcopy(variant.model).to(torch.float16)
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        lm.tokenizer.save_pretrained(str(tmp))
+        (tmp / "README.md").write_text(
+            f"# {variant.name} (dequantized)\n\nfp16 weights of a TaCQ {variant.settings['bits']}-bit "
+            "model: they carry its quantization error but not its size win. Loads with plain "
+            "transformers.AutoModelForCausalLM.from_pretrained.\n")
+
+    _write_folder(Path(out), write)
+    return Path(out)
+
+
+def folder_bytes(folder: str | Path) -> int:
+    return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file())
+
+
+def load_quantized(folder: str | Path, device: str | None = None):
+    """Load a packed TaCQ folder into a transformers model (dequantized at load).
+
+    Returns the model; its dequantized weights are bit-identical to the in-memory variant's.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from tacq.models import check_model_dir, pick_device, quantizable_linears
+
+    folder = Path(folder)
+    config = check_model_dir(folder)
+    qc = config.get("quantization_config") or {}
+    if qc.get("quant_method") != "tacq" or not isinstance(qc.get("layers"), dict):
+        raise TacqError(f"{folder} is not a packed TaCQ checkpoint (no tacq quantization_config).")
+    path = folder / WEIGHTS_FILE
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            t = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises several error types for a damaged file
+        raise TacqError(f"{path} is damaged or truncated: {e}") from e
+    cfg_dict = {k: v for k, v in config.items() if k != "quantization_config"}
+    hf_config = AutoConfig.for_model(**cfg_dict)
+    model = AutoModelForCausalLM.from_config(hf_config, dtype=torch.float32)
+    linears = quantizable_linears(model)
+    layers = qc["layers"]
+    if set(layers) != set(linears):
+        raise TacqError("The checkpoint's layer list does not match its config.")
+    state = {}
+    for name, lin in linears.items():
+        out_f, in_f, bits = layers[name]
+        if (out_f, in_f) != tuple(lin.weight.shape):
+            raise TacqError(f"{name}: stored shape {(out_f, in_f)} does not match the config.")
+        state[f"{name}.weight"] = layer_from_tensors(name, t, (out_f, in_f), int(bits)).dequantize()
+    for name, p in model.state_dict().items():
+        if name in state:
+            continue
+        if name in t:
+            x = t[name]
+            if x.dtype != torch.float16 or tuple(x.shape) != tuple(p.shape):
+                raise TacqError(f"Tensor {name} has the wrong dtype or shape.")
+            state[name] = x.float()
+    missing = model.load_state_dict(state, strict=False).missing_keys
+    model.tie_weights()
+    missing = [m for m in missing if m not in dict(model.named_parameters(remove_duplicate=False))
+               or not _is_tied(model, m)]
+    if missing:
+        raise TacqError(f"The checkpoint lacks {len(missing)} tensor(s), e.g. {missing[0]}.")
+    model.requires_grad_(False)
+    return model.to(pick_device(device)).eval()
+
+
+def _is_tied(model, name: str) -> bool:
+    return name == "lm_head.weight" and getattr(model.config, "tie_word_embeddings", False)

@@ -1,0 +1,184 @@
+"""One study of a model on a task: the steps the CLI and the app both run, with caches.
+
+gradients (cached on disk) -> unmasked reference quantization per bit width (cached on
+disk; gives dW and the GPTQ baseline) -> scores + global ranking per metric (in memory) ->
+masked GPTQ variants at any ratio. Every heavy result is computed once and reused.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from tacq.cache import cache_key, load_checked, save_atomic, tacq_home
+from tacq.data import Batch, DataConfig, TaskSet, encode_all, examples_digest, make_batches
+from tacq.errors import TacqError
+from tacq.gptq import GPTQConfig, LayerQuant
+from tacq.gradients import GradientConfig, GradStats, collect_cached, grads_key
+from tacq.models import LoadedModel, quantizable_linears
+from tacq.progress import Progress, no_progress
+from tacq.quantize import QuantResult, quantize_model, quantized_copy
+from tacq.saliency import METRICS, NEEDS_QUANT, model_scores
+from tacq.select import Ranking, SizeReport, check_ratio, rank, size_report
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RATIO = 0.0035  # the paper's outlier ratio
+SLIDER_MAX_RATIO = 0.02  # rankings cover this much by default (the app's slider range)
+
+
+@dataclass
+class Variant:
+    """A quantized copy of the model with how it was made and what it weighs."""
+
+    name: str  # e.g. 'tacq-3bit-0.35%'
+    model: torch.nn.Module
+    result: QuantResult
+    size: SizeReport
+    settings: dict
+
+
+@dataclass
+class Study:
+    lm: LoadedModel
+    task: TaskSet
+    data_cfg: DataConfig = field(default_factory=DataConfig)
+    grad_cfg: GradientConfig = field(default_factory=GradientConfig)
+    stats: GradStats | None = None
+    refs: dict[tuple, QuantResult] = field(default_factory=dict)  # (bits, method) -> unmasked
+    rankings: dict[tuple, Ranking] = field(default_factory=dict)  # (metric, bits) -> ranking
+
+    # ------------------------------------------------------------ data
+    @property
+    def calib_examples(self):
+        return list(self.task.calib[: self.data_cfg.max_examples])
+
+    def digest(self) -> str:
+        return examples_digest(self.calib_examples, self.task.style)
+
+    def batches(self, answer_only: bool | None = None) -> list[Batch]:
+        """Calibration batches: the same examples feed the gradients and the Hessians."""
+        if not self.calib_examples:
+            raise TacqError("The task has no calibration examples.")
+        enc = encode_all(self.lm.tokenizer, self.calib_examples, self.task.style, self.data_cfg)
+        only = self.grad_cfg.answer_only if answer_only is None else answer_only
+        return make_batches(enc, self.grad_cfg.batch_size, self.lm.tokenizer.pad_token_id, only)
+
+    def token_count(self) -> int:
+        return sum(b.n_tokens for b in self.batches())
+
+    # ------------------------------------------------------------ gradients
+    def collect(self, progress: Progress | None = None) -> GradStats:
+        """Per-sample |grad| sums, from the disk cache when the same run was done before."""
+        key = grads_key(self.lm.fingerprint, self.digest(), self.data_cfg, self.grad_cfg)
+        self.stats = collect_cached(self.lm.model, self.batches(), self.grad_cfg, key, progress)
+        self.rankings.clear()
+        return self.stats
+
+    # ------------------------------------------------------------ reference quantization
+    def reference(self, bits: int, method: str = "gptq", progress: Progress | None = None) -> QuantResult:
+        """Unmasked quantization at `bits` (GPTQ by default): dW for the scores, and a baseline."""
+        cfg = GPTQConfig(bits=bits, method=method)
+        if (bits, method) in self.refs:
+            return self.refs[(bits, method)]
+        key = cache_key("ref", self.lm.fingerprint, self.digest(), asdict(self.data_cfg), asdict(cfg))
+        path = tacq_home() / "quant" / f"{key[:32]}.safetensors"
+        res = _load_quant(path, key, cfg, list(quantizable_linears(self.lm.model)))
+        if res is None:
+            res = quantize_model(self.lm.model, self.batches(answer_only=False), cfg,
+                                 progress=progress)
+            _save_quant(path, key, res)
+        elif progress:
+            progress(1.0, f"{method} {bits}-bit reference: loaded from cache")
+        self.refs[(bits, method)] = res
+        return res
+
+    # ------------------------------------------------------------ scores and ranking
+    def scores(self, metric: str, bits: int, progress: Progress | None = None) -> dict[str, Tensor]:
+        if metric not in METRICS:
+            raise TacqError(f"Unknown metric {metric!r}; choose one of {', '.join(METRICS)}.")
+        if metric != "magnitude" and self.stats is None:
+            raise TacqError("Collect gradients first.")
+        ref = self.reference(bits, progress=progress) if metric in NEEDS_QUANT else None
+        weights = {n: m.weight for n, m in quantizable_linears(self.lm.model).items()}
+        return model_scores(metric, weights, self.stats, ref)
+
+    def ranking(self, metric: str, bits: int, max_ratio: float = SLIDER_MAX_RATIO,
+                progress: Progress | None = None) -> Ranking:
+        """Global order for (metric, bits); bits matter only for metrics that use dW."""
+        key = (metric, bits if metric in NEEDS_QUANT else None)
+        have = self.rankings.get(key)
+        if have is None or have.max_ratio < max_ratio:
+            self.rankings[key] = rank(self.scores(metric, bits, progress), max(max_ratio, SLIDER_MAX_RATIO))
+        return self.rankings[key]
+
+    # ------------------------------------------------------------ bits accounting
+    def other_params(self) -> int:
+        """Parameters that stay in 16 bits (tied weights counted once)."""
+        quant = {id(m.weight) for m in quantizable_linears(self.lm.model).values()}
+        seen, n = set(), 0
+        for p in self.lm.model.parameters():
+            if id(p) not in quant and id(p) not in seen:
+                seen.add(id(p))
+                n += p.numel()
+        return n
+
+    def size_at(self, ranking: Ranking, ratio: float, bits: int) -> SizeReport:
+        return size_report(ranking.shapes, ranking.counts(ratio).tolist(), bits, self.other_params())
+
+    # ------------------------------------------------------------ variants
+    def quantize(self, bits: int, ratio: float = DEFAULT_RATIO, metric: str = "tacq",
+                 method: str = "gptq", progress: Progress | None = None) -> Variant:
+        """A quantized copy: masked GPTQ keeping the top `ratio` weights under `metric`.
+
+        ratio 0 gives plain GPTQ (or RTN) and reuses the cached reference quantization.
+        """
+        ratio = check_ratio(ratio)
+        cfg = GPTQConfig(bits=bits, method=method)
+        shapes = [tuple(m.weight.shape) for m in quantizable_linears(self.lm.model).values()]
+        if ratio == 0:
+            result = self.reference(bits, method, progress)
+            kept = [0] * len(shapes)
+            name = f"{method}-{bits}bit"
+        else:
+            from tacq.progress import scaled
+
+            r = self.ranking(metric, bits, ratio, scaled(progress, 0.0, 0.3))
+            masks = r.masks(ratio)
+            result = quantize_model(self.lm.model, self.batches(answer_only=False), cfg, masks,
+                                    progress=scaled(progress, 0.3, 1.0))
+            kept = r.counts(ratio).tolist()
+            name = f"{metric}-{bits}bit-{100 * ratio:.2f}%"
+        size = size_report(shapes, kept, bits, self.other_params())
+        settings = {"bits": bits, "ratio": ratio, "metric": metric if ratio else None,
+                    "method": method, "task": self.task.name, "examples": self.digest()}
+        return Variant(name, quantized_copy(self.lm.model, result), result, size, settings)
+
+
+def _save_quant(path: Path, key: str, res: QuantResult) -> None:
+    tensors = {}
+    for n, lq in res.layers.items():
+        tensors |= {f"codes.{n}": lq.codes, f"scale.{n}": lq.scale, f"zero.{n}": lq.zero}
+        if lq.hinv_diag is not None:
+            tensors[f"hinv.{n}"] = lq.hinv_diag
+    save_atomic(path, tensors, {"key": key, "seconds": repr(res.seconds)})
+
+
+def _load_quant(path: Path, key: str, cfg: GPTQConfig, names: list[str]) -> QuantResult | None:
+    t = load_checked(path, key)
+    if t is None:
+        return None
+    if any(f"codes.{n}" not in t for n in names):
+        path.unlink(missing_ok=True)
+        return None
+    layers = {}
+    for n in names:
+        codes = t[f"codes.{n}"]
+        empty = torch.zeros_like(codes, dtype=torch.bool)
+        layers[n] = LayerQuant(codes, t[f"scale.{n}"], t[f"zero.{n}"], empty,
+                               torch.zeros(0, dtype=torch.float16), cfg.bits, t.get(f"hinv.{n}"))
+    return QuantResult(layers, cfg)
