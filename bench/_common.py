@@ -20,14 +20,20 @@ def environment() -> dict:
     import torch
 
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                                capture_output=True, text=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
     except OSError:
         commit = "?"
-    return {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else
-            f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
-            "torch": torch.__version__, "threads": torch.get_num_threads(), "commit": commit,
-            "date": time.strftime("%Y-%m-%d")}
+    return {
+        "device": torch.cuda.get_device_name()
+        if torch.cuda.is_available()
+        else f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "commit": commit,
+        "date": time.strftime("%Y-%m-%d"),
+    }
 
 
 def write_result(topic: str, data: dict) -> Path:

@@ -6,7 +6,6 @@ torch process does matmuls, as a chat reply or a second job would. Writes bench/
 
 from __future__ import annotations
 
-import json
 import multiprocessing as mp
 import os
 import subprocess
@@ -50,10 +49,18 @@ def main() -> None:
             env.pop("OMP_WAIT_POLICY", None)
             if policy != "default":
                 env["OMP_WAIT_POLICY"] = policy
-            res = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True,
-                                 text=True, check=True, timeout=600)
+            res = subprocess.run(
+                [sys.executable, "-c", CHILD],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=600,
+            )
             out[policy] = float(res.stdout.strip().splitlines()[-1])
-            print(f"OMP_WAIT_POLICY={policy:<8} gptq 1536x576 2-bit: {out[policy]:6.2f} s (median of 3)")
+            print(
+                f"OMP_WAIT_POLICY={policy:<8} gptq 1536x576 2-bit: {out[policy]:6.2f} s (median of 3)"
+            )
     finally:
         hog.terminate()
     ratio = out["default"] / out["PASSIVE"]

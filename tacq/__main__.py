@@ -7,7 +7,6 @@ uses; stage times are printed so a run can be compared with the benchmarks.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -30,12 +29,21 @@ EPILOG = """examples:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="default",
-                   help="'default' (bundled SmolLM2-135M-Instruct) or a local HF folder")
+    p.add_argument(
+        "--model",
+        default="default",
+        help="'default' (bundled SmolLM2-135M-Instruct) or a local HF folder",
+    )
     p.add_argument("--task", default="antonyms", help="bundled task name (see `tasks`)")
-    p.add_argument("--data", help="your own examples: JSONL/CSV with prompt,answer (overrides --task)")
-    p.add_argument("--style", choices=("completion", "chat"), default="completion",
-                   help="how --data prompts are shown to the model (default: completion)")
+    p.add_argument(
+        "--data", help="your own examples: JSONL/CSV with prompt,answer (overrides --task)"
+    )
+    p.add_argument(
+        "--style",
+        choices=("completion", "chat"),
+        default="completion",
+        help="how --data prompts are shown to the model (default: completion)",
+    )
     p.add_argument("--examples", type=int, default=32, help="calibration examples (default 32)")
     p.add_argument("--max-length", type=int, default=256, help="tokens per example (default 256)")
     p.add_argument("--batch-size", type=int, default=8, help="examples per gradient batch")
@@ -45,22 +53,32 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def _quant(p: argparse.ArgumentParser, metric: bool = True) -> None:
     p.add_argument("--bits", type=int, default=2, choices=(2, 3, 4), help="bit width (default 2)")
-    p.add_argument("--ratio", type=float, default=0.0035,
-                   help="share of weights kept in 16 bits (default 0.0035 = 0.35%%)")
+    p.add_argument(
+        "--ratio",
+        type=float,
+        default=0.0035,
+        help="share of weights kept in 16 bits (default 0.0035 = 0.35%%)",
+    )
     if metric:
         from tacq.saliency import METRICS
 
-        p.add_argument("--metric", default="tacq", choices=list(METRICS),
-                       help="saliency score that picks the kept weights (default tacq)")
+        p.add_argument(
+            "--metric",
+            default="tacq",
+            choices=list(METRICS),
+            help="saliency score that picks the kept weights (default tacq)",
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m tacq", formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="python -m tacq",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="TaCQ: task-aware low-bit quantization. Finds the weights a task "
-                    "depends on (its 'circuit') from per-sample gradients, keeps them in 16 "
-                    "bits and quantizes the rest to 2/3/4 bits with masked GPTQ.",
-        epilog=EPILOG)
+        "depends on (its 'circuit') from per-sample gradients, keeps them in 16 "
+        "bits and quantizes the rest to 2/3/4 bits with masked GPTQ.",
+        epilog=EPILOG,
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("tasks", help="list bundled task sets")
@@ -75,13 +93,20 @@ def build_parser() -> argparse.ArgumentParser:
     _quant(p)
     p.add_argument("--method", default="gptq", choices=("gptq", "rtn"))
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--format", default="packed", choices=("packed", "dequantized"),
-                   help="packed (small, needs tacq) or dequantized fp16 HF folder")
+    p.add_argument(
+        "--format",
+        default="packed",
+        choices=("packed", "dequantized"),
+        help="packed (small, needs tacq) or dequantized fp16 HF folder",
+    )
     p = sub.add_parser("eval", help="held-out NLL / exact match / KL: fp vs quantized methods")
     _common(p)
     _quant(p, metric=False)
-    p.add_argument("--methods", default="fp,rtn,gptq,tacq",
-                   help="comma list from fp,rtn,gptq and any metric name (default fp,rtn,gptq,tacq)")
+    p.add_argument(
+        "--methods",
+        default="fp,rtn,gptq,tacq",
+        help="comma list from fp,rtn,gptq and any metric name (default fp,rtn,gptq,tacq)",
+    )
     p = sub.add_parser("run", help="default end-to-end: gradients + TaCQ + held-out eval")
     _common(p)
     _quant(p)
@@ -96,12 +121,21 @@ def _study(args):
 
     t0 = time.perf_counter()
     lm = load_model(args.model, args.device)
-    task = (task_from_examples(Path(args.data).stem, read_examples(args.data), args.style)
-            if args.data else load_task(args.task))
-    study = Study(lm, task, DataConfig(args.max_length, args.examples),
-                  GradientConfig(batch_size=args.batch_size, answer_only=args.answer_only))
-    print(f"model {lm.name} loaded in {time.perf_counter() - t0:.1f} s; task {task.name}: "
-          f"{len(study.calib_examples)} calibration / {len(task.heldout)} held-out examples")
+    task = (
+        task_from_examples(Path(args.data).stem, read_examples(args.data), args.style)
+        if args.data
+        else load_task(args.task)
+    )
+    study = Study(
+        lm,
+        task,
+        DataConfig(args.max_length, args.examples),
+        GradientConfig(batch_size=args.batch_size, answer_only=args.answer_only),
+    )
+    print(
+        f"model {lm.name} loaded in {time.perf_counter() - t0:.1f} s; task {task.name}: "
+        f"{len(study.calib_examples)} calibration / {len(task.heldout)} held-out examples"
+    )
     return study
 
 
@@ -110,8 +144,10 @@ def _collect(study) -> None:
 
     stats = study.collect(tqdm_progress("gradients"))
     how = "from cache" if stats.from_cache else f"in {stats.seconds:.1f} s"
-    print(f"gradients: {stats.n_samples} samples, {stats.n_tokens} loss tokens, "
-          f"mean loss {stats.mean_loss:.3f} ({how})")
+    print(
+        f"gradients: {stats.n_samples} samples, {stats.n_tokens} loss tokens, "
+        f"mean loss {stats.mean_loss:.3f} ({how})"
+    )
 
 
 def cmd_tasks(args) -> None:
@@ -119,8 +155,10 @@ def cmd_tasks(args) -> None:
 
     for name, meta in list_tasks().items():
         t = load_task(name)
-        print(f"{name:<16} {meta.get('style', 'completion'):<10} {len(t.calib):>3} calib "
-              f"{len(t.heldout):>3} held-out  {meta.get('description', '')}")
+        print(
+            f"{name:<16} {meta.get('style', 'completion'):<10} {len(t.calib):>3} calib "
+            f"{len(t.heldout):>3} held-out  {meta.get('description', '')}"
+        )
 
 
 def cmd_gradients(args) -> None:
@@ -136,9 +174,11 @@ def cmd_scores(args) -> None:
     r = study.ranking(args.metric, args.bits, args.ratio, tqdm_progress("reference"))
     size = study.size_at(r, args.ratio, args.bits)
     table = layer_table(r, args.ratio).sort_values("kept", ascending=False).head(args.top)
-    print(f"{args.metric}: keeps {size.n_kept:,} of {size.n_weights:,} weights; "
-          f"BPW {size.bpw_paper:.4f} (paper), {size.bpw_honest:.3f} with stats; "
-          f"{size.total_bytes / 2**20:.1f} MB packed vs {size.fp16_bytes / 2**20:.1f} MB fp16")
+    print(
+        f"{args.metric}: keeps {size.n_kept:,} of {size.n_weights:,} weights; "
+        f"BPW {size.bpw_paper:.4f} (paper), {size.bpw_honest:.3f} with stats; "
+        f"{size.total_bytes / 2**20:.1f} MB packed vs {size.fp16_bytes / 2**20:.1f} MB fp16"
+    )
     print(table.to_string(index=False, formatters={"share": "{:.3%}".format}))
 
 
@@ -186,9 +226,14 @@ def _eval_rows(study, args, methods: list[str]) -> list[dict]:
         results.append(res)
         del v
     for r in results:
-        rows.append({"variant": r.name, "answer NLL": round(r.answer_nll, 4),
-                     "exact match": round(r.exact_match, 3),
-                     "KL to fp": None if r.kl_to_fp is None else round(r.kl_to_fp, 4)})
+        rows.append(
+            {
+                "variant": r.name,
+                "answer NLL": round(r.answer_nll, 4),
+                "exact match": round(r.exact_match, 3),
+                "KL to fp": None if r.kl_to_fp is None else round(r.kl_to_fp, 4),
+            }
+        )
     return rows, times
 
 
@@ -224,14 +269,22 @@ def cmd_run(args) -> None:
     print(f"  {'total':<32} {time.perf_counter() - t_all:7.1f} s")
 
 
-COMMANDS = {"tasks": cmd_tasks, "gradients": cmd_gradients, "scores": cmd_scores,
-            "quantize": cmd_quantize, "eval": cmd_eval, "run": cmd_run}
+COMMANDS = {
+    "tasks": cmd_tasks,
+    "gradients": cmd_gradients,
+    "scores": cmd_scores,
+    "quantize": cmd_quantize,
+    "eval": cmd_eval,
+    "run": cmd_run,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     try:
         COMMANDS[args.command](args)
     except TacqError as e:

@@ -58,9 +58,13 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         if not 8 <= self.max_length <= 32768:
-            raise TacqError(f"Max length must be between 8 and 32768 tokens (got {self.max_length}).")
+            raise TacqError(
+                f"Max length must be between 8 and 32768 tokens (got {self.max_length})."
+            )
         if not 1 <= self.max_examples <= MAX_EXAMPLES:
-            raise TacqError(f"Number of examples must be 1..{MAX_EXAMPLES} (got {self.max_examples}).")
+            raise TacqError(
+                f"Number of examples must be 1..{MAX_EXAMPLES} (got {self.max_examples})."
+            )
 
 
 @dataclass
@@ -98,8 +102,10 @@ def _example_from_obj(obj: object, where: str) -> Example:
     if pk is None and ak is None and "text" in obj:
         return _checked(Example("", obj["text"]), where)
     if pk is None or ak is None:
-        raise TacqError(f"{where}: has columns {sorted(obj)[:6]}; expected prompt and answer "
-                        "(or question/answer, input/output, text).")
+        raise TacqError(
+            f"{where}: has columns {sorted(obj)[:6]}; expected prompt and answer "
+            "(or question/answer, input/output, text)."
+        )
     return _checked(Example(prompt, answer), where)
 
 
@@ -108,8 +114,9 @@ def _checked(ex: Example, where: str) -> Example:
         if not isinstance(value, str):
             raise TacqError(f"{where}: {label} is {type(value).__name__}, expected text.")
         if len(value) > MAX_FIELD_CHARS:
-            raise TacqError(f"{where}: {label} has {len(value):,} characters "
-                            f"(limit {MAX_FIELD_CHARS:,}).")
+            raise TacqError(
+                f"{where}: {label} has {len(value):,} characters (limit {MAX_FIELD_CHARS:,})."
+            )
     if not (ex.prompt + ex.answer).strip():
         raise TacqError(f"{where}: empty prompt and answer.")
     if "\x00" in ex.prompt + ex.answer:
@@ -120,8 +127,9 @@ def _checked(ex: Example, where: str) -> Example:
 def decode_upload(data: bytes) -> str:
     """Bytes of an upload -> text, refusing binary and oversize files with a clear message."""
     if len(data) > MAX_UPLOAD_BYTES:
-        raise TacqError(f"The file is {len(data) / 2**20:.0f} MB; the limit is "
-                        f"{MAX_UPLOAD_BYTES // 2**20} MB.")
+        raise TacqError(
+            f"The file is {len(data) / 2**20:.0f} MB; the limit is {MAX_UPLOAD_BYTES // 2**20} MB."
+        )
     if b"\x00" in data[:8192]:
         raise TacqError("The file looks binary; expected UTF-8 text (JSONL, CSV or lines).")
     try:
@@ -233,8 +241,14 @@ def load_task(name: str) -> TaskSet:
         row = json.loads(line)
         ex = _example_from_obj(row, f"{path.name} line {n}")
         (held if row.get("split") == "heldout" else calib).append(ex)
-    return TaskSet(path.stem, tuple(calib), tuple(held), meta.get("style", "completion"),
-                   meta.get("title", path.stem), meta.get("description", ""))
+    return TaskSet(
+        path.stem,
+        tuple(calib),
+        tuple(held),
+        meta.get("style", "completion"),
+        meta.get("title", path.stem),
+        meta.get("description", ""),
+    )
 
 
 def task_from_examples(name: str, examples: list[Example], style: str = "completion") -> TaskSet:
@@ -264,7 +278,8 @@ def prompt_text(tokenizer, prompt: str, style: str) -> str:
     """The text the model sees before the answer: chat-templated or raw."""
     if style == "chat" and getattr(tokenizer, "chat_template", None):
         return tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False)
+            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
+        )
     return prompt
 
 
@@ -275,7 +290,9 @@ def encode_prompt(tokenizer, prompt: str, style: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=not chat)["input_ids"])
 
 
-def encode_example(tokenizer, ex: Example, style: str, max_length: int) -> tuple[Encoded, str | None]:
+def encode_example(
+    tokenizer, ex: Example, style: str, max_length: int
+) -> tuple[Encoded, str | None]:
     """Tokenize prompt and answer; cut the prompt from the left if too long (with a warning)."""
     p = encode_prompt(tokenizer, ex.prompt, style) if ex.prompt else []
     answer = ex.answer + (tokenizer.eos_token or "" if style == "chat" else "")
@@ -286,7 +303,7 @@ def encode_example(tokenizer, ex: Example, style: str, max_length: int) -> tuple
     if len(p) + len(a) > max_length:
         warning = f"example of {len(p) + len(a)} tokens cut to {max_length}"
         a = a[: max_length - 1] if len(a) >= max_length else a
-        p = p[len(p) - (max_length - len(a)):] if max_length > len(a) else []
+        p = p[len(p) - (max_length - len(a)) :] if max_length > len(a) else []
     if not p:  # a plain text example: the first token has no prediction, so it is context
         p, a = a[:1], a[1:]
     return Encoded(tuple(p + a), len(p)), warning
@@ -302,7 +319,9 @@ def encode_all(tokenizer, examples, style: str, cfg: DataConfig) -> list[Encoded
         cut += warning is not None
         out.append(enc)
     if cut:
-        log.warning("%d example(s) longer than %d tokens were cut from the left.", cut, cfg.max_length)
+        log.warning(
+            "%d example(s) longer than %d tokens were cut from the left.", cut, cfg.max_length
+        )
     return out
 
 
@@ -317,12 +336,13 @@ class Batch:
         return int(self.attention_mask.sum())
 
 
-def make_batches(encoded: list[Encoded], batch_size: int, pad_id: int,
-                 answer_only: bool = False) -> list[Batch]:
+def make_batches(
+    encoded: list[Encoded], batch_size: int, pad_id: int, answer_only: bool = False
+) -> list[Batch]:
     """Right-padded batches; with answer_only the loss covers the answer tokens only."""
     batches = []
     for i in range(0, len(encoded), batch_size):
-        chunk = encoded[i: i + batch_size]
+        chunk = encoded[i : i + batch_size]
         T = max(len(e.input_ids) for e in chunk)
         ids = torch.full((len(chunk), T), pad_id, dtype=torch.long)
         att = torch.zeros((len(chunk), T), dtype=torch.long)
@@ -331,7 +351,7 @@ def make_batches(encoded: list[Encoded], batch_size: int, pad_id: int,
             n = len(e.input_ids)
             ids[b, :n] = torch.tensor(e.input_ids)
             att[b, :n] = 1
-            lm[b, (e.answer_start if answer_only else 1): n] = True
+            lm[b, (e.answer_start if answer_only else 1) : n] = True
         batches.append(Batch(ids, att, lm))
     return batches
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 import re
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import torch
 from torch import Tensor, nn
@@ -44,12 +44,16 @@ def is_match(prediction: str, answer: str, style: str) -> bool:
     """Completion: first line equals the answer. Chat: the answer occurs as a whole word."""
     target = normalize(answer)
     if style == "chat":
-        return bool(target) and re.search(rf"\b{re.escape(target)}\b", normalize(prediction)) is not None
+        return (
+            bool(target)
+            and re.search(rf"\b{re.escape(target)}\b", normalize(prediction)) is not None
+        )
     return normalize(prediction.split("\n", 1)[0]) == target
 
 
-def answer_logprobs(model: nn.Module, tokenizer, examples: list[Example], style: str,
-                    cfg: EvalConfig) -> tuple[list[float], list[Tensor]]:
+def answer_logprobs(
+    model: nn.Module, tokenizer, examples: list[Example], style: str, cfg: EvalConfig
+) -> tuple[list[float], list[Tensor]]:
     """Per-example answer NLL and log-probs (n_answer_tokens, vocab) at the answer positions."""
     enc = encode_all(tokenizer, examples, style, DataConfig(max_length=cfg.max_length))
     pad = tokenizer.pad_token_id or 0
@@ -57,8 +61,11 @@ def answer_logprobs(model: nn.Module, tokenizer, examples: list[Example], style:
     nlls, logps = [], []
     for batch in make_batches(enc, cfg.batch_size, pad, answer_only=True):
         with torch.no_grad():
-            logits = model(input_ids=batch.input_ids.to(device),
-                           attention_mask=batch.attention_mask.to(device), use_cache=False).logits
+            logits = model(
+                input_ids=batch.input_ids.to(device),
+                attention_mask=batch.attention_mask.to(device),
+                use_cache=False,
+            ).logits
         lp = torch.log_softmax(logits[:, :-1].float(), -1).cpu()  # predicts tokens 1..T-1
         for b in range(lp.shape[0]):
             pos = batch.loss_mask[b, 1:].nonzero().squeeze(1)
@@ -71,27 +78,45 @@ def answer_logprobs(model: nn.Module, tokenizer, examples: list[Example], style:
     return nlls, logps
 
 
-def generate_batch(model: nn.Module, tokenizer, prompts: list[str], style: str,
-                   max_new_tokens: int, batch_size: int = 16) -> list[str]:
+def generate_batch(
+    model: nn.Module,
+    tokenizer,
+    prompts: list[str],
+    style: str,
+    max_new_tokens: int,
+    batch_size: int = 16,
+) -> list[str]:
     """Greedy continuations of each prompt (left-padded batches), decoded without specials."""
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id or 0
     outs: list[str] = []
     for i in range(0, len(prompts), batch_size):
-        ids = [encode_prompt(tokenizer, p, style) for p in prompts[i: i + batch_size]]
+        ids = [encode_prompt(tokenizer, p, style) for p in prompts[i : i + batch_size]]
         T = max(len(x) for x in ids)
         input_ids = torch.tensor([[pad] * (T - len(x)) + x for x in ids], device=device)
         att = torch.tensor([[0] * (T - len(x)) + [1] * len(x) for x in ids], device=device)
         with torch.no_grad():
-            gen = model.generate(input_ids=input_ids, attention_mask=att, do_sample=False,
-                                 max_new_tokens=max_new_tokens, pad_token_id=pad)
+            gen = model.generate(
+                input_ids=input_ids,
+                attention_mask=att,
+                do_sample=False,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=pad,
+            )
         outs += tokenizer.batch_decode(gen[:, T:], skip_special_tokens=True)
     return outs
 
 
-def evaluate(model: nn.Module, tokenizer, examples: list[Example], style: str, name: str,
-             cfg: EvalConfig | None = None, fp_logprobs: list[Tensor] | None = None,
-             progress: Progress | None = None) -> tuple[EvalResult, list[Tensor]]:
+def evaluate(
+    model: nn.Module,
+    tokenizer,
+    examples: list[Example],
+    style: str,
+    name: str,
+    cfg: EvalConfig | None = None,
+    fp_logprobs: list[Tensor] | None = None,
+    progress: Progress | None = None,
+) -> tuple[EvalResult, list[Tensor]]:
     """Answer NLL, exact match and (given the fp model's log-probs) KL on held-out examples."""
     cfg = cfg or EvalConfig()
     progress = progress or no_progress
@@ -105,20 +130,30 @@ def evaluate(model: nn.Module, tokenizer, examples: list[Example], style: str, n
         kl = total / sum(len(p) for p in fp_logprobs)
     progress(0.5, f"{name}: greedy answers")
     new = cfg.max_new_tokens if style != "chat" else int(cfg.max_new_tokens * 2.4)
-    preds = generate_batch(model, tokenizer, [e.prompt for e in examples], style, new, cfg.batch_size)
-    rows = [{"prompt": e.prompt, "answer": e.answer, "prediction": p.strip(),
-             "correct": is_match(p, e.answer, style), "nll": n}
-            for e, p, n in zip(examples, preds, nlls)]
+    preds = generate_batch(
+        model, tokenizer, [e.prompt for e in examples], style, new, cfg.batch_size
+    )
+    rows = [
+        {
+            "prompt": e.prompt,
+            "answer": e.answer,
+            "prediction": p.strip(),
+            "correct": is_match(p, e.answer, style),
+            "nll": n,
+        }
+        for e, p, n in zip(examples, preds, nlls)
+    ]
     progress(1.0, f"{name}: done")
     em = sum(r["correct"] for r in rows) / len(rows)
     return EvalResult(name, sum(nlls) / len(nlls), em, kl, rows), logps
 
 
-def perplexity(model: nn.Module, tokenizer, text: str, seq_len: int = 256,
-               max_chunks: int = 16) -> float:
+def perplexity(
+    model: nn.Module, tokenizer, text: str, seq_len: int = 256, max_chunks: int = 16
+) -> float:
     """exp(mean NLL) over non-overlapping chunks of `seq_len` tokens of `text`."""
     ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
-    chunks = [ids[i: i + seq_len] for i in range(0, len(ids) - 1, seq_len)][:max_chunks]
+    chunks = [ids[i : i + seq_len] for i in range(0, len(ids) - 1, seq_len)][:max_chunks]
     chunks = [c for c in chunks if len(c) > 1]
     if not chunks:
         raise TacqError("The text is too short for perplexity.")
@@ -132,9 +167,15 @@ def perplexity(model: nn.Module, tokenizer, text: str, seq_len: int = 256,
     return math.exp(nll / count)
 
 
-def stream_chat(model: nn.Module, tokenizer, messages: list[dict], max_new_tokens: int = 128,
-                temperature: float = 0.0, max_context: int = 2048,
-                stop: threading.Event | None = None) -> Iterator[str]:
+def stream_chat(
+    model: nn.Module,
+    tokenizer,
+    messages: list[dict],
+    max_new_tokens: int = 128,
+    temperature: float = 0.0,
+    max_context: int = 2048,
+    stop: threading.Event | None = None,
+) -> Iterator[str]:
     """Yield the growing reply to a chat (messages format, chat template applied)."""
     from transformers import TextIteratorStreamer
 
@@ -144,14 +185,22 @@ def stream_chat(model: nn.Module, tokenizer, messages: list[dict], max_new_token
     else:
         ids = tokenizer(messages[-1]["content"], return_tensors="pt")["input_ids"]
     if ids.shape[1] + max_new_tokens > max_context:
-        raise TacqError(f"The conversation is {ids.shape[1]} tokens; with {max_new_tokens} new "
-                        f"tokens it exceeds the {max_context}-token context. Clear the chat.")
+        raise TacqError(
+            f"The conversation is {ids.shape[1]} tokens; with {max_new_tokens} new "
+            f"tokens it exceeds the {max_context}-token context. Clear the chat."
+        )
     device = next(model.parameters()).device
-    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True,
-                                    timeout=300)
-    kwargs = dict(input_ids=ids.to(device), attention_mask=torch.ones_like(ids).to(device),
-                  max_new_tokens=max_new_tokens, streamer=streamer,
-                  pad_token_id=tokenizer.pad_token_id, do_sample=temperature > 0)
+    streamer = TextIteratorStreamer(
+        tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=300
+    )
+    kwargs = dict(
+        input_ids=ids.to(device),
+        attention_mask=torch.ones_like(ids).to(device),
+        max_new_tokens=max_new_tokens,
+        streamer=streamer,
+        pad_token_id=tokenizer.pad_token_id,
+        do_sample=temperature > 0,
+    )
     if temperature > 0:
         kwargs["temperature"] = temperature
     thread = threading.Thread(target=lambda: model.generate(**kwargs), daemon=True)

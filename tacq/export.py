@@ -79,13 +79,17 @@ def packed_len(n: int, bits: int) -> int:
 def layer_tensors(name: str, lq: LayerQuant) -> dict[str, Tensor]:
     """The stored tensors of one quantized Linear."""
     out_f, in_f = lq.codes.shape
-    t = {f"{name}.codes": PACK[lq.bits](lq.codes.reshape(-1).to(torch.uint8)),
-         f"{name}.scale": lq.scale.half(), f"{name}.zero": lq.zero.to(torch.uint8)}
+    t = {
+        f"{name}.codes": PACK[lq.bits](lq.codes.reshape(-1).to(torch.uint8)),
+        f"{name}.scale": lq.scale.half(),
+        f"{name}.zero": lq.zero.to(torch.uint8),
+    }
     if lq.keep_mask.any():
         rows, cols = lq.keep_mask.nonzero(as_tuple=True)  # row-major, like kept_values
         counts = torch.bincount(rows, minlength=out_f)
-        t[f"{name}.kept_rowptr"] = torch.cat([torch.zeros(1, dtype=torch.int64),
-                                              counts.cumsum(0)]).to(torch.int32)
+        t[f"{name}.kept_rowptr"] = torch.cat(
+            [torch.zeros(1, dtype=torch.int64), counts.cumsum(0)]
+        ).to(torch.int32)
         t[f"{name}.kept_cols"] = cols.to(torch.int16 if in_f <= 2**15 else torch.int32)
         t[f"{name}.kept_values"] = lq.kept_values.half()
     return t
@@ -102,7 +106,9 @@ def _need(t: dict, key: str, dtype: torch.dtype, shape: tuple | None = None) -> 
     return x
 
 
-def layer_from_tensors(name: str, t: dict[str, Tensor], shape: tuple[int, int], bits: int) -> LayerQuant:
+def layer_from_tensors(
+    name: str, t: dict[str, Tensor], shape: tuple[int, int], bits: int
+) -> LayerQuant:
     """Rebuild one LayerQuant, checking every shape, dtype and index first."""
     if bits not in PACK:
         raise TacqError(f"{name}: bits must be 2, 3 or 4 (got {bits}).")
@@ -124,8 +130,12 @@ def layer_from_tensors(name: str, t: dict[str, Tensor], shape: tuple[int, int], 
         cols = cols_t.long()
         k = len(cols)
         values = _need(t, f"{name}.kept_values", torch.float16, (k,))
-        if (rowptr[0] != 0 or rowptr[-1] != k or (rowptr[1:] < rowptr[:-1]).any()
-                or (k and (cols.min() < 0 or cols.max() >= in_f))):
+        if (
+            rowptr[0] != 0
+            or rowptr[-1] != k
+            or (rowptr[1:] < rowptr[:-1]).any()
+            or (k and (cols.min() < 0 or cols.max() >= in_f))
+        ):
             raise TacqError(f"{name}: kept-weight indices are out of range; the file is damaged.")
         rows = torch.repeat_interleave(torch.arange(out_f), rowptr[1:] - rowptr[:-1])
         mask[rows, cols] = True
@@ -177,9 +187,13 @@ def save_packed(out: str | Path, lm, variant) -> Path:
         shapes[name] = [*lq.codes.shape, lq.bits]
     config = variant.model.config.to_dict()
     config["quantization_config"] = {
-        "quant_method": "tacq", "format_version": FORMAT_VERSION, "tacq_version": __version__,
+        "quant_method": "tacq",
+        "format_version": FORMAT_VERSION,
+        "tacq_version": __version__,
         **{k: variant.settings.get(k) for k in ("bits", "ratio", "metric", "method", "task")},
-        "task_hash": variant.settings.get("examples"), "layers": shapes}
+        "task_hash": variant.settings.get("examples"),
+        "layers": shapes,
+    }
     config["dtype"] = "float16"
 
     def write(tmp: Path) -> None:
@@ -202,7 +216,8 @@ def save_dequantized(out: str | Path, lm, variant) -> Path:
         (tmp / "README.md").write_text(
             f"# {variant.name} (dequantized)\n\nfp16 weights of a TaCQ {variant.settings['bits']}-bit "
             "model: they carry its quantization error but not its size win. Loads with plain "
-            "transformers.AutoModelForCausalLM.from_pretrained.\n")
+            "transformers.AutoModelForCausalLM.from_pretrained.\n"
+        )
 
     _write_folder(Path(out), write)
     return Path(out)
@@ -255,8 +270,11 @@ def load_quantized(folder: str | Path, device: str | None = None):
             state[name] = x.float()
     missing = model.load_state_dict(state, strict=False).missing_keys
     model.tie_weights()
-    missing = [m for m in missing if m not in dict(model.named_parameters(remove_duplicate=False))
-               or not _is_tied(model, m)]
+    missing = [
+        m
+        for m in missing
+        if m not in dict(model.named_parameters(remove_duplicate=False)) or not _is_tied(model, m)
+    ]
     if missing:
         raise TacqError(f"The checkpoint lacks {len(missing)} tensor(s), e.g. {missing[0]}.")
     model.requires_grad_(False)

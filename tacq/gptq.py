@@ -10,22 +10,22 @@ two fixes: under act-order the mask is permuted with the columns, and a dead col
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from tacq.data import Batch
 from tacq.errors import TacqError
-from tacq.models import decoder_layers, quantizable_linears
-from tacq.progress import Progress, no_progress
 
 log = logging.getLogger(__name__)
 
 # True-sequential order inside a decoder block (TaCQ / GPTQ llama.py).
-SEQUENTIAL_GROUPS = (("k_proj", "v_proj", "q_proj"), ("o_proj",), ("up_proj", "gate_proj"),
-                     ("down_proj",))
+SEQUENTIAL_GROUPS = (
+    ("k_proj", "v_proj", "q_proj"),
+    ("o_proj",),
+    ("up_proj", "gate_proj"),
+    ("down_proj",),
+)
 METHODS = ("gptq", "rtn")
 
 
@@ -137,8 +137,9 @@ def inverse_hessian_cholesky(H: Tensor, damp: float, retries: int = 4) -> Tensor
                 if attempt:
                     log.warning("Hessian needed damping %.3g to factor.", damp * 10**attempt)
                 return U
-    raise TacqError("The Hessian could not be factored even with heavy damping; "
-                    "use more calibration examples.")
+    raise TacqError(
+        "The Hessian could not be factored even with heavy damping; use more calibration examples."
+    )
 
 
 # ---------------------------------------------------------------- one matrix
@@ -149,8 +150,9 @@ def _kept(w: Tensor) -> Tensor:
     return w.half().float()
 
 
-def _column_loop(W: Tensor, Hinv: Tensor, M: Tensor, scale: Tensor, zero: Tensor,
-                 cfg: GPTQConfig) -> Tensor:
+def _column_loop(
+    W: Tensor, Hinv: Tensor, M: Tensor, scale: Tensor, zero: Tensor, cfg: GPTQConfig
+) -> Tensor:
     """GPTQ's lazy-batch column loop with a keep mask. W is updated in place. -> Q (out, in).
 
     q = Quant(w) where unkept, w where kept: kept weights add no error of their own but
@@ -177,12 +179,14 @@ def _column_loop(W: Tensor, Hinv: Tensor, M: Tensor, scale: Tensor, zero: Tensor
     return Q
 
 
-def _pack_result(Q: Tensor, M: Tensor, scale: Tensor, zero: Tensor, bits: int,
-                 hinv_diag: Tensor | None) -> LayerQuant:
+def _pack_result(
+    Q: Tensor, M: Tensor, scale: Tensor, zero: Tensor, bits: int, hinv_diag: Tensor | None
+) -> LayerQuant:
     """Codes recovered from the grid values (exact: Q = scale * (code - zero) off the mask)."""
     codes = torch.clamp(torch.round(Q / scale[:, None] + zero[:, None]), 0, 2**bits - 1)
-    return LayerQuant(codes.to(torch.uint8), scale.float(), zero.float(), M.clone(),
-                      Q[M].half(), bits, hinv_diag)
+    return LayerQuant(
+        codes.to(torch.uint8), scale.float(), zero.float(), M.clone(), Q[M].half(), bits, hinv_diag
+    )
 
 
 def gptq_matrix(W: Tensor, H: Tensor, M: Tensor | None, cfg: GPTQConfig) -> LayerQuant:
@@ -219,5 +223,5 @@ def rtn_matrix(W: Tensor, M: Tensor | None, cfg: GPTQConfig) -> LayerQuant:
 
 def hessian_error(W: Tensor, W_q: Tensor, H: Tensor) -> float:
     """tr((W - W_q) H (W - W_q)^T): the layer-output error GPTQ minimizes."""
-    D = (W.float() - W_q.float())
+    D = W.float() - W_q.float()
     return float(torch.einsum("oi,ij,oj->", D, H.float(), D))

@@ -59,7 +59,8 @@ def per_sample_loss(logits: Tensor, input_ids: Tensor, loss_mask: Tensor) -> Ten
     targets = input_ids[:, 1:]
     mask = loss_mask[:, 1:].float()
     ce = nn.functional.cross_entropy(
-        logits[:, :-1].float().transpose(1, 2), targets, reduction="none")  # (B, T-1)
+        logits[:, :-1].float().transpose(1, 2), targets, reduction="none"
+    )  # (B, T-1)
     return (ce * mask).sum(1) / mask.sum(1).clamp(min=1)
 
 
@@ -79,7 +80,7 @@ class _Accumulator:
         B, out_f, in_f = x.shape[0], g.shape[-1], x.shape[-1]
         step = max(1, self.cfg.chunk_elems // (out_f * in_f))
         for s in range(0, B, step):
-            per = torch.einsum("bto,bti->boi", g[s:s + step].float(), x[s:s + step].float())
+            per = torch.einsum("bto,bti->boi", g[s : s + step].float(), x[s : s + step].float())
             self.abs[name] += per.abs().sum(0)
             if self.cfg.extra_stats:
                 self.sq[name] += per.square().sum(0)
@@ -95,6 +96,7 @@ def _attach_hooks(model: nn.Module, linears: dict[str, nn.Linear], acc: _Accumul
             x = inputs[0].detach()
             if output.requires_grad:
                 output.register_hook(lambda g: acc.add(name, x, g.detach()))
+
         return hook
 
     for name, lin in linears.items():
@@ -105,8 +107,9 @@ def _attach_hooks(model: nn.Module, linears: dict[str, nn.Linear], acc: _Accumul
     return handles
 
 
-def collect_abs_grads(model: nn.Module, batches: list[Batch], cfg: GradientConfig,
-                      progress: Progress | None = None) -> GradStats:
+def collect_abs_grads(
+    model: nn.Module, batches: list[Batch], cfg: GradientConfig, progress: Progress | None = None
+) -> GradStats:
     """Batched per-sample |grad| sums over `batches` for every quantizable Linear."""
     progress = progress or no_progress
     linears = quantizable_linears(model)
@@ -120,13 +123,18 @@ def collect_abs_grads(model: nn.Module, batches: list[Batch], cfg: GradientConfi
             ids = batch.input_ids.to(device)
             with torch.enable_grad():
                 try:
-                    logits = model(input_ids=ids, attention_mask=batch.attention_mask.to(device),
-                                   use_cache=False).logits
+                    logits = model(
+                        input_ids=ids,
+                        attention_mask=batch.attention_mask.to(device),
+                        use_cache=False,
+                    ).logits
                     losses = per_sample_loss(logits, ids, batch.loss_mask.to(device))
                     losses.sum().backward()
                 except torch.OutOfMemoryError as e:
-                    raise TacqError("Out of memory while collecting gradients; lower the batch "
-                                    "size or the max length.") from e
+                    raise TacqError(
+                        "Out of memory while collecting gradients; lower the batch "
+                        "size or the max length."
+                    ) from e
             n_samples += len(losses)
             n_tokens += int(batch.loss_mask[:, 1:].sum())
             loss_sum += float(losses.detach().sum())
@@ -136,8 +144,16 @@ def collect_abs_grads(model: nn.Module, batches: list[Batch], cfg: GradientConfi
             h.remove()
     progress(1.0, "gradients: done")
     cpu = lambda d: {k: v.cpu() for k, v in d.items()}  # noqa: E731
-    return GradStats(cpu(acc.abs), cpu(acc.sq), cpu(acc.sum), n_samples, n_tokens,
-                     loss_sum / max(n_samples, 1), False, time.perf_counter() - t0)
+    return GradStats(
+        cpu(acc.abs),
+        cpu(acc.sq),
+        cpu(acc.sum),
+        n_samples,
+        n_tokens,
+        loss_sum / max(n_samples, 1),
+        False,
+        time.perf_counter() - t0,
+    )
 
 
 def abs_grads_loop(model: nn.Module, batches: list[Batch]) -> dict[str, Tensor]:
@@ -150,10 +166,12 @@ def abs_grads_loop(model: nn.Module, batches: list[Batch]) -> dict[str, Tensor]:
         for batch in batches:
             for b in range(batch.input_ids.shape[0]):
                 n = int(batch.attention_mask[b].sum())
-                ids = batch.input_ids[b: b + 1, :n].to(G[next(iter(G))].device)
+                ids = batch.input_ids[b : b + 1, :n].to(G[next(iter(G))].device)
                 with torch.enable_grad():
                     logits = model(input_ids=ids, use_cache=False).logits
-                    per_sample_loss(logits, ids, batch.loss_mask[b: b + 1, :n].to(ids.device)).sum().backward()
+                    per_sample_loss(
+                        logits, ids, batch.loss_mask[b : b + 1, :n].to(ids.device)
+                    ).sum().backward()
                 for name, lin in linears.items():
                     G[name] += lin.weight.grad.float().abs()
                     lin.weight.grad = None
@@ -171,8 +189,9 @@ def grads_cache_path(key: str) -> Path:
     return tacq_home() / "grads" / f"{key[:32]}.safetensors"
 
 
-def grads_key(model_fingerprint: str, data_digest: str, data_cfg: object,
-              cfg: GradientConfig) -> str:
+def grads_key(
+    model_fingerprint: str, data_digest: str, data_cfg: object, cfg: GradientConfig
+) -> str:
     """Cache key over model, examples and every option that changes the sums."""
     return cache_key("grads", model_fingerprint, data_digest, asdict(data_cfg), asdict(cfg))
 
@@ -181,8 +200,13 @@ def save_stats(path: Path, key: str, stats: GradStats) -> None:
     tensors = {f"abs.{k}": v for k, v in stats.abs_grad.items()}
     tensors |= {f"sq.{k}": v for k, v in stats.sq_grad.items()}
     tensors |= {f"sum.{k}": v for k, v in stats.sum_grad.items()}
-    meta = {"key": key, "n_samples": str(stats.n_samples), "n_tokens": str(stats.n_tokens),
-            "mean_loss": repr(stats.mean_loss), "seconds": repr(stats.seconds)}
+    meta = {
+        "key": key,
+        "n_samples": str(stats.n_samples),
+        "n_tokens": str(stats.n_tokens),
+        "mean_loss": repr(stats.mean_loss),
+        "seconds": repr(stats.seconds),
+    }
     save_atomic(path, tensors, meta)
 
 
@@ -200,12 +224,25 @@ def load_stats(path: Path, key: str, names: list[str], extra: bool) -> GradStats
 
     meta = read_meta(path)
     pick = lambda p: {n: tensors[f"{p}.{n}"] for n in names if f"{p}.{n}" in tensors}  # noqa: E731
-    return GradStats(pick("abs"), pick("sq"), pick("sum"), int(meta["n_samples"]),
-                     int(meta["n_tokens"]), float(meta["mean_loss"]), True, 0.0)
+    return GradStats(
+        pick("abs"),
+        pick("sq"),
+        pick("sum"),
+        int(meta["n_samples"]),
+        int(meta["n_tokens"]),
+        float(meta["mean_loss"]),
+        True,
+        0.0,
+    )
 
 
-def collect_cached(model: nn.Module, batches: list[Batch], cfg: GradientConfig, key: str,
-                   progress: Progress | None = None) -> GradStats:
+def collect_cached(
+    model: nn.Module,
+    batches: list[Batch],
+    cfg: GradientConfig,
+    key: str,
+    progress: Progress | None = None,
+) -> GradStats:
     """collect_abs_grads with a safetensors cache keyed by `key`: a hit skips the work."""
     names = list(quantizable_linears(model))
     path = grads_cache_path(key)

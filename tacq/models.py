@@ -51,7 +51,9 @@ class LoadedModel:
             "name": self.name,
             "parameters": params,
             "layers": self.model.config.num_hidden_layers,
-            "quantizable weights": sum(m.weight.numel() for m in quantizable_linears(self.model).values()),
+            "quantizable weights": sum(
+                m.weight.numel() for m in quantizable_linears(self.model).values()
+            ),
             "device": str(self.device),
             "dtype": str(next(self.model.parameters()).dtype).replace("torch.", ""),
             "memory MB": round(size / 2**20, 1),
@@ -119,8 +121,10 @@ def default_model_dir(progress: Progress | None = None) -> Path:
 def check_model_dir(folder: Path) -> dict:
     """Validate a local HF folder before loading it; return its config dict."""
     if not folder.is_dir():
-        raise TacqError(f"Model folder not found: {folder}. Give a local Hugging Face folder "
-                        "with config.json and *.safetensors, or 'default'.")
+        raise TacqError(
+            f"Model folder not found: {folder}. Give a local Hugging Face folder "
+            "with config.json and *.safetensors, or 'default'."
+        )
     cfg_path = folder / "config.json"
     if not cfg_path.exists():
         raise TacqError(f"{folder} has no config.json; expected a Hugging Face model folder.")
@@ -129,15 +133,22 @@ def check_model_dir(folder: Path) -> dict:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise TacqError(f"{cfg_path} is not valid JSON: {e}") from e
     if "auto_map" in config:
-        raise TacqError(f"{folder} asks for remote code (auto_map in config.json); "
-                        "tacq never runs code shipped with a model.")
+        raise TacqError(
+            f"{folder} asks for remote code (auto_map in config.json); "
+            "tacq never runs code shipped with a model."
+        )
     mtype = config.get("model_type")
     if mtype not in SUPPORTED_TYPES:
-        raise TacqError(f"Unsupported model type {mtype!r} in {folder}; supported: "
-                        f"{', '.join(SUPPORTED_TYPES)} (decoder-only causal LMs).")
+        raise TacqError(
+            f"Unsupported model type {mtype!r} in {folder}; supported: "
+            f"{', '.join(SUPPORTED_TYPES)} (decoder-only causal LMs)."
+        )
     if not list(folder.glob("*.safetensors")):
-        extra = " (found pickle .bin weights, which tacq does not load)" if list(
-            folder.glob("*.bin")) else ""
+        extra = (
+            " (found pickle .bin weights, which tacq does not load)"
+            if list(folder.glob("*.bin"))
+            else ""
+        )
         raise TacqError(f"{folder} has no *.safetensors weights{extra}.")
     return config
 
@@ -155,8 +166,9 @@ def fingerprint(folder: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def load_model(source: str | Path | None = None, device: str | None = None,
-               progress: Progress | None = None) -> LoadedModel:
+def load_model(
+    source: str | Path | None = None, device: str | None = None, progress: Progress | None = None
+) -> LoadedModel:
     """Load `source` ('default'/None for the bundled SmolLM2, or a local HF folder).
 
     dtype: float32 on cpu (fast and exact there), bfloat16 on cuda.
@@ -173,10 +185,15 @@ def load_model(source: str | Path | None = None, device: str | None = None,
     progress(0.6, "loading weights")
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            str(folder), dtype=dtype, use_safetensors=True, trust_remote_code=False,
-            local_files_only=True)
-        tok = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False,
-                                            local_files_only=True)
+            str(folder),
+            dtype=dtype,
+            use_safetensors=True,
+            trust_remote_code=False,
+            local_files_only=True,
+        )
+        tok = AutoTokenizer.from_pretrained(
+            str(folder), trust_remote_code=False, local_files_only=True
+        )
     except TacqError:
         raise
     except (OSError, ValueError, KeyError) as e:
@@ -194,9 +211,13 @@ def load_model(source: str | Path | None = None, device: str | None = None,
 
 def quantizable_linears(model: nn.Module) -> dict[str, nn.Linear]:
     """Decoder q/k/v/o/gate/up/down Linears keyed by full module name, in model order."""
-    return {name: mod for name, mod in model.named_modules()
-            if isinstance(mod, nn.Linear) and name.rsplit(".", 1)[-1] in PROJ_NAMES
-            and ".layers." in f".{name}"}
+    return {
+        name: mod
+        for name, mod in model.named_modules()
+        if isinstance(mod, nn.Linear)
+        and name.rsplit(".", 1)[-1] in PROJ_NAMES
+        and ".layers." in f".{name}"
+    }
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:

@@ -7,7 +7,7 @@ gr.Progress adapter. To cancel, the hook raises `Cancelled`.
 from __future__ import annotations
 
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from tacq.errors import Cancelled
 

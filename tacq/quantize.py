@@ -43,7 +43,9 @@ class _StopForward(Exception):
     pass
 
 
-def capture_block_inputs(model: nn.Module, batches: list[Batch]) -> list[tuple[Tensor, dict, Tensor]]:
+def capture_block_inputs(
+    model: nn.Module, batches: list[Batch]
+) -> list[tuple[Tensor, dict, Tensor]]:
     """(hidden states, kwargs, attention mask) entering block 0, one per batch."""
     first = decoder_layers(model)[0]
     caught: list = []
@@ -61,8 +63,11 @@ def capture_block_inputs(model: nn.Module, batches: list[Batch]) -> list[tuple[T
         for batch in batches:
             try:
                 with torch.no_grad():
-                    model(input_ids=batch.input_ids.to(device),
-                          attention_mask=batch.attention_mask.to(device), use_cache=False)
+                    model(
+                        input_ids=batch.input_ids.to(device),
+                        attention_mask=batch.attention_mask.to(device),
+                        use_cache=False,
+                    )
             except _StopForward:
                 pass
             hidden, kwargs = caught.pop()
@@ -82,9 +87,14 @@ def _run_block(block: nn.Module, inputs: list) -> list[Tensor]:
     return outs
 
 
-def group_hessians(block: nn.Module, names: dict[str, nn.Linear], inputs: list) -> dict[str, Tensor]:
+def group_hessians(
+    block: nn.Module, names: dict[str, nn.Linear], inputs: list
+) -> dict[str, Tensor]:
     """H = 2/n sum x x^T over the real (unpadded) tokens entering each Linear in `names`."""
-    H = {n: torch.zeros(m.in_features, m.in_features, device=m.weight.device) for n, m in names.items()}
+    H = {
+        n: torch.zeros(m.in_features, m.in_features, device=m.weight.device)
+        for n, m in names.items()
+    }
     count = {"n": 0}
     current_mask: list[Tensor] = []
     seen: dict[int, tuple[Tensor, Tensor]] = {}
@@ -97,6 +107,7 @@ def group_hessians(block: nn.Module, names: dict[str, nn.Linear], inputs: list) 
                 xs = x[current_mask[0]].float()  # (n_real_tokens, in)
                 seen[key] = (x, xs.T @ xs)  # x pinned so its id is not reused meanwhile
             H[name] += seen[key][1]
+
         return hook
 
     handles = [m.register_forward_hook(make_hook(n)) for n, m in names.items()]
@@ -113,9 +124,14 @@ def group_hessians(block: nn.Module, names: dict[str, nn.Linear], inputs: list) 
     return {n: 2 * h / max(count["n"], 1) for n, h in H.items()}
 
 
-def quantize_model(model: nn.Module, batches: list[Batch], cfg: GPTQConfig,
-                   keep_masks: dict[str, Tensor] | None = None, in_place: bool = False,
-                   progress: Progress | None = None) -> QuantResult:
+def quantize_model(
+    model: nn.Module,
+    batches: list[Batch],
+    cfg: GPTQConfig,
+    keep_masks: dict[str, Tensor] | None = None,
+    in_place: bool = False,
+    progress: Progress | None = None,
+) -> QuantResult:
     """Quantize every decoder q/k/v/o/gate/up/down Linear, block by block, true-sequential.
 
     keep_masks: name -> (out, in) bool of weights kept in 16 bits (None: plain GPTQ/RTN).
@@ -134,9 +150,14 @@ def quantize_model(model: nn.Module, batches: list[Batch], cfg: GPTQConfig,
         originals = {} if in_place else {n: p.detach().clone() for n, p in block.named_parameters()}
         try:
             for group in SEQUENTIAL_GROUPS:
-                progress((i + 0.1) / len(layers), f"{cfg.method} block {i + 1}/{len(layers)}: {group[0]}")
-                members = {name_of[id(m)]: m for m in block.modules()
-                           if id(m) in name_of and name_of[id(m)].rsplit(".", 1)[-1] in group}
+                progress(
+                    (i + 0.1) / len(layers), f"{cfg.method} block {i + 1}/{len(layers)}: {group[0]}"
+                )
+                members = {
+                    name_of[id(m)]: m
+                    for m in block.modules()
+                    if id(m) in name_of and name_of[id(m)].rsplit(".", 1)[-1] in group
+                }
                 if not members:
                     continue
                 H = group_hessians(block, members, inputs) if cfg.method == "gptq" else {}
@@ -149,8 +170,10 @@ def quantize_model(model: nn.Module, batches: list[Batch], cfg: GPTQConfig,
                     result.layer_seconds[name] = time.perf_counter() - t1
             new_hidden = _run_block(block, inputs)
         except torch.OutOfMemoryError as e:
-            raise TacqError("Out of memory during quantization; use fewer calibration "
-                            "examples or a shorter max length.") from e
+            raise TacqError(
+                "Out of memory during quantization; use fewer calibration "
+                "examples or a shorter max length."
+            ) from e
         finally:
             if originals:
                 with torch.no_grad():
@@ -169,9 +192,15 @@ def _quantize_one(W: Tensor, H: Tensor | None, M: Tensor | None, cfg: GPTQConfig
 
 
 def _to_cpu(lq: LayerQuant) -> LayerQuant:
-    return LayerQuant(lq.codes.cpu(), lq.scale.cpu(), lq.zero.cpu(), lq.keep_mask.cpu(),
-                      lq.kept_values.cpu(), lq.bits,
-                      None if lq.hinv_diag is None else lq.hinv_diag.cpu())
+    return LayerQuant(
+        lq.codes.cpu(),
+        lq.scale.cpu(),
+        lq.zero.cpu(),
+        lq.keep_mask.cpu(),
+        lq.kept_values.cpu(),
+        lq.bits,
+        None if lq.hinv_diag is None else lq.hinv_diag.cpu(),
+    )
 
 
 def apply_quantized_(model: nn.Module, result: QuantResult) -> nn.Module:
@@ -179,7 +208,9 @@ def apply_quantized_(model: nn.Module, result: QuantResult) -> nn.Module:
     linears = quantizable_linears(model)
     missing = set(result.layers) - set(linears)
     if missing:
-        raise TacqError(f"The quantized result does not fit this model ({len(missing)} unknown layers).")
+        raise TacqError(
+            f"The quantized result does not fit this model ({len(missing)} unknown layers)."
+        )
     with torch.no_grad():
         for name, lq in result.layers.items():
             w = linears[name].weight
@@ -188,5 +219,13 @@ def apply_quantized_(model: nn.Module, result: QuantResult) -> nn.Module:
 
 
 def quantized_copy(model: nn.Module, result: QuantResult) -> nn.Module:
-    """A deep copy of `model` carrying the quantized weights; the original is untouched."""
-    return apply_quantized_(copy.deepcopy(model), result)
+    """A deep copy of `model` carrying the quantized weights; the original is untouched.
+
+    Tensors that are not quantized (embeddings, norms, lm_head) are rounded through fp16,
+    the precision a packed export stores, so an exported and reloaded variant is identical.
+    """
+    out = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in out.parameters():
+            p.copy_(p.half().to(p.dtype))
+    return apply_quantized_(out, result)

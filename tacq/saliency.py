@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor
 
 from tacq.errors import TacqError
@@ -64,15 +63,25 @@ def spqr_scores(W: Tensor, W_q: Tensor, hinv_diag: Tensor) -> Tensor:
 
 def layer_scores(metric: str, x: LayerInputs) -> Tensor:
     """The score of every weight of one Linear under `metric`. -> (out, in) fp32."""
-    need = {"tacq": ("G", "W_q"), "qal": ("G", "W_q"), "msg": ("G",), "fisher": ("fisher",),
-            "abs_grad": ("G",), "signed_grad": ("signed",), "spqr": ("W_q", "hinv_diag"),
-            "squeezellm": ("fisher", "W_q"), "magnitude": ()}
+    need = {
+        "tacq": ("G", "W_q"),
+        "qal": ("G", "W_q"),
+        "msg": ("G",),
+        "fisher": ("fisher",),
+        "abs_grad": ("G",),
+        "signed_grad": ("signed",),
+        "spqr": ("W_q", "hinv_diag"),
+        "squeezellm": ("fisher", "W_q"),
+        "magnitude": (),
+    }
     if metric not in need:
         raise TacqError(f"Unknown metric {metric!r}; choose one of {', '.join(METRICS)}.")
     lacking = [f for f in need[metric] if getattr(x, f) is None]
     if lacking:
-        raise TacqError(f"Metric {metric!r} needs {', '.join(lacking)}; collect them first "
-                        "(gradients with extra stats, or the reference quantization).")
+        raise TacqError(
+            f"Metric {metric!r} needs {', '.join(lacking)}; collect them first "
+            "(gradients with extra stats, or the reference quantization)."
+        )
     if metric == "tacq":
         return tacq_scores(x.G, x.W, x.W_q)
     if metric == "qal":
@@ -92,8 +101,9 @@ def layer_scores(metric: str, x: LayerInputs) -> Tensor:
     return x.fisher.float() * (x.W.float() - x.W_q.float()).square()  # squeezellm
 
 
-def model_scores(metric: str, weights: dict[str, Tensor], stats=None,
-                 quant_ref=None) -> dict[str, Tensor]:
+def model_scores(
+    metric: str, weights: dict[str, Tensor], stats=None, quant_ref=None
+) -> dict[str, Tensor]:
     """Scores for every Linear. stats: GradStats; quant_ref: QuantResult (unmasked, same bits)."""
     out = {}
     for name, W in weights.items():
@@ -104,6 +114,7 @@ def model_scores(metric: str, weights: dict[str, Tensor], stats=None,
             fisher=stats.sq_grad.get(name) if stats else None,
             signed=stats.sum_grad.get(name) if stats else None,
             W_q=lq.dequantize() if lq is not None else None,
-            hinv_diag=lq.hinv_diag if lq is not None else None)
+            hinv_diag=lq.hinv_diag if lq is not None else None,
+        )
         out[name] = layer_scores(metric, x)
     return out

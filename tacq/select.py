@@ -49,8 +49,10 @@ class Ranking:
         """k = int(p * N) (the paper's rounding)."""
         p = check_ratio(p)
         if p > self.max_ratio + 1e-12:
-            raise TacqError(f"This ranking covers ratios up to {self.max_ratio}; rank again "
-                            f"with max_ratio >= {p}.")
+            raise TacqError(
+                f"This ranking covers ratios up to {self.max_ratio}; rank again "
+                f"with max_ratio >= {p}."
+            )
         return min(int(p * self.n_total), len(self.order))
 
     def counts(self, p: float) -> Tensor:
@@ -63,8 +65,10 @@ class Ranking:
         k = self.k_at(p)
         flat = torch.zeros(self.n_total, dtype=torch.bool)
         flat[self.order[:k]] = True
-        return {n: flat[int(self.offsets[i]): int(self.offsets[i + 1])].view(s)
-                for i, (n, s) in enumerate(zip(self.names, self.shapes))}
+        return {
+            n: flat[int(self.offsets[i]) : int(self.offsets[i + 1])].view(s)
+            for i, (n, s) in enumerate(zip(self.names, self.shapes))
+        }
 
     def threshold(self, p: float) -> float:
         """Score of the last kept weight at ratio p (inf when nothing is kept)."""
@@ -127,8 +131,9 @@ class SizeReport:
         return 8 * (self.code_bytes + self.qparam_bytes + self.kept_bytes) / max(self.n_weights, 1)
 
 
-def size_report(shapes: list[tuple[int, int]], kept: list[int], bits: int,
-                other_params: int) -> SizeReport:
+def size_report(
+    shapes: list[tuple[int, int]], kept: list[int], bits: int, other_params: int
+) -> SizeReport:
     """Honest size of a packed model: per-Linear codes, qparams, kept CSR; the rest fp16."""
     code = qp = kb = 0
     for (out_f, in_f), k in zip(shapes, kept):
@@ -140,8 +145,18 @@ def size_report(shapes: list[tuple[int, int]], kept: list[int], bits: int,
     n = sum(o * i for o, i in shapes)
     other = 2 * other_params
     n_kept = int(sum(kept))
-    return SizeReport(bits, n, n_kept, paper_bpw(bits, n_kept / max(n, 1)), code, qp, kb, other,
-                      code + qp + kb + other, 2 * (n + other_params))
+    return SizeReport(
+        bits,
+        n,
+        n_kept,
+        paper_bpw(bits, n_kept / max(n, 1)),
+        code,
+        qp,
+        kb,
+        other,
+        code + qp + kb + other,
+        2 * (n + other_params),
+    )
 
 
 def layer_table(ranking: Ranking, p: float) -> pd.DataFrame:
@@ -150,8 +165,16 @@ def layer_table(ranking: Ranking, p: float) -> pd.DataFrame:
     rows = []
     for name, shape, k in zip(ranking.names, ranking.shapes, counts):
         n = shape[0] * shape[1]
-        rows.append({"name": name, "layer": layer_index(name), "module": module_kind(name),
-                     "weights": n, "kept": k, "share": k / n})
+        rows.append(
+            {
+                "name": name,
+                "layer": layer_index(name),
+                "module": module_kind(name),
+                "weights": n,
+                "kept": k,
+                "share": k / n,
+            }
+        )
     return pd.DataFrame(rows)
 
 

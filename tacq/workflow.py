@@ -20,7 +20,7 @@ from tacq.errors import TacqError
 from tacq.gptq import GPTQConfig, LayerQuant
 from tacq.gradients import GradientConfig, GradStats, collect_cached, grads_key
 from tacq.models import LoadedModel, quantizable_linears
-from tacq.progress import Progress, no_progress
+from tacq.progress import Progress
 from tacq.quantize import QuantResult, quantize_model, quantized_copy
 from tacq.saliency import METRICS, NEEDS_QUANT, model_scores
 from tacq.select import Ranking, SizeReport, check_ratio, rank, size_report
@@ -80,17 +80,22 @@ class Study:
         return self.stats
 
     # ------------------------------------------------------------ reference quantization
-    def reference(self, bits: int, method: str = "gptq", progress: Progress | None = None) -> QuantResult:
+    def reference(
+        self, bits: int, method: str = "gptq", progress: Progress | None = None
+    ) -> QuantResult:
         """Unmasked quantization at `bits` (GPTQ by default): dW for the scores, and a baseline."""
         cfg = GPTQConfig(bits=bits, method=method)
         if (bits, method) in self.refs:
             return self.refs[(bits, method)]
-        key = cache_key("ref", self.lm.fingerprint, self.digest(), asdict(self.data_cfg), asdict(cfg))
+        key = cache_key(
+            "ref", self.lm.fingerprint, self.digest(), asdict(self.data_cfg), asdict(cfg)
+        )
         path = tacq_home() / "quant" / f"{key[:32]}.safetensors"
         res = _load_quant(path, key, cfg, list(quantizable_linears(self.lm.model)))
         if res is None:
-            res = quantize_model(self.lm.model, self.batches(answer_only=False), cfg,
-                                 progress=progress)
+            res = quantize_model(
+                self.lm.model, self.batches(answer_only=False), cfg, progress=progress
+            )
             _save_quant(path, key, res)
         elif progress:
             progress(1.0, f"{method} {bits}-bit reference: loaded from cache")
@@ -107,13 +112,20 @@ class Study:
         weights = {n: m.weight for n, m in quantizable_linears(self.lm.model).items()}
         return model_scores(metric, weights, self.stats, ref)
 
-    def ranking(self, metric: str, bits: int, max_ratio: float = SLIDER_MAX_RATIO,
-                progress: Progress | None = None) -> Ranking:
+    def ranking(
+        self,
+        metric: str,
+        bits: int,
+        max_ratio: float = SLIDER_MAX_RATIO,
+        progress: Progress | None = None,
+    ) -> Ranking:
         """Global order for (metric, bits); bits matter only for metrics that use dW."""
         key = (metric, bits if metric in NEEDS_QUANT else None)
         have = self.rankings.get(key)
         if have is None or have.max_ratio < max_ratio:
-            self.rankings[key] = rank(self.scores(metric, bits, progress), max(max_ratio, SLIDER_MAX_RATIO))
+            self.rankings[key] = rank(
+                self.scores(metric, bits, progress), max(max_ratio, SLIDER_MAX_RATIO)
+            )
         return self.rankings[key]
 
     # ------------------------------------------------------------ bits accounting
@@ -128,11 +140,19 @@ class Study:
         return n
 
     def size_at(self, ranking: Ranking, ratio: float, bits: int) -> SizeReport:
-        return size_report(ranking.shapes, ranking.counts(ratio).tolist(), bits, self.other_params())
+        return size_report(
+            ranking.shapes, ranking.counts(ratio).tolist(), bits, self.other_params()
+        )
 
     # ------------------------------------------------------------ variants
-    def quantize(self, bits: int, ratio: float = DEFAULT_RATIO, metric: str = "tacq",
-                 method: str = "gptq", progress: Progress | None = None) -> Variant:
+    def quantize(
+        self,
+        bits: int,
+        ratio: float = DEFAULT_RATIO,
+        metric: str = "tacq",
+        method: str = "gptq",
+        progress: Progress | None = None,
+    ) -> Variant:
         """A quantized copy: masked GPTQ keeping the top `ratio` weights under `metric`.
 
         ratio 0 gives plain GPTQ (or RTN) and reuses the cached reference quantization.
@@ -149,13 +169,24 @@ class Study:
 
             r = self.ranking(metric, bits, ratio, scaled(progress, 0.0, 0.3))
             masks = r.masks(ratio)
-            result = quantize_model(self.lm.model, self.batches(answer_only=False), cfg, masks,
-                                    progress=scaled(progress, 0.3, 1.0))
+            result = quantize_model(
+                self.lm.model,
+                self.batches(answer_only=False),
+                cfg,
+                masks,
+                progress=scaled(progress, 0.3, 1.0),
+            )
             kept = r.counts(ratio).tolist()
             name = f"{metric}-{bits}bit-{100 * ratio:.2f}%"
         size = size_report(shapes, kept, bits, self.other_params())
-        settings = {"bits": bits, "ratio": ratio, "metric": metric if ratio else None,
-                    "method": method, "task": self.task.name, "examples": self.digest()}
+        settings = {
+            "bits": bits,
+            "ratio": ratio,
+            "metric": metric if ratio else None,
+            "method": method,
+            "task": self.task.name,
+            "examples": self.digest(),
+        }
         return Variant(name, quantized_copy(self.lm.model, result), result, size, settings)
 
 
@@ -179,6 +210,13 @@ def _load_quant(path: Path, key: str, cfg: GPTQConfig, names: list[str]) -> Quan
     for n in names:
         codes = t[f"codes.{n}"]
         empty = torch.zeros_like(codes, dtype=torch.bool)
-        layers[n] = LayerQuant(codes, t[f"scale.{n}"], t[f"zero.{n}"], empty,
-                               torch.zeros(0, dtype=torch.float16), cfg.bits, t.get(f"hinv.{n}"))
+        layers[n] = LayerQuant(
+            codes,
+            t[f"scale.{n}"],
+            t[f"zero.{n}"],
+            empty,
+            torch.zeros(0, dtype=torch.float16),
+            cfg.bits,
+            t.get(f"hinv.{n}"),
+        )
     return QuantResult(layers, cfg)

@@ -13,8 +13,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 # Converted models are shared by all tests (conversion takes ~30 s); caches are per test.
-os.environ.setdefault("TACQ_MODELS_DIR", os.path.join(
-    os.environ.get("TACQ_HOME") or os.path.expanduser("~/.cache/tacq"), "models"))
+os.environ.setdefault(
+    "TACQ_MODELS_DIR",
+    os.path.join(os.environ.get("TACQ_HOME") or os.path.expanduser("~/.cache/tacq"), "models"),
+)
 
 
 @pytest.fixture
@@ -23,9 +25,16 @@ def tiny_llama():
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                      tie_word_embeddings=False)
+    cfg = LlamaConfig(
+        vocab_size=128,
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        tie_word_embeddings=False,
+    )
     model = LlamaForCausalLM(cfg).eval()
     model.requires_grad_(False)
     return model

@@ -12,8 +12,10 @@ from tacq.models import quantizable_linears
 
 def _encoded(lengths, answer_start=3, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return [Encoded(tuple(torch.randint(3, 128, (n,), generator=g).tolist()), answer_start)
-            for n in lengths]
+    return [
+        Encoded(tuple(torch.randint(3, 128, (n,), generator=g).tolist()), answer_start)
+        for n in lengths
+    ]
 
 
 @pytest.mark.parametrize("answer_only", [False, True])

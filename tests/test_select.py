@@ -32,8 +32,10 @@ def test_scores_hand_worked_2x2():
 
 
 def test_global_topk_known_scores_and_ties():
-    scores = {"model.layers.0.self_attn.q_proj": torch.tensor([[5.0, 1.0], [3.0, 3.0]]),
-              "model.layers.1.mlp.up_proj": torch.tensor([[3.0, 9.0, 0.0]])}
+    scores = {
+        "model.layers.0.self_attn.q_proj": torch.tensor([[5.0, 1.0], [3.0, 3.0]]),
+        "model.layers.1.mlp.up_proj": torch.tensor([[3.0, 9.0, 0.0]]),
+    }
     r = rank(scores, max_ratio=0.5)
     assert r.n_total == 7
     # order: 9 (L1 idx1 -> flat 5), 5 (flat 0), then the 3.0s by flat index: 2, 3 (not 4)
