@@ -44,3 +44,44 @@ def tiny_llama():
 def _isolated_home(tmp_path, monkeypatch):
     """Every test writes caches into its own temp folder."""
     monkeypatch.setenv("TACQ_HOME", str(tmp_path / "tacq_home"))
+
+
+def _char_tokenizer():
+    """A character-level tokenizer (99 ids) that fits the tiny model's vocab of 128."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
+    for c in [chr(i) for i in range(32, 127)] + ["\n"]:
+        vocab[c] = len(vocab)
+    raw = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    raw.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    raw.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=raw,
+        unk_token="<unk>",
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="</s>",
+    )
+
+
+@pytest.fixture
+def tiny_lm(tiny_llama):
+    """The tiny Llama with a char tokenizer, wrapped as tacq loads real models."""
+    from tacq.models import LoadedModel
+
+    return LoadedModel(tiny_llama, _char_tokenizer(), "tiny", "memory", "tiny-0")
+
+
+@pytest.fixture
+def tiny_task():
+    """A 4-shot completion task the tiny model cannot do, enough to exercise the pipeline."""
+    from tacq.data import Example, TaskSet
+
+    words = ["hot", "big", "up", "wet", "fast", "old", "new", "tall", "low", "dark", "soft", "left"]
+    ex = [
+        Example(f"{w} -> {w[::-1]}\n{words[i - 1]} ->", f" {words[i - 1][::-1]}")
+        for i, w in enumerate(words)
+    ]
+    return TaskSet("tiny", tuple(ex[:8]), tuple(ex[8:]), "completion", "tiny")

@@ -1,0 +1,82 @@
+"""The block walker: masks honoured, the source model untouched, variants self-consistent."""
+
+from __future__ import annotations
+
+import torch
+
+from tacq.data import Encoded, make_batches
+from tacq.gptq import GPTQConfig
+from tacq.models import quantizable_linears
+from tacq.quantize import apply_quantized_, quantize_model, quantized_copy
+
+
+def _batches(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    enc = [
+        Encoded(tuple(torch.randint(3, 128, (n,), generator=g).tolist()), 2)
+        for n in (20, 13, 24, 9)
+    ]
+    return make_batches(enc, batch_size=2, pad_id=0, answer_only=False)
+
+
+def _masks(model, share=0.05, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return {
+        n: torch.rand(m.weight.shape, generator=g) < share
+        for n, m in quantizable_linears(model).items()
+    }
+
+
+def test_copy_mode_leaves_model_unchanged_and_keeps_masked_weights(tiny_llama):
+    before = {n: p.clone() for n, p in tiny_llama.state_dict().items()}
+    masks = _masks(tiny_llama)
+    res = quantize_model(tiny_llama, _batches(), GPTQConfig(bits=2), masks, in_place=False)
+    for n, p in tiny_llama.state_dict().items():
+        assert torch.equal(p, before[n]), n
+    assert set(res.layers) == set(quantizable_linears(tiny_llama))
+    assert res.kept == sum(int(m.sum()) for m in masks.values())
+    for name, lq in res.layers.items():
+        W = before[f"{name}.weight"]
+        Wq = lq.dequantize()
+        M = masks[name]
+        # kept weights are their fp16 values (only compensation of earlier columns moves them)
+        assert torch.equal(lq.keep_mask, M)
+        assert Wq.unique().numel() > 4  # not all on the grid: kept values differ
+        assert (Wq[~M] - W[~M]).abs().mean() > 0  # the rest really was quantized
+        grid = lq.scale[:, None] * (lq.codes.float() - lq.zero[:, None])
+        assert torch.equal(Wq[~M], grid[~M])
+
+
+def test_in_place_equals_copy(tiny_llama):
+    import copy
+
+    twin = copy.deepcopy(tiny_llama)
+    a = quantize_model(tiny_llama, _batches(), GPTQConfig(bits=3), in_place=False)
+    b = quantize_model(twin, _batches(), GPTQConfig(bits=3), in_place=True)
+    for name, lq in a.layers.items():
+        assert torch.equal(lq.dequantize(), b.layers[name].dequantize()), name
+        assert torch.equal(quantizable_linears(twin)[name].weight, lq.dequantize())
+
+
+def test_gptq_beats_rtn_on_model_output(tiny_llama):
+    ids = _batches()[0].input_ids  # GPTQ minimises the error on its calibration inputs
+    with torch.no_grad():
+        ref = tiny_llama(input_ids=ids).logits
+    errs = {}
+    for method in ("gptq", "rtn"):
+        res = quantize_model(tiny_llama, _batches(), GPTQConfig(bits=2, method=method))
+        with torch.no_grad():
+            errs[method] = float(
+                (quantized_copy(tiny_llama, res)(input_ids=ids).logits - ref).pow(2).mean()
+            )
+    assert errs["gptq"] < errs["rtn"]
+
+
+def test_quantized_copy_rounds_other_tensors_to_fp16(tiny_llama):
+    res = quantize_model(tiny_llama, _batches(), GPTQConfig(bits=4, method="rtn"))
+    q = quantized_copy(tiny_llama, res)
+    emb = q.model.embed_tokens.weight
+    assert torch.equal(emb, tiny_llama.model.embed_tokens.weight.half().float())
+    assert not torch.equal(emb, tiny_llama.model.embed_tokens.weight)
+    again = apply_quantized_(q, res)
+    assert again is q
