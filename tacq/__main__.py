@@ -88,7 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     _quant(p)
     p.add_argument("--top", type=int, default=10, help="how many Linears to list")
-    p = sub.add_parser("quantize", help="quantize with masked GPTQ and save the model")
+    p = sub.add_parser(
+        "quantize", aliases=["export"], help="quantize with masked GPTQ and save the model"
+    )
     _common(p)
     _quant(p)
     p.add_argument("--method", default="gptq", choices=("gptq", "rtn"))
@@ -107,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
         default="fp,rtn,gptq,tacq",
         help="comma list from fp,rtn,gptq and any metric name (default fp,rtn,gptq,tacq)",
     )
+    p = sub.add_parser("load-check", help="load a packed folder; print BPW, size, an answer")
+    p.add_argument("folder", help="a folder written by `quantize --format packed`")
+    p.add_argument("--prompt", default="hot -> cold\nbig -> small\nfast ->")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
     p = sub.add_parser("run", help="default end-to-end: gradients + TaCQ + held-out eval")
     _common(p)
     _quant(p)
@@ -250,6 +256,25 @@ def cmd_eval(args) -> None:
         print(f"  {k:<32} {v:7.1f} s")
 
 
+def cmd_load_check(args) -> None:
+    from transformers import AutoTokenizer
+
+    from tacq.evaluate import generate_batch
+    from tacq.export import describe_packed, load_quantized
+
+    t = time.perf_counter()
+    info = describe_packed(args.folder)
+    model = load_quantized(args.folder, args.device)
+    tok = AutoTokenizer.from_pretrained(args.folder, local_files_only=True)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    print(f"loaded in {time.perf_counter() - t:.1f} s")
+    for k, v in info.items():
+        print(f"  {k:<18} {v}")
+    answer = generate_batch(model, tok, [args.prompt], "completion", 16)[0]
+    print(f"prompt: {args.prompt!r}\nanswer: {answer!r}")
+
+
 def cmd_run(args) -> None:
     import pandas as pd
 
@@ -274,7 +299,9 @@ COMMANDS = {
     "gradients": cmd_gradients,
     "scores": cmd_scores,
     "quantize": cmd_quantize,
+    "export": cmd_quantize,
     "eval": cmd_eval,
+    "load-check": cmd_load_check,
     "run": cmd_run,
 }
 

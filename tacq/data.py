@@ -362,3 +362,41 @@ def generic_text() -> str:
     if not path.exists():
         raise TacqError(f"Bundled text {path} is missing.")
     return path.read_text(encoding="utf-8")
+
+
+def task_from_rows(name: str, rows: list[dict], style: str = "completion") -> TaskSet:
+    """A task from table rows {prompt, answer, split}; blank rows are skipped, bad rows named.
+
+    split 'heldout' / 'calib' is honoured; when no row names a split, every 4th example is
+    held out.
+    """
+    if style not in STYLES:
+        raise TacqError(f"Style must be one of {STYLES} (got {style!r}).")
+    examples, splits, problems = [], [], []
+    for n, row in enumerate(rows, 1):
+        prompt, answer = row.get("prompt"), row.get("answer")
+        prompt = "" if prompt is None or prompt != prompt else prompt  # NaN from pandas
+        answer = "" if answer is None or answer != answer else answer
+        if isinstance(prompt, str) and isinstance(answer, str) and not (prompt + answer).strip():
+            continue
+        if isinstance(answer, str) and not answer.strip():
+            problems.append(f"row {n}: the answer is empty")
+            continue
+        try:
+            examples.append(_checked(Example(prompt, answer), f"row {n}"))
+            splits.append(str(row.get("split") or "").strip().lower())
+        except TacqError as e:
+            problems.append(str(e))
+    if problems:
+        shown = "; ".join(problems[:5])
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise TacqError(f"{len(problems)} bad row(s): {shown}{more}.")
+    if not examples:
+        raise TacqError("The table is empty: add at least one prompt/answer pair.")
+    if any(s == "heldout" for s in splits):
+        calib = tuple(e for e, s in zip(examples, splits) if s != "heldout")
+        held = tuple(e for e, s in zip(examples, splits) if s == "heldout")
+        if not calib:
+            raise TacqError("Every row is held out; mark some rows as 'calib'.")
+        return TaskSet(name, calib, held, style, name)
+    return task_from_examples(name, examples, style)

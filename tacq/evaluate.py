@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -176,8 +177,12 @@ def stream_chat(
     max_context: int = 2048,
     stop: threading.Event | None = None,
 ) -> Iterator[str]:
-    """Yield the growing reply to a chat (messages format, chat template applied)."""
-    from transformers import TextIteratorStreamer
+    """Yield the growing reply to a chat (messages format, chat template applied).
+
+    Setting `stop` ends generation at the next token (a stopping criterion, so the
+    generating thread really ends).
+    """
+    from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
     if getattr(tokenizer, "chat_template", None):
         text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
@@ -189,6 +194,12 @@ def stream_chat(
             f"The conversation is {ids.shape[1]} tokens; with {max_new_tokens} new "
             f"tokens it exceeds the {max_context}-token context. Clear the chat."
         )
+    stop = stop or threading.Event()
+
+    class _Stop(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs) -> bool:
+            return stop.is_set()
+
     device = next(model.parameters()).device
     streamer = TextIteratorStreamer(
         tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=300
@@ -200,15 +211,58 @@ def stream_chat(
         streamer=streamer,
         pad_token_id=tokenizer.pad_token_id,
         do_sample=temperature > 0,
+        stopping_criteria=StoppingCriteriaList([_Stop()]),
     )
     if temperature > 0:
         kwargs["temperature"] = temperature
     thread = threading.Thread(target=lambda: model.generate(**kwargs), daemon=True)
     thread.start()
-    reply = ""
-    for piece in streamer:
-        reply += piece
-        yield reply
-        if stop is not None and stop.is_set():
-            break
-    thread.join(timeout=60)
+    reply, finished = "", False
+    try:
+        for piece in streamer:
+            reply += piece
+            yield reply
+        finished = True
+    finally:
+        if not finished:  # the consumer went away: end generation too
+            stop.set()
+        thread.join(timeout=60)
+
+
+def stream_side_by_side(
+    models: list[nn.Module],
+    tokenizer,
+    conversations: list[list[dict]],
+    max_new_tokens: int = 128,
+    temperature: float = 0.0,
+    stop: threading.Event | None = None,
+    poll_s: float = 0.1,
+) -> Iterator[list[str]]:
+    """Stream replies of several models at once: yields the list of partial replies.
+
+    conversations[i] is model i's own history (messages format) ending with the user turn.
+    An error in one model ends all of them and is raised here.
+    """
+    stop = stop or threading.Event()
+    replies = [""] * len(models)
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            for text in stream_chat(
+                models[i], tokenizer, conversations[i], max_new_tokens, temperature, stop=stop
+            ):
+                replies[i] = text
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+            errors.append(e)
+            stop.set()
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(models))]
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads):
+        time.sleep(poll_s)
+        yield list(replies)
+    if errors:
+        raise errors[0]
+    yield list(replies)

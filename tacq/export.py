@@ -283,3 +283,36 @@ def load_quantized(folder: str | Path, device: str | None = None):
 
 def _is_tied(model, name: str) -> bool:
     return name == "lm_head.weight" and getattr(model.config, "tie_word_embeddings", False)
+
+
+def describe_packed(folder: str | Path) -> dict:
+    """Bits, kept weights, paper BPW and bytes of a packed folder (reads headers only)."""
+    from tacq.select import paper_bpw
+
+    folder = Path(folder)
+    path = folder / WEIGHTS_FILE
+    try:
+        qc = json.loads((folder / "config.json").read_text())["quantization_config"]
+        layers = qc["layers"]
+        with safe_open(str(path), framework="pt") as f:
+            keys = set(f.keys())
+            kept = sum(
+                f.get_slice(f"{n}.kept_values").get_shape()[0]
+                for n in layers
+                if f"{n}.kept_values" in keys
+            )
+    except (OSError, KeyError, ValueError, TypeError) as e:
+        raise TacqError(f"{folder} is not a readable packed TaCQ checkpoint: {e}") from e
+    n = sum(int(o) * int(i) for o, i, _ in layers.values())
+    bits = int(qc["bits"])
+    return {
+        "bits": bits,
+        "ratio": qc.get("ratio"),
+        "metric": qc.get("metric"),
+        "task": qc.get("task"),
+        "quantized weights": n,
+        "kept weights": kept,
+        "BPW (paper)": round(paper_bpw(bits, kept / max(n, 1)), 4),
+        "weights file MB": round(path.stat().st_size / 2**20, 2),
+        "folder MB": round(folder_bytes(folder) / 2**20, 2),
+    }

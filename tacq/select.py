@@ -186,3 +186,24 @@ def jaccard(a: dict[str, Tensor], b: dict[str, Tensor]) -> dict[str, float]:
         union = int((a[name] | b[name]).sum())
         out[name] = inter / union if union else float("nan")
     return out
+
+
+def layer_jaccard(a: dict[str, Tensor], b: dict[str, Tensor]) -> pd.DataFrame:
+    """Per-layer Jaccard overlap of two keep-mask sets (all modules of a layer pooled)."""
+    inter: dict[int, int] = {}
+    union: dict[int, int] = {}
+    for name in a:
+        i = layer_index(name)
+        inter[i] = inter.get(i, 0) + int((a[name] & b[name]).sum())
+        union[i] = union.get(i, 0) + int((a[name] | b[name]).sum())
+    return pd.DataFrame(
+        [
+            {
+                "layer": i,
+                "kept in both": inter[i],
+                "kept in either": union[i],
+                "jaccard": inter[i] / union[i] if union[i] else float("nan"),
+            }
+            for i in sorted(inter)
+        ]
+    )

@@ -19,6 +19,7 @@ from tacq.data import Batch, DataConfig, TaskSet, encode_all, examples_digest, m
 from tacq.errors import TacqError
 from tacq.gptq import GPTQConfig, LayerQuant
 from tacq.gradients import GradientConfig, GradStats, collect_cached, grads_key
+from tacq.memory import check_room_for_copy
 from tacq.models import LoadedModel, quantizable_linears
 from tacq.progress import Progress
 from tacq.quantize import QuantResult, quantize_model, quantized_copy
@@ -128,6 +129,10 @@ class Study:
             )
         return self.rankings[key]
 
+    def cached_ranking(self, metric: str, bits: int) -> Ranking | None:
+        """The ranking if already computed (slider moves must never start heavy work)."""
+        return self.rankings.get((metric, bits if metric in NEEDS_QUANT else None))
+
     # ------------------------------------------------------------ bits accounting
     def other_params(self) -> int:
         """Parameters that stay in 16 bits (tied weights counted once)."""
@@ -159,6 +164,7 @@ class Study:
         """
         ratio = check_ratio(ratio)
         cfg = GPTQConfig(bits=bits, method=method)
+        check_room_for_copy(self.lm.model, "a quantized copy of the model")
         shapes = [tuple(m.weight.shape) for m in quantizable_linears(self.lm.model).values()]
         if ratio == 0:
             result = self.reference(bits, method, progress)

@@ -1,0 +1,1 @@
+"""TaCQ Studio: the Gradio app over the tacq library (thin: no algorithm lives here)."""

@@ -1,0 +1,175 @@
+"""Circuit screen: where the task lives, the outlier-ratio slider, zoom and task overlap."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import gradio as gr
+
+from app import figures
+from app.common import HEAVY, gradio_progress, handles_errors, need
+from app.state import ModelRegistry, UserState
+from tacq.data import list_tasks, load_task
+from tacq.models import layer_index, module_kind, quantizable_linears
+from tacq.saliency import METRICS
+from tacq.select import layer_jaccard, layer_table
+from tacq.workflow import DEFAULT_RATIO, SLIDER_MAX_RATIO, Study
+
+METRIC_CHOICES = [(label, key) for key, label in METRICS.items()]
+
+
+def build() -> SimpleNamespace:
+    with gr.Row():
+        metric = gr.Dropdown(METRIC_CHOICES, value="tacq", label="Saliency metric", scale=2)
+        bits = gr.Radio([2, 3, 4], value=2, label="Bits (for dW and the size shown)", scale=1)
+        show = gr.Button("Show circuit", variant="primary", scale=1)
+    ratio = gr.Slider(
+        0,
+        100 * SLIDER_MAX_RATIO,
+        value=100 * DEFAULT_RATIO,
+        step=0.01,
+        label="Outlier ratio (% of weights kept in 16 bits)",
+        elem_id="ratio",
+    )
+    stats = gr.Markdown("Collect gradients, then press **Show circuit**.", elem_id="circuit-stats")
+    sizes = gr.Dataframe(label="Size at this ratio", interactive=False, elem_id="size-table")
+    with gr.Row():
+        heat = gr.Plot(label="Share of weights kept, per layer and module", elem_id="heatmap")
+        bars = gr.Plot(label="Kept weights per layer", elem_id="layer-bars")
+    with gr.Accordion("Zoom into one module", open=False):
+        with gr.Row():
+            layer = gr.Number(value=0, precision=0, label="Layer", minimum=0)
+            module = gr.Dropdown(figures.MODULES, value="down", label="Module")
+            zoom = gr.Button("Zoom")
+        zoom_plot = gr.Plot(elem_id="zoom-plot")
+    with gr.Accordion("Compare with another task", open=False):
+        with gr.Row():
+            other = gr.Dropdown(list(list_tasks()), label="Other bundled task")
+            compare = gr.Button("Compare circuits")
+        overlap = gr.Markdown()
+        overlap_plot = gr.Plot(elem_id="overlap-plot")
+    return SimpleNamespace(
+        metric=metric,
+        bits=bits,
+        show=show,
+        ratio=ratio,
+        stats=stats,
+        sizes=sizes,
+        heat=heat,
+        bars=bars,
+        layer=layer,
+        module=module,
+        zoom=zoom,
+        zoom_plot=zoom_plot,
+        other=other,
+        compare=compare,
+        overlap=overlap,
+        overlap_plot=overlap_plot,
+    )
+
+
+def render(study: Study, ranking, metric: str, bits: int, pct: float):
+    """Figures, stats and sizes at ratio pct (%): a threshold lookup, no recomputation."""
+    p = pct / 100
+    table = layer_table(ranking, p)
+    sizes = {b: study.size_at(ranking, p, b) for b in (2, 3, 4)}
+    s = sizes[int(bits)]
+    stats = (
+        f"**{METRICS[metric]}** at **{pct:.2f}%**: keeps **{s.n_kept:,}** of "
+        f"{s.n_weights:,} weights → **BPW {s.bpw_paper:.4f}** at {bits} bits "
+        f"(paper formula), packed size **{s.total_bytes / 2**20:.1f} MB** "
+        f"(fp16: {s.fp16_bytes / 2**20:.1f} MB)."
+    )
+    title = f"{METRICS[metric]} circuit, {pct:.2f}% kept"
+    return (
+        figures.circuit_heatmap(table, title),
+        figures.layer_bars(table),
+        stats,
+        figures.size_table(sizes),
+    )
+
+
+def wire(tab: SimpleNamespace, user_state: gr.State, registry: ModelRegistry) -> None:
+    outputs = [tab.heat, tab.bars, tab.stats, tab.sizes]
+
+    @handles_errors
+    def on_show(user: UserState, metric: str, bits: int, pct: float, progress=gr.Progress()):
+        study = need(user.study, "Choose examples and collect gradients first.")
+        user.stop.clear()
+        r = study.ranking(metric, int(bits), progress=gradio_progress(progress, user.stop))
+        return render(study, r, metric, int(bits), pct)
+
+    @handles_errors
+    def on_ratio(user: UserState, metric: str, bits: int, pct: float):
+        study = user.study
+        r = study.cached_ranking(metric, int(bits)) if study else None
+        if r is None:
+            return gr.update(), gr.update(), "Press **Show circuit** for this metric.", gr.update()
+        return render(study, r, metric, int(bits), pct)
+
+    @handles_errors
+    def on_zoom(user: UserState, metric: str, bits: int, layer: float, module: str):
+        study = need(user.study, "Choose examples and collect gradients first.")
+        names = [
+            n
+            for n in quantizable_linears(study.lm.model)
+            if layer_index(n) == int(layer) and module_kind(n) == module
+        ]
+        name = need(names, f"This model has no {module} in layer {int(layer)}.")[0]
+        rows, cols = study.layer_saliency(metric, int(bits), name)
+        return figures.zoom_figure(name, rows.tolist(), cols.tolist())
+
+    @handles_errors
+    def on_compare(
+        user: UserState, metric: str, bits: int, pct: float, other: str, progress=gr.Progress()
+    ):
+        study = need(user.study, "Choose examples and collect gradients first.")
+        need(other, "Pick the other task.")
+        user.stop.clear()
+        hook = gradio_progress(progress, user.stop)
+        mine = study.ranking(metric, int(bits), progress=hook)
+        theirs = Study(study.lm, load_task(other), study.data_cfg, study.grad_cfg)
+        theirs.collect(hook)
+        table = layer_jaccard(
+            mine.masks(pct / 100), theirs.ranking(metric, int(bits), progress=hook).masks(pct / 100)
+        )
+        both, either = table["kept in both"].sum(), table["kept in either"].sum()
+        msg = (
+            f"**{study.task.name}** vs **{other}** at {pct:.2f}% ({METRICS[metric]}): "
+            f"{both:,} weights kept by both of {either:,} kept by either "
+            f"(Jaccard {both / max(either, 1):.3f})."
+        )
+        return msg, figures.overlap_figure(
+            table["layer"].tolist(), table["jaccard"].tolist(), study.task.name, other
+        )
+
+    tab.show.click(
+        on_show,
+        [user_state, tab.metric, tab.bits, tab.ratio],
+        outputs,
+        concurrency_id=HEAVY,
+        concurrency_limit=1,
+    )
+    tab.ratio.release(
+        on_ratio,
+        [user_state, tab.metric, tab.bits, tab.ratio],
+        outputs,
+        concurrency_limit=None,
+        show_progress="hidden",
+    )
+    for ev in (tab.metric.change, tab.bits.change):
+        ev(on_ratio, [user_state, tab.metric, tab.bits, tab.ratio], outputs, concurrency_limit=None)
+    tab.zoom.click(
+        on_zoom,
+        [user_state, tab.metric, tab.bits, tab.layer, tab.module],
+        tab.zoom_plot,
+        concurrency_id=HEAVY,
+        concurrency_limit=1,
+    )
+    tab.compare.click(
+        on_compare,
+        [user_state, tab.metric, tab.bits, tab.ratio, tab.other],
+        [tab.overlap, tab.overlap_plot],
+        concurrency_id=HEAVY,
+        concurrency_limit=1,
+    )

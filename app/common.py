@@ -1,0 +1,73 @@
+"""Error handling and progress adapters shared by every tab."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import threading
+
+import gradio as gr
+import torch
+
+from tacq.errors import Cancelled, TacqError
+from tacq.progress import Progress
+
+log = logging.getLogger("tacq.app")
+HEAVY = "heavy"  # concurrency id shared by every job that uses the whole CPU/GPU
+
+
+def _user_error(e: BaseException) -> gr.Error:
+    if isinstance(e, Cancelled):
+        return gr.Error(str(e), title="Stopped")
+    if isinstance(e, TacqError):
+        return gr.Error(str(e))
+    if isinstance(e, (torch.OutOfMemoryError, MemoryError)):
+        return gr.Error("Out of memory. Use fewer or shorter examples, or delete a variant.")
+    log.exception("internal error")
+    return gr.Error("Internal error; see the server log.")
+
+
+def handles_errors(fn):
+    """Turn library errors into a message in the page; anything else is logged in full."""
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def gen_wrapper(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except gr.Error:
+                raise
+            except Exception as e:  # noqa: BLE001 - every error becomes a message
+                raise _user_error(e) from e
+
+        return gen_wrapper
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except Exception as e:  # noqa: BLE001 - every error becomes a message
+            raise _user_error(e) from e
+
+    return wrapper
+
+
+def gradio_progress(bar: gr.Progress, stop: threading.Event) -> Progress:
+    """The library's progress hook drawing a gr.Progress bar; raises Cancelled on stop."""
+
+    def report(frac: float, label: str) -> None:
+        if stop.is_set():
+            raise Cancelled("Stopped. Nothing was saved; earlier results are unchanged.")
+        bar(min(max(frac, 0.0), 1.0), desc=label)
+
+    return report
+
+
+def need(value, message: str):
+    """Return value, or raise the message for the page when it is missing."""
+    if value is None or value == [] or value == {}:
+        raise gr.Error(message)
+    return value

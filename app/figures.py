@@ -1,0 +1,105 @@
+"""pandas in, plotly out: every figure the app draws."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+MODULES = ["q", "k", "v", "o", "gate", "up", "down"]  # tacq.models.module_kind names
+SHORT = {m: m for m in MODULES}
+
+
+def _pivot(table: pd.DataFrame, value: str) -> pd.DataFrame:
+    piv = table.pivot_table(index="layer", columns="module", values=value, aggfunc="sum")
+    return piv.reindex(columns=[m for m in MODULES if m in piv.columns])
+
+
+def circuit_heatmap(table: pd.DataFrame, title: str) -> go.Figure:
+    """Layers x modules: share of each Linear's weights kept in 16 bits (%)."""
+    share = _pivot(table, "share") * 100
+    kept = _pivot(table, "kept")
+    fig = go.Figure(
+        go.Heatmap(
+            z=share.values,
+            x=[SHORT[m] for m in share.columns],
+            y=[str(i) for i in share.index],
+            customdata=kept.values,
+            colorscale="Magma",
+            reversescale=True,
+            zmin=0,
+            colorbar={"title": "% kept"},
+            hovertemplate="layer %{y} %{x}: %{z:.3f}% kept (%{customdata:,} weights)"
+            "<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=title,
+        xaxis_title="module",
+        yaxis_title="layer",
+        yaxis={"autorange": "reversed"},
+        height=560,
+        margin={"l": 50, "r": 20, "t": 50, "b": 40},
+    )
+    return fig
+
+
+def layer_bars(table: pd.DataFrame) -> go.Figure:
+    """Kept weights per layer, stacked by module."""
+    kept = _pivot(table, "kept")
+    fig = go.Figure([go.Bar(x=kept.index, y=kept[m], name=SHORT[m]) for m in kept.columns])
+    fig.update_layout(
+        barmode="stack",
+        title="Kept weights per layer",
+        xaxis_title="layer",
+        yaxis_title="kept weights",
+        height=320,
+        margin={"l": 50, "r": 20, "t": 50, "b": 40},
+    )
+    return fig
+
+
+def zoom_figure(name: str, rows: list[float], cols: list[float]) -> go.Figure:
+    """Saliency summed over each output row and each input column of one Linear."""
+    fig = make_subplots(rows=2, cols=1, subplot_titles=("per output row", "per input column"))
+    fig.add_trace(go.Scatter(y=rows, mode="lines", name="rows"), row=1, col=1)
+    fig.add_trace(go.Scatter(y=cols, mode="lines", name="columns"), row=2, col=1)
+    fig.update_layout(
+        title=f"Saliency of {name}",
+        height=420,
+        showlegend=False,
+        margin={"l": 50, "r": 20, "t": 70, "b": 40},
+    )
+    return fig
+
+
+def overlap_figure(layers: list[int], jaccard: list[float], a: str, b: str) -> go.Figure:
+    """Per-layer Jaccard overlap of two tasks' keep masks."""
+    y = [None if (v is None or math.isnan(v)) else v for v in jaccard]
+    fig = go.Figure(go.Bar(x=layers, y=y, marker_color="#4c78a8"))
+    fig.update_layout(
+        title=f"Circuit overlap per layer: {a} vs {b} (Jaccard)",
+        xaxis_title="layer",
+        yaxis={"title": "Jaccard", "range": [0, 1]},
+        height=320,
+        margin={"l": 50, "r": 20, "t": 50, "b": 40},
+    )
+    return fig
+
+
+def size_table(sizes: dict[int, object]) -> pd.DataFrame:
+    """bits -> SizeReport as a small table."""
+    return pd.DataFrame(
+        [
+            {
+                "bits": b,
+                "BPW (paper)": round(s.bpw_paper, 4),
+                "BPW (with scales)": round(s.bpw_honest, 3),
+                "size on disk MB": round(s.total_bytes / 2**20, 1),
+                "vs fp16": f"{s.total_bytes / s.fp16_bytes:.1%}",
+            }
+            for b, s in sizes.items()
+        ]
+    )

@@ -1,0 +1,95 @@
+"""Assemble the tabs into one Blocks app and restore each browser's saved examples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+
+from app import chat_tab, circuit_tab, data_tab, eval_tab, model_tab, quantize_tab
+from app.common import handles_errors
+from app.state import ModelRegistry, user_for
+
+INTRO = """# TaCQ Studio
+Find the weights your task depends on (its **circuit**), keep them in 16 bits and quantize
+the rest to 2/3/4 bits. **1** pick examples and collect gradients → **2** see the circuit and
+drag the ratio → **3** quantize → **4** chat and evaluate side by side."""
+
+
+def build_app(registry: ModelRegistry, workspace: Path) -> gr.Blocks:
+    with gr.Blocks(title="TaCQ Studio") as demo:
+        gr.Markdown(INTRO)
+        user_state = gr.State(None)
+        browser_id = gr.BrowserState(None, storage_key="tacq-studio-user")
+        with gr.Tab("Model"):
+            mt = model_tab.build()
+        with gr.Tab("Examples & gradients"):
+            dt = data_tab.build()
+        with gr.Tab("Circuit"):
+            ct = circuit_tab.build()
+        with gr.Tab("Quantize"):
+            qt = quantize_tab.build()
+        with gr.Tab("Chat"):
+            cht = chat_tab.build()
+        with gr.Tab("Evaluate & export"):
+            et = eval_tab.build()
+
+        model_tab.wire(mt, user_state, registry)
+        data_tab.wire(dt, user_state, registry)
+        circuit_tab.wire(ct, user_state, registry)
+        quantize_tab.wire(
+            qt, user_state, ct.ratio, registry, [qt.victim, et.which, *cht.pickers[1:]]
+        )
+        chat_tab.wire(cht, user_state, registry)
+        eval_tab.wire(et, user_state, registry)
+
+        @handles_errors
+        def on_page_load(saved_id: str | None):
+            user = user_for(saved_id, workspace)
+            lm = registry.get(user.model_key)
+            task = user.load_examples()
+            table, style, status = gr.update(), gr.update(), ""
+            if task is not None:
+                user.set_task(lm, task)
+                table, style = data_tab.task_frame(task), task.style
+                status = "Restored your saved examples. " + data_tab.task_summary(user)
+            return (
+                user,
+                user.user_id,
+                model_tab.summary_table(registry, user),
+                table,
+                style,
+                status,
+            )
+
+        demo.load(
+            on_page_load,
+            browser_id,
+            [user_state, browser_id, mt.info, dt.table, dt.style, dt.status],
+        )
+    return demo
+
+
+def launch(
+    model: str = "default", host: str = "127.0.0.1", port: int = 7860, workspace: Path | None = None
+) -> None:
+    """Load the model first (so the page opens ready), then serve locally; no share link."""
+    from tacq.cache import tacq_home
+    from tacq.progress import tqdm_progress
+
+    registry = ModelRegistry()
+    registry.get(model, tqdm_progress("loading model"))
+    if model not in ("default", ""):
+        registry._models["default"] = registry._models.pop(model)
+    workspace = workspace or tacq_home() / "workspace"
+    demo = build_app(registry, workspace)
+    demo.queue(default_concurrency_limit=4)
+    demo.launch(
+        server_name=host,
+        server_port=port,
+        share=False,
+        inbrowser=False,
+        max_file_size="20mb",
+        show_error=False,
+        footer_links=[],
+    )

@@ -1,0 +1,54 @@
+"""Model screen: pick the bundled model or a local folder; show what is loaded."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import gradio as gr
+import pandas as pd
+
+from app.common import HEAVY, gradio_progress, handles_errors
+from app.state import ModelRegistry, UserState
+
+
+def summary_table(registry: ModelRegistry, user: UserState) -> pd.DataFrame:
+    info = registry.get(user.model_key).summary()
+    return pd.DataFrame({"property": list(info), "value": [str(v) for v in info.values()]})
+
+
+def build() -> SimpleNamespace:
+    gr.Markdown(
+        "Pick the bundled **SmolLM2-135M-Instruct** or type the path of a local "
+        "Hugging Face folder (Llama / Qwen / Mistral style, safetensors weights)."
+    )
+    with gr.Row():
+        source = gr.Textbox(
+            label="Model",
+            value="default",
+            scale=4,
+            info="'default' = bundled SmolLM2-135M-Instruct, or a folder path",
+        )
+        load = gr.Button("Load model", variant="primary", scale=1)
+    status = gr.Markdown(elem_id="model-status")
+    info = gr.Dataframe(label="Loaded model", interactive=False, elem_id="model-info")
+    return SimpleNamespace(source=source, load=load, status=status, info=info)
+
+
+def wire(tab: SimpleNamespace, user_state: gr.State, registry: ModelRegistry) -> None:
+    @handles_errors
+    def on_load(user: UserState, source: str, progress=gr.Progress()):
+        user.stop.clear()
+        lm = registry.get(source or "default", gradio_progress(progress, user.stop))
+        user.set_model(source.strip() or "default", lm)
+        msg = f"Loaded **{lm.name}** from `{lm.source}`."
+        if user.task:
+            msg += " Collect gradients again for this model."
+        return msg, summary_table(registry, user)
+
+    tab.load.click(
+        on_load,
+        [user_state, tab.source],
+        [tab.status, tab.info],
+        concurrency_id=HEAVY,
+        concurrency_limit=1,
+    )

@@ -1,0 +1,120 @@
+"""Quantize screen: masked GPTQ at 2/3/4 bits; every result kept as a named variant."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import gradio as gr
+import pandas as pd
+
+from app.circuit_tab import METRIC_CHOICES
+from app.common import HEAVY, gradio_progress, handles_errors, need
+from app.state import ModelRegistry, UserState
+
+
+def variants_frame(user: UserState) -> pd.DataFrame:
+    rows = [
+        {
+            "variant": v.name,
+            "bits": v.settings["bits"],
+            "kept %": round(100 * v.size.ratio, 3),
+            "BPW (paper)": round(v.size.bpw_paper, 4),
+            "size MB": round(v.size.total_bytes / 2**20, 1),
+            "seconds": round(v.result.seconds, 1),
+        }
+        for v in user.variants.values()
+    ]
+    return pd.DataFrame(
+        rows, columns=["variant", "bits", "kept %", "BPW (paper)", "size MB", "seconds"]
+    )
+
+
+def build() -> SimpleNamespace:
+    gr.Markdown(
+        "The outlier ratio comes from the **Circuit** slider. Ratio 0 or method "
+        "RTN/GPTQ without a circuit gives the plain baselines."
+    )
+    with gr.Row():
+        bits = gr.Radio([2, 3, 4], value=3, label="Bits")
+        metric = gr.Dropdown(METRIC_CHOICES, value="tacq", label="Which weights stay in 16 bits")
+        method = gr.Radio(
+            [("masked GPTQ", "gptq"), ("round to nearest", "rtn")], value="gptq", label="Quantizer"
+        )
+        circuit = gr.Checkbox(value=True, label="Keep the circuit (ratio from the slider)")
+    with gr.Row():
+        go = gr.Button("Quantize", variant="primary")
+        cancel = gr.Button("Cancel", variant="stop")
+    status = gr.Markdown(elem_id="quant-status")
+    table = gr.Dataframe(label="Variants", interactive=False, elem_id="variants-table")
+    with gr.Row():
+        victim = gr.Dropdown([], label="Variant")
+        delete = gr.Button("Delete variant")
+    return SimpleNamespace(
+        bits=bits,
+        metric=metric,
+        method=method,
+        circuit=circuit,
+        go=go,
+        cancel=cancel,
+        status=status,
+        table=table,
+        victim=victim,
+        delete=delete,
+    )
+
+
+def wire(
+    tab: SimpleNamespace,
+    user_state: gr.State,
+    ratio: gr.Slider,
+    registry: ModelRegistry,
+    variant_lists: list,
+) -> None:
+    def choices(user: UserState):
+        names = list(user.variants)
+        return [gr.update(choices=names, value=names[-1] if names else None) for _ in variant_lists]
+
+    @handles_errors
+    def on_quantize(
+        user: UserState,
+        bits: int,
+        metric: str,
+        method: str,
+        circuit: bool,
+        pct: float,
+        progress=gr.Progress(),
+    ):
+        study = need(user.study, "Choose examples (and collect gradients) first.")
+        user.check_room(study.lm)
+        user.stop.clear()
+        p = pct / 100 if circuit else 0.0
+        if p > 0 and metric != "magnitude" and study.stats is None:
+            study.collect(gradio_progress(progress, user.stop))
+        v = study.quantize(int(bits), p, metric, method, gradio_progress(progress, user.stop))
+        user.add_variant(v)
+        msg = (
+            f"Made **{v.name}**: BPW {v.size.bpw_paper:.4f}, "
+            f"{v.size.total_bytes / 2**20:.1f} MB packed, in {v.result.seconds:.0f} s."
+        )
+        return msg, variants_frame(user), *choices(user)
+
+    def on_cancel(user: UserState):
+        user.stop.set()
+        return "Cancelling…"
+
+    @handles_errors
+    def on_delete(user: UserState, name: str):
+        need(name, "Pick a variant to delete.")
+        user.variants.pop(name, None)
+        return f"Deleted {name}.", variants_frame(user), *choices(user)
+
+    outs = [tab.status, tab.table, *variant_lists]
+    tab.go.click(
+        on_quantize,
+        [user_state, tab.bits, tab.metric, tab.method, tab.circuit, ratio],
+        outs,
+        concurrency_id=HEAVY,
+        concurrency_limit=1,
+    )
+    tab.cancel.click(on_cancel, user_state, tab.status, concurrency_limit=None)
+    tab.delete.click(on_delete, [user_state, tab.victim], outs)

@@ -1,0 +1,122 @@
+"""Who holds what: a shared read-only model registry and one UserState per browser session.
+
+A user's examples are saved in the workspace under a random id that the browser keeps
+(gr.BrowserState), so a page reload finds them again and two users never share them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tacq.data import Example, TaskSet
+from tacq.errors import TacqError
+from tacq.memory import check_room_for_copy, model_bytes
+from tacq.models import LoadedModel, load_model
+from tacq.progress import Progress
+from tacq.workflow import Study, Variant
+
+MAX_VARIANTS = 4  # per user; each is a full model copy
+_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+class ModelRegistry:
+    """Loaded models by source, shared by all users (read-only), loaded one at a time."""
+
+    def __init__(self, keep: int = 2) -> None:
+        self._models: dict[str, LoadedModel] = {}
+        self._lock = threading.Lock()
+        self._keep = keep
+
+    def get(self, source: str, progress: Progress | None = None) -> LoadedModel:
+        key = source.strip() or "default"
+        with self._lock:
+            if key not in self._models:
+                lm = load_model(key, progress=progress)  # raises before anything changes
+                if len(self._models) >= self._keep:
+                    self._models.pop(next(k for k in self._models if k != "default"), None)
+                self._models[key] = lm
+            return self._models[key]
+
+
+@dataclass
+class UserState:
+    """Everything one browser session owns."""
+
+    user_id: str
+    workspace: Path
+    model_key: str = "default"
+    task: TaskSet | None = None
+    study: Study | None = None
+    variants: dict[str, Variant] = field(default_factory=dict)
+    stop: threading.Event = field(default_factory=threading.Event)
+    fp_eval: tuple | None = None  # (task digest, EvalResult, log-probs) of the fp model
+    pending_upload: list[Example] | None = None  # good rows of an upload with bad rows
+
+    @property
+    def folder(self) -> Path:
+        return self.workspace / "users" / self.user_id
+
+    def set_task(self, lm: LoadedModel, task: TaskSet) -> None:
+        """New examples: a new study (gradients come from the disk cache when known)."""
+        self.task = task
+        self.study = Study(lm, task)
+        self.fp_eval = None
+        self.save_examples()
+
+    def set_model(self, key: str, lm: LoadedModel) -> None:
+        self.model_key = key
+        self.variants.clear()
+        self.fp_eval = None
+        self.study = Study(lm, self.task) if self.task else None
+
+    def add_variant(self, v: Variant) -> None:
+        self.variants[v.name] = v
+
+    def check_room(self, lm: LoadedModel) -> None:
+        if len(self.variants) >= MAX_VARIANTS:
+            raise TacqError(
+                f"You already hold {MAX_VARIANTS} variants; delete one before making another."
+            )
+        in_use = sum(model_bytes(v.model) for v in self.variants.values())
+        check_room_for_copy(lm.model, "another quantized variant", in_use)
+
+    # ------------------------------------------------------------ persistence
+    def save_examples(self) -> None:
+        if self.task is None:
+            return
+        rows = [{"prompt": e.prompt, "answer": e.answer, "split": "calib"} for e in self.task.calib]
+        rows += [
+            {"prompt": e.prompt, "answer": e.answer, "split": "heldout"} for e in self.task.heldout
+        ]
+        blob = {"name": self.task.name, "style": self.task.style, "rows": rows}
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.folder / f".examples.{os.getpid()}.part"
+        tmp.write_text(json.dumps(blob))
+        os.replace(tmp, self.folder / "examples.json")
+
+    def load_examples(self) -> TaskSet | None:
+        path = self.folder / "examples.json"
+        if not path.is_file():
+            return None
+        try:
+            blob = json.loads(path.read_text())
+            rows = blob["rows"]
+            calib = tuple(
+                Example(r["prompt"], r["answer"]) for r in rows if r["split"] != "heldout"
+            )
+            held = tuple(Example(r["prompt"], r["answer"]) for r in rows if r["split"] == "heldout")
+            return TaskSet(blob["name"], calib, held, blob["style"], blob["name"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None  # a damaged save is ignored, never fatal
+
+
+def user_for(browser_id: str | None, workspace: Path) -> UserState:
+    """The UserState for a browser's saved id (a new id when missing or malformed)."""
+    uid = browser_id if isinstance(browser_id, str) and _ID.match(browser_id) else None
+    return UserState(uid or uuid.uuid4().hex, workspace)

@@ -1,0 +1,50 @@
+"""Start TaCQ Studio in the browser: python launch.py [--port 7860] [--model PATH].
+
+Runs fully offline: no hub downloads, no telemetry, binds 127.0.0.1, never a share link.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+# Before gradio / transformers are imported: they read these at import time.
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="TaCQ Studio: task-aware quantization in the browser")
+    p.add_argument("--port", type=int, default=7860, help="port on 127.0.0.1 (default 7860)")
+    p.add_argument(
+        "--model",
+        default="default",
+        help="'default' (bundled SmolLM2-135M-Instruct) or a local HF folder",
+    )
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="interface to bind; only change it if you mean to serve a network",
+    )
+    p.add_argument("--workspace", help="where user examples and exports are saved")
+    args = p.parse_args(argv)
+
+    from pathlib import Path
+
+    from app.main import launch
+    from tacq.errors import TacqError
+
+    try:
+        launch(args.model, args.host, args.port, Path(args.workspace) if args.workspace else None)
+    except TacqError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
