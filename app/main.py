@@ -8,7 +8,7 @@ import gradio as gr
 
 from app import chat_tab, circuit_tab, data_tab, eval_tab, model_tab, quantize_tab
 from app.common import handles_errors
-from app.state import ModelRegistry, user_for
+from app.state import ModelRegistry, browser_secret, user_for
 
 INTRO = """# TaCQ Studio
 Find the weights your task depends on (its **circuit**), keep them in 16 bits and quantize
@@ -20,7 +20,9 @@ def build_app(registry: ModelRegistry, workspace: Path) -> gr.Blocks:
     with gr.Blocks(title="TaCQ Studio") as demo:
         gr.Markdown(INTRO)
         user_state = gr.State(None)
-        browser_id = gr.BrowserState(None, storage_key="tacq-studio-user")
+        browser_id = gr.BrowserState(
+            None, storage_key="tacq-studio-user", secret=browser_secret(workspace)
+        )
         with gr.Tab("Model"):
             mt = model_tab.build()
         with gr.Tab("Examples & gradients"):
@@ -78,9 +80,7 @@ def launch(
     from tacq.progress import tqdm_progress
 
     registry = ModelRegistry()
-    registry.get(model, tqdm_progress("loading model"))
-    if model not in ("default", ""):
-        registry._models["default"] = registry._models.pop(model)
+    registry.preload_default(model, tqdm_progress("loading model"))
     workspace = workspace or tacq_home() / "workspace"
     demo = build_app(registry, workspace)
     demo.queue(default_concurrency_limit=4)
@@ -92,4 +92,5 @@ def launch(
         max_file_size="20mb",
         show_error=False,
         footer_links=[],
+        run_history=False,  # would copy every input and output into the browser's storage
     )

@@ -27,6 +27,7 @@ def build() -> SimpleNamespace:
             value="default",
             scale=4,
             info="'default' = bundled SmolLM2-135M-Instruct, or a folder path",
+            elem_id="model-source",
         )
         load = gr.Button("Load model", variant="primary", scale=1)
     status = gr.Markdown(elem_id="model-status")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -32,6 +33,12 @@ class ModelRegistry:
         self._models: dict[str, LoadedModel] = {}
         self._lock = threading.Lock()
         self._keep = keep
+
+    def preload_default(self, source: str, progress: Progress | None = None) -> None:
+        """Load the model the app starts with; it is what 'default' means from then on."""
+        lm = load_model(source or "default", progress=progress)
+        with self._lock:
+            self._models["default"] = lm
 
     def get(self, source: str, progress: Progress | None = None) -> LoadedModel:
         key = source.strip() or "default"
@@ -114,6 +121,16 @@ class UserState:
             return TaskSet(blob["name"], calib, held, blob["style"], blob["name"])
         except (OSError, ValueError, KeyError, TypeError):
             return None  # a damaged save is ignored, never fatal
+
+
+def browser_secret(workspace: Path) -> str:
+    """A per-workspace key for the browser-stored id, so a restart still recognises users."""
+    path = workspace / ".browser_secret"
+    if not path.is_file():
+        workspace.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
 
 
 def user_for(browser_id: str | None, workspace: Path) -> UserState:
