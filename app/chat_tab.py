@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import gradio as gr
+import pandas as pd
 
 from app.common import handles_errors
 from app.state import ModelRegistry, UserState
@@ -38,7 +39,14 @@ def build() -> SimpleNamespace:
         max_tokens = gr.Slider(8, 512, value=96, step=8, label="Max new tokens")
         stop = gr.Button("Stop")
         clear = gr.Button("Clear")
+    eval_table = gr.Dataframe(
+        pd.DataFrame(columns=["variant", "answer NLL", "exact match", "KL to original"]),
+        label="Held-out results (from Evaluate or the demo)",
+        interactive=False,
+        elem_id="chat-eval",
+    )
     return SimpleNamespace(
+        eval_table=eval_table,
         pickers=pickers,
         bots=bots,
         prompt=prompt,

@@ -36,12 +36,19 @@ def build() -> SimpleNamespace:
     with gr.Row():
         heat = gr.Plot(label="Share of weights kept, per layer and module", elem_id="heatmap")
         bars = gr.Plot(label="Kept weights per layer", elem_id="layer-bars")
-    with gr.Accordion("Zoom into one module", open=False):
+    # A click on a heatmap cell presses this hidden button with "layer,module" (CLICK_JS).
+    picked = gr.Textbox(elem_id="cell-pick", elem_classes=["tacq-hidden"], show_label=False)
+    pick_go = gr.Button("pick", elem_id="cell-pick-go", elem_classes=["tacq-hidden"])
+    with gr.Accordion("Zoom into one module (or click a heatmap cell)", open=False) as zoom_box:
         with gr.Row():
             layer = gr.Number(value=0, precision=0, label="Layer", minimum=0)
             module = gr.Dropdown(figures.MODULES, value="down", label="Module")
-            zoom = gr.Button("Zoom")
+            zoom = gr.Button("Zoom and explain")
+        explain = gr.Markdown(elem_id="explain")
         zoom_plot = gr.Plot(elem_id="zoom-plot")
+        top = gr.Dataframe(
+            label="Its highest-scoring kept weights", interactive=False, elem_id="explain-table"
+        )
     with gr.Accordion("Compare with another task", open=False):
         with gr.Row():
             other = gr.Dropdown(list(list_tasks()), label="Other bundled task")
@@ -61,11 +68,36 @@ def build() -> SimpleNamespace:
         module=module,
         zoom=zoom,
         zoom_plot=zoom_plot,
+        zoom_box=zoom_box,
+        picked=picked,
+        pick_go=pick_go,
+        explain=explain,
+        top=top,
         other=other,
         compare=compare,
         overlap=overlap,
         overlap_plot=overlap_plot,
     )
+
+
+CLICK_JS = """
+() => {
+  // plotly_click on the circuit heatmap -> press the hidden button with "layer,module"
+  setInterval(() => {
+    const plot = document.querySelector('#heatmap .js-plotly-plot');
+    if (!plot || plot._tacqClick || !plot.on) return;
+    plot._tacqClick = true;
+    plot.on('plotly_click', (ev) => {
+      const p = ev.points && ev.points[0];
+      const go = document.querySelector('#cell-pick-go');
+      if (!p || !go) return;
+      window.tacqPicked = `${p.y},${p.x}`;
+      go.click();
+    });
+  }, 500);
+}
+"""
+CSS = ".tacq-hidden { display: none !important; }"
 
 
 def render(study: Study, ranking, metric: str, bits: int, pct: float):
@@ -108,7 +140,7 @@ def wire(tab: SimpleNamespace, user_state: gr.State, registry: ModelRegistry) ->
         return render(study, r, metric, int(bits), pct)
 
     @handles_errors
-    def on_zoom(user: UserState, metric: str, bits: int, layer: float, module: str):
+    def on_zoom(user: UserState, metric: str, bits: int, pct: float, layer: float, module: str):
         study = need(user.study, "Choose examples and collect gradients first.")
         names = [
             n
@@ -117,7 +149,35 @@ def wire(tab: SimpleNamespace, user_state: gr.State, registry: ModelRegistry) ->
         ]
         name = need(names, f"This model has no {module} in layer {int(layer)}.")[0]
         rows, cols = study.layer_saliency(metric, int(bits), name)
-        return figures.zoom_figure(name, rows.tolist(), cols.tolist())
+        why = study.explain(metric, int(bits), name, pct / 100)
+        return (
+            figures.zoom_figure(name, rows.tolist(), cols.tolist()),
+            why.sentence(),
+            why.top.round(6),
+        )
+
+    @handles_errors
+    def on_pick(user: UserState, metric: str, bits: int, pct: float, picked: str):
+        """A heatmap cell was clicked: open the zoom on that layer and module."""
+        layer_s, _, module = (picked or "").partition(",")
+        if not layer_s.strip().isdigit() or module not in figures.MODULES:
+            return (gr.update(),) * 6
+        layer = int(layer_s)
+        return (
+            gr.update(value=layer),
+            gr.update(value=module),
+            gr.Accordion(open=True),
+            *on_zoom(user, metric, bits, pct, layer, module),
+        )
+
+    tab.pick_go.click(
+        on_pick,
+        [user_state, tab.metric, tab.bits, tab.ratio, tab.picked],
+        [tab.layer, tab.module, tab.zoom_box, tab.zoom_plot, tab.explain, tab.top],
+        js="(...a) => { a[a.length - 1] = window.tacqPicked || ''; return a; }",
+        concurrency_id=HEAVY,
+        concurrency_limit=1,
+    )
 
     @handles_errors
     def on_compare(
@@ -154,15 +214,15 @@ def wire(tab: SimpleNamespace, user_state: gr.State, registry: ModelRegistry) ->
         on_ratio,
         [user_state, tab.metric, tab.bits, tab.ratio],
         outputs,
-        concurrency_limit=None,
+        queue=False,  # a direct request: no queue round trips for a cheap lookup
         show_progress="hidden",
     )
     for ev in (tab.metric.change, tab.bits.change):
         ev(on_ratio, [user_state, tab.metric, tab.bits, tab.ratio], outputs, concurrency_limit=None)
     tab.zoom.click(
         on_zoom,
-        [user_state, tab.metric, tab.bits, tab.layer, tab.module],
-        tab.zoom_plot,
+        [user_state, tab.metric, tab.bits, tab.ratio, tab.layer, tab.module],
+        [tab.zoom_plot, tab.explain, tab.top],
         concurrency_id=HEAVY,
         concurrency_limit=1,
     )

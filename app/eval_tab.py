@@ -2,18 +2,44 @@
 
 from __future__ import annotations
 
-import re
 import shutil
+import tempfile
+from pathlib import Path
 from types import SimpleNamespace
 
 import gradio as gr
 import pandas as pd
 
 from app.common import HEAVY, gradio_progress, handles_errors, need
-from app.state import ModelRegistry, UserState
+from app.report import build_report
+from app.state import ModelRegistry, UserState, safe_name
 from tacq import export
-from tacq.evaluate import evaluate
-from tacq.progress import scaled
+from tacq.evaluate import evaluate_variants
+
+
+def _download_dir() -> Path:
+    """A fresh folder under the system temp dir: where Gradio serves downloads from."""
+    return Path(tempfile.mkdtemp(prefix="tacq-download-"))
+
+
+RESULT_COLUMNS = ["variant", "answer NLL", "exact match", "KL to original", "held-out examples"]
+
+
+def results_frame(results) -> pd.DataFrame:
+    """Held-out results as the app shows them (original first)."""
+    return pd.DataFrame(
+        [
+            {
+                "variant": r.name,
+                "answer NLL": round(r.answer_nll, 4),
+                "exact match": round(r.exact_match, 3),
+                "KL to original": None if r.kl_to_fp is None else round(r.kl_to_fp, 4),
+                "held-out examples": len(r.rows),
+            }
+            for r in results
+        ],
+        columns=RESULT_COLUMNS,
+    )
 
 
 def _last_line(prompt: str) -> str:
@@ -22,7 +48,12 @@ def _last_line(prompt: str) -> str:
 
 def build() -> SimpleNamespace:
     run = gr.Button("Evaluate all variants on the held-out examples", variant="primary")
-    table = gr.Dataframe(label="Held-out results", interactive=False, elem_id="eval-table")
+    table = gr.Dataframe(
+        pd.DataFrame(columns=RESULT_COLUMNS),
+        label="Held-out results",
+        interactive=False,
+        elem_id="eval-table",
+    )
     broke = gr.Dataframe(
         label="What broke: the original model is right, the variant is wrong",
         interactive=False,
@@ -43,48 +74,57 @@ def build() -> SimpleNamespace:
         go = gr.Button("Export")
     status = gr.Markdown(elem_id="export-status")
     file = gr.File(label="Download", interactive=False)
+    gr.Markdown("### Report")
+    report = gr.Button("Download an HTML report (self-contained, opens offline)")
+    report_file = gr.File(label="Report", interactive=False, elem_id="report-file")
     return SimpleNamespace(
-        run=run, table=table, broke=broke, which=which, fmt=fmt, go=go, status=status, file=file
+        run=run,
+        table=table,
+        broke=broke,
+        which=which,
+        fmt=fmt,
+        go=go,
+        status=status,
+        file=file,
+        report=report,
+        report_file=report_file,
     )
 
 
-def wire(tab: SimpleNamespace, user_state: gr.State, registry: ModelRegistry) -> None:
+def wire(
+    tab: SimpleNamespace,
+    user_state: gr.State,
+    registry: ModelRegistry,
+    circuit: list,
+    also: list,
+) -> None:
+    """circuit: the circuit tab's metric, bits and ratio inputs (what the report shows);
+    also: other tables that show the held-out results (the chat tab's)."""
+
+    @handles_errors
+    def on_report(user: UserState, metric: str, bits: int, pct: float):
+        need(user.study, "Choose examples and collect gradients first.")
+        safe = safe_name(user.study.task.name)
+        path = _download_dir() / f"tacq-report-{safe}.html"
+        path.write_text(build_report(user, metric, int(bits), float(pct)), encoding="utf-8")
+        return str(path)
+
+    tab.report.click(on_report, [user_state, *circuit], tab.report_file)
+
     @handles_errors
     def on_eval(user: UserState, progress=gr.Progress()):
         study = need(user.study, "Choose examples first.")
-        held = need(list(study.task.heldout), "This task has no held-out examples.")
-        lm, style = study.lm, study.task.style
+        need(list(study.task.heldout), "This task has no held-out examples.")
         user.stop.clear()
         hook = gradio_progress(progress, user.stop)
-        n = len(user.variants) + 1
-        if user.fp_eval is None or user.fp_eval[0] != study.digest():
-            fp, lp = evaluate(
-                lm.model, lm.tokenizer, held, style, "original", progress=scaled(hook, 0, 1 / n)
-            )
-            user.fp_eval = (study.digest(), fp, lp)
-        _, fp, lp = user.fp_eval
-        results = [fp]
-        for i, v in enumerate(user.variants.values(), 1):
-            r, _ = evaluate(
-                v.model,
-                lm.tokenizer,
-                held,
-                style,
-                v.name,
-                fp_logprobs=lp,
-                progress=scaled(hook, i / n, (i + 1) / n),
-            )
-            results.append(r)
-        rows = [
-            {
-                "variant": r.name,
-                "answer NLL": round(r.answer_nll, 4),
-                "exact match": round(r.exact_match, 3),
-                "KL to original": None if r.kl_to_fp is None else round(r.kl_to_fp, 4),
-                "held-out examples": len(r.rows),
-            }
-            for r in results
-        ]
+        cached = user.fp_eval[1:] if user.fp_eval and user.fp_eval[0] == study.digest() else None
+        results, fp_pair = evaluate_variants(
+            study.lm, study.task, list(user.variants.values()), cached, hook
+        )
+        user.fp_eval = (study.digest(), *fp_pair)
+        fp = results[0]
+        user.last_eval = results
+        rows = results_frame(results)
         broke = [
             {
                 "variant": r.name,
@@ -97,9 +137,19 @@ def wire(tab: SimpleNamespace, user_state: gr.State, registry: ModelRegistry) ->
             for a, b in zip(fp.rows, r.rows)
             if a["correct"] and not b["correct"]
         ]
-        return pd.DataFrame(rows), pd.DataFrame(
-            broke,
-            columns=["variant", "prompt (last line)", "answer", "original says", "variant says"],
+        return (
+            rows,
+            pd.DataFrame(
+                broke,
+                columns=[
+                    "variant",
+                    "prompt (last line)",
+                    "answer",
+                    "original says",
+                    "variant says",
+                ],
+            ),
+            *[rows] * len(also),
         )
 
     @handles_errors
@@ -107,12 +157,12 @@ def wire(tab: SimpleNamespace, user_state: gr.State, registry: ModelRegistry) ->
         need(name, "Quantize a variant first, then pick it here.")
         v = need(user.variants.get(name), f"No variant named {name}.")
         lm = registry.get(user.model_key)
-        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{v.name}-{fmt}")[:80]
+        safe = safe_name(f"{v.name}-{fmt}")
         out = user.folder / "exports" / safe
         progress(0.2, desc="writing")
         (export.save_packed if fmt == "packed" else export.save_dequantized)(out, lm, v)
         size = export.folder_bytes(out)
-        zip_path = shutil.make_archive(str(out), "zip", root_dir=out)
+        zip_path = shutil.make_archive(str(_download_dir() / safe), "zip", root_dir=out)
         return (
             f"Wrote **{safe}** ({size / 2**20:.1f} MB; model {v.size.total_bytes / 2**20:.1f}"
             f" MB by the size report)."
@@ -121,7 +171,11 @@ def wire(tab: SimpleNamespace, user_state: gr.State, registry: ModelRegistry) ->
         ), zip_path
 
     tab.run.click(
-        on_eval, user_state, [tab.table, tab.broke], concurrency_id=HEAVY, concurrency_limit=1
+        on_eval,
+        user_state,
+        [tab.table, tab.broke, *also],
+        concurrency_id=HEAVY,
+        concurrency_limit=1,
     )
     tab.go.click(
         on_export,

@@ -103,3 +103,47 @@ def size_table(sizes: dict[int, object]) -> pd.DataFrame:
             for b, s in sizes.items()
         ]
     )
+
+
+def toy_figure(grids: dict[str, object], kept: dict[str, object]) -> go.Figure:
+    """Top row: W, G, dW. Bottom row: the four scores, kept entries outlined in black."""
+    top = ["W", "G = Σ|g|", "dW = W − Q(W)"]
+    bottom = [k for k in grids if k not in top]
+    fig = make_subplots(
+        rows=2,
+        cols=4,
+        subplot_titles=top + [""] + bottom,
+        horizontal_spacing=0.04,
+        vertical_spacing=0.12,
+    )
+    for i, name in enumerate(top + bottom):
+        row, col = (1, i + 1) if i < 3 else (2, i - 2)
+        z = grids[name].tolist()
+        signed = name.startswith(("W", "dW"))
+        fig.add_trace(
+            go.Heatmap(
+                z=z,
+                colorscale="RdBu" if signed else "Magma",
+                reversescale=not signed,
+                zmid=0 if signed else None,
+                showscale=False,
+                hovertemplate=f"{name} [%{{y}}, %{{x}}] = %{{z:.3g}}<extra></extra>",
+            ),
+            row=row,
+            col=col,
+        )
+        for r, c in kept.get(name, []):
+            fig.add_shape(
+                type="rect",
+                x0=c - 0.5,
+                x1=c + 0.5,
+                y0=r - 0.5,
+                y1=r + 0.5,
+                line={"color": "black", "width": 3},
+                row=row,
+                col=col,
+            )
+    fig.update_yaxes(autorange="reversed", showticklabels=False)
+    fig.update_xaxes(showticklabels=False)
+    fig.update_layout(height=460, margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    return fig

@@ -6,7 +6,16 @@ from pathlib import Path
 
 import gradio as gr
 
-from app import chat_tab, circuit_tab, data_tab, eval_tab, model_tab, quantize_tab
+from app import (
+    chat_tab,
+    circuit_tab,
+    data_tab,
+    demo_tab,
+    eval_tab,
+    howto_tab,
+    model_tab,
+    quantize_tab,
+)
 from app.common import handles_errors
 from app.state import ModelRegistry, browser_secret, user_for
 
@@ -23,27 +32,42 @@ def build_app(registry: ModelRegistry, workspace: Path) -> gr.Blocks:
         browser_id = gr.BrowserState(
             None, storage_key="tacq-studio-user", secret=browser_secret(workspace)
         )
-        with gr.Tab("Model"):
-            mt = model_tab.build()
-        with gr.Tab("Examples & gradients"):
-            dt = data_tab.build()
-        with gr.Tab("Circuit"):
-            ct = circuit_tab.build()
-        with gr.Tab("Quantize"):
-            qt = quantize_tab.build()
-        with gr.Tab("Chat"):
-            cht = chat_tab.build()
-        with gr.Tab("Evaluate & export"):
-            et = eval_tab.build()
+        with gr.Tabs(elem_id="tabs") as tabs:
+            with gr.Tab("Model", id="model"):
+                mt = model_tab.build()
+            with gr.Tab("One-click demo", id="demo"):
+                dmt = demo_tab.build()
+            with gr.Tab("Examples & gradients", id="data"):
+                dt = data_tab.build()
+            with gr.Tab("Circuit", id="circuit"):
+                ct = circuit_tab.build()
+            with gr.Tab("Quantize", id="quantize"):
+                qt = quantize_tab.build()
+            with gr.Tab("Chat", id="chat"):
+                cht = chat_tab.build()
+            with gr.Tab("Evaluate & export", id="evaluate"):
+                et = eval_tab.build()
+            with gr.Tab("How it works", id="how"):
+                ht = howto_tab.build()
 
         model_tab.wire(mt, user_state, registry)
         data_tab.wire(dt, user_state, registry)
         circuit_tab.wire(ct, user_state, registry)
-        quantize_tab.wire(
-            qt, user_state, ct.ratio, registry, [qt.victim, et.which, *cht.pickers[1:]]
-        )
+        variant_lists = [qt.victim, et.which, *cht.pickers[1:]]  # chat's columns last
+        quantize_tab.wire(qt, user_state, ct.ratio, registry, variant_lists)
         chat_tab.wire(cht, user_state, registry)
-        eval_tab.wire(et, user_state, registry)
+        eval_tab.wire(et, user_state, registry, [ct.metric, ct.bits, ct.ratio], [cht.eval_table])
+        demo_tab.wire(
+            dmt,
+            user_state,
+            registry,
+            tabs,
+            cht,
+            variant_lists,
+            [cht.eval_table, et.table],
+            qt.table,
+        )
+        howto_tab.wire(ht, demo)
 
         @handles_errors
         def on_page_load(saved_id: str | None):
@@ -55,6 +79,13 @@ def build_app(registry: ModelRegistry, workspace: Path) -> gr.Blocks:
                 user.set_task(lm, task)
                 table, style = data_tab.task_frame(task), task.style
                 status = "Restored your saved examples. " + data_tab.task_summary(user)
+            names = user.restore_variants(lm)
+            if names:
+                status += f" Restored your variants: {', '.join(names)}."
+            second = names[-2] if len(names) > 1 else None
+            lists = [gr.update(choices=names, value=names[-1] if names else None)] * (
+                len(variant_lists) - 1
+            ) + [gr.update(choices=names, value=second)]
             return (
                 user,
                 user.user_id,
@@ -62,12 +93,23 @@ def build_app(registry: ModelRegistry, workspace: Path) -> gr.Blocks:
                 table,
                 style,
                 status,
+                quantize_tab.variants_frame(user),
+                *lists,
             )
 
         demo.load(
             on_page_load,
             browser_id,
-            [user_state, browser_id, mt.info, dt.table, dt.style, dt.status],
+            [
+                user_state,
+                browser_id,
+                mt.info,
+                dt.table,
+                dt.style,
+                dt.status,
+                qt.table,
+                *variant_lists,
+            ],
         )
     return demo
 
@@ -93,4 +135,17 @@ def launch(
         show_error=False,
         footer_links=[],
         run_history=False,  # would copy every input and output into the browser's storage
+        prevent_thread_lock=True,
+        css=circuit_tab.CSS,
+        js=circuit_tab.CLICK_JS,  # a click on a heatmap cell opens that module's explanation
     )
+    add_health_route(demo.app)
+    demo.block_thread()
+
+
+def add_health_route(app) -> None:
+    """GET /healthz: a constant answer that needs no app state, to check the server is
+    responsive while the CPU is busy with a job."""
+    from fastapi.responses import JSONResponse
+
+    app.add_api_route("/healthz", lambda: JSONResponse({"status": "ok"}), methods=["GET"])

@@ -35,7 +35,7 @@ def build() -> SimpleNamespace:
         "RTN/GPTQ without a circuit gives the plain baselines."
     )
     with gr.Row():
-        bits = gr.Radio([2, 3, 4], value=3, label="Bits")
+        bits = gr.Radio([2, 3, 4], value=3, label="Bits", elem_id="quant-bits")
         metric = gr.Dropdown(METRIC_CHOICES, value="tacq", label="Which weights stay in 16 bits")
         method = gr.Radio(
             [("masked GPTQ", "gptq"), ("round to nearest", "rtn")], value="gptq", label="Quantizer"
@@ -71,8 +71,12 @@ def wire(
     variant_lists: list,
 ) -> None:
     def choices(user: UserState):
+        """Every variant list gets the new names; the last list (chat's second column)
+        preselects the previous variant so two different ones are compared."""
         names = list(user.variants)
-        return [gr.update(choices=names, value=names[-1] if names else None) for _ in variant_lists]
+        values = [names[-1] if names else None] * len(variant_lists)
+        values[-1] = names[-2] if len(names) > 1 else None
+        return [gr.update(choices=names, value=v) for v in values]
 
     @handles_errors
     def on_quantize(
@@ -91,7 +95,7 @@ def wire(
         if p > 0 and metric != "magnitude" and study.stats is None:
             study.collect(gradio_progress(progress, user.stop))
         v = study.quantize(int(bits), p, metric, method, gradio_progress(progress, user.stop))
-        user.add_variant(v)
+        user.add_variant(v, study.lm)  # saved packed: a restart finds it again
         msg = (
             f"Made **{v.name}**: BPW {v.size.bpw_paper:.4f}, "
             f"{v.size.total_bytes / 2**20:.1f} MB packed, in {v.result.seconds:.0f} s."
@@ -105,7 +109,7 @@ def wire(
     @handles_errors
     def on_delete(user: UserState, name: str):
         need(name, "Pick a variant to delete.")
-        user.variants.pop(name, None)
+        user.delete_variant(name)
         return f"Deleted {name}.", variants_frame(user), *choices(user)
 
     outs = [tab.status, tab.table, *variant_lists]

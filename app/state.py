@@ -7,9 +7,11 @@ A user's examples are saved in the workspace under a random id that the browser 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import secrets
+import shutil
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -21,6 +23,8 @@ from tacq.memory import check_room_for_copy, model_bytes
 from tacq.models import LoadedModel, load_model
 from tacq.progress import Progress
 from tacq.workflow import Study, Variant
+
+log = logging.getLogger(__name__)
 
 MAX_VARIANTS = 4  # per user; each is a full model copy
 _ID = re.compile(r"^[0-9a-f]{32}$")
@@ -64,6 +68,7 @@ class UserState:
     stop: threading.Event = field(default_factory=threading.Event)
     fp_eval: tuple | None = None  # (task digest, EvalResult, log-probs) of the fp model
     pending_upload: list[Example] | None = None  # good rows of an upload with bad rows
+    last_eval: list | None = None  # EvalResults of the last evaluation (fp first), for reports
 
     @property
     def folder(self) -> Path:
@@ -74,6 +79,7 @@ class UserState:
         self.task = task
         self.study = Study(lm, task)
         self.fp_eval = None
+        self.last_eval = None
         self.save_examples()
 
     def set_model(self, key: str, lm: LoadedModel) -> None:
@@ -82,8 +88,45 @@ class UserState:
         self.fp_eval = None
         self.study = Study(lm, self.task) if self.task else None
 
-    def add_variant(self, v: Variant) -> None:
+    def add_variant(self, v: Variant, lm: LoadedModel | None = None) -> None:
+        """Keep a variant; with `lm`, also save it packed so a restart finds it again."""
         self.variants[v.name] = v
+        if lm is not None:
+            from tacq.export import save_packed
+
+            save_packed(self._variant_dir(v.name), lm, v)  # atomic: a temp folder, renamed
+
+    def delete_variant(self, name: str) -> None:
+        self.variants.pop(name, None)
+        shutil.rmtree(self._variant_dir(name), ignore_errors=True)
+
+    def restore_variants(self, lm: LoadedModel) -> list[str]:
+        """Saved variants of this base model, loaded back; returns their names.
+
+        A damaged folder is skipped (logged), never fatal: the rest still load.
+        """
+        from tacq.workflow import load_variant
+
+        root = self.folder / "variants"
+        names = []
+        for folder in sorted(root.iterdir()) if root.is_dir() else []:
+            if not folder.is_dir() or folder.name.startswith("."):
+                continue
+            if len(self.variants) >= MAX_VARIANTS:
+                break
+            try:
+                v = load_variant(folder)
+            except (TacqError, OSError, ValueError, KeyError) as e:
+                log.warning("Skipping saved variant %s: %s", folder, e)
+                continue
+            if v.settings.get("base_model") != lm.fingerprint:
+                continue  # made from another model
+            self.variants[v.name] = v
+            names.append(v.name)
+        return names
+
+    def _variant_dir(self, name: str) -> Path:
+        return self.folder / "variants" / safe_name(name)
 
     def check_room(self, lm: LoadedModel) -> None:
         if len(self.variants) >= MAX_VARIANTS:
@@ -121,6 +164,11 @@ class UserState:
             return TaskSet(blob["name"], calib, held, blob["style"], blob["name"])
         except (OSError, ValueError, KeyError, TypeError):
             return None  # a damaged save is ignored, never fatal
+
+
+def safe_name(name: str, limit: int = 80) -> str:
+    """One path component made of [A-Za-z0-9._-], never '.', '..' or hidden."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:limit].lstrip(".") or "unnamed"
 
 
 def browser_secret(workspace: Path) -> str:

@@ -49,6 +49,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="examples per gradient batch")
     p.add_argument("--answer-only", action="store_true", help="loss on answer tokens only")
     p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+    p.add_argument(
+        "--stream-to",
+        help="keep the model on --device (e.g. cpu) and move one block at a time to this "
+        "device (e.g. cuda) for GPTQ: for models larger than the GPU",
+    )
 
 
 def _quant(p: argparse.ArgumentParser, metric: bool = True) -> None:
@@ -116,7 +121,37 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="default end-to-end: gradients + TaCQ + held-out eval")
     _common(p)
     _quant(p)
+    p = sub.add_parser("demo", help="the app's one-click demo: TaCQ 3/2-bit + GPTQ 2-bit, eval")
+    _common(p)
+    p.add_argument("--quick", action="store_true", help="skip the 3-bit variant")
+    p = sub.add_parser(
+        "plan", help="estimated peak memory and time of each stage; refuses a run that will not fit"
+    )
+    p.add_argument(
+        "--model",
+        default="default",
+        help="'default', a local HF folder (only config.json is read), or llama-3-8b",
+    )
+    p.add_argument("--examples", type=int, default=32)
+    p.add_argument("--max-length", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--bits", type=int, default=2, choices=(2, 3, 4))
+    p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when present")
+    p.add_argument("--tflops", type=float, help="device throughput, if not measurable here")
+    p.add_argument("--memory-gb", type=float, help="device memory to plan for (default: free)")
+    p.add_argument("--accum-on-host", action="store_true", help="gradient sums in host memory")
+    p.add_argument("--accum-bf16", action="store_true", help="gradient sums in bf16")
+    p.add_argument(
+        "--tacq-only", action="store_true", help="accumulate |g| only (no Fisher / sum g baselines)"
+    )
     return parser
+
+
+def _needs_extra(args) -> bool:
+    from tacq.saliency import NEEDS_EXTRA
+
+    wanted = {getattr(args, "metric", "tacq")} | set(getattr(args, "methods", "").split(","))
+    return bool(wanted & NEEDS_EXTRA)
 
 
 def _study(args):
@@ -136,7 +171,12 @@ def _study(args):
         lm,
         task,
         DataConfig(args.max_length, args.examples),
-        GradientConfig(batch_size=args.batch_size, answer_only=args.answer_only),
+        GradientConfig(
+            batch_size=args.batch_size,
+            answer_only=args.answer_only,
+            extra_stats=_needs_extra(args),  # g^2 and signed sums only when a metric uses them
+        ),
+        exec_device=args.stream_to,
     )
     print(
         f"model {lm.name} loaded in {time.perf_counter() - t0:.1f} s; task {task.name}: "
@@ -168,7 +208,21 @@ def cmd_tasks(args) -> None:
 
 
 def cmd_gradients(args) -> None:
-    _collect(_study(args))
+    from tacq.distributed import init_from_env, launched_by_torchrun
+
+    if not launched_by_torchrun():
+        _collect(_study(args))
+        return
+    rank, world = init_from_env()
+    if rank != 0:
+        sys.stdout = open(os.devnull, "w")  # one rank reports  # noqa: SIM115
+    try:
+        _collect(_study(args))
+        print(f"(data-parallel over {world} processes; sums all-reduced once)")
+    finally:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
 
 
 def cmd_scores(args) -> None:
@@ -294,6 +348,84 @@ def cmd_run(args) -> None:
     print(f"  {'total':<32} {time.perf_counter() - t_all:7.1f} s")
 
 
+def cmd_demo(args) -> None:
+    import pandas as pd
+
+    from tacq.demo import plan_demo, run_demo
+    from tacq.progress import tqdm_progress
+
+    study = _study(args)
+    demo = plan_demo(study, quick=args.quick)
+    print(f"one-click demo: {len(demo.stages)} stages, expected {demo.expected_s / 60:.1f} min")
+    for d in run_demo(demo, tqdm_progress("demo")):
+        s = next((s for s in reversed(d.stages) if s.status != "waiting"), d.stages[0])
+        if s.status == "done":
+            print(f"  {s.name:<40} {s.elapsed_s:6.1f} s  (expected {s.expected_s:.0f} s)")
+    rows = [
+        {
+            "variant": r.name,
+            "answer NLL": r.answer_nll,
+            "exact match": r.exact_match,
+            "KL to fp": r.kl_to_fp,
+        }
+        for r in demo.results
+    ]
+    print(pd.DataFrame(rows).to_string(index=False))
+    print(f"total {demo.elapsed_s:.1f} s ({demo.elapsed_s / 60:.2f} min)")
+
+
+def cmd_plan(args) -> None:
+    import torch
+
+    from tacq.memory import available_bytes
+    from tacq.plan import RunSettings, Shapes, check_fits, format_plan, measured_flops, plan_run
+
+    shapes = Shapes.from_config(_plan_config(args.model))
+    cuda = (args.device or ("cuda" if torch.cuda.is_available() else "cpu")) == "cuda"
+    settings = RunSettings(
+        args.examples,
+        args.max_length,
+        args.batch_size,
+        args.bits,
+        dtype_bytes=2 if cuda else 4,
+        accum_bytes=2 if args.accum_bf16 else 4,
+        accum_stats=1 if args.tacq_only else 3,
+        accum_on_host=args.accum_on_host,
+        latency_factor=20.0 if cuda else 2.6,
+        shared_memory=not cuda,
+    )
+    if args.tflops:
+        flops, how = args.tflops * 1e12, "given"
+    elif cuda and not torch.cuda.is_available():
+        raise TacqError("No CUDA device here: pass --tflops to plan for one.")
+    else:
+        dev = torch.device("cuda" if cuda else "cpu")
+        flops = measured_flops(dev, torch.bfloat16 if cuda else torch.float32)
+        how = "measured now"
+    if args.memory_gb:
+        device_free = int(args.memory_gb * 2**30)
+    elif cuda and torch.cuda.is_available():
+        device_free = torch.cuda.mem_get_info()[0]
+    else:
+        device_free = available_bytes()
+    host_free = available_bytes() if cuda else None
+    stages = plan_run(shapes, settings, flops)
+    print(
+        f"{args.model}: {shapes.params / 1e9:.2f} B parameters, {shapes.layers} layers; "
+        f"{settings.examples} x {settings.max_length} tokens; {'cuda bf16' if cuda else 'cpu fp32'}"
+        f"; {flops / 1e12:.2f} TFLOP/s ({how})"
+    )
+    print(format_plan(stages, device_free, host_free))
+    check_fits(stages, device_free, host_free)
+    print("fits.")
+
+
+def _plan_config(model: str) -> dict:
+    from tacq.plan import read_config
+
+    return read_config(model)
+
+
 COMMANDS = {
     "tasks": cmd_tasks,
     "gradients": cmd_gradients,
@@ -303,6 +435,8 @@ COMMANDS = {
     "eval": cmd_eval,
     "load-check": cmd_load_check,
     "run": cmd_run,
+    "plan": cmd_plan,
+    "demo": cmd_demo,
 }
 
 

@@ -54,6 +54,7 @@ class TaskSet:
 class DataConfig:
     max_length: int = 256  # tokens per example; longer prompts are cut from the left
     max_examples: int = 32  # calibration examples used (DESIGN: small defaults on CPU)
+    seed: int = 0  # 0: the first max_examples in file order; else a seeded random sample
     version: int = 1
 
     def __post_init__(self) -> None:
@@ -161,6 +162,9 @@ def parse_examples(text: str, fmt: str) -> ParseResult:
             except json.JSONDecodeError as e:
                 result.problems.append(f"line {e.lineno}: not valid JSON ({e.msg})")
                 return result
+            except RecursionError:
+                result.problems.append("line 1: JSON nested too deeply")
+                return result
             items = [(i + 1, r) for i, r in enumerate(rows if isinstance(rows, list) else [])]
         else:
             items = []
@@ -171,6 +175,8 @@ def parse_examples(text: str, fmt: str) -> ParseResult:
                     items.append((n, json.loads(line)))
                 except json.JSONDecodeError as e:
                     result.problems.append(f"line {n}: not valid JSON ({e.msg})")
+                except RecursionError:
+                    result.problems.append(f"line {n}: JSON nested too deeply")
     elif fmt == "csv":
         try:
             dialect = csv.Sniffer().sniff(text[:4096], delimiters=",\t;")
@@ -337,9 +343,20 @@ class Batch:
 
 
 def make_batches(
-    encoded: list[Encoded], batch_size: int, pad_id: int, answer_only: bool = False
+    encoded: list[Encoded],
+    batch_size: int,
+    pad_id: int,
+    answer_only: bool = False,
+    by_length: bool = False,
 ) -> list[Batch]:
-    """Right-padded batches; with answer_only the loss covers the answer tokens only."""
+    """Right-padded batches; with answer_only the loss covers the answer tokens only.
+
+    by_length groups examples of similar length (stable sort) so batches carry little
+    padding: for consumers that only sum over examples (gradients, Hessians). Off, the
+    batches keep the examples' order (evaluation lines results up with examples).
+    """
+    if by_length:
+        encoded = sorted(encoded, key=lambda e: len(e.input_ids))
     batches = []
     for i in range(0, len(encoded), batch_size):
         chunk = encoded[i : i + batch_size]

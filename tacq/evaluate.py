@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from tacq.data import DataConfig, Example, encode_all, encode_prompt, make_batches
 from tacq.errors import TacqError
-from tacq.progress import Progress, no_progress
+from tacq.progress import Progress, no_progress, scaled
 
 PUNCT = ".,;:!?\"'"
 
@@ -266,3 +266,36 @@ def stream_side_by_side(
     if errors:
         raise errors[0]
     yield list(replies)
+
+
+def evaluate_variants(
+    lm,
+    task,
+    variants: list,
+    fp: tuple | None = None,
+    progress: Progress | None = None,
+) -> tuple[list[EvalResult], tuple]:
+    """The original model and each variant on the task's held-out split.
+
+    fp: a previous (EvalResult, log-probs) of the original on this task, reused when given.
+    -> (results, original first; (EvalResult, log-probs) of the original, for reuse).
+    """
+    held, style = list(task.heldout), task.style
+    n = len(variants) + 1
+    if fp is None:
+        fp = evaluate(
+            lm.model, lm.tokenizer, held, style, "original", progress=scaled(progress, 0, 1 / n)
+        )
+    results = [fp[0]]
+    for i, v in enumerate(variants, 1):
+        r, _ = evaluate(
+            v.model,
+            lm.tokenizer,
+            held,
+            style,
+            v.name,
+            fp_logprobs=fp[1],
+            progress=scaled(progress, i / n, (i + 1) / n),
+        )
+        results.append(r)
+    return results, fp

@@ -192,6 +192,8 @@ def save_packed(out: str | Path, lm, variant) -> Path:
         "tacq_version": __version__,
         **{k: variant.settings.get(k) for k in ("bits", "ratio", "metric", "method", "task")},
         "task_hash": variant.settings.get("examples"),
+        "variant_name": variant.name,
+        "base_model": variant.settings.get("base_model"),
         "layers": shapes,
     }
     config["dtype"] = "float16"
@@ -232,6 +234,11 @@ def load_quantized(folder: str | Path, device: str | None = None):
 
     Returns the model; its dequantized weights are bit-identical to the in-memory variant's.
     """
+    return read_packed(folder, device)[0]
+
+
+def read_packed(folder: str | Path, device: str | None = None):
+    """-> (model, {name: LayerQuant}, quantization_config): everything a Variant needs."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from tacq.models import check_model_dir, pick_device, quantizable_linears
@@ -254,12 +261,13 @@ def load_quantized(folder: str | Path, device: str | None = None):
     layers = qc["layers"]
     if set(layers) != set(linears):
         raise TacqError("The checkpoint's layer list does not match its config.")
-    state = {}
+    state, quant = {}, {}
     for name, lin in linears.items():
         out_f, in_f, bits = layers[name]
         if (out_f, in_f) != tuple(lin.weight.shape):
             raise TacqError(f"{name}: stored shape {(out_f, in_f)} does not match the config.")
-        state[f"{name}.weight"] = layer_from_tensors(name, t, (out_f, in_f), int(bits)).dequantize()
+        quant[name] = layer_from_tensors(name, t, (out_f, in_f), int(bits))
+        state[f"{name}.weight"] = quant[name].dequantize()
     for name, p in model.state_dict().items():
         if name in state:
             continue
@@ -278,7 +286,7 @@ def load_quantized(folder: str | Path, device: str | None = None):
     if missing:
         raise TacqError(f"The checkpoint lacks {len(missing)} tensor(s), e.g. {missing[0]}.")
     model.requires_grad_(False)
-    return model.to(pick_device(device)).eval()
+    return model.to(pick_device(device)).eval(), quant, qc
 
 
 def _is_tied(model, name: str) -> bool:

@@ -1,9 +1,11 @@
 """Per-sample absolute gradients G = sum_s |dL_s/dW| for every quantizable Linear.
 
 For a Linear y = x W^T, dL_s/dW = sum_t g_{s,t} x_{s,t}^T over the tokens t of sample s.
-Hooks keep each Linear's input x and catch its output gradient g, so one einsum per layer
-gives the per-sample gradients of a whole batch: no batch-size-1 loop (the official code's
-way, kept here as `abs_grads_loop`, the reference for tests and benchmarks).
+Hooks keep each Linear's input x and catch its output gradient g during one batched
+backward pass, so the per-sample gradients of the whole batch come from products g_s^T x_s
+(one (out, in) matmul per sample, folded into the sums in place): no batch-size-1
+forward/backward loop (the official code's way, kept here as `abs_grads_loop`, the
+reference for tests and benchmarks).
 """
 
 from __future__ import annotations
@@ -32,12 +34,19 @@ class GradientConfig:
     batch_size: int = 8  # samples per forward/backward (peak memory ~ B x T x vocab)
     answer_only: bool = False  # loss on answer tokens only (official code: all tokens)
     extra_stats: bool = True  # also sum g^2 (Fisher) and signed sum g, for baselines
-    chunk_elems: int = 2**26  # max elements of one per-sample gradient block (memory cap)
+    # Where the running sums live when memory is short (large models): fp32 on the model's
+    # device is exact; "cpu" moves each batch's sums to host memory; bfloat16 halves them.
+    accum_dtype: str = "float32"
+    accum_device: str = "model"  # "model" or "cpu"
     version: int = 1
 
     def __post_init__(self) -> None:
         if not 1 <= self.batch_size <= 512:
             raise TacqError(f"Batch size must be 1..512 (got {self.batch_size}).")
+        if self.accum_dtype not in ("float32", "bfloat16"):
+            raise TacqError(f"Accumulator dtype must be float32 or bfloat16 ({self.accum_dtype}).")
+        if self.accum_device not in ("model", "cpu"):
+            raise TacqError(f"Accumulator device must be 'model' or 'cpu' ({self.accum_device}).")
 
 
 @dataclass
@@ -70,21 +79,30 @@ class _Accumulator:
     def __init__(self, linears: dict[str, nn.Linear], cfg: GradientConfig, device) -> None:
         self.cfg = cfg
         shapes = {n: m.weight.shape for n, m in linears.items()}
-        z = lambda s: torch.zeros(s, dtype=torch.float32, device=device)  # noqa: E731
+        self.dtype = getattr(torch, cfg.accum_dtype)
+        self.device = torch.device("cpu") if cfg.accum_device == "cpu" else device
+        z = lambda s: torch.zeros(s, dtype=self.dtype, device=self.device)  # noqa: E731
         self.abs = {n: z(s) for n, s in shapes.items()}
         self.sq = {n: z(s) for n, s in shapes.items()} if cfg.extra_stats else {}
         self.sum = {n: z(s) for n, s in shapes.items()} if cfg.extra_stats else {}
 
     def add(self, name: str, x: Tensor, g: Tensor) -> None:
-        """x: (B, T, in), g: (B, T, out) -> add |per-sample dW| (B, out, in) summed over B."""
-        B, out_f, in_f = x.shape[0], g.shape[-1], x.shape[-1]
-        step = max(1, self.cfg.chunk_elems // (out_f * in_f))
-        for s in range(0, B, step):
-            per = torch.einsum("bto,bti->boi", g[s : s + step].float(), x[s : s + step].float())
-            self.abs[name] += per.abs().sum(0)
+        """x: (B, T, in), g: (B, T, out) -> add |per-sample dW| summed over the B samples.
+
+        One (out, in) product per sample, made absolute in place and added: it stays in
+        cache, where a (B, out, in) block plus out-of-place abs and a reduction over B was
+        measured 4x slower on CPU (same FLOPs, three times the memory traffic).
+        """
+        fast = self.dtype == torch.float32 and self.device == g.device
+        for s in range(x.shape[0]):
+            per = g[s].float().T @ x[s].float()  # (out, in) = sum_t g_t x_t^T
             if self.cfg.extra_stats:
-                self.sq[name] += per.square().sum(0)
-                self.sum[name] += per.sum(0)
+                self._add(self.sum[name], per, fast)
+                self._add(self.sq[name], per * per, fast)
+            self._add(self.abs[name], per.abs_(), fast)
+
+    def _add(self, acc: Tensor, t: Tensor, fast: bool) -> None:
+        acc.add_(t if fast else t.to(self.device, self.dtype))
 
 
 def _attach_hooks(model: nn.Module, linears: dict[str, nn.Linear], acc: _Accumulator) -> list:
@@ -143,7 +161,7 @@ def collect_abs_grads(
         for h in handles:
             h.remove()
     progress(1.0, "gradients: done")
-    cpu = lambda d: {k: v.cpu() for k, v in d.items()}  # noqa: E731
+    cpu = lambda d: {k: v.float().cpu() for k, v in d.items()}  # noqa: E731
     return GradStats(
         cpu(acc.abs),
         cpu(acc.sq),

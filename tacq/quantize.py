@@ -131,12 +131,16 @@ def quantize_model(
     keep_masks: dict[str, Tensor] | None = None,
     in_place: bool = False,
     progress: Progress | None = None,
+    exec_device: str | torch.device | None = None,
 ) -> QuantResult:
     """Quantize every decoder q/k/v/o/gate/up/down Linear, block by block, true-sequential.
 
     keep_masks: name -> (out, in) bool of weights kept in 16 bits (None: plain GPTQ/RTN).
     in_place=False restores each block's original weights once its quantized outputs have
     been computed, so the model is unchanged but later blocks still see quantized inputs.
+    exec_device streams: the model stays where it is (e.g. cpu) and each decoder block is
+    moved to exec_device (e.g. cuda) for its turn and back, so only one block, its group's
+    Hessians and the calibration activations occupy the device.
     """
     progress = progress or no_progress
     t0 = time.perf_counter()
@@ -145,8 +149,12 @@ def quantize_model(
     result = QuantResult({}, cfg)
     name_of = {id(m): n for n, m in linears.items()}
     progress(0.0, "calibration: catching block inputs")
+    homes = _stage_outside_blocks(model, exec_device)
     inputs = capture_block_inputs(model, batches)
     for i, block in enumerate(layers):
+        home = next(block.parameters()).device
+        if exec_device is not None:
+            block.to(exec_device)
         originals = {} if in_place else {n: p.detach().clone() for n, p in block.named_parameters()}
         try:
             for group in SEQUENTIAL_GROUPS:
@@ -179,10 +187,30 @@ def quantize_model(
                 with torch.no_grad():
                     for n, p in block.named_parameters():
                         p.copy_(originals[n])
+            if exec_device is not None:
+                block.to(home)
         inputs = [(h, kw, m) for h, (_, kw, m) in zip(new_hidden, inputs)]
+    for mod, dev in homes:
+        mod.to(dev)
     result.seconds = time.perf_counter() - t0
     progress(1.0, f"{cfg.method}: done in {result.seconds:.0f} s")
     return result
+
+
+def _stage_outside_blocks(model: nn.Module, exec_device) -> list[tuple[nn.Module, torch.device]]:
+    """Move the modules before the blocks (embeddings, rotary) to exec_device; -> how to undo."""
+    if exec_device is None:
+        return []
+    inner = getattr(model, "model", model)
+    moved = []
+    for name, mod in inner.named_children():
+        if name == "layers":
+            continue
+        p = next(mod.parameters(), None)
+        p = next(mod.buffers(), None) if p is None else p
+        moved.append((mod, p.device if p is not None else torch.device("cpu")))
+        mod.to(exec_device)
+    return moved
 
 
 def _quantize_one(W: Tensor, H: Tensor | None, M: Tensor | None, cfg: GPTQConfig) -> LayerQuant:

@@ -25,6 +25,7 @@ METRICS = {
     "squeezellm": "SqueezeLLM-like Fisher·dW²",
 }
 NEEDS_QUANT = {"tacq", "qal", "spqr", "squeezellm"}  # need dW = W - Q(W)
+NEEDS_EXTRA = {"fisher", "signed_grad", "squeezellm"}  # need sum g^2 or signed sum g
 
 
 @dataclass

@@ -8,6 +8,7 @@ quota: where the circuit lives is the finding.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pandas as pd
@@ -76,28 +77,74 @@ class Ranking:
         return float(self.scores_sorted[k - 1]) if k else float("inf")
 
 
-def rank(scores: dict[str, Tensor], max_ratio: float = 0.02) -> Ranking:
-    """Sort the top `max_ratio` of all scores globally, deterministically.
+SAMPLE = 1_000_000  # scores sampled to estimate the cut on large models
 
-    One selection pass (kthvalue) finds the cut, then only the candidates are sorted.
+
+def rank(scores: dict[str, Tensor], max_ratio: float = 0.02) -> Ranking:
+    """Sort the top `max_ratio` of all scores globally, deterministically."""
+    names = list(scores)
+    return rank_layers(
+        names, [tuple(scores[n].shape) for n in names], lambda i: scores[names[i]], max_ratio
+    )
+
+
+def rank_layers(
+    names: list[str],
+    shapes: list[tuple[int, int]],
+    score_of: Callable[[int], Tensor],
+    max_ratio: float = 0.02,
+) -> Ranking:
+    """Global top `max_ratio` over Linears whose scores are computed one at a time.
+
+    Only one Linear's scores and the candidates are in memory at once (a 7B model's full
+    score vector alone is 28 GB). Large models: pass 1 samples the scores to place a cut at
+    or below the k-th largest (a quantile lowered by five standard errors), pass 2 keeps
+    the scores above it; the candidates are then sorted stably, so ties keep index order
+    and the result equals a full sort. Small models (and a cut that turns out too high)
+    take the exact path: all scores at once and kthvalue.
     """
     max_ratio = check_ratio(max_ratio)
-    names = list(scores)
-    shapes = [tuple(scores[n].shape) for n in names]
-    sizes = torch.tensor([scores[n].numel() for n in names], dtype=torch.int64)
+    sizes = torch.tensor([o * i for o, i in shapes], dtype=torch.int64)
     offsets = torch.cat([torch.zeros(1, dtype=torch.int64), sizes.cumsum(0)])
-    flat = torch.cat([scores[n].reshape(-1).float() for n in names]).nan_to_num_(0.0)
-    N = flat.numel()
+    N = int(offsets[-1])
     k_max = min(N, int(max_ratio * N) + 1)
     if k_max == 0 or N == 0:
         raise TacqError("No weights to rank.")
-    cut = flat.kthvalue(N - k_max + 1).values
-    cand = torch.nonzero(flat >= cut).squeeze(1)  # ascending flat index
-    vals = flat[cand]
+    flat_of = lambda i: score_of(i).reshape(-1).float().nan_to_num(0.0)  # noqa: E731
+    picked = None
+    if N > 4 * SAMPLE:
+        cut = _sampled_cut(flat_of, offsets, k_max)
+        cands, vals = [], []
+        for i in range(len(names)):  # one Linear's scores at a time
+            f = flat_of(i)
+            c = torch.nonzero(f >= cut).squeeze(1)
+            cands.append(c + offsets[i])
+            vals.append(f[c])
+        if sum(len(c) for c in cands) >= k_max:
+            picked = (torch.cat(cands), torch.cat(vals))
+    if picked is None:
+        flat = torch.cat([flat_of(i) for i in range(len(names))])
+        cand = torch.nonzero(flat >= flat.kthvalue(N - k_max + 1).values).squeeze(1)
+        picked = (cand, flat[cand])
+    cand, vals = picked  # cand ascending in flat index
     sort = torch.argsort(vals, descending=True, stable=True)  # ties keep index order
     order = cand[sort][:k_max]
     layer_of = torch.searchsorted(offsets, order, right=True) - 1
-    return Ranking(names, shapes, offsets, order, layer_of, vals[sort][:k_max], max_ratio)
+    return Ranking(
+        list(names), list(shapes), offsets, order, layer_of, vals[sort][:k_max], max_ratio
+    )
+
+
+def _sampled_cut(flat_of: Callable[[int], Tensor], offsets: Tensor, k_max: int) -> Tensor:
+    """A quantile of SAMPLE scores drawn uniformly over all weights, lowered by 5 s.e."""
+    N = int(offsets[-1])
+    g = torch.Generator().manual_seed(0)
+    idx = torch.randint(N, (SAMPLE,), generator=g).sort().values
+    layer = torch.searchsorted(offsets, idx, right=True) - 1
+    sample = torch.cat([flat_of(i)[idx[layer == i] - offsets[i]] for i in range(len(offsets) - 1)])
+    q = 1 - k_max / N
+    margin = 5 * math.sqrt(q * (1 - q) / SAMPLE)
+    return torch.quantile(sample, max(0.0, q - margin))
 
 
 # ---------------------------------------------------------------- bits and bytes

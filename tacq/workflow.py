@@ -17,19 +17,28 @@ from torch import Tensor
 from tacq.cache import cache_key, load_checked, save_atomic, tacq_home
 from tacq.data import Batch, DataConfig, TaskSet, encode_all, examples_digest, make_batches
 from tacq.errors import TacqError
+from tacq.explain import ModuleExplanation, explain_module, row_col_saliency
 from tacq.gptq import GPTQConfig, LayerQuant
-from tacq.gradients import GradientConfig, GradStats, collect_cached, grads_key
+from tacq.gradients import (
+    GradientConfig,
+    GradStats,
+    collect_cached,
+    grads_cache_path,
+    grads_key,
+    save_stats,
+)
 from tacq.memory import check_room_for_copy
 from tacq.models import LoadedModel, quantizable_linears
 from tacq.progress import Progress
 from tacq.quantize import QuantResult, quantize_model, quantized_copy
-from tacq.saliency import METRICS, NEEDS_QUANT, model_scores
-from tacq.select import Ranking, SizeReport, check_ratio, rank, size_report
+from tacq.saliency import METRICS, NEEDS_QUANT, LayerInputs, layer_scores, model_scores
+from tacq.select import Ranking, SizeReport, check_ratio, rank, rank_layers, size_report
 
 log = logging.getLogger(__name__)
 
 DEFAULT_RATIO = 0.0035  # the paper's outlier ratio
 SLIDER_MAX_RATIO = 0.02  # rankings cover this much by default (the app's slider range)
+STREAM_SCORES_ABOVE = 500_000_000  # weights; above, scores are ranked one Linear at a time
 
 
 @dataclass
@@ -52,11 +61,18 @@ class Study:
     stats: GradStats | None = None
     refs: dict[tuple, QuantResult] = field(default_factory=dict)  # (bits, method) -> unmasked
     rankings: dict[tuple, Ranking] = field(default_factory=dict)  # (metric, bits) -> ranking
+    exec_device: str | None = None  # stream GPTQ blocks through this device (large models)
 
     # ------------------------------------------------------------ data
     @property
     def calib_examples(self):
-        return list(self.task.calib[: self.data_cfg.max_examples])
+        """The calibration examples: file order, or a seeded sample (seed > 0) for spread."""
+        n, seed = self.data_cfg.max_examples, self.data_cfg.seed
+        if seed == 0:
+            return list(self.task.calib[:n])
+        g = torch.Generator().manual_seed(seed)
+        pick = torch.randperm(len(self.task.calib), generator=g)[:n].tolist()
+        return [self.task.calib[i] for i in pick]
 
     def digest(self) -> str:
         return examples_digest(self.calib_examples, self.task.style)
@@ -67,7 +83,8 @@ class Study:
             raise TacqError("The task has no calibration examples.")
         enc = encode_all(self.lm.tokenizer, self.calib_examples, self.task.style, self.data_cfg)
         only = self.grad_cfg.answer_only if answer_only is None else answer_only
-        return make_batches(enc, self.grad_cfg.batch_size, self.lm.tokenizer.pad_token_id, only)
+        pad = self.lm.tokenizer.pad_token_id
+        return make_batches(enc, self.grad_cfg.batch_size, pad, only, by_length=True)
 
     def token_count(self) -> int:
         return sum(b.n_tokens for b in self.batches())
@@ -76,7 +93,18 @@ class Study:
     def collect(self, progress: Progress | None = None) -> GradStats:
         """Per-sample |grad| sums, from the disk cache when the same run was done before."""
         key = grads_key(self.lm.fingerprint, self.digest(), self.data_cfg, self.grad_cfg)
-        self.stats = collect_cached(self.lm.model, self.batches(), self.grad_cfg, key, progress)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # torchrun: every rank computes its shard (no cache read, so no rank can skip
+            # the all-reduce); rank 0 writes the cache for later single-process runs.
+            from tacq.distributed import collect_abs_grads_distributed
+
+            self.stats = collect_abs_grads_distributed(
+                self.lm.model, self.batches(), self.grad_cfg, progress
+            )
+            if torch.distributed.get_rank() == 0:
+                save_stats(grads_cache_path(key), key, self.stats)
+        else:
+            self.stats = collect_cached(self.lm.model, self.batches(), self.grad_cfg, key, progress)
         self.rankings.clear()
         return self.stats
 
@@ -95,7 +123,11 @@ class Study:
         res = _load_quant(path, key, cfg, list(quantizable_linears(self.lm.model)))
         if res is None:
             res = quantize_model(
-                self.lm.model, self.batches(answer_only=False), cfg, progress=progress
+                self.lm.model,
+                self.batches(answer_only=False),
+                cfg,
+                progress=progress,
+                exec_device=self.exec_device,
             )
             _save_quant(path, key, res)
         elif progress:
@@ -104,12 +136,19 @@ class Study:
         return res
 
     # ------------------------------------------------------------ scores and ranking
-    def scores(self, metric: str, bits: int, progress: Progress | None = None) -> dict[str, Tensor]:
+    def scores_check(self, metric: str, bits: int, progress: Progress | None = None) -> None:
+        """Refuse an unknown metric or missing gradients; compute dW if the metric needs it."""
         if metric not in METRICS:
             raise TacqError(f"Unknown metric {metric!r}; choose one of {', '.join(METRICS)}.")
         if metric != "magnitude" and self.stats is None:
             raise TacqError("Collect gradients first.")
-        ref = self.reference(bits, progress=progress) if metric in NEEDS_QUANT else None
+        if metric in NEEDS_QUANT:
+            self.reference(bits, progress=progress)
+
+    def scores(self, metric: str, bits: int, progress: Progress | None = None) -> dict[str, Tensor]:
+        """Every Linear's scores (all in memory: for small models and tests)."""
+        self.scores_check(metric, bits, progress)
+        ref = self.reference(bits) if metric in NEEDS_QUANT else None
         weights = {n: m.weight for n, m in quantizable_linears(self.lm.model).items()}
         return model_scores(metric, weights, self.stats, ref)
 
@@ -124,10 +163,49 @@ class Study:
         key = (metric, bits if metric in NEEDS_QUANT else None)
         have = self.rankings.get(key)
         if have is None or have.max_ratio < max_ratio:
-            self.rankings[key] = rank(
-                self.scores(metric, bits, progress), max(max_ratio, SLIDER_MAX_RATIO)
-            )
+            self.scores_check(metric, bits, progress)
+            linears = quantizable_linears(self.lm.model)
+            names = list(linears)
+            shapes = [tuple(m.weight.shape) for m in linears.values()]
+            top = max(max_ratio, SLIDER_MAX_RATIO)
+            if sum(o * i for o, i in shapes) <= STREAM_SCORES_ABOVE:
+                self.rankings[key] = rank(self.scores(metric, bits), top)  # faster when it fits
+            else:  # one Linear's scores at a time: the score vector never exists whole
+                self.rankings[key] = rank_layers(
+                    names, shapes, lambda i: self.module_scores(metric, bits, names[i])[0], top
+                )
         return self.rankings[key]
+
+    def module_scores(self, metric: str, bits: int, name: str) -> tuple[Tensor, Tensor | None]:
+        """One Linear's scores under `metric` and its dW (None when not computed yet)."""
+        lin = quantizable_linears(self.lm.model)[name]
+        ref = self.refs.get((bits, "gptq"))
+        if metric in NEEDS_QUANT:
+            ref = self.reference(bits)
+        layer_ref = ref.layers.get(name) if ref is not None else None
+        x = LayerInputs(
+            W=lin.weight.detach().float().cpu(),
+            G=self.stats.abs_grad.get(name) if self.stats else None,
+            fisher=self.stats.sq_grad.get(name) if self.stats else None,
+            signed=self.stats.sum_grad.get(name) if self.stats else None,
+            W_q=layer_ref.dequantize() if layer_ref is not None else None,
+            hinv_diag=layer_ref.hinv_diag if layer_ref is not None else None,
+        )
+        dW = x.W - x.W_q if x.W_q is not None else None
+        return layer_scores(metric, x), dW
+
+    def layer_saliency(self, metric: str, bits: int, name: str) -> tuple[Tensor, Tensor]:
+        """Summed score per output row and input column of one Linear (the zoom view)."""
+        return row_col_saliency(self.module_scores(metric, bits, name)[0])
+
+    def explain(self, metric: str, bits: int, name: str, ratio: float) -> ModuleExplanation:
+        """Top kept weights of one Linear with their W, G, dW and score, in plain words."""
+        scores, dW = self.module_scores(metric, bits, name)
+        lin = quantizable_linears(self.lm.model)[name]
+        G = self.stats.abs_grad.get(name) if self.stats else None
+        return explain_module(
+            self.ranking(metric, bits, ratio), name, ratio, scores, lin.weight.detach(), G, dW
+        )
 
     def cached_ranking(self, metric: str, bits: int) -> Ranking | None:
         """The ranking if already computed (slider moves must never start heavy work)."""
@@ -181,11 +259,13 @@ class Study:
                 cfg,
                 masks,
                 progress=scaled(progress, 0.3, 1.0),
+                exec_device=self.exec_device,
             )
             kept = r.counts(ratio).tolist()
             name = f"{metric}-{bits}bit-{100 * ratio:.2f}%"
         size = size_report(shapes, kept, bits, self.other_params())
         settings = {
+            "base_model": self.lm.fingerprint,
             "bits": bits,
             "ratio": ratio,
             "metric": metric if ratio else None,
@@ -194,6 +274,25 @@ class Study:
             "examples": self.digest(),
         }
         return Variant(name, quantized_copy(self.lm.model, result), result, size, settings)
+
+
+def load_variant(folder: Path) -> Variant:
+    """A Variant back from a packed checkpoint (what the app keeps across restarts)."""
+    from tacq.export import read_packed
+
+    model, layers, qc = read_packed(folder)
+    shapes = [tuple(lq.codes.shape) for lq in layers.values()]
+    kept = [int(lq.keep_mask.sum()) for lq in layers.values()]
+    quant = {id(m.weight) for m in quantizable_linears(model).values()}
+    other = sum(p.numel() for p in model.parameters() if id(p) not in quant)
+    bits = int(qc["bits"])
+    cfg = GPTQConfig(bits=bits, method=qc.get("method") or "gptq")
+    settings = {k: qc.get(k) for k in ("bits", "ratio", "metric", "method", "task", "base_model")}
+    settings["examples"] = qc.get("task_hash")
+    name = qc.get("variant_name") or folder.name
+    return Variant(
+        name, model, QuantResult(layers, cfg), size_report(shapes, kept, bits, other), settings
+    )
 
 
 def _save_quant(path: Path, key: str, res: QuantResult) -> None:

@@ -33,8 +33,10 @@ def free_port() -> int:
 
 def start_app(home: Path, extra_env: dict | None = None, args: list[str] | None = None):
     """Run launch.py in a subprocess; return (process, url) once the page answers."""
+    from tests.network_audit import audit_env
+
     port = free_port()
-    env = {**os.environ, "TACQ_HOME": str(home), **(extra_env or {})}
+    env = audit_env(home / "audit", {**os.environ, "TACQ_HOME": str(home), **(extra_env or {})})
     log = open(home / "app.log", "w")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "launch.py"), "--port", str(port), *(args or [])],
@@ -88,8 +90,11 @@ def pick(page, label: str, option: str) -> None:
     page.get_by_role("option", name=option, exact=True).click()
 
 
-def drag_slider(page, selector: str, fraction: float) -> None:
-    """Drag a range input to `fraction` of its width, as a person would."""
+def drag_slider(page, selector: str, fraction: float, release: bool = True) -> None:
+    """Drag a range input to `fraction` of its width, as a person would.
+
+    release=False leaves the mouse button down, so a caller can time from the release.
+    """
     rng = page.locator(f"{selector} input[type=range]")
     box = rng.bounding_box()
     y = box["y"] + box["height"] / 2
@@ -98,7 +103,8 @@ def drag_slider(page, selector: str, fraction: float) -> None:
     page.mouse.move(box["x"] + box["width"] * (value - lo) / (hi - lo), y)
     page.mouse.down()
     page.mouse.move(box["x"] + box["width"] * fraction, y, steps=6)
-    page.mouse.up()
+    if release:
+        page.mouse.up()
 
 
 def shot(page, name: str) -> None:

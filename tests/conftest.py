@@ -7,7 +7,6 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: see tacq/__init__.py
 
 import pytest
-import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -22,22 +21,9 @@ os.environ.setdefault(
 @pytest.fixture
 def tiny_llama():
     """2 layers, hidden 64, GQA 4/2 heads, vocab 128, fp32, eval mode, frozen."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from tests.tiny import make_tiny_llama
 
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=128,
-        hidden_size=64,
-        intermediate_size=96,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        tie_word_embeddings=False,
-    )
-    model = LlamaForCausalLM(cfg).eval()
-    model.requires_grad_(False)
-    return model
+    return make_tiny_llama()
 
 
 @pytest.fixture(autouse=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.browser_helpers import (
+    ARTIFACTS,
     CHROMIUM,
     CHROMIUM_ARGS,
     drag_slider,
@@ -43,6 +44,10 @@ def app_url(tmp_path_factory):
     proc, url = start_app(home)
     yield url
     stop_app(proc)
+    from tests.network_audit import attempts
+
+    # The whole module's session (load, collect, quantize, chat, ...) stayed on loopback.
+    assert attempts(home / "audit") == []
 
 
 @pytest.fixture(scope="module")
@@ -118,8 +123,21 @@ def test_whole_loop(page, small_task_file):
     )
     shot(page, "04_circuit_moved")
 
+    # a click on the heatmap's top-right cell (layer 0, down) opens its explanation
+    box = page.locator("#heatmap .nsewdrag").first.bounding_box()
+    page.mouse.click(box["x"] + box["width"] * 13 / 14, box["y"] + box["height"] / 60)
+    why = wait_text(page, "#explain", r"layer 0 down_proj", 120)
+    m = re.search(r"keeps ([\d.]+)% of its weights \(([\d,]+) of ([\d,]+)\), ([\d.]+)x", why)
+    share, kept, total, times = float(m[1]), int(m[2].replace(",", "")), m[3], float(m[4])
+    assert total == "884,736" and share == pytest.approx(100 * kept / 884_736, abs=0.01)
+    assert times == pytest.approx(share / pct, abs=0.06)
+    shot(page, "04b_explain")
+    table = wait_text(page, "#explain-table", r"score[\s\S]*\d")
+    busiest_row = re.search(r"output rows (\d+)", why)[1]
+    assert re.search(rf"(^|\n){busiest_row}\s+\d+\s+-?[\d.]+", table)  # row, col, W, ...
+
     page.get_by_role("tab", name="Quantize").click()
-    page.get_by_label("3", exact=True).check()
+    page.locator("#quant-bits").get_by_label("3", exact=True).check()
     pick(page, "Which weights stay in 16 bits", "MSG |G·W|")
     page.get_by_role("button", name="Quantize").click()
     made = wait_text(page, "#quant-status", r"Made", 600)
@@ -142,9 +160,37 @@ def test_whole_loop(page, small_task_file):
 
     page.get_by_role("tab", name="Evaluate & export").click()
     page.get_by_role("button", name=re.compile("Evaluate all variants")).click()
-    table = wait_text(page, "#eval-table", name, 300)
+    table = wait_text(page, "#eval-table", r"exact match[\s\S]*" + re.escape(name), 300)
     assert "original" in table and "answer NLL" in table
     shot(page, "07_evaluate")
+
+    page.get_by_role("button", name="Export", exact=True).click()
+    wrote = wait_text(page, "#export-status", r"Wrote", 300)
+    mb = float(re.search(r"\(([\d.]+) MB;", wrote)[1])
+    assert 90 < mb < 110  # a 3-bit packed SmolLM2, not a 257 MB fp16 copy
+    with page.expect_download() as dl:
+        page.get_by_role("button", name=re.compile("Download an HTML report")).click()
+        page.locator("#report-file a").first.click(timeout=60_000)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    saved = ARTIFACTS / "report.html"
+    dl.value.save_as(saved)
+    report = saved.read_text(encoding="utf-8")
+    assert "plotly" in report.lower() and name in report and "answer NLL" in report
+    assert not re.search(r"<script[^>]+src=", report)  # everything inline: no CDN
+    offline = page.context.browser.new_context(offline=True)
+    view = offline.new_page()
+    view.goto(saved.as_uri())
+    view.wait_for_selector(".heatmaplayer", timeout=30_000)  # plotly drew with no network
+    view.screenshot(path=str(ARTIFACTS / "11_report.png"), full_page=True)
+    offline.close()
+
+    # a reload (as after a restart: the session's memory is gone) brings the variant back
+    page.reload()
+    wait_text(page, "#model-info", "SmolLM2")
+    page.get_by_role("tab", name="Examples & gradients").click()
+    wait_text(page, "#data-status", rf"Restored your variants: {re.escape(name)}", 120)
+    page.get_by_role("tab", name="Quantize").click()
+    assert name in page.inner_text("#variants-table")
 
 
 def test_empty_table_is_refused(page):
@@ -183,8 +229,14 @@ def test_bad_model_path_keeps_previous_model(page):
 
 def test_examples_survive_a_reload(page):
     page.get_by_role("tab", name="Examples & gradients").click()
+    before = page.inner_text("#examples-table")
     page.get_by_label("Bundled task set").first.click()
     page.get_by_role("option", name=re.compile(r"\(plurals\)")).click()
+    page.wait_for_function(  # the table shows the plurals rows before they are used
+        "(old) => document.querySelector('#examples-table').innerText !== old",
+        arg=before,
+        timeout=60_000,
+    )
     page.get_by_role("button", name="Use these examples").click()
     wait_text(page, "#data-status", r"plurals")
     page.reload()
@@ -192,3 +244,124 @@ def test_examples_survive_a_reload(page):
     page.get_by_role("tab", name="Examples & gradients").click()
     status = wait_text(page, "#data-status", r"Restored", 60)
     assert "plurals" in status
+
+
+def test_how_it_works_toy_follows_the_formula(page):
+    """The toy's kept count is floor(p * 96) for each slider position; bits change dW."""
+    page.get_by_role("tab", name="How it works").click()
+    first = wait_text(page, "#toy-summary", r"k = ")
+    assert "k = ⌊0.10 × 96⌋ = 9" in first
+    page.wait_for_selector("#toy-plot .heatmaplayer", timeout=30_000)
+    assert page.locator("#toy-plot .heatmaplayer").count() >= 7  # W, G, dW + four scores
+    shot(page, "09_how_it_works")
+    outlines_before = page.locator("#toy-plot path[style*='stroke: rgb(0, 0, 0)']").count()
+    drag_slider(page, "#toy-ratio", 0.8)
+    after = wait_text(page, "#toy-summary", r"^(?![\s\S]*⌊0\.10 ×)[\s\S]*k = ")
+    p = float(re.search(r"⌊([\d.]+) × 96⌋", after).group(1))
+    k = int(re.search(r"⌋ = (\d+)", after).group(1))
+    assert p > 0.15 and k == int(p * 96)
+    page.wait_for_function(
+        "(n) => document.querySelectorAll(\"#toy-plot path[style*='stroke: rgb(0, 0, 0)']\")"
+        ".length > n",
+        arg=outlines_before,
+        timeout=30_000,
+    )
+    dw2 = float(re.search(r"Mean \|dW\| at 2 bits: (\d+\.\d+)", after).group(1))
+    page.locator("#toy-bits").get_by_label("4", exact=True).check()
+    four = wait_text(page, "#toy-summary", r"at 4 bits")
+    dw4 = float(re.search(r"Mean \|dW\| at 4 bits: (\d+\.\d+)", four).group(1))
+    assert dw4 < dw2 / 2  # finer grid, smaller rounding error
+    shot(page, "10_how_it_works_moved")
+
+
+def test_one_click_demo_quick(page):
+    page.get_by_role("tab", name="One-click demo").click()
+    page.get_by_label("Quick (8 examples, no 3-bit)").check()
+    page.get_by_role("button", name="Run the demo").click()
+    wait_text(page, "#demo-timeline", r"running", 120)
+    shot(page, "12_demo_running")
+    # a finished demo opens the chat with a suggested prompt and the held-out table
+    wait_text(page, "#chat-eval", r"gptq-2bit", 900)
+    assert "hot -> cold" in page.locator("#chat-prompt textarea").input_value()
+    table = page.inner_text("#chat-eval")
+    nll = {
+        name: float(re.search(rf"{re.escape(name)}\s+([\d.]+)", table)[1])
+        for name in ("original", "tacq-2bit-0.35%", "gptq-2bit")
+    }
+    assert nll["original"] < nll["tacq-2bit-0.35%"] < nll["gptq-2bit"]
+    shot(page, "13_demo_chat")
+    page.get_by_role("tab", name="One-click demo").click()
+    timeline = page.inner_text("#demo-timeline")
+    assert timeline.count("done") == 4 and "running" not in timeline
+    assert re.search(r"Done in \d+ s", page.inner_text("#demo-status"))
+    shot(page, "14_demo_done")
+
+
+def test_eight_sessions_chat_while_one_quantizes(browser, app_url, tmp_path):
+    """8 browser sessions chat at once while a 9th quantizes: all answered, no error, the
+    server stays responsive, and each session keeps its own examples."""
+    import time
+    import urllib.request
+
+    contexts, pages = [], []
+    for _ in range(9):
+        ctx = browser.new_context(viewport={"width": 1200, "height": 900})
+        contexts.append(ctx)
+        p = ctx.new_page()
+        p.goto(app_url)
+        wait_text(p, "#model-info", "SmolLM2")
+        pages.append(p)
+    try:
+        for i, p in enumerate(pages[:8]):  # each session uploads its own examples
+            rows = [{"prompt": f"session{i} word{j} ->", "answer": f" w{j}"} for j in range(8)]
+            path = tmp_path / f"session{i}.jsonl"
+            path.write_text("\n".join(json.dumps(r) for r in rows))
+            p.get_by_role("tab", name="Examples & gradients").click()
+            upload(p, str(path))
+            wait_text(p, "#data-problems", r"Read 8 example")
+            p.get_by_role("button", name="Use these examples").click()
+            wait_text(p, "#data-status", r"calibration")
+        worker = pages[8]
+        worker.get_by_role("tab", name="Examples & gradients").click()
+        worker.get_by_role("button", name="Use these examples").click()
+        wait_text(worker, "#data-status", "calibration")
+        worker.get_by_role("tab", name="Quantize").click()
+        worker.get_by_label("round to nearest").check()
+        worker.get_by_label("Keep the circuit (ratio from the slider)").uncheck()
+        worker.get_by_role("button", name="Quantize").click()
+        for i, p in enumerate(pages[:8]):
+            p.get_by_role("tab", name="Chat").click()
+            p.locator("#chat-prompt textarea").fill(f"Say the number {i}.")
+            p.get_by_role("button", name="Send").click()
+        worst = 0.0
+        for _ in range(5):  # the page server answers while the CPU is busy
+            t = time.perf_counter()
+            urllib.request.urlopen(app_url + "healthz", timeout=10).read()
+            worst = max(worst, time.perf_counter() - t)
+            time.sleep(0.5)
+        assert worst < 1.0, f"health check took {worst:.2f} s"
+        for i, p in enumerate(pages[:8]):
+            wait_text(p, "#chat-0", rf"Say the number {i}\.[\s\S]*\w", 600)
+            errors = p.locator(".toast-item").all_inner_texts()
+            assert errors == [], f"session {i} saw: {errors}"
+        wait_text(worker, "#quant-status", r"Made rtn-\dbit", 600)
+        for i, p in enumerate(pages[:8]):  # nobody's examples leaked into another session
+            p.get_by_role("tab", name="Examples & gradients").click()
+            seen = set(re.findall(r"session(\d)", p.inner_text("#examples-table")))
+            assert seen == {str(i)}, f"session {i} sees examples of sessions {seen}"
+        shot(pages[3], "15_load_session")
+    finally:
+        for ctx in contexts:
+            ctx.close()
+
+
+def test_oversize_upload_is_refused_before_it_is_read(page, tmp_path):
+    big = tmp_path / "big.jsonl"
+    row = json.dumps({"prompt": "x" * 900, "answer": "y"}) + "\n"
+    big.write_text(row * (21 * 2**20 // len(row) + 1))  # just over the 20 MB limit
+    page.get_by_role("tab", name="Examples & gradients").click()
+    upload(page, str(big))
+    msg = toast_text(page, r"size|large|MB", 60)
+    assert re.search(r"maximum allowed size of 20(\.0)? ?MB", msg, re.I), msg
+    assert "Read " not in page.inner_text("#data-problems")  # the parser never saw it
+    shot(page, "16_oversize_upload")

@@ -59,3 +59,34 @@ def test_cache_hit_and_truncated_file(tiny_llama, tmp_path):
     third = collect_cached(tiny_llama, batches, cfg, key="k1")
     assert not third.from_cache
     torch.testing.assert_close(third.abs_grad[name], first.abs_grad[name])
+
+
+def test_low_memory_accumulators(tiny_llama):
+    """cpu accumulators are exact; bf16 ones are close (top-k overlap is measured in bench/)."""
+    batches = make_batches(_encoded([9, 17, 5, 12]), 2, 0)
+    exact = collect_abs_grads(tiny_llama, batches, GradientConfig())
+    on_cpu = collect_abs_grads(tiny_llama, batches, GradientConfig(accum_device="cpu"))
+    half = collect_abs_grads(tiny_llama, batches, GradientConfig(accum_dtype="bfloat16"))
+    for name, G in exact.abs_grad.items():
+        assert torch.equal(on_cpu.abs_grad[name], G)
+        assert half.abs_grad[name].dtype == torch.float32  # handed out as fp32
+        assert not torch.equal(half.abs_grad[name], G)  # really rounded
+        torch.testing.assert_close(half.abs_grad[name], G, rtol=2e-2, atol=1e-6)
+    with pytest.raises(Exception, match="float32 or bfloat16"):
+        GradientConfig(accum_dtype="float16")
+
+
+def test_flipped_byte_in_cache_is_caught(tiny_llama):
+    """A whole-looking file with one changed byte fails the checksum and is recomputed."""
+    from tacq.gradients import grads_cache_path
+
+    batches = make_batches(_encoded([8, 11]), 2, 0)
+    first = collect_cached(tiny_llama, batches, GradientConfig(), key="k2")
+    path = grads_cache_path("k2")
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0xFF  # inside the last tensor's bytes; the header is untouched
+    path.write_bytes(bytes(data))
+    again = collect_cached(tiny_llama, batches, GradientConfig(), key="k2")
+    assert not again.from_cache
+    name = next(iter(first.abs_grad))
+    assert torch.equal(again.abs_grad[name], first.abs_grad[name])

@@ -80,3 +80,18 @@ def test_quantized_copy_rounds_other_tensors_to_fp16(tiny_llama):
     assert not torch.equal(emb, tiny_llama.model.embed_tokens.weight)
     again = apply_quantized_(q, res)
     assert again is q
+
+
+def test_streaming_blocks_gives_the_same_result(tiny_llama):
+    """exec_device streams blocks through a device one at a time; on one device it must
+    match the resident run exactly (a GPU run is the same code with real moves)."""
+    from tacq.gptq import GPTQConfig
+    from tacq.quantize import quantize_model
+
+    batches = _batches()
+    cfg = GPTQConfig(bits=3)
+    resident = quantize_model(tiny_llama, batches, cfg)
+    streamed = quantize_model(tiny_llama, batches, cfg, exec_device="cpu")
+    for name, lq in resident.layers.items():
+        assert torch.equal(lq.codes, streamed.layers[name].codes)
+    assert next(tiny_llama.parameters()).device.type == "cpu"

@@ -80,3 +80,18 @@ def test_jaccard():
     j = jaccard(a, b)
     assert j["x"] == pytest.approx(1 / 3)
     assert j["y"] != j["y"]  # nan
+
+
+def test_sampled_cut_gives_the_exact_ranking(monkeypatch):
+    """The fast cut on large inputs ranks exactly as a full kthvalue does, ties included."""
+    import tacq.select as sel
+
+    g = torch.Generator().manual_seed(3)
+    scores = {"a": torch.rand(900, 1000, generator=g), "b": torch.rand(700, 1500, generator=g)}
+    scores["a"][::7] = 0.999  # a block of ties right inside the kept set
+    monkeypatch.setattr(sel, "SAMPLE", 200_000)  # 1.95M scores > 4 x sample: sampled path
+    fast = sel.rank(scores, 0.02)
+    monkeypatch.setattr(sel, "SAMPLE", 10**9)  # exact kthvalue path
+    exact = sel.rank(scores, 0.02)
+    assert torch.equal(fast.order, exact.order)
+    assert torch.equal(fast.scores_sorted, exact.scores_sorted)

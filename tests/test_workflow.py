@@ -43,3 +43,48 @@ def test_variant_keeps_top_scores_and_reference_is_reused(tiny_lm, tiny_task):
         study.quantize(bits=2, ratio=0.7)
     with pytest.raises(TacqError, match="2, 3 or 4"):
         study.quantize(bits=5, ratio=0.01)
+
+
+def test_explain_matches_ranking_and_formula(tiny_lm, tiny_task):
+    study = Study(tiny_lm, tiny_task)
+    study.collect()
+    ranking = study.ranking("tacq", 2)
+    i = 5
+    name = ranking.names[i]
+    why = study.explain("tacq", 2, name, 0.02)
+    assert why.kept == int(ranking.counts(0.02)[i]) > 0
+    assert list(why.top["score"]) == sorted(why.top["score"], reverse=True)
+    t = why.top.iloc[0]
+    assert t["score"] == pytest.approx(abs(t["G = Σ|g|"] * t["dW"] * t["W"]), rel=1e-5)
+    assert sum(n for _, n in why.busy_rows) <= why.kept
+    assert f"{why.share / 0.02:.1f}x the model average" in why.sentence()
+    rows, cols = study.layer_saliency("tacq", 2, name)
+    scores, _ = study.module_scores("tacq", 2, name)
+    assert torch.allclose(rows.sum(), cols.sum()) and rows.shape[0] == scores.shape[0]
+
+
+def test_demo_runs_every_stage_in_order(tiny_lm, tiny_task):
+    from tacq.demo import plan_demo, run_demo
+
+    demo = plan_demo(Study(tiny_lm, tiny_task), quick=True)
+    seen = [[s.status for s in d.stages] for d in run_demo(demo)]
+    assert seen[0][0] == "running" and all(st == "done" for st in seen[-1])
+    assert len(seen) == 2 * len(demo.stages)
+    assert [v.name for v in demo.variants] == ["tacq-2bit-0.35%", "gptq-2bit"]
+    assert [r.name for r in demo.results] == ["original", "tacq-2bit-0.35%", "gptq-2bit"]
+    assert demo.results[1].kl_to_fp > 0 and demo.results[0].kl_to_fp in (None, 0.0)
+
+
+def test_streamed_ranking_equals_ranking_all_scores(tiny_lm, tiny_task, monkeypatch):
+    import tacq.select as sel
+
+    study = Study(tiny_lm, tiny_task)
+    study.collect()
+    import tacq.workflow as wf
+
+    monkeypatch.setattr(sel, "SAMPLE", 2_000)  # the tiny model's 57k weights > 4 x sample
+    monkeypatch.setattr(wf, "STREAM_SCORES_ABOVE", 0)  # as for a large model
+    streamed = study.ranking("tacq", 2)
+    whole = sel.rank(study.scores("tacq", 2), streamed.max_ratio)
+    assert torch.equal(streamed.order, whole.order)
+    assert torch.equal(streamed.scores_sorted, whole.scores_sorted)

@@ -1,0 +1,134 @@
+"""One-click demo: the whole loop on a bundled task, with a stage timeline, then the chat."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import gradio as gr
+import pandas as pd
+
+from app.common import HEAVY, gradio_progress, handles_errors
+from app.eval_tab import RESULT_COLUMNS, results_frame
+from app.quantize_tab import variants_frame
+from app.state import MAX_VARIANTS, ModelRegistry, UserState
+from tacq.data import DataConfig, list_tasks, load_task
+from tacq.demo import SUGGESTED_PROMPT, plan_demo, run_demo
+from tacq.errors import TacqError
+from tacq.workflow import Study
+
+INTRO = """### One-click demo
+Runs the whole loop on the bundled model and a bundled task: collect gradients, quantize
+**TaCQ 3-bit** and **TaCQ 2-bit** (0.35 % of weights kept in 16 bits) and **GPTQ 2-bit**
+(nothing kept), evaluate all on held-out examples, then opens the side-by-side chat.
+About 4 minutes on a 2-core CPU; *quick* skips the 3-bit variant and uses 8 examples."""
+
+
+def build() -> SimpleNamespace:
+    gr.Markdown(INTRO)
+    with gr.Row():
+        task = gr.Dropdown(list(list_tasks()), value="antonyms", label="Bundled task")
+        quick = gr.Checkbox(False, label="Quick (8 examples, no 3-bit)")
+        run = gr.Button("Run the demo", variant="primary", elem_id="demo-run")
+        cancel = gr.Button("Cancel")
+    status = gr.Markdown(elem_id="demo-status")
+    timeline = gr.Dataframe(
+        pd.DataFrame(columns=["stage", "status", "elapsed s", "expected s"]),
+        label="Stages",
+        interactive=False,
+        elem_id="demo-timeline",
+    )
+    table = gr.Dataframe(
+        pd.DataFrame(columns=RESULT_COLUMNS),
+        label="Held-out results",
+        interactive=False,
+        elem_id="demo-eval",
+    )
+    return SimpleNamespace(
+        task=task,
+        quick=quick,
+        run=run,
+        cancel=cancel,
+        status=status,
+        timeline=timeline,
+        table=table,
+    )
+
+
+def wire(
+    tab: SimpleNamespace,
+    user_state: gr.State,
+    registry: ModelRegistry,
+    tabs: gr.Tabs,
+    chat: SimpleNamespace,
+    variant_lists: list,
+    eval_tables: list,
+    variants_table: gr.Dataframe,
+) -> None:
+    """variant_lists: dropdowns offering variants (chat's columns last); eval_tables: where
+    the held-out table also goes (chat and evaluate tabs); variants_table: the Quantize
+    tab's list of variants."""
+    n_lists = len(variant_lists)
+
+    @handles_errors
+    def on_run(user: UserState, task_name: str, quick: bool, progress=gr.Progress()):
+        new = 2 if quick else 3
+        if len(user.variants) + new > MAX_VARIANTS:
+            raise TacqError(
+                f"The demo makes {new} variants and you hold {len(user.variants)} "
+                f"(at most {MAX_VARIANTS}); delete some on the Quantize tab first."
+            )
+        lm = registry.get(user.model_key)
+        study = Study(lm, load_task(task_name), DataConfig(max_examples=8 if quick else 32))
+        demo = plan_demo(study, quick=quick)
+        user.stop.clear()
+        keep = [gr.update()] * (n_lists + 3 + len(eval_tables))
+        for d in run_demo(demo, gradio_progress(progress, user.stop)):
+            running = next((s.name for s in d.stages if s.status == "running"), None)
+            msg = (
+                f"Running **{running}**… {d.elapsed_s:.0f} s so far of about "
+                f"{d.expected_s:.0f} s expected."
+                if running
+                else ""
+            )
+            yield msg, pd.DataFrame(d.timeline()), gr.update(), *keep
+        # Only a finished demo changes the session: the examples (not saved over the
+        # user's own), the study and the variants.
+        user.task, user.study, user.fp_eval = study.task, study, None
+        for v in demo.variants:
+            user.add_variant(v, lm)
+        user.last_eval = demo.results
+        names = list(user.variants)
+        first, second = demo.variants[0].name, demo.variants[1].name
+        lists = [gr.update(choices=names, value=first)] * (n_lists - 2)
+        lists += [gr.update(choices=names, value=first), gr.update(choices=names, value=second)]
+        table = results_frame(demo.results)
+        yield (
+            f"Done in **{demo.elapsed_s:.0f} s** (expected {demo.expected_s:.0f} s). The chat "
+            "opened with a suggested prompt: press Send.",
+            pd.DataFrame(demo.timeline()),
+            table,
+            *lists,
+            gr.update(value=SUGGESTED_PROMPT),
+            gr.Tabs(selected="chat"),
+            *[table] * len(eval_tables),
+            variants_frame(user),
+        )
+
+    def on_cancel(user: UserState):
+        user.stop.set()
+        return "Cancelling… variants made so far are dropped; your session is unchanged."
+
+    outs = [
+        tab.status,
+        tab.timeline,
+        tab.table,
+        *variant_lists,
+        chat.prompt,
+        tabs,
+        *eval_tables,
+        variants_table,
+    ]
+    event = tab.run.click(
+        on_run, [user_state, tab.task, tab.quick], outs, concurrency_id=HEAVY, concurrency_limit=1
+    )
+    tab.cancel.click(on_cancel, user_state, tab.status, cancels=[event], concurrency_limit=None)

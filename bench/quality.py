@@ -1,0 +1,280 @@
+"""Held-out quality of every method at the same BPW budget, on the real SmolLM2.
+
+For each task and bit width: fp, RTN, GPTQ, and masked GPTQ keeping p = 0.35 % chosen by
+|W| (magnitude), Fisher, sum|g|, SpQR-like, SqueezeLLM-like, MSG, QAL and TaCQ. Metrics on
+the task's held-out split (never used for calibration): answer NLL, exact match, KL to fp;
+perplexity on assets/text/generic.txt; gap closed = (NLL_GPTQ - NLL) / (NLL_GPTQ - NLL_fp).
+Packed sizes of the TaCQ variants are written too.
+
+    python bench/quality.py                       # antonyms, bits 2 and 3, all methods
+    python bench/quality.py --tasks antonyms,capitals --bits 2 --methods gptq,tacq
+Writes bench/results/quality.json (merged per task/bits) and prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from _common import ROOT, write_result
+
+ALL = [
+    "fp",
+    "rtn",
+    "gptq",
+    "magnitude",
+    "fisher",
+    "abs_grad",
+    "spqr",
+    "squeezellm",
+    "msg",
+    "qal",
+    "tacq",
+]
+
+
+def run_task(
+    task_name: str,
+    bits_list: list[int],
+    methods: list[str],
+    examples: int,
+    max_length: int,
+    ppl_chunks: int,
+    seed: int = 0,
+    cross_tasks: tuple[str, ...] = (),
+    cross_rows: list[dict] | None = None,
+) -> list[dict]:
+    from tacq.data import DataConfig, generic_text, load_task
+    from tacq.evaluate import evaluate, perplexity
+    from tacq.export import save_packed
+    from tacq.models import load_model
+    from tacq.workflow import Study
+
+    lm = load_model()
+    task = load_task(task_name)
+    study = Study(lm, task, DataConfig(max_length=max_length, max_examples=examples, seed=seed))
+    study.collect()
+    held, text = list(task.heldout), generic_text()
+    fp, lp = evaluate(lm.model, lm.tokenizer, held, task.style, "fp")
+    fp_ppl = perplexity(lm.model, lm.tokenizer, text, max_chunks=ppl_chunks)
+    others = {}  # cross-task: held-out of other tasks, with the fp model's results there
+    for name in cross_tasks if seed == 0 else ():
+        other = load_task(name)
+        ofp, olp = evaluate(lm.model, lm.tokenizer, list(other.heldout), other.style, "fp")
+        others[name] = (other, olp)
+        cross_rows.append(
+            {
+                "calib_task": task_name,
+                "eval_task": name,
+                "method": "fp",
+                "bits": 16,
+                "answer_nll": ofp.answer_nll,
+                "exact_match": ofp.exact_match,
+            }
+        )
+    rows = []
+    for bits in bits_list:
+        base = {
+            "task": task_name,
+            "bits": bits,
+            "seed": seed,
+            "calib_examples": len(study.calib_examples),
+            "heldout_examples": len(held),
+        }
+        if "fp" in methods:
+            rows.append(
+                {
+                    **base,
+                    "method": "fp",
+                    "bpw": 16.0,
+                    "answer_nll": fp.answer_nll,
+                    "exact_match": fp.exact_match,
+                    "kl_to_fp": 0.0,
+                    "ppl": fp_ppl,
+                    "seconds": 0.0,
+                }
+            )
+        for m in [m for m in methods if m != "fp"]:
+            t = time.perf_counter()
+            if m in ("rtn", "gptq"):
+                v = study.quantize(bits, 0.0, method=m)
+            else:
+                v = study.quantize(bits, 0.0035, m)
+            secs = time.perf_counter() - t
+            r, _ = evaluate(v.model, lm.tokenizer, held, task.style, v.name, fp_logprobs=lp)
+            row = {
+                **base,
+                "method": m,
+                "bpw": v.size.bpw_paper,
+                "answer_nll": r.answer_nll,
+                "exact_match": r.exact_match,
+                "kl_to_fp": r.kl_to_fp,
+                "ppl": perplexity(v.model, lm.tokenizer, text, max_chunks=ppl_chunks),
+                "seconds": secs,
+            }
+            for name, (other, olp) in others.items() if m in ("gptq", "tacq") else ():
+                o, _ = evaluate(
+                    v.model, lm.tokenizer, list(other.heldout), other.style, v.name, fp_logprobs=olp
+                )
+                cross_rows.append(
+                    {
+                        "calib_task": task_name,
+                        "eval_task": name,
+                        "method": m,
+                        "bits": bits,
+                        "answer_nll": o.answer_nll,
+                        "exact_match": o.exact_match,
+                        "kl_to_fp": o.kl_to_fp,
+                    }
+                )
+            if m == "tacq":
+                with tempfile.TemporaryDirectory() as d:
+                    folder = save_packed(Path(d) / "x", lm, v)
+                    row["packed_bytes"] = (folder / "model.safetensors").stat().st_size
+                    row["size_report_bytes"] = v.size.total_bytes
+                    row["fp16_bytes"] = v.size.fp16_bytes
+            rows.append(row)
+            print(
+                f"{task_name} s{seed} {bits}-bit {m:<11} NLL {r.answer_nll:7.3f}  EM "
+                f"{r.exact_match:5.3f}  KL {r.kl_to_fp:6.3f}  ppl {row['ppl']:8.1f}  "
+                f"({secs:.0f} s)",
+                flush=True,
+            )
+            del v
+        gptq = next((r for r in rows if r["bits"] == bits and r["method"] == "gptq"), None)
+        for r in rows:
+            if gptq and r["bits"] == bits and gptq["answer_nll"] != fp.answer_nll:
+                r["gap_closed"] = (gptq["answer_nll"] - r["answer_nll"]) / (
+                    gptq["answer_nll"] - fp.answer_nll
+                )
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    out = [
+        "| task | bits | method | BPW | answer NLL | exact match | KL to fp | ppl | gap closed |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in [r for r in rows if r.get("seed", 0) == 0]:
+        gap = f"{r['gap_closed']:.0%}" if "gap_closed" in r and r["method"] != "fp" else ""
+        out.append(
+            f"| {r['task']} | {r['bits']} | {r['method']} | {r['bpw']:.3f} | "
+            f"{r['answer_nll']:.3f} | {r['exact_match']:.3f} | {r['kl_to_fp']:.3f} | "
+            f"{r['ppl']:.1f} | {gap} |"
+        )
+    return "\n".join(out) + "\n\n" + seeds_markdown(rows)
+
+
+def seeds_markdown(rows: list[dict]) -> str:
+    """Mean and spread over calibration seeds for the (task, bits, method) run with several."""
+    import statistics
+
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["task"], r["bits"], r["method"]), []).append(r)
+    out = [
+        "| task | bits | method | seeds | answer NLL mean ± sd | exact match mean ± sd | "
+        "gap closed mean |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (task, bits, m), rs in groups.items():
+        if len(rs) < 2:
+            continue
+        nll = [r["answer_nll"] for r in rs]
+        em = [r["exact_match"] for r in rs]
+        gaps = [r["gap_closed"] for r in rs if "gap_closed" in r]
+        gap = f"{statistics.mean(gaps):.0%}" if gaps else ""
+        out.append(
+            f"| {task} | {bits} | {m} | {len(rs)} | {statistics.mean(nll):.3f} ± "
+            f"{statistics.stdev(nll):.3f} | {statistics.mean(em):.3f} ± "
+            f"{statistics.stdev(em):.3f} | {gap} |"
+        )
+    return "\n".join(out) if len(out) > 2 else ""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tasks", default="antonyms")
+    ap.add_argument("--bits", default="2,3")
+    ap.add_argument("--methods", default=",".join(ALL))
+    ap.add_argument("--examples", type=int, default=32)
+    ap.add_argument("--max-length", type=int, default=256)
+    ap.add_argument("--ppl-chunks", type=int, default=8)
+    ap.add_argument(
+        "--seeds",
+        default="0",
+        help="calibration samples; seeds > 0 run --seed-methods at --seed-bits only",
+    )
+    ap.add_argument("--seed-methods", default="gptq,msg,tacq")
+    ap.add_argument("--seed-bits", default="2")
+    ap.add_argument(
+        "--cross",
+        action="store_true",
+        help="also evaluate each task's 2-bit GPTQ/TaCQ on the other tasks",
+    )
+    args = ap.parse_args()
+    path = ROOT / "bench" / "results" / "quality.json"
+    saved = json.loads(path.read_text()) if path.exists() else {}
+    tasks = args.tasks.split(",")
+    rows, cross = [], []
+    for task in tasks:
+        for seed in [int(x) for x in args.seeds.split(",")]:
+            bits, methods = args.bits, args.methods
+            if seed:
+                bits, methods = args.seed_bits, args.seed_methods
+            rows += run_task(
+                task,
+                [int(b) for b in bits.split(",")],
+                methods.split(","),
+                args.examples,
+                args.max_length,
+                args.ppl_chunks,
+                seed,
+                tuple(t for t in tasks if t != task) if args.cross else (),
+                cross,
+            )
+    key = lambda r: (r["task"], r["bits"], r["method"], r.get("seed", 0))  # noqa: E731
+    done = {key(r) for r in rows}
+    merged = [r for r in saved.get("rows", []) if key(r) not in done] + rows
+    merged.sort(key=lambda r: (r["task"], r["bits"], ALL.index(r["method"]), r.get("seed", 0)))
+    cross = cross or saved.get("cross_task", [])
+    print(markdown(merged))
+    print(cross_markdown(cross))
+    write_result("quality", {"rows": merged, "cross_task": cross, "ratio": 0.0035})
+
+
+def cross_markdown(cross: list[dict]) -> str:
+    """Held-out NLL of the 2-bit TaCQ model calibrated on one task, evaluated on each task."""
+    if not cross:
+        return ""
+    calib = sorted({r["calib_task"] for r in cross})
+    evals = sorted({r["eval_task"] for r in cross} | set(calib))
+    out = [
+        "| TaCQ 2-bit NLL (GPTQ 2-bit) | " + " | ".join(f"eval {e}" for e in evals) + " |",
+        "|---|" + "---|" * len(evals),
+    ]
+    for c in calib:
+        cells = []
+        for e in evals:
+            nll = {
+                r["method"]: r["answer_nll"]
+                for r in cross
+                if r["calib_task"] == c and r["eval_task"] == e
+            }
+            t, g = nll.get("tacq"), nll.get("gptq")
+            cells.append(
+                "(own task: see above)"
+                if c == e
+                else f"{t:.3f} ({g:.3f})"
+                if t is not None and g is not None
+                else ""
+            )
+        out.append(f"| calib {c} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,240 @@
+"""Memory and time plan of a run, from the model's config alone (no weights are loaded).
+
+Peak memory per stage is counted from tensor shapes (weights, gradient accumulators,
+activations kept for backward, logits, Hessians, calibration activations). Time is FLOPs
+divided by a throughput that is measured here by a short matmul on the chosen device, or
+taken from `--tflops` for a device that is not present. Both are estimates: the point is to
+refuse a run that cannot fit before it starts, and to size a GPU before renting one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from tacq.errors import TacqError
+
+# Llama-3-8B's shapes, for planning (and benchmarking) without a download.
+PRESETS: dict[str, dict] = {
+    "llama-3-8b": dict(
+        model_type="llama",
+        vocab_size=128256,
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        tie_word_embeddings=False,
+    ),
+}
+GiB = 2**30
+GROUPS = (("k", "v", "q"), ("o",), ("up", "gate"), ("down",))  # true-sequential order
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    examples: int = 32
+    max_length: int = 256
+    batch_size: int = 8
+    bits: int = 2
+    dtype_bytes: int = 4  # 4 for fp32 on cpu, 2 for bf16 on cuda
+    accum_bytes: int = 4  # gradient accumulators: 4 fp32, 2 bf16
+    accum_stats: int = 3  # |g|, g^2 and g summed (1 when only TaCQ's |g| is needed)
+    accum_on_host: bool = False  # accumulators in host memory instead of the device
+    # GPTQ's column loop runs far below matmul peak; the factor it is slower by. 2.6 is
+    # measured on the 2-core CPU (bench/results/speed.json); the cuda value is a guess
+    # until bench/large_gpu.py has run on a GPU.
+    latency_factor: float = 2.6
+    shared_memory: bool = True  # the device is the host (cpu)
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    stage: str
+    device_bytes: int
+    host_bytes: int
+    flops: float
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Shapes:
+    vocab: int
+    hidden: int
+    inter: int
+    layers: int
+    kv_dim: int
+    tied: bool
+
+    @classmethod
+    def from_config(cls, c: dict) -> Shapes:
+        heads = c["num_attention_heads"]
+        head_dim = c.get("head_dim") or c["hidden_size"] // heads
+        return cls(
+            c["vocab_size"],
+            c["hidden_size"],
+            c["intermediate_size"],
+            c["num_hidden_layers"],
+            c.get("num_key_value_heads", heads) * head_dim,
+            bool(c.get("tie_word_embeddings", False)),
+        )
+
+    def linears(self) -> list[tuple[str, int, int]]:
+        """(module, out, in) of one block's quantizable Linears."""
+        h, kv, i = self.hidden, self.kv_dim, self.inter
+        return [
+            ("q", h, h),
+            ("k", kv, h),
+            ("v", kv, h),
+            ("o", h, h),
+            ("gate", i, h),
+            ("up", i, h),
+            ("down", h, i),
+        ]
+
+    @property
+    def quantizable(self) -> int:
+        return self.layers * sum(o * i for _, o, i in self.linears())
+
+    @property
+    def params(self) -> int:
+        emb = self.vocab * self.hidden * (1 if self.tied else 2)
+        return self.quantizable + emb + self.layers * 2 * self.hidden + self.hidden
+
+
+def read_config(model: str) -> dict:
+    """A preset name, 'default' (the bundled model), or a folder with config.json."""
+    if model in PRESETS:
+        return PRESETS[model]
+    if model in ("default", ""):
+        from tacq.models import default_model_dir
+
+        folder = default_model_dir()
+    else:
+        folder = Path(model).expanduser()
+    path = folder / "config.json"
+    if not path.exists():
+        raise TacqError(
+            f"No config.json in {folder}; give a model folder or one of {', '.join(PRESETS)}."
+        )
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise TacqError(f"{path} is not valid JSON: {e}") from e
+
+
+def measured_flops(device: torch.device, dtype: torch.dtype, n: int = 1024) -> float:
+    """Dense matmul throughput (FLOP/s) on `device`, measured now."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    a @ b
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    reps, t = 5, time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return 2 * n**3 * reps / (time.perf_counter() - t)
+
+
+def plan_run(s: Shapes, r: RunSettings, flops_per_s: float) -> list[StagePlan]:
+    """Peak memory and time of each stage of a TaCQ run."""
+    w = s.params * r.dtype_bytes
+    tokens = r.examples * r.max_length
+    bt = r.batch_size * r.max_length
+    # Gradients: weights + accumulators + activations saved for backward + logits (fp32
+    # logits, their log-softmax and grad) + one sample's (out, in) gradient and temporaries.
+    acc = s.quantizable * r.accum_bytes * r.accum_stats
+    acts = bt * s.layers * (8 * s.hidden + 2 * s.kv_dim + 3 * s.inter) * r.dtype_bytes
+    logits = bt * s.vocab * 4 * 3
+    per_sample = 3 * max(o * i for _, o, i in s.linears()) * 4  # one sample's dW and temps
+    grad_dev = w + acts + logits + per_sample + (0 if r.accum_on_host else acc)
+    # fwd+bwd ~ 6 N per token; per-sample outer products 2 N_q per token (+ |.|, ^2, sum).
+    grad_flops = tokens * (6 * s.params + 2 * s.quantizable * (1 + r.accum_stats / 4))
+    stages = [
+        StagePlan(
+            "gradients",
+            grad_dev,
+            acc if r.accum_on_host else 0,
+            grad_flops,
+            grad_flops / flops_per_s,
+        )
+    ]
+    # GPTQ (twice: the unmasked reference for dW, then the masked run). Per block: block
+    # inputs and outputs for all calibration tokens, the largest group's Hessians, and one
+    # Linear's working set (fp32 W, inverse Hessian, error block). Held meanwhile: the
+    # gradient sums (host memory once collected) and each result's codes + keep mask.
+    calib = 2 * tokens * s.hidden * r.dtype_bytes
+    dims = {m: i for m, _, i in s.linears()}
+    hess = 4 * max(sum(dims[m] ** 2 for m in g) for g in GROUPS)
+    work = max(3 * o * i * 4 + 2 * i * i * 4 for _, o, i in s.linears())
+    results = 2 * 2 * s.quantizable  # uint8 codes + bool mask, reference and masked
+    # scores, their flat copy and a compare mask; large models rank one Linear at a time
+    # and keep only ~2 % candidates (int64 index + fp32 score + int64 layer)
+    ranking = 12 * s.quantizable if s.quantizable <= 500_000_000 else int(0.45 * s.quantizable)
+    gptq_dev = w + calib + hess + work
+    per_layer = sum(2 * o * i * i + i**3 / 3 + 2 * tokens * i * i for _, o, i in s.linears())
+    block_fwd = 5 * 2 * tokens * sum(o * i for _, o, i in s.linears())  # 4 groups + output
+    gptq_flops = 2 * s.layers * (per_layer + block_fwd)
+    stages.append(
+        StagePlan(
+            "GPTQ reference + masked",
+            gptq_dev,
+            acc + results + ranking,
+            gptq_flops,
+            r.latency_factor * gptq_flops / flops_per_s,
+        )
+    )
+    copy = s.params * 2  # a quantized variant kept beside the original
+    stages.append(StagePlan("variant copy", w + copy, acc + results, 0.0, 0.0))
+    if r.shared_memory:  # cpu: host and device are the same memory
+        stages = [
+            StagePlan(p.stage, p.device_bytes + p.host_bytes, 0, p.flops, p.seconds) for p in stages
+        ]
+    return stages
+
+
+def format_plan(stages: list[StagePlan], device_free: int | None, host_free: int | None) -> str:
+    lines = [f"{'stage':<26} {'device GB':>10} {'host GB':>8} {'est. time':>10}"]
+    for p in stages:
+        lines.append(
+            f"{p.stage:<26} {p.device_bytes / GiB:>10.1f} {p.host_bytes / GiB:>8.1f} "
+            f"{_hms(p.seconds):>10}"
+        )
+    peak = max(p.device_bytes for p in stages)
+    total = sum(p.seconds for p in stages)
+    free = "unknown" if device_free is None else f"{device_free / GiB:.1f} GB free"
+    lines.append(f"peak device memory {peak / GiB:.1f} GB ({free}); total time {_hms(total)}")
+    if host_free is not None:
+        lines.append(
+            f"host memory: {max(p.host_bytes for p in stages) / GiB:.1f} GB needed "
+            f"beyond the device's share, {host_free / GiB:.1f} GB free"
+        )
+    return "\n".join(lines)
+
+
+def check_fits(stages: list[StagePlan], device_free: int | None, host_free: int | None) -> None:
+    """Refuse, naming the stage and the settings to change, when a stage will not fit."""
+    for p in stages:
+        if device_free is not None and p.device_bytes > device_free:
+            raise TacqError(
+                f"{p.stage} needs about {p.device_bytes / GiB:.1f} GB and the device has "
+                f"{device_free / GiB:.1f} GB free. Lower --batch-size or --max-length, keep "
+                "gradient sums on the host (--accum-on-host) or in bf16, or use more GPUs."
+            )
+        if host_free is not None and p.host_bytes > host_free:
+            raise TacqError(
+                f"{p.stage} needs {p.host_bytes / GiB:.1f} GB of host memory; "
+                f"{host_free / GiB:.1f} GB are free."
+            )
+
+
+def _hms(s: float) -> str:
+    if s < 60:
+        return f"{s:.0f} s"
+    return f"{s / 60:.1f} min" if s < 3600 else f"{s / 3600:.2f} h"

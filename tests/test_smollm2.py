@@ -1,0 +1,64 @@
+"""End-to-end on the real SmolLM2-135M-Instruct (small settings; part of CI)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tacq.data import DataConfig, load_task
+from tacq.evaluate import EvalConfig, evaluate
+from tacq.export import describe_packed, load_quantized, save_packed
+from tacq.models import load_model
+from tacq.workflow import Study
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return load_model("default")
+
+
+@pytest.fixture(scope="module")
+def study(lm, tmp_path_factory):
+    import os
+
+    os.environ["TACQ_HOME"] = str(tmp_path_factory.mktemp("smollm2_home"))
+    s = Study(lm, load_task("antonyms"), DataConfig(max_length=128, max_examples=8))
+    s.collect()
+    return s
+
+
+def test_default_model_loads_with_its_facts(lm):
+    info = lm.summary()
+    assert info["layers"] == 30 and info["quantizable weights"] == 106_168_320
+    again = load_model("default")
+    ids = lm.tokenizer("The capital of France is", return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert torch.equal(lm.model(ids).logits, again.model(ids).logits)
+
+
+def test_3bit_tacq_beats_2bit_rtn_on_heldout(study, lm, tmp_path):
+    held = list(study.task.heldout)
+    cfg = EvalConfig(max_new_tokens=6)
+    fp, lp = evaluate(lm.model, lm.tokenizer, held, "completion", "fp", cfg)
+    tacq3 = study.quantize(bits=3, ratio=0.0035, metric="tacq")
+    rtn2 = study.quantize(bits=2, ratio=0.0, method="rtn")
+    r3, _ = evaluate(tacq3.model, lm.tokenizer, held, "completion", tacq3.name, cfg, lp)
+    r2, _ = evaluate(rtn2.model, lm.tokenizer, held, "completion", rtn2.name, cfg, lp)
+    assert fp.exact_match >= 0.4  # the task is one the model can do
+    assert r3.answer_nll < r2.answer_nll
+    assert r3.kl_to_fp < r2.kl_to_fp
+    assert r3.exact_match >= r2.exact_match
+    assert tacq3.size.bpw_paper == pytest.approx(3.1015, abs=1e-3)
+
+    # export -> load gives the same logits (packed folder is really small)
+    folder = save_packed(tmp_path / "tacq3", lm, tacq3)
+    loaded = load_quantized(folder)
+    ids = lm.tokenizer("hot -> cold\nbig -> small\nfast ->", return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert torch.equal(loaded(ids).logits, tacq3.model(ids).logits)
+    info = describe_packed(folder)
+    on_disk = (folder / "model.safetensors").stat().st_size
+    assert abs(on_disk - tacq3.size.total_bytes) / tacq3.size.total_bytes < 0.01
+    assert info["kept weights"] == tacq3.size.n_kept
