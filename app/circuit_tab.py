@@ -83,10 +83,12 @@ def build() -> SimpleNamespace:
 CLICK_JS = """
 () => {
   // plotly_click on the circuit heatmap -> press the hidden button with "layer,module"
+  // A redraw (Plotly.newPlot on the same div) drops every listener and makes a new
+  // emitter: listen again whenever the emitter is not the one we listened on.
   setInterval(() => {
     const plot = document.querySelector('#heatmap .js-plotly-plot');
-    if (!plot || plot._tacqClick || !plot.on) return;
-    plot._tacqClick = true;
+    if (!plot || !plot.on || !plot._ev || plot._tacqEv === plot._ev) return;
+    plot._tacqEv = plot._ev;
     plot.on('plotly_click', (ev) => {
       const p = ev.points && ev.points[0];
       const go = document.querySelector('#cell-pick-go');
@@ -94,7 +96,7 @@ CLICK_JS = """
       window.tacqPicked = `${p.y},${p.x}`;
       go.click();
     });
-  }, 500);
+  }, 200);
 }
 """
 CSS = ".tacq-hidden { display: none !important; }"

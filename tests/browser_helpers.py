@@ -117,3 +117,22 @@ def upload(page, files) -> None:
     with page.expect_file_chooser() as chooser:
         page.get_by_text("Click to Upload").first.click()
     chooser.value.set_files(files)
+
+
+def click_cell_until(
+    page, fx: float, fy: float, selector: str, pattern: str, tries: int = 3
+) -> str:
+    """Click a heatmap point (fractions of its plot area) until `selector` matches `pattern`.
+
+    A redraw that lands just as the mouse goes down swallows the click, as it would for a
+    person, who clicks again; a click handler that never answers still fails here.
+    """
+    for attempt in range(tries):
+        box = page.locator("#heatmap .nsewdrag").first.bounding_box()
+        page.mouse.click(box["x"] + box["width"] * fx, box["y"] + box["height"] * fy)
+        try:
+            return wait_text(page, selector, pattern, 40)
+        except Exception:
+            if attempt == tries - 1:
+                raise
+    raise AssertionError("unreachable")

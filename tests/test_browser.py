@@ -16,6 +16,7 @@ from tests.browser_helpers import (
     ARTIFACTS,
     CHROMIUM,
     CHROMIUM_ARGS,
+    click_cell_until,
     drag_slider,
     pick,
     shot,
@@ -124,9 +125,7 @@ def test_whole_loop(page, small_task_file):
     shot(page, "04_circuit_moved")
 
     # a click on the heatmap's top-right cell (layer 0, down) opens its explanation
-    box = page.locator("#heatmap .nsewdrag").first.bounding_box()
-    page.mouse.click(box["x"] + box["width"] * 13 / 14, box["y"] + box["height"] / 60)
-    why = wait_text(page, "#explain", r"layer 0 down_proj", 120)
+    why = click_cell_until(page, 13 / 14, 1 / 60, "#explain", r"layer 0 down_proj")
     m = re.search(r"keeps ([\d.]+)% of its weights \(([\d,]+) of ([\d,]+)\), ([\d.]+)x", why)
     share, kept, total, times = float(m[1]), int(m[2].replace(",", "")), m[3], float(m[4])
     assert total == "884,736" and share == pytest.approx(100 * kept / 884_736, abs=0.01)
@@ -291,7 +290,8 @@ def test_one_click_demo_quick(page):
     assert nll["original"] < nll["tacq-2bit-0.35%"] < nll["gptq-2bit"]
     shot(page, "13_demo_chat")
     page.get_by_role("tab", name="One-click demo").click()
-    timeline = page.inner_text("#demo-timeline")
+    # the Dataframe draws its rows a moment after its tab is shown again
+    timeline = wait_text(page, "#demo-timeline", r"(done[\s\S]*){4}", 30)
     assert timeline.count("done") == 4 and "running" not in timeline
     assert re.search(r"Done in \d+ s", page.inner_text("#demo-status"))
     shot(page, "14_demo_done")
