@@ -50,10 +50,32 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--answer-only", action="store_true", help="loss on answer tokens only")
     p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
     p.add_argument(
+        "--device-map",
+        choices=("auto", "balanced", "sequential"),
+        help="let accelerate split a model too big for one GPU over the GPUs and host memory",
+    )
+    p.add_argument(
+        "--max-memory",
+        type=_max_memory,
+        help="with --device-map: budget per device, e.g. '0=70GiB,1=70GiB,cpu=200GiB'",
+    )
+    p.add_argument(
         "--stream-to",
         help="keep the model on --device (e.g. cpu) and move one block at a time to this "
         "device (e.g. cuda) for GPTQ: for models larger than the GPU",
     )
+
+
+def _max_memory(text: str) -> dict[int | str, str]:
+    """'0=70GiB,cpu=200GiB' -> {0: '70GiB', 'cpu': '200GiB'} (accelerate's max_memory)."""
+    budget: dict[int | str, str] = {}
+    for part in filter(None, text.split(",")):
+        dev, sep, amount = part.partition("=")
+        if not sep or not amount.strip():
+            raise argparse.ArgumentTypeError(f"expected DEVICE=AMOUNT, got {part!r}")
+        dev = dev.strip()
+        budget[int(dev) if dev.isdigit() else dev] = amount.strip()
+    return budget
 
 
 def _quant(p: argparse.ArgumentParser, metric: bool = True) -> None:
@@ -161,7 +183,7 @@ def _study(args):
     from tacq.workflow import Study
 
     t0 = time.perf_counter()
-    lm = load_model(args.model, args.device)
+    lm = load_model(args.model, args.device, device_map=args.device_map, max_memory=args.max_memory)
     task = (
         task_from_examples(Path(args.data).stem, read_examples(args.data), args.style)
         if args.data

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from tacq.data import DataConfig, Example, encode_all, encode_prompt, make_batches
 from tacq.errors import TacqError
+from tacq.models import input_device
 from tacq.progress import Progress, no_progress, scaled
 
 PUNCT = ".,;:!?\"'"
@@ -58,7 +59,7 @@ def answer_logprobs(
     """Per-example answer NLL and log-probs (n_answer_tokens, vocab) at the answer positions."""
     enc = encode_all(tokenizer, examples, style, DataConfig(max_length=cfg.max_length))
     pad = tokenizer.pad_token_id or 0
-    device = next(model.parameters()).device
+    device = input_device(model)
     nlls, logps = [], []
     for batch in make_batches(enc, cfg.batch_size, pad, answer_only=True):
         with torch.no_grad():
@@ -88,7 +89,7 @@ def generate_batch(
     batch_size: int = 16,
 ) -> list[str]:
     """Greedy continuations of each prompt (left-padded batches), decoded without specials."""
-    device = next(model.parameters()).device
+    device = input_device(model)
     pad = tokenizer.pad_token_id or 0
     outs: list[str] = []
     for i in range(0, len(prompts), batch_size):
@@ -158,7 +159,7 @@ def perplexity(
     chunks = [c for c in chunks if len(c) > 1]
     if not chunks:
         raise TacqError("The text is too short for perplexity.")
-    device = next(model.parameters()).device
+    device = input_device(model)
     nll, count = 0.0, 0
     for c in chunks:
         with torch.no_grad():
@@ -200,7 +201,7 @@ def stream_chat(
         def __call__(self, input_ids, scores, **kwargs) -> bool:
             return stop.is_set()
 
-    device = next(model.parameters()).device
+    device = input_device(model)
     streamer = TextIteratorStreamer(
         tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=300
     )

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from tacq.cache import cache_key, load_checked, save_atomic, tacq_home
 from tacq.data import Batch
 from tacq.errors import TacqError
-from tacq.models import quantizable_linears
+from tacq.models import input_device, quantizable_linears
 from tacq.progress import Progress, no_progress
 
 log = logging.getLogger(__name__)
@@ -76,15 +76,28 @@ def per_sample_loss(logits: Tensor, input_ids: Tensor, loss_mask: Tensor) -> Ten
 class _Accumulator:
     """Holds running sums and does the per-sample einsum when an output grad arrives."""
 
-    def __init__(self, linears: dict[str, nn.Linear], cfg: GradientConfig, device) -> None:
+    def __init__(self, linears: dict[str, nn.Linear], cfg: GradientConfig) -> None:
         self.cfg = cfg
-        shapes = {n: m.weight.shape for n, m in linears.items()}
         self.dtype = getattr(torch, cfg.accum_dtype)
-        self.device = torch.device("cpu") if cfg.accum_device == "cpu" else device
-        z = lambda s: torch.zeros(s, dtype=self.dtype, device=self.device)  # noqa: E731
-        self.abs = {n: z(s) for n, s in shapes.items()}
-        self.sq = {n: z(s) for n, s in shapes.items()} if cfg.extra_stats else {}
-        self.sum = {n: z(s) for n, s in shapes.items()} if cfg.extra_stats else {}
+        # Each sum sits beside its weight (a device_map spreads layers over GPUs); weights
+        # offloaded by accelerate (device "meta") and accum_device="cpu" sum on the host.
+        cpu = torch.device("cpu")
+        self.where = {
+            n: cpu
+            if cfg.accum_device == "cpu" or m.weight.device.type == "meta"
+            else m.weight.device
+            for n, m in linears.items()
+        }
+
+        def zeros() -> dict[str, Tensor]:
+            return {
+                n: torch.zeros(m.weight.shape, dtype=self.dtype, device=self.where[n])
+                for n, m in linears.items()
+            }
+
+        self.abs = zeros()
+        self.sq = zeros() if cfg.extra_stats else {}
+        self.sum = zeros() if cfg.extra_stats else {}
 
     def add(self, name: str, x: Tensor, g: Tensor) -> None:
         """x: (B, T, in), g: (B, T, out) -> add |per-sample dW| summed over the B samples.
@@ -93,7 +106,7 @@ class _Accumulator:
         cache, where a (B, out, in) block plus out-of-place abs and a reduction over B was
         measured 4x slower on CPU (same FLOPs, three times the memory traffic).
         """
-        fast = self.dtype == torch.float32 and self.device == g.device
+        fast = self.dtype == torch.float32 and self.where[name] == g.device
         for s in range(x.shape[0]):
             per = g[s].float().T @ x[s].float()  # (out, in) = sum_t g_t x_t^T
             if self.cfg.extra_stats:
@@ -102,7 +115,7 @@ class _Accumulator:
             self._add(self.abs[name], per.abs_(), fast)
 
     def _add(self, acc: Tensor, t: Tensor, fast: bool) -> None:
-        acc.add_(t if fast else t.to(self.device, self.dtype))
+        acc.add_(t if fast else t.to(acc.device, self.dtype))
 
 
 def _attach_hooks(model: nn.Module, linears: dict[str, nn.Linear], acc: _Accumulator) -> list:
@@ -131,8 +144,8 @@ def collect_abs_grads(
     """Batched per-sample |grad| sums over `batches` for every quantizable Linear."""
     progress = progress or no_progress
     linears = quantizable_linears(model)
-    device = next(model.parameters()).device
-    acc = _Accumulator(linears, cfg, device)
+    device = input_device(model)
+    acc = _Accumulator(linears, cfg)
     handles = _attach_hooks(model, linears, acc)
     t0, n_samples, n_tokens, loss_sum = time.perf_counter(), 0, 0, 0.0
     try:

@@ -41,7 +41,7 @@ class LoadedModel:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        return input_device(self.model)
 
     def summary(self) -> dict[str, object]:
         """Name, parameter count, layers, device, memory: what the Model screen shows."""
@@ -167,11 +167,18 @@ def fingerprint(folder: Path) -> str:
 
 
 def load_model(
-    source: str | Path | None = None, device: str | None = None, progress: Progress | None = None
+    source: str | Path | None = None,
+    device: str | None = None,
+    progress: Progress | None = None,
+    device_map: str | None = None,
+    max_memory: dict[int | str, str] | None = None,
 ) -> LoadedModel:
     """Load `source` ('default'/None for the bundled SmolLM2, or a local HF folder).
 
     dtype: float32 on cpu (fast and exact there), bfloat16 on cuda.
+    device_map ("auto", "balanced", "sequential") hands placement to accelerate: a model
+    larger than one GPU is split over the GPUs (and host memory, within `max_memory`, e.g.
+    {0: "70GiB", "cpu": "200GiB"}); `device` is then ignored.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -180,8 +187,13 @@ def load_model(
     is_default = source in (None, "", "default", DEFAULT_MODEL)
     folder = default_model_dir(progress) if is_default else Path(source).expanduser()
     check_model_dir(folder)
-    dev = pick_device(device)
+    if device_map not in (None, "auto", "balanced", "sequential"):
+        raise TacqError(f"device_map must be auto, balanced or sequential (got {device_map!r}).")
+    dev = pick_device(None if device_map else device)
     dtype = torch.float32 if dev.type == "cpu" else torch.bfloat16
+    placement = {}
+    if device_map:  # a copy: transformers rewrites max_memory in place
+        placement = {"device_map": device_map, "max_memory": dict(max_memory or {}) or None}
     progress(0.6, "loading weights")
     try:
         model = AutoModelForCausalLM.from_pretrained(
@@ -190,6 +202,7 @@ def load_model(
             use_safetensors=True,
             trust_remote_code=False,
             local_files_only=True,
+            **placement,
         )
         tok = AutoTokenizer.from_pretrained(
             str(folder), trust_remote_code=False, local_files_only=True
@@ -198,8 +211,9 @@ def load_model(
         raise
     except (OSError, ValueError, KeyError) as e:
         raise TacqError(f"Could not load the model in {folder}: {e}") from e
-    model.to(dev).eval()
-    model.requires_grad_(False)
+    if not device_map:
+        model.to(dev)
+    model.eval().requires_grad_(False)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     if not quantizable_linears(model):
@@ -207,6 +221,11 @@ def load_model(
     progress(1.0, f"loaded in {time.perf_counter() - t0:.1f} s")
     name = "SmolLM2-135M-Instruct" if is_default else folder.name
     return LoadedModel(model, tok, name, str(folder), fingerprint(folder))
+
+
+def input_device(model: nn.Module) -> torch.device:
+    """Where input ids go: the input embeddings' device (the first GPU under a device_map)."""
+    return model.get_input_embeddings().weight.device
 
 
 def quantizable_linears(model: nn.Module) -> dict[str, nn.Linear]:

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from tacq.data import Batch
 from tacq.errors import TacqError
 from tacq.gptq import SEQUENTIAL_GROUPS, GPTQConfig, LayerQuant, gptq_matrix, rtn_matrix
-from tacq.models import decoder_layers, quantizable_linears
+from tacq.models import decoder_layers, input_device, quantizable_linears
 from tacq.progress import Progress, no_progress
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def capture_block_inputs(
         raise _StopForward
 
     handle = first.register_forward_pre_hook(catcher, with_kwargs=True)
-    device = next(model.parameters()).device
+    device = input_device(model)
     out = []
     try:
         for batch in batches:
@@ -104,7 +104,7 @@ def group_hessians(
             x = args[0]
             key = id(x)
             if key not in seen:  # q/k/v (and up/gate) share one input: one X^T X for all
-                xs = x[current_mask[0]].float()  # (n_real_tokens, in)
+                xs = x[current_mask[0].to(x.device)].float()  # (n_real_tokens, in)
                 seen[key] = (x, xs.T @ xs)  # x pinned so its id is not reused meanwhile
             H[name] += seen[key][1]
 
