@@ -87,14 +87,8 @@ def wire(tab: SimpleNamespace, user_state: gr.State, registry: ModelRegistry) ->
     def on_stop(user: UserState):
         user.stop.set()
 
-    tab.send.click(
-        on_send,
-        [user_state, tab.prompt, tab.temperature, tab.max_tokens, *tab.pickers, *tab.bots],
-        [tab.prompt, *tab.bots],
-        concurrency_id="chat",
-        concurrency_limit=2,
-    )
-    tab.prompt.submit(
+    gr.on(
+        [tab.send.click, tab.prompt.submit],
         on_send,
         [user_state, tab.prompt, tab.temperature, tab.max_tokens, *tab.pickers, *tab.bots],
         [tab.prompt, *tab.bots],

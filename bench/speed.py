@@ -9,7 +9,7 @@
      autograd loop on the same examples: speed-up (target >= 3x) and max relative difference
      (target <= 1e-4).
 
-    python bench/speed.py [--examples 32] [--loop-examples 32]
+    python bench/speed.py [--examples 32] [--loop-examples 32] [--repeats 3]
 Writes bench/results/speed.json.
 """
 
@@ -28,11 +28,19 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _timed(fn, *args) -> float:
+    """Seconds one call of fn(*args) takes (CPU: nothing to synchronize)."""
+    t = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - t
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--task", default="antonyms")
     ap.add_argument("--examples", type=int, default=32)
     ap.add_argument("--loop-examples", type=int, default=32)
+    ap.add_argument("--repeats", type=int, default=3, help="timed gradient runs (median)")
     ap.add_argument("--bits", type=int, default=2)
     args = ap.parse_args()
 
@@ -96,12 +104,14 @@ def main() -> None:
     # Gradients: batched vs the batch-size-1 autograd loop on the same examples.
     loop_study = Study(lm, task, DataConfig(max_examples=args.loop_examples))
     batches = loop_study.batches()
-    t = time.perf_counter()
-    batched = collect_abs_grads(lm.model, batches, GradientConfig(extra_stats=False))
-    t_batched = time.perf_counter() - t
-    t = time.perf_counter()
+    # One warm-up call each, then the median of --repeats timed calls.
+    grad_cfg = GradientConfig(extra_stats=False)
+    batched = collect_abs_grads(lm.model, batches, grad_cfg)
     looped = abs_grads_loop(lm.model, batches)
-    t_loop = time.perf_counter() - t
+    t_batched = median(
+        [_timed(collect_abs_grads, lm.model, batches, grad_cfg) for _ in range(args.repeats)]
+    )
+    t_loop = median([_timed(abs_grads_loop, lm.model, batches) for _ in range(args.repeats)])
     rel = max(
         float((batched.abs_grad[n] - looped[n]).abs().max() / looped[n].abs().max()) for n in looped
     )
@@ -132,6 +142,7 @@ def main() -> None:
             "grads_batched_s": t_batched,
             "grads_loop_s": t_loop,
             "grads_speedup": t_loop / t_batched,
+            "grads_repeats": args.repeats,
             "grads_max_rel_diff": rel,
             "threads": torch.get_num_threads(),
         },
