@@ -14,6 +14,8 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
+# Chat replies and quantization run on threads of this one process: spinning OpenMP
+# threads would starve each other (bench/omp_wait.py), so idle threads sleep.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 

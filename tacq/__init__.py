@@ -1,13 +1,13 @@
-"""TaCQ: task-circuit quantization. Library entry points; see README for the CLI and app."""
+"""TaCQ: task-circuit quantization. Library entry points; see README for the CLI and app.
+
+A program that runs torch work on several threads at once (as the app streams chat while
+it quantizes) should set OMP_WAIT_POLICY=PASSIVE before torch loads, as launch.py does:
+spinning OpenMP threads starve the other thread (GPTQ 1.5x slower beside a chat thread),
+while one job at a time (the CLI) runs 1.4-1.8x faster with OpenMP's default spin
+(bench/results/omp_wait.json).
+"""
 
 from __future__ import annotations
-
-import os
-
-# OpenMP threads that spin while waiting starve each other when anything else runs on the
-# CPU (a UI thread, a second job): GPTQ's many small ops then ran 18x slower here
-# (bench/results/omp_wait.json). Passive waiting must be set before torch is imported.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
 

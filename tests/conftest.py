@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: see tacq/__init__.py
-
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
