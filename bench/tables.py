@@ -106,6 +106,15 @@ def main() -> None:
             f"**x{s['grads_speedup']:.2f}** (target >= 3), max relative difference "
             f"{s['grads_max_rel_diff']:.1e} (target <= 1e-4)\n"
         )
+    o = load("omp_wait")
+    if o and "seconds" in o and isinstance(next(iter(o["seconds"].values())), dict):
+        print("## OpenMP wait policy\n")
+        print(env_line(o) + "\n")
+        print("| policy, load | GPTQ 1536x576 2-bit s | grad products of one block ms |")
+        print("|---|---|---|")
+        for k, v in o["seconds"].items():
+            print(f"| {k} | {v['gptq_1536x576_s']:.2f} | {v['grads_block_s'] * 1000:.1f} |")
+        print()
     sel = load("selection")
     if sel:
         print("## Slider and selection\n")

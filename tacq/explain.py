@@ -79,13 +79,13 @@ def explain_module(
     rows, cols = mine // in_f, mine % in_f
     pick = slice(0, top)
     r, c = rows[pick], cols[pick]
+    terms = {"G = Σ|g|": G, "dW": dW}  # a metric that never uses a term gets no column
     table = pd.DataFrame(
         {
             "row": r.tolist(),
             "col": c.tolist(),
             "W": W[r, c].float().tolist(),
-            "G = Σ|g|": G[r, c].tolist() if G is not None else None,
-            "dW": dW[r, c].tolist() if dW is not None else None,
+            **{label: t[r, c].tolist() for label, t in terms.items() if t is not None},
             "score": scores[r, c].tolist(),
         }
     )

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from tacq.errors import TacqError
+from tacq.explain import explain_module
 from tacq.models import quantizable_linears
 from tacq.workflow import Study
 
@@ -56,6 +57,12 @@ def test_explain_matches_ranking_and_formula(tiny_lm, tiny_task):
     assert list(why.top["score"]) == sorted(why.top["score"], reverse=True)
     t = why.top.iloc[0]
     assert t["score"] == pytest.approx(abs(t["G = Σ|g|"] * t["dW"] * t["W"]), rel=1e-5)
+    msg_scores, _ = study.module_scores("msg", 2, name)
+    W = quantizable_linears(tiny_lm.model)[name].weight.float()
+    G = study.collect().abs_grad[name]
+    msg = explain_module(study.ranking("msg", 2), name, 0.02, msg_scores, W, G, None).top
+    assert "dW" not in msg  # a term that was never computed gets no (empty) column
+    assert (msg["score"] - (msg["G = Σ|g|"] * msg["W"]).abs()).abs().max() < 1e-6
     assert sum(n for _, n in why.busy_rows) <= why.kept
     assert f"{why.share / 0.02:.1f}x the model average" in why.sentence()
     rows, cols = study.layer_saliency("tacq", 2, name)
