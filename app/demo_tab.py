@@ -20,7 +20,7 @@ INTRO = """### One-click demo
 Runs the whole loop on the bundled model and a bundled task: collect gradients, quantize
 **TaCQ 3-bit** and **TaCQ 2-bit** (0.35 % of weights kept in 16 bits) and **GPTQ 2-bit**
 (nothing kept), evaluate all on held-out examples, then opens the side-by-side chat.
-About 4 minutes on a 2-core CPU; *quick* skips the 3-bit variant and uses 8 examples."""
+About 5 minutes on a 2-core CPU; *quick* skips the 3-bit variant and uses 8 examples."""
 
 
 def build() -> SimpleNamespace:
