@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from tacq.cache import cache_key, load_checked, save_atomic, tacq_home
+from tacq.cache import cache_key, load_checked, read_meta, save_atomic, tacq_home
 from tacq.data import Batch
 from tacq.errors import TacqError
 from tacq.models import input_device, quantizable_linears
@@ -74,7 +74,7 @@ def per_sample_loss(logits: Tensor, input_ids: Tensor, loss_mask: Tensor) -> Ten
 
 
 class _Accumulator:
-    """Holds running sums and does the per-sample einsum when an output grad arrives."""
+    """Holds running sums and adds the per-sample products when an output grad arrives."""
 
     def __init__(self, linears: dict[str, nn.Linear], cfg: GradientConfig) -> None:
         self.cfg = cfg
@@ -261,8 +261,6 @@ def load_stats(path: Path, key: str, names: list[str], extra: bool) -> GradStats
         log.warning("Cache file %s lacks some layers; recomputing.", path)
         path.unlink(missing_ok=True)
         return None
-    from tacq.cache import read_meta
-
     meta = read_meta(path)
     pick = lambda p: {n: tensors[f"{p}.{n}"] for n in names if f"{p}.{n}" in tensors}  # noqa: E731
     return GradStats(
