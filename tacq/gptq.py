@@ -27,6 +27,7 @@ SEQUENTIAL_GROUPS = (
     ("down_proj",),
 )
 METHODS = ("gptq", "rtn")
+QParams = tuple[Tensor, Tensor]  # per-row (scale, zero), each (out,) fp32
 
 
 @dataclass(frozen=True)
@@ -82,25 +83,40 @@ def quantize_to_grid(x: Tensor, scale: Tensor, zero: Tensor, maxq: int) -> tuple
     return codes, scale * (codes - zero)
 
 
-def _minmax_params(xmin: Tensor, xmax: Tensor, maxq: int) -> tuple[Tensor, Tensor]:
+def minmax_params(xmin: Tensor, xmax: Tensor, maxq: int) -> tuple[Tensor, Tensor]:
     scale = (xmax - xmin) / maxq
     return scale, torch.round(-xmin / scale)
 
 
-def _grid_error(W: Tensor, scale: Tensor, zero: Tensor, cfg: GPTQConfig, buf: Tensor) -> Tensor:
+def _grid_error(
+    W: Tensor, scale: Tensor, zero: Tensor, maxq: int, norm: float, buf: Tensor
+) -> Tensor:
     """Per-row sum |Q(W) - W|^norm for qparams (out, 1), computed in place in `buf`."""
     torch.div(W, scale, out=buf)
-    buf.round_().add_(zero).clamp_(0, cfg.maxq).sub_(zero).mul_(scale).sub_(W)
-    return buf.abs_().pow_(cfg.norm).sum(1)
+    buf.round_().add_(zero).clamp_(0, maxq).sub_(zero).mul_(scale).sub_(W)
+    return buf.abs_().pow_(norm).sum(1)
 
 
-def find_params(W: Tensor, M: Tensor | None, cfg: GPTQConfig) -> tuple[Tensor, Tensor]:
+def find_params(
+    W: Tensor, M: Tensor | None, cfg: GPTQConfig, unmasked: QParams | None = None
+) -> QParams:
     """Per-row scale and zero (out,) by min/max, then an mse search over shrunk ranges.
 
     Kept entries (M) are first replaced by the row mean of the unkept ones, so outliers
     that stay in 16 bits do not stretch the grid. The scale is rounded to fp16, the
     precision export stores, so a reloaded model is bit-identical.
+
+    unmasked: this function's result for the same W without a mask (the reference
+    quantization has it). Each row is searched on its own, so rows with no kept entry take
+    it unchanged and only the others are searched: the search (a pow per weight and grid
+    step) is the costliest part of GPTQ on a CPU.
     """
+    if unmasked is not None and M is not None:
+        scale, zero = (t.to(W.device, torch.float32, copy=True) for t in unmasked)
+        rows = M.any(1)
+        if rows.any():
+            scale[rows], zero[rows] = find_params(W[rows], M[rows], cfg)
+        return scale, zero
     W = W.float()
     if M is not None and M.any():
         free = (~M).float()
@@ -110,13 +126,13 @@ def find_params(W: Tensor, M: Tensor | None, cfg: GPTQConfig) -> tuple[Tensor, T
     xmax = W.max(1).values.clamp(min=0)
     flat = (xmin == 0) & (xmax == 0)
     xmin, xmax = torch.where(flat, -1.0, xmin), torch.where(flat, 1.0, xmax)
-    scale, zero = _minmax_params(xmin, xmax, cfg.maxq)
+    scale, zero = minmax_params(xmin, xmax, cfg.maxq)
     best = torch.full_like(xmin, float("inf"))
     buf = torch.empty_like(W)
     for i in range(int(cfg.max_shrink * cfg.grid)):
         p = 1 - i / cfg.grid
-        s1, z1 = _minmax_params(p * xmin, p * xmax, cfg.maxq)
-        err = _grid_error(W, s1[:, None], z1[:, None], cfg, buf)
+        s1, z1 = minmax_params(p * xmin, p * xmax, cfg.maxq)
+        err = _grid_error(W, s1[:, None], z1[:, None], cfg.maxq, cfg.norm, buf)
         better = err < best
         best = torch.where(better, err, best)
         scale, zero = torch.where(better, s1, scale), torch.where(better, z1, zero)
@@ -145,41 +161,73 @@ def inverse_hessian_cholesky(H: Tensor, damp: float, retries: int = 4) -> Tensor
 # ---------------------------------------------------------------- one matrix
 
 
-def _kept(w: Tensor) -> Tensor:
+def kept_in_fp16(w: Tensor) -> Tensor:
     """A kept weight is stored in fp16: round it so export round-trips exactly."""
     return w.half().float()
 
 
 def _column_loop(
-    W: Tensor, Hinv: Tensor, M: Tensor, scale: Tensor, zero: Tensor, cfg: GPTQConfig
+    W: Tensor,
+    Hinv: Tensor,
+    M: Tensor,
+    scale: Tensor,
+    zero: Tensor,
+    cfg: GPTQConfig,
+    row_splits: list[int] | None = None,
 ) -> Tensor:
     """GPTQ's lazy-batch column loop with a keep mask. W is updated in place. -> Q (out, in).
 
     q = Quant(w) where unkept, w where kept: kept weights add no error of their own but
     still receive the compensation of earlier columns.
+
+    The loop is bound by per-op overhead, not arithmetic: column views come from one
+    `unbind` per block, q and err live in contiguous rows (a strided column makes each op
+    slower), and the grid takes 4 ops per column, not 6: clamp(round(w/s), -z, maxq - z)
+    * s equals (clamp(round(w/s) + z, 0, maxq) - z) * s exactly (small integers add
+    exactly in fp32). The rank-1 update keeps the textbook loop's tensor geometry, because
+    its kernel fuses multiply-add in the vectorized part of a row and not in the tail; so
+    results are bit-identical to `tacq.gptq_baseline`. row_splits: row counts of stacked
+    layers (see gptq_stacked).
     """
-    n = W.shape[1]
-    Q = torch.zeros_like(W)
+    rows, n = W.shape
+    Q = torch.empty_like(W)
+    lo, hi = -zero, cfg.maxq - zero
     has_kept = M.any(0).tolist()
+    hinv_diag = torch.diagonal(Hinv).tolist()
+    bounds = _row_bounds(row_splits or [rows])
     for i1 in range(0, n, cfg.block_size):
         i2 = min(i1 + cfg.block_size, n)
         W1, Hinv1 = W[:, i1:i2], Hinv[i1:i2, i1:i2]
-        Err1 = torch.zeros_like(W1)
-        for i in range(i2 - i1):
-            w, q = W1[:, i], Q[:, i1 + i]
+        Q1 = torch.empty(i2 - i1, rows, dtype=W.dtype, device=W.device)  # row i: column i1 + i
+        Err1 = torch.empty_like(Q1)
+        columns = zip(W1.unbind(1), Q1.unbind(0), Err1.unbind(0), Hinv1.unbind(0))
+        for i, (w, q, err, h) in enumerate(columns):
             torch.div(w, scale, out=q)
-            q.round_().add_(zero).clamp_(0, cfg.maxq).sub_(zero).mul_(scale)
+            q.round_().clamp_(lo, hi).mul_(scale)
             if has_kept[i1 + i]:
-                kept = M[:, i1 + i]
-                q[kept] = _kept(w[kept])
-            err = Err1[:, i]
-            torch.sub(w, q, out=err).div_(Hinv1[i, i])
-            W1[:, i:].addr_(err, Hinv1[i, i:], alpha=-1)
-        W[:, i2:].addmm_(Err1, Hinv[i1:i2, i2:], alpha=-1)
+                torch.where(M[:, i1 + i], kept_in_fp16(w), q, out=q)
+            torch.sub(w, q, out=err).div_(hinv_diag[i1 + i])
+            if i == 0 and i2 - i1 == n and len(bounds) > 1:
+                # W1 is all of W: each layer's block is contiguous and its kernel runs on
+                # it flat, so update layer by layer to keep the per-layer rounding.
+                for r0, r1 in bounds:
+                    W1[r0:r1].addr_(err[r0:r1], h, alpha=-1)
+            else:
+                W1[:, i:].addr_(err, h[i:], alpha=-1)
+        Q[:, i1:i2] = Q1.T
+        if i2 < n:
+            Err = Err1.T.contiguous()  # (rows, cols), as the per-layer matmul reads it
+            for r0, r1 in bounds:  # the per-layer matmul shapes, so BLAS sums alike
+                W[r0:r1, i2:].addmm_(Err[r0:r1], Hinv[i1:i2, i2:], alpha=-1)
     return Q
 
 
-def _pack_result(
+def _row_bounds(row_splits: list[int]) -> list[tuple[int, int]]:
+    ends = torch.tensor(row_splits).cumsum(0).tolist()
+    return [(e - r, e) for r, e in zip(row_splits, ends)]
+
+
+def pack_result(
     Q: Tensor, M: Tensor, scale: Tensor, zero: Tensor, bits: int, hinv_diag: Tensor | None
 ) -> LayerQuant:
     """Codes recovered from the grid values (exact: Q = scale * (code - zero) off the mask)."""
@@ -189,12 +237,37 @@ def _pack_result(
     )
 
 
-def gptq_matrix(W: Tensor, H: Tensor, M: Tensor | None, cfg: GPTQConfig) -> LayerQuant:
+def gptq_matrix(
+    W: Tensor, H: Tensor, M: Tensor | None, cfg: GPTQConfig, unmasked: QParams | None = None
+) -> LayerQuant:
     """Masked GPTQ of one weight (out, in) given H = 2 X X^T / n (in, in) and keep mask M."""
-    W = W.float().clone()
-    M = torch.zeros_like(W, dtype=torch.bool) if M is None else M.to(W.device, torch.bool)
+    return gptq_stacked([W], H, [M], cfg, None if unmasked is None else [unmasked])[0]
+
+
+def gptq_stacked(
+    Ws: list[Tensor],
+    H: Tensor,
+    Ms: list[Tensor | None],
+    cfg: GPTQConfig,
+    unmasked: list[QParams] | None = None,
+) -> list[LayerQuant]:
+    """Masked GPTQ of Linears that read the same input (q/k/v; gate/up), so share one H.
+
+    GPTQ's rows are independent given H: the weights are stacked row-wise and get one
+    mse search, one Cholesky and one column loop, then are split again. Results are
+    bit-identical to quantizing each weight on its own (tested).
+    """
+    rows = [w.shape[0] for w in Ws]
+    W = torch.cat([w.float() for w in Ws]) if len(Ws) > 1 else Ws[0].float().clone()
+    M = torch.cat(
+        [
+            torch.zeros_like(w, dtype=torch.bool) if m is None else m.to(w.device, torch.bool)
+            for w, m in zip(Ws, Ms)
+        ]
+    )
+    base = None if unmasked is None else tuple(torch.cat(t) for t in zip(*unmasked))
     H = H.float().clone()
-    scale, zero = find_params(W, M, cfg)
+    scale, zero = find_params(W, M, cfg, base)
     dead = torch.diag(H) == 0
     H[dead, dead] = 1
     W[:, dead] = torch.where(M[:, dead], W[:, dead], 0.0)  # fix: dead columns keep kept weights
@@ -203,22 +276,51 @@ def gptq_matrix(W: Tensor, H: Tensor, M: Tensor | None, cfg: GPTQConfig) -> Laye
         perm = torch.argsort(torch.diag(H), descending=True)
         W, H, M = W[:, perm], H[perm][:, perm], M[:, perm]  # fix: the mask moves too
     Hinv = inverse_hessian_cholesky(H, cfg.damp)
-    Q = _column_loop(W, Hinv, M, scale, zero, cfg)
+    Q = _column_loop(W, Hinv, M, scale, zero, cfg, rows)
     hdiag = torch.diag(Hinv).clone()
     if perm is not None:
         inv = torch.argsort(perm)
         Q, M, hdiag = Q[:, inv], M[:, inv], hdiag[inv]
-    return _pack_result(Q, M, scale, zero, cfg.bits, hdiag)
+    return split_rows(pack_result(Q, M, scale, zero, cfg.bits, hdiag), rows)
 
 
-def rtn_matrix(W: Tensor, M: Tensor | None, cfg: GPTQConfig) -> LayerQuant:
+def split_rows(lq: LayerQuant, rows: list[int]) -> list[LayerQuant]:
+    """Undo the stacking of gptq_stacked: one LayerQuant per layer, each owning its tensors."""
+    if len(rows) == 1:
+        return [lq]
+    kept = lq.keep_mask.sum(1)
+    kept_per_layer = [int(k.sum()) for k in kept.split(rows)]
+    parts = zip(
+        lq.codes.split(rows),
+        lq.scale.split(rows),
+        lq.zero.split(rows),
+        lq.keep_mask.split(rows),
+        lq.kept_values.split(kept_per_layer),
+    )
+    return [
+        LayerQuant(
+            c.clone(),
+            s.clone(),
+            z.clone(),
+            m.clone(),
+            v.clone(),
+            lq.bits,
+            None if lq.hinv_diag is None else lq.hinv_diag.clone(),
+        )
+        for c, s, z, m, v in parts
+    ]
+
+
+def rtn_matrix(
+    W: Tensor, M: Tensor | None, cfg: GPTQConfig, unmasked: QParams | None = None
+) -> LayerQuant:
     """Round-to-nearest on the same grid (mse-searched scale), kept weights in fp16."""
     W = W.float()
     M = torch.zeros_like(W, dtype=torch.bool) if M is None else M.to(W.device, torch.bool)
-    scale, zero = find_params(W, M, cfg)
+    scale, zero = find_params(W, M, cfg, unmasked)
     _, Q = quantize_to_grid(W, scale[:, None], zero[:, None], cfg.maxq)
-    Q = torch.where(M, _kept(W), Q)
-    return _pack_result(Q, M, scale, zero, cfg.bits, None)
+    Q = torch.where(M, kept_in_fp16(W), Q)
+    return pack_result(Q, M, scale, zero, cfg.bits, None)
 
 
 def hessian_error(W: Tensor, W_q: Tensor, H: Tensor) -> float:

@@ -15,7 +15,15 @@ from torch import Tensor, nn
 
 from tacq.data import Batch
 from tacq.errors import TacqError
-from tacq.gptq import SEQUENTIAL_GROUPS, GPTQConfig, LayerQuant, gptq_matrix, rtn_matrix
+from tacq.gptq import (
+    SEQUENTIAL_GROUPS,
+    GPTQConfig,
+    LayerQuant,
+    QParams,
+    gptq_stacked,
+    rtn_matrix,
+)
+from tacq.gptq_baseline import gptq_matrix_baseline
 from tacq.models import decoder_layers, input_device, quantizable_linears
 from tacq.progress import Progress, no_progress
 
@@ -33,6 +41,10 @@ class QuantResult:
 
     def dequantized(self) -> dict[str, Tensor]:
         return {n: lq.dequantize() for n, lq in self.layers.items()}
+
+    def qparams(self) -> dict[str, QParams]:
+        """name -> (scale, zero): what a masked run of the same weights can reuse."""
+        return {n: (lq.scale, lq.zero) for n, lq in self.layers.items()}
 
     @property
     def kept(self) -> int:
@@ -87,17 +99,29 @@ def _run_block(block: nn.Module, inputs: list) -> list[Tensor]:
     return outs
 
 
+@dataclass
+class SharedInput:
+    """Linears of one sequential group that read the same input, and its Hessian."""
+
+    names: list[str]
+    H: Tensor  # (in, in) = 2/n sum x x^T over real tokens
+
+
 def group_hessians(
-    block: nn.Module, names: dict[str, nn.Linear], inputs: list
-) -> dict[str, Tensor]:
-    """H = 2/n sum x x^T over the real (unpadded) tokens entering each Linear in `names`."""
-    H = {
-        n: torch.zeros(m.in_features, m.in_features, device=m.weight.device)
-        for n, m in names.items()
-    }
+    block: nn.Module, names: dict[str, nn.Linear], inputs: list, stop_early: bool = True
+) -> list[SharedInput]:
+    """H = 2/n sum x x^T over the real (unpadded) tokens entering the Linears in `names`.
+
+    Linears fed the same tensor (q/k/v, gate/up) share one H. stop_early ends each block
+    pass once every Linear of the group has seen its input, so the rest of the block is
+    not computed (the Hessians are the same either way).
+    """
+    H: list[Tensor] = []
+    members: list[list[str]] = []
     count = {"n": 0}
     current_mask: list[Tensor] = []
-    seen: dict[int, tuple[Tensor, Tensor]] = {}
+    seen: dict[int, tuple[Tensor, int]] = {}  # id(input) -> (input, index into H)
+    done: set[str] = set()
 
     def make_hook(name: str):
         def hook(mod, args, output):
@@ -105,8 +129,20 @@ def group_hessians(
             key = id(x)
             if key not in seen:  # q/k/v (and up/gate) share one input: one X^T X for all
                 xs = x[current_mask[0].to(x.device)].float()  # (n_real_tokens, in)
-                seen[key] = (x, xs.T @ xs)  # x pinned so its id is not reused meanwhile
-            H[name] += seen[key][1]
+                # Every pass meets the shared inputs in the same order: the k-th new
+                # tensor of a pass is shared input k (created on the first pass).
+                if len(seen) == len(H):
+                    H.append(torch.zeros(xs.shape[1], xs.shape[1], device=xs.device))
+                    members.append([])
+                idx = len(seen)
+                seen[key] = (x, idx)  # x pinned so its id is not reused meanwhile
+                H[idx] += xs.T @ xs
+            idx = seen[key][1]
+            if name not in members[idx]:
+                members[idx].append(name)
+            done.add(name)
+            if stop_early and len(done) == len(names):
+                raise _StopForward
 
         return hook
 
@@ -116,12 +152,21 @@ def group_hessians(
             for hidden, kwargs, mask in inputs:
                 current_mask[:] = [mask]
                 seen.clear()
-                block(hidden, **kwargs)
+                done.clear()
+                try:
+                    block(hidden, **kwargs)
+                except _StopForward:
+                    pass
                 count["n"] += int(mask.sum())
     finally:
         for h in handles:
             h.remove()
-    return {n: 2 * h / max(count["n"], 1) for n, h in H.items()}
+    out = [SharedInput(m, 2 * h / max(count["n"], 1)) for m, h in zip(members, H)]
+    for name, lin in names.items():  # never called: an all-zero Hessian, as if dead
+        if not any(name in s.names for s in out):
+            zeros = torch.zeros(lin.in_features, lin.in_features, device=lin.weight.device)
+            out.append(SharedInput([name], zeros))
+    return out
 
 
 def quantize_model(
@@ -132,6 +177,8 @@ def quantize_model(
     in_place: bool = False,
     progress: Progress | None = None,
     exec_device: str | torch.device | None = None,
+    unmasked: dict[str, QParams] | None = None,
+    fast: bool = True,
 ) -> QuantResult:
     """Quantize every decoder q/k/v/o/gate/up/down Linear, block by block, true-sequential.
 
@@ -141,6 +188,10 @@ def quantize_model(
     exec_device streams: the model stays where it is (e.g. cpu) and each decoder block is
     moved to exec_device (e.g. cuda) for its turn and back, so only one block, its group's
     Hessians and the calibration activations occupy the device.
+    unmasked: name -> (scale, zero) of the unmasked quantization of the same weights and
+    bits (e.g. `QuantResult.qparams()` of the reference); rows with no kept weight reuse
+    them instead of searching again (same values).
+    fast=False runs the slower pre-stacking path (bit-identical; for tests and benches).
     """
     progress = progress or no_progress
     t0 = time.perf_counter()
@@ -168,14 +219,12 @@ def quantize_model(
                 }
                 if not members:
                     continue
-                H = group_hessians(block, members, inputs) if cfg.method == "gptq" else {}
-                for name, lin in members.items():
-                    t1 = time.perf_counter()
-                    M = keep_masks.get(name) if keep_masks else None
-                    lq = _quantize_one(lin.weight.data, H.get(name), M, cfg)
+                timings = _quantize_group(members, inputs, cfg, keep_masks, unmasked, fast, block)
+                for name, lin in members.items():  # module order, as results are listed
+                    lq, seconds = timings[name]
                     lin.weight.data.copy_(lq.dequantize().to(lin.weight.device, lin.weight.dtype))
                     result.layers[name] = _to_cpu(lq)
-                    result.layer_seconds[name] = time.perf_counter() - t1
+                    result.layer_seconds[name] = seconds
             new_hidden = _run_block(block, inputs)
         except torch.OutOfMemoryError as e:
             raise TacqError(
@@ -213,10 +262,52 @@ def _stage_outside_blocks(model: nn.Module, exec_device) -> list[tuple[nn.Module
     return moved
 
 
-def _quantize_one(W: Tensor, H: Tensor | None, M: Tensor | None, cfg: GPTQConfig) -> LayerQuant:
+def _quantize_group(
+    members: dict[str, nn.Linear],
+    inputs: list,
+    cfg: GPTQConfig,
+    keep_masks: dict[str, Tensor] | None,
+    unmasked: dict[str, QParams] | None,
+    fast: bool,
+    block: nn.Module,
+) -> dict[str, tuple[LayerQuant, float]]:
+    """Quantize one sequential group -> name: (result, seconds spent on it).
+
+    fast: Linears sharing an input are quantized stacked (one search, Cholesky and column
+    loop). fast=False is the pre-stacking path (one Linear at a time, whole block passes,
+    tacq.gptq_baseline), kept to check bit-identity and to time against in bench/speed.py.
+    """
+    masks = keep_masks or {}
+    out: dict[str, tuple[LayerQuant, float]] = {}
     if cfg.method == "rtn":
-        return rtn_matrix(W, M, cfg)
-    return gptq_matrix(W, H, M, cfg)
+        for name, lin in members.items():
+            t = time.perf_counter()
+            M = masks.get(name)
+            base = unmasked.get(name) if unmasked else None
+            lq = rtn_matrix(lin.weight.data, M, cfg, base)
+            out[name] = (lq, time.perf_counter() - t)
+        return out
+    for shared in group_hessians(block, members, inputs, stop_early=fast):
+        t = time.perf_counter()
+        names = shared.names
+        if not fast:
+            for name in names:
+                t = time.perf_counter()
+                W = members[name].weight.data
+                lq = gptq_matrix_baseline(W, shared.H, masks.get(name), cfg)
+                out[name] = (lq, time.perf_counter() - t)
+            continue
+        bases = [unmasked[n] for n in names] if unmasked else None
+        lqs = gptq_stacked(
+            [members[n].weight.data for n in names],
+            shared.H,
+            [masks.get(n) for n in names],
+            cfg,
+            bases,
+        )
+        seconds = (time.perf_counter() - t) / len(names)  # shared work, split evenly
+        out |= {n: (lq, seconds) for n, lq in zip(names, lqs)}
+    return out
 
 
 def _to_cpu(lq: LayerQuant) -> LayerQuant:

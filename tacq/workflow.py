@@ -18,7 +18,7 @@ from tacq.cache import cache_key, load_checked, save_atomic, tacq_home
 from tacq.data import Batch, DataConfig, TaskSet, encode_all, examples_digest, make_batches
 from tacq.errors import TacqError
 from tacq.explain import ModuleExplanation, explain_module, row_col_saliency
-from tacq.gptq import GPTQConfig, LayerQuant
+from tacq.gptq import GPTQConfig, LayerQuant, QParams
 from tacq.gradients import (
     GradientConfig,
     GradStats,
@@ -62,6 +62,7 @@ class Study:
     refs: dict[tuple, QuantResult] = field(default_factory=dict)  # (bits, method) -> unmasked
     rankings: dict[tuple, Ranking] = field(default_factory=dict)  # (metric, bits) -> ranking
     exec_device: str | None = None  # stream GPTQ blocks through this device (large models)
+    fast_gptq: bool = True  # False: the pre-stacking GPTQ path, no reused search (benches)
 
     # ------------------------------------------------------------ data
     @property
@@ -120,20 +121,43 @@ class Study:
             "ref", self.lm.fingerprint, self.digest(), asdict(self.data_cfg), asdict(cfg)
         )
         path = tacq_home() / "quant" / f"{key[:32]}.safetensors"
-        res = _load_quant(path, key, cfg, list(quantizable_linears(self.lm.model)))
+        names = list(quantizable_linears(self.lm.model))
+        res = _load_quant(path, key, cfg, names)
         if res is None:
+            qp_path, qp_key = self._qparams_entry(cfg)
+            known = _load_qparams(qp_path, qp_key, names) if self.fast_gptq else None
             res = quantize_model(
                 self.lm.model,
                 self.batches(answer_only=False),
                 cfg,
                 progress=progress,
                 exec_device=self.exec_device,
+                unmasked=known,  # e.g. found by another task's study of this model
+                fast=self.fast_gptq,
             )
             _save_quant(path, key, res)
+            if known is None and self.fast_gptq:
+                _save_qparams(qp_path, qp_key, res)
         elif progress:
             progress(1.0, f"{method} {bits}-bit reference: loaded from cache")
         self.refs[(bits, method)] = res
         return res
+
+    def _qparams_entry(self, cfg: GPTQConfig) -> tuple[Path, str]:
+        """Where the unmasked grid of the weights is cached: it depends on the weights, the
+        bit width and the search settings only, not on the examples or the method."""
+        search = (cfg.bits, cfg.grid, cfg.max_shrink, cfg.norm)
+        device = str(self.exec_device or self.lm.device).split(":")[0]
+        key = cache_key("qparams", self.lm.fingerprint, search, device)
+        return tacq_home() / "quant" / f"qparams-{key[:32]}.safetensors", key
+
+    def unmasked_qparams(self, cfg: GPTQConfig) -> dict[str, QParams] | None:
+        """The unmasked grid for a masked run, if a reference already found it (no work)."""
+        ref = self.refs.get((cfg.bits, cfg.method))
+        if ref is not None:
+            return ref.qparams()
+        path, key = self._qparams_entry(cfg)
+        return _load_qparams(path, key, list(quantizable_linears(self.lm.model)))
 
     # ------------------------------------------------------------ scores and ranking
     def scores_check(self, metric: str, bits: int, progress: Progress | None = None) -> None:
@@ -260,6 +284,8 @@ class Study:
                 masks,
                 progress=scaled(progress, 0.3, 1.0),
                 exec_device=self.exec_device,
+                unmasked=self.unmasked_qparams(cfg) if self.fast_gptq else None,
+                fast=self.fast_gptq,
             )
             kept = r.counts(ratio).tolist()
             name = f"{metric}-{bits}bit-{100 * ratio:.2f}%"
@@ -302,6 +328,20 @@ def _save_quant(path: Path, key: str, res: QuantResult) -> None:
         if lq.hinv_diag is not None:
             tensors[f"hinv.{n}"] = lq.hinv_diag
     save_atomic(path, tensors, {"key": key, "seconds": repr(res.seconds)})
+
+
+def _save_qparams(path: Path, key: str, res: QuantResult) -> None:
+    tensors = {}
+    for n, (scale, zero) in res.qparams().items():
+        tensors |= {f"scale.{n}": scale, f"zero.{n}": zero}
+    save_atomic(path, tensors, {"key": key})
+
+
+def _load_qparams(path: Path, key: str, names: list[str]) -> dict[str, QParams] | None:
+    t = load_checked(path, key)
+    if t is None or any(f"scale.{n}" not in t or f"zero.{n}" not in t for n in names):
+        return None
+    return {n: (t[f"scale.{n}"], t[f"zero.{n}"]) for n in names}
 
 
 def _load_quant(path: Path, key: str, cfg: GPTQConfig, names: list[str]) -> QuantResult | None:

@@ -1,0 +1,95 @@
+"""GPTQ as it ran before the fast path: one Linear at a time, six tensor ops per column.
+
+Kept only as the yardstick: tests check that `tacq.gptq` gives bit-identical codes, scales,
+zeros and kept values, and `bench/speed.py` times both in one run. Do not use it elsewhere.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from tacq.gptq import (
+    GPTQConfig,
+    LayerQuant,
+    inverse_hessian_cholesky,
+    kept_in_fp16,
+    minmax_params,
+    pack_result,
+)
+
+
+def _grid_error(W: Tensor, scale: Tensor, zero: Tensor, cfg: GPTQConfig, buf: Tensor) -> Tensor:
+    torch.div(W, scale, out=buf)
+    buf.round_().add_(zero).clamp_(0, cfg.maxq).sub_(zero).mul_(scale).sub_(W)
+    return buf.abs_().pow_(cfg.norm).sum(1)
+
+
+def find_params_baseline(W: Tensor, M: Tensor | None, cfg: GPTQConfig) -> tuple[Tensor, Tensor]:
+    """Per-row scale and zero: min/max, then the mse search over all rows, one step at a time."""
+    W = W.float()
+    if M is not None and M.any():
+        free = (~M).float()
+        row_mean = (W * free).sum(1, keepdim=True) / free.sum(1, keepdim=True).clamp(min=1)
+        W = torch.where(M, row_mean, W)
+    xmin = W.min(1).values.clamp(max=0)
+    xmax = W.max(1).values.clamp(min=0)
+    flat = (xmin == 0) & (xmax == 0)
+    xmin, xmax = torch.where(flat, -1.0, xmin), torch.where(flat, 1.0, xmax)
+    scale, zero = minmax_params(xmin, xmax, cfg.maxq)
+    best = torch.full_like(xmin, float("inf"))
+    buf = torch.empty_like(W)
+    for i in range(int(cfg.max_shrink * cfg.grid)):
+        p = 1 - i / cfg.grid
+        s1, z1 = minmax_params(p * xmin, p * xmax, cfg.maxq)
+        err = _grid_error(W, s1[:, None], z1[:, None], cfg, buf)
+        better = err < best
+        best = torch.where(better, err, best)
+        scale, zero = torch.where(better, s1, scale), torch.where(better, z1, zero)
+    return scale.half().float(), zero
+
+
+def _column_loop(
+    W: Tensor, Hinv: Tensor, M: Tensor, scale: Tensor, zero: Tensor, cfg: GPTQConfig
+) -> Tensor:
+    n = W.shape[1]
+    Q = torch.zeros_like(W)
+    has_kept = M.any(0).tolist()
+    for i1 in range(0, n, cfg.block_size):
+        i2 = min(i1 + cfg.block_size, n)
+        W1, Hinv1 = W[:, i1:i2], Hinv[i1:i2, i1:i2]
+        Err1 = torch.zeros_like(W1)
+        for i in range(i2 - i1):
+            w, q = W1[:, i], Q[:, i1 + i]
+            torch.div(w, scale, out=q)
+            q.round_().add_(zero).clamp_(0, cfg.maxq).sub_(zero).mul_(scale)
+            if has_kept[i1 + i]:
+                kept = M[:, i1 + i]
+                q[kept] = kept_in_fp16(w[kept])
+            err = Err1[:, i]
+            torch.sub(w, q, out=err).div_(Hinv1[i, i])
+            W1[:, i:].addr_(err, Hinv1[i, i:], alpha=-1)
+        W[:, i2:].addmm_(Err1, Hinv[i1:i2, i2:], alpha=-1)
+    return Q
+
+
+def gptq_matrix_baseline(W: Tensor, H: Tensor, M: Tensor | None, cfg: GPTQConfig) -> LayerQuant:
+    """Masked GPTQ of one weight (out, in), the pre-fast-path way."""
+    W = W.float().clone()
+    M = torch.zeros_like(W, dtype=torch.bool) if M is None else M.to(W.device, torch.bool)
+    H = H.float().clone()
+    scale, zero = find_params_baseline(W, M, cfg)
+    dead = torch.diag(H) == 0
+    H[dead, dead] = 1
+    W[:, dead] = torch.where(M[:, dead], W[:, dead], 0.0)
+    perm = None
+    if cfg.act_order:
+        perm = torch.argsort(torch.diag(H), descending=True)
+        W, H, M = W[:, perm], H[perm][:, perm], M[:, perm]
+    Hinv = inverse_hessian_cholesky(H, cfg.damp)
+    Q = _column_loop(W, Hinv, M, scale, zero, cfg)
+    hdiag = torch.diag(Hinv).clone()
+    if perm is not None:
+        inv = torch.argsort(perm)
+        Q, M, hdiag = Q[:, inv], M[:, inv], hdiag[inv]
+    return pack_result(Q, M, scale, zero, cfg.bits, hdiag)
