@@ -33,6 +33,17 @@ def main(argv: list[str] | None = None) -> int:
         help="interface to bind; only change it if you mean to serve a network",
     )
     p.add_argument("--workspace", help="where user examples and exports are saved")
+    p.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a host name clients use to reach the app (repeat; required with --host)",
+    )
+    p.add_argument(
+        "--auth-file",
+        help="file of user:password lines; required with --host beyond this machine",
+    )
     args = p.parse_args(argv)
 
     from pathlib import Path
@@ -41,11 +52,33 @@ def main(argv: list[str] | None = None) -> int:
     from tacq.errors import TacqError
 
     try:
-        launch(args.model, args.host, args.port, Path(args.workspace) if args.workspace else None)
+        auth = read_auth_file(Path(args.auth_file)) if args.auth_file else None
+        launch(
+            args.model,
+            args.host,
+            args.port,
+            Path(args.workspace) if args.workspace else None,
+            allowed_hosts=args.allow_host,
+            auth=auth,
+        )
     except TacqError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+def read_auth_file(path) -> list[tuple[str, str]]:
+    """user:password pairs, one per line (a file, so passwords stay out of `ps`)."""
+    from tacq.errors import TacqError
+
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as e:
+        raise TacqError(f"Cannot read the auth file {path}: {e.strerror}.") from e
+    pairs = [tuple(line.split(":", 1)) for line in lines if line.strip()]
+    if not pairs or any(len(p) != 2 or not p[0] or not p[1] for p in pairs):
+        raise TacqError(f"The auth file {path} must hold user:password lines.")
+    return pairs
 
 
 if __name__ == "__main__":

@@ -71,7 +71,7 @@ def build_app(registry: ModelRegistry, workspace: Path) -> gr.Blocks:
 
         @handles_errors
         def on_page_load(saved_id: str | None):
-            user = user_for(saved_id, workspace)
+            user, who = user_for(saved_id, workspace)
             lm = registry.get(user.model_key)
             task = user.load_examples()
             table, style, status = gr.update(), gr.update(), ""
@@ -88,7 +88,7 @@ def build_app(registry: ModelRegistry, workspace: Path) -> gr.Blocks:
             ) + [gr.update(choices=names, value=second)]
             return (
                 user,
-                user.user_id,
+                who.token if who.issued else gr.skip(),  # an id goes only where it was made
                 model_tab.summary_table(registry, user),
                 table,
                 style,
@@ -115,11 +115,37 @@ def build_app(registry: ModelRegistry, workspace: Path) -> gr.Blocks:
 
 
 def launch(
-    model: str = "default", host: str = "127.0.0.1", port: int = 7860, workspace: Path | None = None
+    model: str = "default",
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    workspace: Path | None = None,
+    allowed_hosts: list[str] | None = None,
+    auth: list[tuple[str, str]] | None = None,
 ) -> None:
-    """Load the model first (so the page opens ready), then serve locally; no share link."""
+    """Load the model first (so the page opens ready), then serve locally; no share link.
+
+    Only requests naming this server (Host) and coming from its own page (Origin) are
+    answered (app/guard.py). Binding beyond loopback needs `allowed_hosts` (the names
+    clients use to reach it) and `auth` (user, password) pairs: anyone who can reach the
+    port could otherwise run jobs and read every browser's workspace.
+    """
+    from starlette.middleware import Middleware
+
+    from app.guard import LOOPBACK_HOSTS, Allowed, HostOriginGuard, is_loopback
     from tacq.cache import tacq_home
+    from tacq.errors import TacqError
     from tacq.progress import tqdm_progress
+
+    if is_loopback(host):
+        names = list(LOOPBACK_HOSTS) + list(allowed_hosts or [])
+    elif not allowed_hosts or not auth:
+        raise TacqError(
+            f"Serving on {host} opens the app to the network: give --allow-host with the "
+            "name(s) clients will use and --auth-file with user:password lines."
+        )
+    else:
+        names = list(allowed_hosts)
+    guard = Middleware(HostOriginGuard, allowed=Allowed.for_server(names, port))
 
     registry = ModelRegistry()
     registry.preload_default(model, tqdm_progress("loading model"))
@@ -138,6 +164,8 @@ def launch(
         prevent_thread_lock=True,
         css=circuit_tab.CSS,
         js=circuit_tab.CLICK_JS,  # a click on a heatmap cell opens that module's explanation
+        app_kwargs={"middleware": [guard]},
+        auth=auth,
     )
     add_health_route(demo.app)
     demo.block_thread()

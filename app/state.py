@@ -6,6 +6,8 @@ A user's examples are saved in the workspace under a random id that the browser 
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import os
@@ -27,7 +29,9 @@ from tacq.workflow import Study, Variant
 log = logging.getLogger(__name__)
 
 MAX_VARIANTS = 4  # per user; each is a full model copy
-_ID = re.compile(r"^[0-9a-f]{32}$")
+_UID = re.compile(r"[0-9a-f]{32}")  # a user's folder name; also the old unsigned browser id
+SIGNED_MARK = ".signed"  # in a user folder made for a signed id
+_TOKEN = re.compile(r"([0-9a-f]{32})\.([0-9a-f]{64})")  # what the browser keeps: uid.hmac
 
 
 class ModelRegistry:
@@ -74,6 +78,13 @@ class UserState:
     def folder(self) -> Path:
         return self.workspace / "users" / self.user_id
 
+    def own_folder(self) -> Path:
+        """The user's folder, created with the mark that it belongs to a signed id (so an
+        old-style unsigned id can never claim it through the one-time migration)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / SIGNED_MARK).touch()
+        return self.folder
+
     def set_task(self, lm: LoadedModel, task: TaskSet) -> None:
         """New examples: a new study (gradients come from the disk cache when known)."""
         self.task = task
@@ -94,6 +105,7 @@ class UserState:
         if lm is not None:
             from tacq.export import save_packed
 
+            self.own_folder()
             save_packed(self._variant_dir(v.name), lm, v)  # atomic: a temp folder, renamed
 
     def delete_variant(self, name: str) -> None:
@@ -145,7 +157,7 @@ class UserState:
             {"prompt": e.prompt, "answer": e.answer, "split": "heldout"} for e in self.task.heldout
         ]
         blob = {"name": self.task.name, "style": self.task.style, "rows": rows}
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.own_folder()
         tmp = self.folder / f".examples.{os.getpid()}.part"
         tmp.write_text(json.dumps(blob))
         os.replace(tmp, self.folder / "examples.json")
@@ -181,7 +193,73 @@ def browser_secret(workspace: Path) -> str:
     return path.read_text().strip()
 
 
-def user_for(browser_id: str | None, workspace: Path) -> UserState:
-    """The UserState for a browser's saved id (a new id when missing or malformed)."""
-    uid = browser_id if isinstance(browser_id, str) and _ID.match(browser_id) else None
-    return UserState(uid or uuid.uuid4().hex, workspace)
+@dataclass(frozen=True)
+class Identity:
+    """Who a page load is: the user's folder id and the signed token the browser keeps."""
+
+    uid: str
+    token: str
+    issued: bool  # a new token: the only case in which it is sent to the browser
+
+
+def identify(browser_value: object, workspace: Path) -> Identity:
+    """Check the browser's token; anything this server did not sign gets a new user.
+
+    Tokens are uid.HMAC-SHA256(server key, uid). The key stays in the workspace (0600) and
+    is never sent anywhere (unlike the BrowserState secret, which /config publishes), so a
+    client cannot make a token for someone else's uid. An old unsigned id (a bare uid)
+    is migrated once: its folder moves to a new signed uid, so presenting the old id a
+    second time finds nothing.
+    """
+    if isinstance(browser_value, str):
+        m = _TOKEN.fullmatch(browser_value)
+        if m and hmac.compare_digest(_sign(m[1], workspace), browser_value):
+            return Identity(m[1], browser_value, issued=False)
+        if _UID.fullmatch(browser_value):
+            moved = _migrate_unsigned(browser_value, workspace)
+            if moved is not None:
+                return moved
+    uid = uuid.uuid4().hex
+    return Identity(uid, _sign(uid, workspace), issued=True)
+
+
+def _sign(uid: str, workspace: Path) -> str:
+    mac = hmac.new(_id_key(workspace), uid.encode(), hashlib.sha256).hexdigest()
+    return f"{uid}.{mac}"
+
+
+def _id_key(workspace: Path) -> bytes:
+    """The server-only signing key, made once per workspace."""
+    path = workspace / ".id_key"
+    if not path.is_file():
+        workspace.mkdir(parents=True, exist_ok=True)
+        tmp = workspace / f".id_key.{os.getpid()}.part"
+        tmp.write_text(secrets.token_hex(32))
+        tmp.chmod(0o600)
+        try:
+            os.link(tmp, path)  # first writer wins; a racing second keeps the first key
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
+    return path.read_text().strip().encode()
+
+
+def _migrate_unsigned(old_uid: str, workspace: Path) -> Identity | None:
+    src = workspace / "users" / old_uid
+    if not src.is_dir() or (src / SIGNED_MARK).exists():
+        return None  # nothing saved, or a signed user's folder: its bare uid proves nothing
+    uid = uuid.uuid4().hex
+    try:
+        os.rename(src, workspace / "users" / uid)  # atomic: only one presenter wins
+    except OSError:
+        return None
+    (workspace / "users" / uid / SIGNED_MARK).touch()
+    log.info("Moved the data of an unsigned browser id to a signed one.")
+    return Identity(uid, _sign(uid, workspace), issued=True)
+
+
+def user_for(browser_value: object, workspace: Path) -> tuple[UserState, Identity]:
+    """The UserState for a browser's saved token (a new user when it is not one of ours)."""
+    who = identify(browser_value, workspace)
+    return UserState(who.uid, workspace), who

@@ -48,3 +48,63 @@ def test_names_cannot_leave_the_workspace(tmp_path):
         target = user._variant_dir(name).resolve()
         assert target.is_relative_to((user.folder / "variants").resolve()), name
         assert target != (user.folder / "variants").resolve()
+
+
+def _first_user_with_examples(tiny_task, tmp_path):
+    from app.state import user_for
+
+    user, who = user_for(None, tmp_path)  # a first page load: a new signed id
+    user.task = tiny_task
+    user.save_examples()
+    return who
+
+
+def test_a_signed_id_comes_back_to_its_own_user_only(tiny_task, tmp_path):
+    from app.state import user_for
+
+    who = _first_user_with_examples(tiny_task, tmp_path)
+    assert who.issued and who.token.startswith(who.uid + ".")
+    again, who2 = user_for(who.token, tmp_path)  # the same browser reloads
+    assert again.user_id == who.uid and not who2.issued  # no id sent back this time
+    assert again.load_examples().calib == tiny_task.calib
+
+
+def test_forged_or_altered_ids_get_a_fresh_user(tiny_task, tmp_path):
+    from app.state import user_for
+
+    who = _first_user_with_examples(tiny_task, tmp_path)
+    flipped = who.token[:-1] + ("0" if who.token[-1] != "0" else "1")
+    forged = [
+        who.uid,  # the bare uid, as old clients stored it (its folder is signed now)
+        who.uid + "." + "0" * 64,  # an unsigned guess
+        flipped,
+        who.token + "\n",  # a trailing newline used to pass the `$` of the old regex
+        who.token.upper(),
+        "../" + who.uid,
+        {"id": who.token},
+        None,
+    ]
+    for value in forged:
+        intruder, w = user_for(value, tmp_path)
+        assert w.issued and intruder.user_id != who.uid, value
+        assert intruder.load_examples() is None, value  # cannot read the first user's data
+        intruder.task = tiny_task.__class__("mine", tiny_task.calib[:2], (), "completion", "x")
+        intruder.save_examples()  # ... nor overwrite it
+    owner, _ = user_for(who.token, tmp_path)
+    assert owner.load_examples().calib == tiny_task.calib
+
+
+def test_an_unsigned_id_is_migrated_once(tiny_task, tmp_path):
+    from app.state import UserState, user_for
+
+    old = UserState("e" * 32, tmp_path)  # saved by an earlier version: a bare uid
+    old.task = tiny_task
+    old.save_examples()
+    (old.folder / ".signed").unlink()  # as the earlier version left it: no mark
+    moved, who = user_for("e" * 32, tmp_path)
+    assert who.issued and moved.user_id != "e" * 32
+    assert moved.load_examples().calib == tiny_task.calib  # kept, under the new signed id
+    second, _ = user_for("e" * 32, tmp_path)  # anyone presenting the old id again
+    assert second.load_examples() is None
+    assert user_for(who.token, tmp_path)[0].load_examples().calib == tiny_task.calib
+    assert oct((tmp_path / ".id_key").stat().st_mode & 0o777) == "0o600"
