@@ -44,9 +44,19 @@ def main(argv: list[str] | None = None) -> int:
         "--auth-file",
         help="file of user:password lines; required with --host beyond this machine",
     )
+    p.add_argument(
+        "--models-root",
+        help="only folders under this one may be loaded from the Model screen",
+    )
     args = p.parse_args(argv)
 
     from pathlib import Path
+
+    from app.workspace import prepare  # before gradio is imported: it sets GRADIO_TEMP_DIR
+    from tacq.cache import tacq_home
+
+    workspace = Path(args.workspace) if args.workspace else tacq_home() / "workspace"
+    prepare(workspace)
 
     from app.main import launch
     from tacq.errors import TacqError
@@ -57,9 +67,10 @@ def main(argv: list[str] | None = None) -> int:
             args.model,
             args.host,
             args.port,
-            Path(args.workspace) if args.workspace else None,
+            workspace,
             allowed_hosts=args.allow_host,
             auth=auth,
+            models_root=Path(args.models_root) if args.models_root else None,
         )
     except TacqError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -15,6 +15,7 @@ from tacq.progress import Progress
 
 log = logging.getLogger("tacq.app")
 HEAVY = "heavy"  # concurrency id shared by every job that uses the whole CPU/GPU
+PARSE = "parse"  # reading uploads and tables: a small queue of its own
 
 
 def _user_error(e: BaseException) -> gr.Error:

@@ -8,9 +8,10 @@ from types import SimpleNamespace
 import gradio as gr
 import pandas as pd
 
-from app.common import HEAVY, gradio_progress, handles_errors, need
+from app.common import HEAVY, PARSE, gradio_progress, handles_errors, need
 from app.state import ModelRegistry, UserState
 from tacq.data import (
+    MAX_EXAMPLES,
     MAX_UPLOAD_BYTES,
     TaskSet,
     decode_upload,
@@ -137,6 +138,8 @@ def wire(tab: SimpleNamespace, user_state: gr.State, registry: ModelRegistry) ->
 
     @handles_errors
     def on_use(user: UserState, table: pd.DataFrame, style: str, bundled: str):
+        if table is not None and len(table) > MAX_EXAMPLES:  # before any per-row work
+            raise TacqError(f"The table has {len(table):,} rows; the limit is {MAX_EXAMPLES:,}.")
         rows = [] if table is None else table.to_dict("records")
         name = bundled if bundled and _same_as_bundled(rows, bundled) else "my-task"
         task = task_from_rows(name, rows, style)
@@ -164,10 +167,22 @@ def wire(tab: SimpleNamespace, user_state: gr.State, registry: ModelRegistry) ->
         return "Cancelling…"
 
     tab.bundled.change(on_bundled, tab.bundled, [tab.table, tab.style])
-    tab.upload.upload(on_upload, [user_state, tab.upload], [tab.table, tab.problems, tab.keep_good])
+    # Parsing uploads and tables has its own small queue: never behind a running GPTQ, and
+    # at most two parses at a time however many clients post files.
+    tab.upload.upload(
+        on_upload,
+        [user_state, tab.upload],
+        [tab.table, tab.problems, tab.keep_good],
+        concurrency_id=PARSE,
+        concurrency_limit=2,
+    )
     tab.keep_good.click(on_keep_good, user_state, [tab.table, tab.problems, tab.keep_good])
     tab.use.click(
-        on_use, [user_state, tab.table, tab.style, tab.bundled], [tab.status, tab.problems]
+        on_use,
+        [user_state, tab.table, tab.style, tab.bundled],
+        [tab.status, tab.problems],
+        concurrency_id=PARSE,
+        concurrency_limit=2,
     )
     tab.collect.click(on_collect, user_state, tab.status, concurrency_id=HEAVY, concurrency_limit=1)
     tab.cancel.click(on_cancel, user_state, tab.status, concurrency_limit=None)

@@ -121,6 +121,7 @@ def launch(
     workspace: Path | None = None,
     allowed_hosts: list[str] | None = None,
     auth: list[tuple[str, str]] | None = None,
+    models_root: Path | None = None,
 ) -> None:
     """Load the model first (so the page opens ready), then serve locally; no share link.
 
@@ -147,9 +148,12 @@ def launch(
         names = list(allowed_hosts)
     guard = Middleware(HostOriginGuard, allowed=Allowed.for_server(names, port))
 
-    registry = ModelRegistry()
+    from app.workspace import start_sweeper
+
+    registry = ModelRegistry(models_root=models_root)
     registry.preload_default(model, tqdm_progress("loading model"))
     workspace = workspace or tacq_home() / "workspace"
+    start_sweeper(workspace)
     demo = build_app(registry, workspace)
     demo.queue(default_concurrency_limit=4)
     demo.launch(

@@ -22,7 +22,7 @@ from pathlib import Path
 from tacq.data import Example, TaskSet
 from tacq.errors import TacqError
 from tacq.memory import check_room_for_copy, model_bytes
-from tacq.models import LoadedModel, load_model
+from tacq.models import DEFAULT_MODEL, LoadedModel, check_model_path, load_model
 from tacq.progress import Progress
 from tacq.workflow import Study, Variant
 
@@ -35,12 +35,31 @@ _TOKEN = re.compile(r"([0-9a-f]{32})\.([0-9a-f]{64})")  # what the browser keeps
 
 
 class ModelRegistry:
-    """Loaded models by source, shared by all users (read-only), loaded one at a time."""
+    """Loaded models by resolved source, shared by all users (read-only).
 
-    def __init__(self, keep: int = 2) -> None:
+    The registry lock only guards the dict: a load runs under a lock of its own path, so a
+    slow or hung load (a large model, a stalled mount) never delays another user's page
+    load or a load of another path, and two spellings of one folder load it once.
+    """
+
+    def __init__(self, keep: int = 2, models_root: Path | None = None) -> None:
+        self.models_root = models_root.resolve() if models_root else None
         self._models: dict[str, LoadedModel] = {}
+        self._loading: dict[str, threading.Lock] = {}  # one lock per key being loaded
         self._lock = threading.Lock()
         self._keep = keep
+
+    def key(self, source: str) -> str:
+        """'default' or the resolved folder (no file is opened); with a models root, only
+        folders under it (so the field cannot be used to probe the rest of the disk)."""
+        source = (source or "").strip()
+        check_model_path(source)
+        if source in ("", "default", DEFAULT_MODEL):
+            return "default"
+        path = Path(source).expanduser().resolve()
+        if self.models_root is not None and not path.is_relative_to(self.models_root):
+            raise TacqError(f"Only model folders under {self.models_root} can be loaded here.")
+        return str(path)
 
     def preload_default(self, source: str, progress: Progress | None = None) -> None:
         """Load the model the app starts with; it is what 'default' means from then on."""
@@ -49,14 +68,22 @@ class ModelRegistry:
             self._models["default"] = lm
 
     def get(self, source: str, progress: Progress | None = None) -> LoadedModel:
-        key = source.strip() or "default"
+        key = self.key(source)
         with self._lock:
-            if key not in self._models:
-                lm = load_model(key, progress=progress)  # raises before anything changes
+            if key in self._models:
+                return self._models[key]
+            path_lock = self._loading.setdefault(key, threading.Lock())
+        with path_lock:
+            with self._lock:
+                if key in self._models:  # loaded by whoever held the path lock before us
+                    return self._models[key]
+            lm = load_model(key, progress=progress)  # raises before anything changes
+            with self._lock:
                 if len(self._models) >= self._keep:
                     self._models.pop(next(k for k in self._models if k != "default"), None)
                 self._models[key] = lm
-            return self._models[key]
+                self._loading.pop(key, None)
+            return lm
 
 
 @dataclass

@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -152,51 +153,20 @@ def guess_format(name: str, text: str) -> str:
 
 
 def parse_examples(text: str, fmt: str) -> ParseResult:
-    """Parse JSONL / CSV / plain lines into examples; bad rows are reported, not dropped."""
-    result = ParseResult()
-    if fmt == "jsonl":
-        stripped = text.strip()
-        if stripped.startswith("["):  # a JSON array of objects or strings
-            try:
-                rows = json.loads(stripped)
-            except json.JSONDecodeError as e:
-                result.problems.append(f"line {e.lineno}: not valid JSON ({e.msg})")
-                return result
-            except RecursionError:
-                result.problems.append("line 1: JSON nested too deeply")
-                return result
-            items = [(i + 1, r) for i, r in enumerate(rows if isinstance(rows, list) else [])]
-        else:
-            items = []
-            for n, line in enumerate(text.splitlines(), 1):
-                if not line.strip():
-                    continue
-                try:
-                    items.append((n, json.loads(line)))
-                except json.JSONDecodeError as e:
-                    result.problems.append(f"line {n}: not valid JSON ({e.msg})")
-                except RecursionError:
-                    result.problems.append(f"line {n}: JSON nested too deeply")
-    elif fmt == "csv":
-        try:
-            dialect = csv.Sniffer().sniff(text[:4096], delimiters=",\t;")
-        except csv.Error:
-            dialect = csv.excel
-        reader = csv.DictReader(io.StringIO(text), dialect=dialect)
-        try:
-            items = [(reader.line_num, dict(row)) for row in reader]
-        except csv.Error as e:
-            result.problems.append(f"line {reader.line_num}: {e}")
-            return result
-        items = [(n, {k: v for k, v in r.items() if k is not None}) for n, r in items]
-    elif fmt == "txt":
-        items = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
-    else:
+    """Parse JSONL / CSV / plain lines into examples; bad rows are reported, not dropped.
+
+    Rows are read one at a time and reading stops at MAX_EXAMPLES + 1 rows (good or bad),
+    so a file of millions of tiny rows costs no more memory or time than the limit allows.
+    """
+    if fmt not in ("jsonl", "csv", "txt"):
         raise TacqError(f"Unknown format {fmt!r}; use jsonl, csv or txt.")
-    if len(items) > MAX_EXAMPLES:
-        result.problems.append(f"{len(items)} rows; the limit is {MAX_EXAMPLES}")
-        items = items[:MAX_EXAMPLES]
-    for n, obj in items:
+    result = ParseResult()
+    rows = 0
+    for n, obj in _rows(text, fmt, result.problems):
+        rows += 1
+        if rows > MAX_EXAMPLES:
+            result.problems.append(f"more than {MAX_EXAMPLES} rows; the limit is {MAX_EXAMPLES}")
+            break
         if isinstance(obj, dict) and obj.get("_meta"):
             continue
         try:
@@ -204,6 +174,53 @@ def parse_examples(text: str, fmt: str) -> ParseResult:
         except TacqError as e:
             result.problems.append(str(e))
     return result
+
+
+def _rows(text: str, fmt: str, problems: list[str]) -> Iterator[tuple[int, object]]:
+    """(line number, row) pairs, lazily; a row that cannot be read is a problem, or None."""
+    if fmt == "jsonl" and text.lstrip().startswith("["):  # one JSON array of objects/strings
+        try:
+            rows = json.loads(text)
+        except RecursionError:
+            problems.append("line 1: JSON nested too deeply")
+            return
+        except ValueError as e:  # JSONDecodeError, or an integer with thousands of digits
+            problems.append(f"line {getattr(e, 'lineno', 1)}: not valid JSON ({_short(e)})")
+            return
+        if not isinstance(rows, list):
+            problems.append("line 1: expected a JSON array of examples")
+            return
+        yield from enumerate(rows[: MAX_EXAMPLES + 1], 1)
+        return
+    if fmt == "csv":
+        try:
+            dialect = csv.Sniffer().sniff(text[:4096], delimiters=",\t;")
+        except csv.Error:
+            dialect = csv.excel
+        reader = csv.DictReader(io.StringIO(text), dialect=dialect)
+        try:
+            for row in reader:
+                yield reader.line_num, {k: v for k, v in row.items() if k is not None}
+        except csv.Error as e:
+            problems.append(f"line {reader.line_num}: {e}")
+        return
+    for n, line in enumerate(io.StringIO(text, newline=None), 1):  # \n, \r\n or \r
+        if not line.strip():
+            continue
+        line = line.rstrip("\r\n")
+        if fmt == "txt":
+            yield n, line
+            continue
+        try:
+            yield n, json.loads(line)
+        except RecursionError:
+            problems.append(f"line {n}: JSON nested too deeply")
+        except ValueError as e:
+            problems.append(f"line {n}: not valid JSON ({_short(e)})")
+
+
+def _short(e: Exception) -> str:
+    return getattr(e, "msg", None) or str(e)[:120]
 
 
 def read_examples(path: str | Path) -> list[Example]:
@@ -381,6 +398,19 @@ def generic_text() -> str:
     return path.read_text(encoding="utf-8")
 
 
+def check_table_size(rows: list[dict]) -> None:
+    """The same bounds as an upload: at most MAX_EXAMPLES rows and MAX_UPLOAD_BYTES of text
+    (a table posted to the API skips the upload checks)."""
+    if len(rows) > MAX_EXAMPLES:
+        raise TacqError(f"The table has {len(rows):,} rows; the limit is {MAX_EXAMPLES:,}.")
+    chars = sum(len(v) for row in rows for v in row.values() if isinstance(v, str))
+    if chars > MAX_UPLOAD_BYTES:
+        raise TacqError(
+            f"The table holds {chars / 2**20:.0f} MB of text; the limit is "
+            f"{MAX_UPLOAD_BYTES // 2**20} MB."
+        )
+
+
 def task_from_rows(name: str, rows: list[dict], style: str = "completion") -> TaskSet:
     """A task from table rows {prompt, answer, split}; blank rows are skipped, bad rows named.
 
@@ -389,6 +419,7 @@ def task_from_rows(name: str, rows: list[dict], style: str = "completion") -> Ta
     """
     if style not in STYLES:
         raise TacqError(f"Style must be one of {STYLES} (got {style!r}).")
+    check_table_size(rows)
     examples, splits, problems = [], [], []
     for n, row in enumerate(rows, 1):
         prompt, answer = row.get("prompt"), row.get("answer")

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,8 +119,21 @@ def default_model_dir(progress: Progress | None = None) -> Path:
     return out
 
 
+MAX_PATH_CHARS = 1024  # a model path longer than this is refused before any file call
+MAX_CONFIG_BYTES = 1 << 20  # config.json files are a few kB
+
+
+def check_model_path(source: str) -> None:
+    """Refuse a path that no file call should see (a typed or posted value)."""
+    if len(source) > MAX_PATH_CHARS or "\x00" in source:
+        raise TacqError(
+            f"The model path is too long or malformed (at most {MAX_PATH_CHARS} characters)."
+        )
+
+
 def check_model_dir(folder: Path) -> dict:
     """Validate a local HF folder before loading it; return its config dict."""
+    check_model_path(str(folder))
     if not folder.is_dir():
         raise TacqError(
             f"Model folder not found: {folder}. Give a local Hugging Face folder "
@@ -128,10 +142,15 @@ def check_model_dir(folder: Path) -> dict:
     cfg_path = folder / "config.json"
     if not cfg_path.exists():
         raise TacqError(f"{folder} has no config.json; expected a Hugging Face model folder.")
+    info = cfg_path.stat()  # stat, not open: a FIFO or device would block a read forever
+    if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_CONFIG_BYTES:
+        raise TacqError(f"{cfg_path} is not a regular file under 1 MB; not a model config.")
     try:
         config = json.loads(cfg_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
         raise TacqError(f"{cfg_path} is not valid JSON: {e}") from e
+    if not isinstance(config, dict):
+        raise TacqError(f"{cfg_path} is not a JSON object; not a model config.")
     if "auto_map" in config:
         raise TacqError(
             f"{folder} asks for remote code (auto_map in config.json); "

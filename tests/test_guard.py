@@ -89,7 +89,8 @@ def _request(port: int, method: str, path: str, headers: dict, body: bytes = b""
     conn.putrequest(method, path, skip_host=True)
     for k, v in headers.items():
         conn.putheader(k, v)
-    conn.putheader("Content-Length", str(len(body)))
+    if "Content-Length" not in headers:
+        conn.putheader("Content-Length", str(len(body)))
     conn.endheaders(body)
     status = conn.getresponse().status
     conn.close()
@@ -120,5 +121,11 @@ def test_running_app_refuses_forged_host_and_origin(tmp_path):
             assert _request(port, "POST", "/gradio_api/upload", headers, upload) == 403
         headers = {**own, **form, "Origin": f"http://127.0.0.1:{port}"}
         assert _request(port, "POST", "/gradio_api/upload", headers, upload) == 200
+        # the one accepted upload sits in the private workspace, readable by us only
+        stored = [p for p in (tmp_path / "workspace" / "tmp").rglob("a.jsonl")]
+        assert len(stored) == 1 and stored[0].stat().st_mode & 0o077 == 0
+        assert (tmp_path / "workspace").stat().st_mode & 0o077 == 0
+        big = {**own, "Content-Type": "application/json", "Content-Length": str(30 << 20)}
+        assert _request(port, "POST", "/gradio_api/queue/join", big) == 413
     finally:
         stop_app(proc)
