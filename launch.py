@@ -30,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--host",
         default="127.0.0.1",
-        help="interface to bind; only change it if you mean to serve a network",
+        help="interface to bind (default 127.0.0.1); another one serves a network and "
+        "needs --allow-host and --auth-file",
     )
     p.add_argument("--workspace", help="where user examples and exports are saved")
     p.add_argument(

@@ -84,6 +84,7 @@ def wire(tab: SimpleNamespace, user_state: gr.State, registry: ModelRegistry) ->
                 out[i].append({"role": "assistant", "content": text})
             yield "", *out
 
+    @handles_errors
     def on_stop(user: UserState):
         user.stop.set()
 

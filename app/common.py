@@ -29,6 +29,19 @@ def _user_error(e: BaseException) -> gr.Error:
     return gr.Error("Internal error; see the server log.")
 
 
+def _check_session(fn, args) -> None:
+    """A handler of a page's session called with no session (an API client that never
+    loaded the page) gets a message, not an AttributeError deep inside."""
+    if args and args[0] is None and _takes_user(fn):
+        raise TacqError("No session: open the app's page first (its load starts a session).")
+
+
+@functools.cache
+def _takes_user(fn) -> bool:
+    params = list(inspect.signature(fn).parameters.values())
+    return bool(params) and "UserState" in str(params[0].annotation)
+
+
 def handles_errors(fn):
     """Turn library errors into a message in the page; anything else is logged in full."""
     if inspect.isgeneratorfunction(fn):
@@ -36,6 +49,7 @@ def handles_errors(fn):
         @functools.wraps(fn)
         def gen_wrapper(*args, **kwargs):
             try:
+                _check_session(fn, args)
                 yield from fn(*args, **kwargs)
             except gr.Error:
                 raise
@@ -47,6 +61,7 @@ def handles_errors(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
+            _check_session(fn, args)
             return fn(*args, **kwargs)
         except gr.Error:
             raise

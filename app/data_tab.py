@@ -126,6 +126,7 @@ def wire(tab: SimpleNamespace, user_state: gr.State, registry: ModelRegistry) ->
             raise TacqError(f"{p.name} holds no examples.")
         return frame, f"Read {len(frame)} example(s) from {p.name}.", gr.update(visible=False)
 
+    @handles_errors
     def on_keep_good(user: UserState):
         rows = user.pending_upload or []
         user.pending_upload = None
@@ -162,6 +163,7 @@ def wire(tab: SimpleNamespace, user_state: gr.State, registry: ModelRegistry) ->
             f"{stats.seconds:.1f} s."
         )
 
+    @handles_errors
     def on_cancel(user: UserState):
         user.stop.set()
         return "Cancelling…"

@@ -114,6 +114,7 @@ def wire(
             variants_frame(user),
         )
 
+    @handles_errors
     def on_cancel(user: UserState):
         user.stop.set()
         return "Cancelling… variants made so far are dropped; your session is unchanged."

@@ -39,8 +39,9 @@ def wire(tab: SimpleNamespace, user_state: gr.State, registry: ModelRegistry) ->
     @handles_errors
     def on_load(user: UserState, source: str, progress=gr.Progress()):
         user.stop.clear()
-        lm = registry.get(source or "default", gradio_progress(progress, user.stop))
-        user.set_model(source.strip() or "default", lm)
+        source = source.strip() if isinstance(source, str) and source.strip() else "default"
+        lm = registry.get(source, gradio_progress(progress, user.stop))
+        user.set_model(source, lm)
         msg = f"Loaded **{lm.name}** from `{lm.source}`."
         if user.task:
             msg += " Collect gradients again for this model."

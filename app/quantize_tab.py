@@ -102,6 +102,7 @@ def wire(
         )
         return msg, variants_frame(user), *choices(user)
 
+    @handles_errors
     def on_cancel(user: UserState):
         user.stop.set()
         return "Cancelling…"

@@ -52,8 +52,8 @@ class ModelRegistry:
     def key(self, source: str) -> str:
         """'default' or the resolved folder (no file is opened); with a models root, only
         folders under it (so the field cannot be used to probe the rest of the disk)."""
+        check_model_path(source or "")
         source = (source or "").strip()
-        check_model_path(source)
         if source in ("", "default", DEFAULT_MODEL):
             return "default"
         path = Path(source).expanduser().resolve()

@@ -125,7 +125,7 @@ MAX_CONFIG_BYTES = 1 << 20  # config.json files are a few kB
 
 def check_model_path(source: str) -> None:
     """Refuse a path that no file call should see (a typed or posted value)."""
-    if len(source) > MAX_PATH_CHARS or "\x00" in source:
+    if not isinstance(source, str) or len(source) > MAX_PATH_CHARS or "\x00" in source:
         raise TacqError(
             f"The model path is too long or malformed (at most {MAX_PATH_CHARS} characters)."
         )

@@ -1,0 +1,119 @@
+"""Fuzz the running app's input endpoints through its API, as a script would call them.
+
+About 200 random calls (ids, uploads, tables, model paths, names, toy settings). Each must
+end in a result or a clear message, never "Internal error", and the server must stay up
+with nothing logged as an internal error.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import string
+import urllib.request
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+CASES_PER_ENDPOINT = 32
+
+
+def _text(rng: random.Random, n: int) -> str:
+    pools = [string.printable, '{}[]",:\\\n\t0123456789', "é漢字🙂\u2028\u0085\x00\x7f"]
+    pool = rng.choice(pools)
+    return "".join(rng.choice(pool) for _ in range(n))
+
+
+def _value(rng: random.Random, depth: int = 0):
+    kind = rng.randrange(9 if depth < 2 else 6)
+    if kind == 0:
+        return None
+    if kind == 1:
+        return rng.choice([0, -1, 2**63, 1e308, float("nan"), True])
+    if kind == 2:
+        return _text(rng, rng.randrange(0, 80))
+    if kind == 3:
+        return "".join(rng.choice("0123456789abcdef.") for _ in range(rng.choice([32, 97, 98])))
+    if kind == 4:
+        return "x" * rng.choice([5000, 70_000])
+    if kind == 5:
+        return rng.choice(["default", "../../etc", "/proc/self", "/dev/zero", "~root", "\x00"])
+    if kind == 6:
+        return [_value(rng, depth + 1) for _ in range(rng.randrange(0, 4))]
+    return {_text(rng, 5): _value(rng, depth + 1) for _ in range(rng.randrange(0, 4))}
+
+
+def _table(rng: random.Random) -> dict:
+    rows = rng.choice([0, 1, 3, 40, 5001])
+    width = rng.choice([3, 3, 1, 5])
+    headers = rng.choice([["prompt", "answer", "split"], [_text(rng, 4) for _ in range(width)]])
+    cell = [lambda: _text(rng, rng.randrange(0, 30)), lambda: _value(rng, 1)]
+    data = [[rng.choice(cell)() for _ in range(len(headers))] for _ in range(rows)]
+    return {"headers": headers, "data": data, "metadata": None}
+
+
+def _upload(rng: random.Random, folder) -> str:
+    kind = rng.randrange(5)
+    if kind == 0:
+        data = rng.randbytes(rng.randrange(0, 4000))
+    elif kind == 1:
+        data = _text(rng, rng.randrange(0, 3000)).encode("utf-8", "surrogatepass")
+    elif kind == 2:
+        rows = [{"prompt": _value(rng, 1), "answer": _value(rng, 1)} for _ in range(30)]
+        data = "\n".join(json.dumps(r, default=str) for r in rows).encode()
+    elif kind == 3:
+        data = b"prompt,answer\n" + b"a,b\n" * rng.choice([10, 6000])
+    else:
+        data = b'{"prompt": "a", "answer": ' + b"9" * 5000 + b"}\n"
+    path = folder / f"u{rng.randrange(10**9)}{rng.choice(['.jsonl', '.csv', '.txt', ''])}"
+    path.write_bytes(data)
+    return str(path)
+
+
+def test_api_fuzz_gets_messages_never_internal_errors(tmp_path):
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    from tests.browser_helpers import start_app, stop_app
+
+    proc, url = start_app(tmp_path)
+    rng = random.Random(2026)
+    files = tmp_path / "files"
+    files.mkdir()
+    outcomes = {"ok": 0, "message": 0}
+    bad: list[str] = []
+    calls = []
+    for _ in range(CASES_PER_ENDPOINT):
+        calls += [
+            ("/on_page_load", lambda: [_value(rng)]),
+            ("/on_upload", lambda: [handle_file(_upload(rng, files))]),
+            ("/on_use", lambda: [_table(rng), rng.choice(["completion", "chat"]), "antonyms"]),
+            ("/on_load", lambda: [_value(rng)]),
+            ("/on_bundled", lambda: [rng.choice(["antonyms", "plurals", "capitals"])]),
+            ("/render", lambda: [rng.uniform(-5, 150), rng.choice(["2", "3", "4"])]),
+        ]
+    try:
+        client = Client(url, verbose=False)
+        client.predict(None, api_name="/on_page_load")  # this session's user
+        for api, make_args in calls:
+            args = make_args()
+            try:
+                client.predict(*args, api_name=api)
+                outcomes["ok"] += 1
+            except AppError as e:
+                outcomes["message"] += 1
+                if "internal error" in str(e).lower() or not str(e).strip():
+                    bad.append(f"{api} {str(args)[:120]}: {e}")
+            except ValueError as e:  # the client refused to send a value (not the server)
+                outcomes["message"] += 1
+                assert "choices" in str(e) or "not" in str(e), e
+        with urllib.request.urlopen(url + "healthz", timeout=10) as r:
+            assert r.status == 200  # still serving after the barrage
+    finally:
+        stop_app(proc)
+    log = (tmp_path / "app.log").read_text()
+    assert not bad, "\n".join(bad[:10])
+    assert "internal error" not in log.lower(), log[-3000:]
+    assert sum(outcomes.values()) == len(calls) == 6 * CASES_PER_ENDPOINT
+    assert outcomes["ok"] > 20 and outcomes["message"] > 20, outcomes  # both paths exercised
