@@ -83,7 +83,7 @@ def quantize_to_grid(x: Tensor, scale: Tensor, zero: Tensor, maxq: int) -> tuple
     return codes, scale * (codes - zero)
 
 
-def minmax_params(xmin: Tensor, xmax: Tensor, maxq: int) -> tuple[Tensor, Tensor]:
+def _minmax_params(xmin: Tensor, xmax: Tensor, maxq: int) -> tuple[Tensor, Tensor]:
     scale = (xmax - xmin) / maxq
     return scale, torch.round(-xmin / scale)
 
@@ -126,12 +126,12 @@ def find_params(
     xmax = W.max(1).values.clamp(min=0)
     flat = (xmin == 0) & (xmax == 0)
     xmin, xmax = torch.where(flat, -1.0, xmin), torch.where(flat, 1.0, xmax)
-    scale, zero = minmax_params(xmin, xmax, cfg.maxq)
+    scale, zero = _minmax_params(xmin, xmax, cfg.maxq)
     best = torch.full_like(xmin, float("inf"))
     buf = torch.empty_like(W)
     for i in range(int(cfg.max_shrink * cfg.grid)):
         p = 1 - i / cfg.grid
-        s1, z1 = minmax_params(p * xmin, p * xmax, cfg.maxq)
+        s1, z1 = _minmax_params(p * xmin, p * xmax, cfg.maxq)
         err = _grid_error(W, s1[:, None], z1[:, None], cfg.maxq, cfg.norm, buf)
         better = err < best
         best = torch.where(better, err, best)

@@ -69,10 +69,12 @@ def test_a_signed_id_comes_back_to_its_own_user_only(tiny_task, tmp_path):
     assert again.load_examples().calib == tiny_task.calib
 
 
-def test_forged_or_altered_ids_get_a_fresh_user(tiny_task, tmp_path):
+def test_forged_or_altered_ids_get_a_fresh_user(tiny_lm, tiny_task, tmp_path):
     from app.state import user_for
 
     who = _first_user_with_examples(tiny_task, tmp_path)
+    first, _ = user_for(who.token, tmp_path)
+    first.add_variant(Study(tiny_lm, tiny_task).quantize(2, 0.0, method="rtn"), tiny_lm)
     flipped = who.token[:-1] + ("0" if who.token[-1] != "0" else "1")
     forged = [
         who.uid,  # the bare uid, as old clients stored it (its folder is signed now)
@@ -88,10 +90,12 @@ def test_forged_or_altered_ids_get_a_fresh_user(tiny_task, tmp_path):
         intruder, w = user_for(value, tmp_path)
         assert w.issued and intruder.user_id != who.uid, value
         assert intruder.load_examples() is None, value  # cannot read the first user's data
+        assert intruder.restore_variants(tiny_lm) == [], value
         intruder.task = tiny_task.__class__("mine", tiny_task.calib[:2], (), "completion", "x")
         intruder.save_examples()  # ... nor overwrite it
     owner, _ = user_for(who.token, tmp_path)
     assert owner.load_examples().calib == tiny_task.calib
+    assert owner.restore_variants(tiny_lm) == ["rtn-2bit"]
 
 
 def test_an_unsigned_id_is_migrated_once(tiny_task, tmp_path):
