@@ -1,11 +1,16 @@
 """Pipeline speed and memory on the real SmolLM2, ours vs the reference way, in one run.
 
-  1. End-to-end default pipeline from empty caches: load, 32 calibration examples,
-     gradients, unmasked 2-bit GPTQ (for dW), TaCQ scores + masked 2-bit GPTQ, held-out eval.
-     Target < 5 minutes on this CPU. Peak RSS of the process (target < 4 GB).
-  2. GPTQ: seconds per decoder block and per Linear (Hessians of a block's sequential group
-     are collected in one pass over the calibration inputs).
-  3. Gradients: batched per-sample |grad| (hooks + einsum) vs the reference batch-size-1
+  1. End-to-end default pipeline (what `python -m tacq run` does) from empty caches: load,
+     32 calibration examples, gradients, unmasked 2-bit GPTQ (for dW), TaCQ scores + masked
+     2-bit GPTQ, held-out eval; with the fast GPTQ path and with the old one (per Linear,
+     whole block passes, no reused grid search: `Study(fast_gptq=False)`), each from empty
+     caches. Targets: < 5 minutes, new >= 1.6x faster than old; peak RSS < 4 GB; the same
+     held-out NLL both ways (the paths are bit-identical).
+  2. GPTQ over the whole model, old vs new on the same calibration batches: the unmasked
+     pass and the masked TaCQ pass (target >= 2x), codes compared for bit-identity.
+  3. The quick one-click demo (`plan_demo(quick=True)`), old vs new, each from empty caches
+     (target >= 1.9x).
+  4. Gradients: batched per-sample |grad| (hooks + einsum) vs the reference batch-size-1
      autograd loop on the same examples: speed-up (target >= 3x) and max relative difference
      (target <= 1e-4).
 
@@ -35,28 +40,20 @@ def _timed(fn, *args) -> float:
     return time.perf_counter() - t
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--task", default="antonyms")
-    ap.add_argument("--examples", type=int, default=32)
-    ap.add_argument("--loop-examples", type=int, default=32)
-    ap.add_argument("--repeats", type=int, default=3, help="timed gradient runs (median)")
-    ap.add_argument("--bits", type=int, default=2)
-    args = ap.parse_args()
+def _empty_home() -> None:
+    """Point every cache at a new empty folder (the converted model stays shared)."""
+    os.environ["TACQ_HOME"] = tempfile.mkdtemp(prefix="tacq-speed-")
 
-    from tacq.models import models_dir
 
-    os.environ.setdefault("TACQ_MODELS_DIR", str(models_dir()))  # keep the converted model
-    os.environ["TACQ_HOME"] = tempfile.mkdtemp(prefix="tacq-speed-")  # empty caches
-
-    import torch
-
+def pipeline(args, fast: bool) -> dict:
+    """The default `python -m tacq run` pipeline from empty caches -> stages, NLLs, objects."""
     from tacq.data import DataConfig, load_task
     from tacq.evaluate import evaluate
-    from tacq.gradients import GradientConfig, abs_grads_loop, collect_abs_grads
+    from tacq.gradients import GradientConfig
     from tacq.models import load_model
     from tacq.workflow import Study
 
+    _empty_home()
     stages: dict[str, float] = {}
     t_all = time.perf_counter()
     t = time.perf_counter()
@@ -64,7 +61,11 @@ def main() -> None:
     task = load_task(args.task)
     # as `python -m tacq run` does: TaCQ needs only the |g| sums
     study = Study(
-        lm, task, DataConfig(max_examples=args.examples), GradientConfig(extra_stats=False)
+        lm,
+        task,
+        DataConfig(max_examples=args.examples),
+        GradientConfig(extra_stats=False),
+        fast_gptq=fast,
     )
     stages["load model + data"] = time.perf_counter() - t
     t = time.perf_counter()
@@ -82,24 +83,132 @@ def main() -> None:
     res, _ = evaluate(v.model, lm.tokenizer, held, task.style, v.name, fp_logprobs=lp)
     stages["held-out eval (fp + variant)"] = time.perf_counter() - t
     total = time.perf_counter() - t_all
-    rss = peak_rss_mb()
-    print("end-to-end stages:")
-    for k, s in stages.items():
-        print(f"  {k:<40} {s:7.1f} s")
+    label = "new (fast GPTQ)" if fast else "old (per-Linear GPTQ)"
+    print(f"end-to-end stages, {label}:")
+    for k, sec in stages.items():
+        print(f"  {k:<40} {sec:7.1f} s")
     print(f"  {'total':<40} {total:7.1f} s   target < 300 s")
-    print(f"  peak RSS {rss:,.0f} MB   target < 4096 MB")
-    print(f"  held-out NLL fp {fp.answer_nll:.3f}  {v.name} {res.answer_nll:.3f}")
+    print(f"  held-out NLL fp {fp.answer_nll:.4f}  {v.name} {res.answer_nll:.4f}")
+    return {
+        "stages": stages,
+        "total": total,
+        "fp_nll": fp.answer_nll,
+        "nll": res.answer_nll,
+        "study": study,
+        "ref": ref,
+        "variant": v,
+        "stats": stats,
+    }
 
-    # GPTQ per block: layer_seconds holds the column-loop time of each Linear.
-    blocks: dict[int, float] = {}
-    for name, s in v.result.layer_seconds.items():
-        idx = int(name.split(".layers.")[1].split(".")[0])
-        blocks[idx] = blocks.get(idx, 0.0) + s
-    per_block = ref.seconds / max(len(blocks), 1)
-    print(
-        f"GPTQ: whole model {ref.seconds:.1f} s, {per_block:.2f} s per block "
-        f"({len(blocks)} blocks); column loops alone {sum(blocks.values()):.1f} s"
+
+def compare_gptq(study, bits: int) -> dict:
+    """Whole-model GPTQ on the same batches, old path vs new: unmasked and masked TaCQ."""
+    import torch
+
+    from tacq.gptq import GPTQConfig
+    from tacq.quantize import quantize_model
+
+    lm, batches, cfg = study.lm, study.batches(answer_only=False), GPTQConfig(bits=bits)
+    masks = study.ranking("tacq", bits, 0.0035).masks(0.0035)
+    out: dict[str, float] = {}
+    t = time.perf_counter()
+    old_ref = quantize_model(lm.model, batches, cfg, fast=False)
+    out["unmasked_old_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    new_ref = quantize_model(lm.model, batches, cfg)
+    out["unmasked_new_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    old = quantize_model(lm.model, batches, cfg, masks, fast=False)
+    out["masked_old_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    new = quantize_model(lm.model, batches, cfg, masks, unmasked=new_ref.qparams())
+    out["masked_new_s"] = time.perf_counter() - t
+    same = all(
+        torch.equal(a.layers[n].codes, b.layers[n].codes)
+        and torch.equal(a.layers[n].scale, b.layers[n].scale)
+        and torch.equal(a.layers[n].kept_values, b.layers[n].kept_values)
+        for a, b in ((old_ref, new_ref), (old, new))
+        for n in a.layers
     )
+    out["bit_identical"] = same
+    out["rows_searched_again_share"] = sum(int(m.any(1).sum()) for m in masks.values()) / sum(
+        m.shape[0] for m in masks.values()
+    )
+    for k in ("unmasked", "masked"):
+        out[f"{k}_speedup"] = out[f"{k}_old_s"] / out[f"{k}_new_s"]
+        print(
+            f"GPTQ {bits}-bit whole model, {k}: old {out[f'{k}_old_s']:.1f} s, "
+            f"new {out[f'{k}_new_s']:.1f} s -> x{out[f'{k}_speedup']:.2f} (target >= 2)"
+        )
+    pair = (out["unmasked_old_s"] + out["masked_old_s"]) / (
+        out["unmasked_new_s"] + out["masked_new_s"]
+    )
+    out["pair_speedup"] = pair
+    print(f"  reference + masked together x{pair:.2f}; bit-identical: {same}")
+    return out
+
+
+def demo_time(task: str, fast: bool) -> dict:
+    """The quick one-click demo from empty caches -> stage seconds and total."""
+    from tacq.data import DataConfig, load_task
+    from tacq.demo import plan_demo, run_demo
+    from tacq.models import load_model
+    from tacq.workflow import Study
+
+    _empty_home()
+    t = time.perf_counter()
+    study = Study(load_model(), load_task(task), DataConfig(max_examples=8), fast_gptq=fast)
+    demo = plan_demo(study, quick=True)
+    for _ in run_demo(demo):
+        pass
+    total = time.perf_counter() - t
+    nlls = {r.name: r.answer_nll for r in demo.results}
+    print(f"quick demo, {'new' if fast else 'old'}: {total:.1f} s {nlls}")
+    return {"total_s": total, "stages_s": {s.name: s.elapsed_s for s in demo.stages}, "nll": nlls}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--task", default="antonyms")
+    ap.add_argument("--examples", type=int, default=32)
+    ap.add_argument("--loop-examples", type=int, default=32)
+    ap.add_argument("--repeats", type=int, default=3, help="timed gradient runs (median)")
+    ap.add_argument("--bits", type=int, default=2)
+    args = ap.parse_args()
+
+    from tacq.models import models_dir
+
+    os.environ.setdefault("TACQ_MODELS_DIR", str(models_dir()))  # keep the converted model
+
+    import torch
+
+    from tacq.data import DataConfig
+    from tacq.gradients import GradientConfig, abs_grads_loop, collect_abs_grads
+    from tacq.models import load_model
+    from tacq.workflow import Study
+
+    load_model()  # warm the file cache, so neither pipeline pays the first read
+    new = pipeline(args, fast=True)
+    rss = peak_rss_mb()  # one pipeline's peak: measured before anything else runs
+    old = pipeline(args, fast=False)
+    for k in ("study", "ref", "variant", "stats"):
+        old.pop(k)  # only the new pipeline's objects are used below
+    study, ref, stats = new["study"], new["ref"], new["stats"]
+    lm, task = study.lm, study.task
+    e2e = old["total"] / new["total"]
+    print(
+        f"end to end: old {old['total']:.1f} s, new {new['total']:.1f} s -> x{e2e:.2f} "
+        f"(target >= 1.6); same NLL: {old['nll'] == new['nll']}"
+    )
+    print(f"  peak RSS {rss:,.0f} MB   target < 4096 MB")
+    gptq = compare_gptq(study, args.bits)
+    demo_old = demo_time(args.task, fast=False)
+    demo_new = demo_time(args.task, fast=True)
+    demo_x = demo_old["total_s"] / demo_new["total_s"]
+    print(f"quick demo: x{demo_x:.2f} (target >= 1.9)")
+
+    blocks = len({n.split(".layers.")[1].split(".")[0] for n in ref.layers})
+    per_block = ref.seconds / max(blocks, 1)
 
     # Gradients: batched vs the batch-size-1 autograd loop on the same examples.
     loop_study = Study(lm, task, DataConfig(max_examples=args.loop_examples))
@@ -128,16 +237,26 @@ def main() -> None:
             "bits": args.bits,
             "calib_examples": len(study.calib_examples),
             "calib_tokens": stats.n_tokens,
-            "stages_s": stages,
-            "end_to_end_s": total,
+            "stages_s": new["stages"],
+            "stages_old_s": old["stages"],
+            "end_to_end_s": new["total"],
+            "end_to_end_old_s": old["total"],
+            "end_to_end_speedup": e2e,
+            "target_end_to_end_speedup": 1.6,
             "target_end_to_end_s": 300,
             "peak_rss_mb": rss,
             "target_peak_rss_mb": 4096,
-            "heldout_nll_fp": fp.answer_nll,
-            "heldout_nll_variant": res.answer_nll,
+            "heldout_nll_fp": new["fp_nll"],
+            "heldout_nll_variant": new["nll"],
+            "heldout_nll_variant_old": old["nll"],
             "gptq_model_s": ref.seconds,
             "gptq_per_block_s": per_block,
-            "gptq_block_column_loop_median_s": median(list(blocks.values())),
+            "gptq_compare": gptq,
+            "target_gptq_speedup": 2.0,
+            "demo_quick_old": demo_old,
+            "demo_quick_new": demo_new,
+            "demo_quick_speedup": demo_x,
+            "target_demo_quick_speedup": 1.9,
             "grads_examples": args.loop_examples,
             "grads_batched_s": t_batched,
             "grads_loop_s": t_loop,

@@ -91,10 +91,38 @@ def main() -> None:
     if s:
         print("## Pipeline speed and memory\n")
         print(env_line(s) + "\n")
-        print("| stage | seconds |\n|---|---|")
-        for k, v in s["stages_s"].items():
-            print(f"| {k} | {v:.1f} |")
-        print(f"| **total** (target < 300) | **{s['end_to_end_s']:.1f}** |\n")
+        old = s.get("stages_old_s")
+        if old:
+            print("| stage | old GPTQ path, s | fast GPTQ path, s |\n|---|---|---|")
+            for k, v in s["stages_s"].items():
+                print(f"| {k} | {old.get(k, float('nan')):.1f} | {v:.1f} |")
+            print(
+                f"| **total** (target < 300) | **{s['end_to_end_old_s']:.1f}** | "
+                f"**{s['end_to_end_s']:.1f}** (x{s['end_to_end_speedup']:.2f}, target 1.6) |\n"
+            )
+            print(
+                f"- held-out TaCQ 2-bit NLL: old {s['heldout_nll_variant_old']:.4f}, "
+                f"new {s['heldout_nll_variant']:.4f} (the paths are bit-identical)"
+            )
+            g = s["gptq_compare"]
+            print(
+                f"- GPTQ over the whole model, same batches: unmasked {g['unmasked_old_s']:.1f} s"
+                f" -> {g['unmasked_new_s']:.1f} s (x{g['unmasked_speedup']:.2f}), masked TaCQ "
+                f"{g['masked_old_s']:.1f} s -> {g['masked_new_s']:.1f} s "
+                f"(x{g['masked_speedup']:.2f}; {100 * g['rows_searched_again_share']:.0f} % of "
+                f"rows hold a kept weight and are searched again), both x{g['pair_speedup']:.2f}"
+                f" (target 2); codes bit-identical: {g['bit_identical']}"
+            )
+            d_old, d_new = s["demo_quick_old"], s["demo_quick_new"]
+            print(
+                f"- quick one-click demo: {d_old['total_s']:.1f} s -> {d_new['total_s']:.1f} s "
+                f"(x{s['demo_quick_speedup']:.2f}, target 1.9)"
+            )
+        else:
+            print("| stage | seconds |\n|---|---|")
+            for k, v in s["stages_s"].items():
+                print(f"| {k} | {v:.1f} |")
+            print(f"| **total** (target < 300) | **{s['end_to_end_s']:.1f}** |\n")
         print(f"- peak RSS of the whole pipeline: **{s['peak_rss_mb']:,.0f} MB** (target < 4096)")
         print(
             f"- GPTQ: {s['gptq_model_s']:.1f} s for the whole model, "
@@ -106,6 +134,14 @@ def main() -> None:
             f"**x{s['grads_speedup']:.2f}** (target >= 3), max relative difference "
             f"{s['grads_max_rel_diff']:.1e} (target <= 1e-4)\n"
         )
+    m = load("upload_memory")
+    if m:
+        print("## Reading a 20 MB upload\n")
+        print(env_line(m) + "\n")
+        print("| shape | extra memory MB | seconds | outcome |\n|---|---|---|---|")
+        for k, r in m["shapes"].items():
+            print(f"| {k} | {r['extra_mb']:.0f} | {r['seconds']:.2f} | {r['outcome']} |")
+        print(f"\nWorst {m['worst_extra_mb']:.0f} MB extra (target <= {m['target_mb']}).\n")
     o = load("omp_wait")
     if o and "seconds" in o and isinstance(next(iter(o["seconds"].values())), dict):
         print("## OpenMP wait policy\n")
