@@ -76,8 +76,15 @@ def wire(tab: SimpleNamespace, user_state: gr.State, registry: ModelRegistry) ->
             for i in active
         ]
         user.stop.clear()
+        one_line = user.task is not None and user.task.style == "completion"
         for replies in stream_side_by_side(
-            models, lm.tokenizer, convs, int(max_tokens), float(temperature), stop=user.stop
+            models,
+            lm.tokenizer,
+            convs,
+            int(max_tokens),
+            float(temperature),
+            stop=user.stop,
+            one_line=one_line,  # a completion task's answer is one line
         ):
             out = [list(h) for h in histories]
             for i, text in zip(active, replies):

@@ -80,6 +80,31 @@ def answer_logprobs(
     return nlls, logps
 
 
+def answer_line_ended(text: str) -> bool:
+    """A completion-style answer is one line: it has ended once a line break follows text."""
+    return "\n" in text.lstrip()
+
+
+def answer_line(text: str) -> str:
+    """The answer line of a completion: leading blank space kept, the rest cut."""
+    start = len(text) - len(text.lstrip())
+    end = text.find("\n", start)
+    return text if end < 0 else text[:end]
+
+
+def _line_end_criterion(tokenizer, prompt_len: int):
+    """Stop each sequence once its new text holds a finished answer line (per row)."""
+    from transformers import StoppingCriteria
+
+    class LineEnd(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs) -> Tensor:
+            texts = tokenizer.batch_decode(input_ids[:, prompt_len:], skip_special_tokens=True)
+            done = [answer_line_ended(t) for t in texts]
+            return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+    return LineEnd()
+
+
 def generate_batch(
     model: nn.Module,
     tokenizer,
@@ -88,7 +113,13 @@ def generate_batch(
     max_new_tokens: int,
     batch_size: int = 16,
 ) -> list[str]:
-    """Greedy continuations of each prompt (left-padded batches), decoded without specials."""
+    """Greedy continuations of each prompt (left-padded batches), decoded without specials.
+
+    Completion-style answers stop at the end of their line (exact match reads only that
+    line, so scores are unchanged; the shown answer no longer runs on into a new example).
+    """
+    from transformers import StoppingCriteriaList
+
     device = input_device(model)
     pad = tokenizer.pad_token_id or 0
     outs: list[str] = []
@@ -97,6 +128,9 @@ def generate_batch(
         T = max(len(x) for x in ids)
         input_ids = torch.tensor([[pad] * (T - len(x)) + x for x in ids], device=device)
         att = torch.tensor([[0] * (T - len(x)) + [1] * len(x) for x in ids], device=device)
+        criteria = StoppingCriteriaList(
+            [_line_end_criterion(tokenizer, T)] if style == "completion" else []
+        )
         with torch.no_grad():
             gen = model.generate(
                 input_ids=input_ids,
@@ -104,6 +138,7 @@ def generate_batch(
                 do_sample=False,
                 max_new_tokens=max_new_tokens,
                 pad_token_id=pad,
+                stopping_criteria=criteria,
             )
         outs += tokenizer.batch_decode(gen[:, T:], skip_special_tokens=True)
     return outs
@@ -177,11 +212,13 @@ def stream_chat(
     temperature: float = 0.0,
     max_context: int = 2048,
     stop: threading.Event | None = None,
+    one_line: bool = False,
 ) -> Iterator[str]:
     """Yield the growing reply to a chat (messages format, chat template applied).
 
     Setting `stop` ends generation at the next token (a stopping criterion, so the
-    generating thread really ends).
+    generating thread really ends). one_line: stop once the reply's first line of text is
+    complete (completion-style tasks, whose answer is that line).
     """
     from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
@@ -212,7 +249,9 @@ def stream_chat(
         streamer=streamer,
         pad_token_id=tokenizer.pad_token_id,
         do_sample=temperature > 0,
-        stopping_criteria=StoppingCriteriaList([_Stop()]),
+        stopping_criteria=StoppingCriteriaList(
+            [_Stop()] + ([_line_end_criterion(tokenizer, ids.shape[1])] if one_line else [])
+        ),
     )
     if temperature > 0:
         kwargs["temperature"] = temperature
@@ -222,7 +261,7 @@ def stream_chat(
     try:
         for piece in streamer:
             reply += piece
-            yield reply
+            yield answer_line(reply) if one_line else reply
         finished = True
     finally:
         if not finished:  # the consumer went away: end generation too
@@ -238,6 +277,7 @@ def stream_side_by_side(
     temperature: float = 0.0,
     stop: threading.Event | None = None,
     poll_s: float = 0.1,
+    one_line: bool = False,
 ) -> Iterator[list[str]]:
     """Stream replies of several models at once: yields the list of partial replies.
 
@@ -251,7 +291,13 @@ def stream_side_by_side(
     def run(i: int) -> None:
         try:
             for text in stream_chat(
-                models[i], tokenizer, conversations[i], max_new_tokens, temperature, stop=stop
+                models[i],
+                tokenizer,
+                conversations[i],
+                max_new_tokens,
+                temperature,
+                stop=stop,
+                one_line=one_line,
             ):
                 replies[i] = text
         except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
