@@ -44,7 +44,14 @@ def _stub_path(tmp_path: Path, uid: int, with_sudo: bool) -> tuple[dict[str, str
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
     log = tmp_path / "calls.log"
-    env = {"PATH": str(bin_dir), "STUB_LOG": str(log), "STUB_BIN": str(bin_dir)}
+    # TACQ_CHROMIUM: where the script looks besides PATH (here: where the fake install goes,
+    # so this machine's own /usr/bin/chromium does not count)
+    env = {
+        "PATH": str(bin_dir),
+        "STUB_LOG": str(log),
+        "STUB_BIN": str(bin_dir),
+        "TACQ_CHROMIUM": str(bin_dir / "chromium"),
+    }
     return env, log
 
 
@@ -101,7 +108,7 @@ def test_without_root_or_sudo_says_what_to_install_in_one_line(tmp_path):
 def test_present_chromium_installs_nothing(tmp_path):
     env, log = _stub_path(tmp_path, uid=0, with_sudo=False)
     fake = Path(env["STUB_BIN"]) / "chromium"
-    fake.write_text("#!/usr/bin/env bash\n")
+    fake.write_text("#!/usr/bin/env bash\necho Chromium 1.0\n")
     fake.chmod(0o755)
 
     done = _run(env)
@@ -115,3 +122,43 @@ def test_ci_and_readme_share_the_one_install_script():
     test_sh = (root / "scripts" / "test.sh").read_text()
     assert "scripts/test.sh" in ci and "apt-get" not in ci
     assert "scripts/install-chromium.sh" in test_sh and "apt-get install" not in test_sh
+
+
+def test_chromium_off_path_at_its_debian_location_counts(tmp_path):
+    """A caller whose PATH lacks /usr/bin: the installed binary is found where the tests
+    launch it, rather than failing with 'apt-get put no chromium on PATH'."""
+    env, log = _stub_path(tmp_path, uid=0, with_sudo=False)
+    outside = tmp_path / "usr-bin"
+    outside.mkdir()
+    (outside / "chromium").write_text("#!/usr/bin/env bash\necho Chromium 1.0\n")
+    (outside / "chromium").chmod(0o755)
+    env["TACQ_CHROMIUM"] = str(outside / "chromium")
+
+    done = _run(env)
+
+    assert done.returncode == 0 and _calls(log) == []
+
+
+_APT_GET_LISTED_BUT_GONE = f"""#!/usr/bin/env bash
+{_LOG_LINE}
+if [[ " $* " == *" --reinstall "* ]]; then  # only a reinstall puts the files back
+  printf '#!/usr/bin/env bash\\necho Chromium 1.0\\n' > "$STUB_BIN/chromium"
+  chmod +x "$STUB_BIN/chromium"
+fi
+"""
+
+
+def test_a_package_listed_as_installed_without_its_binary_is_reinstalled(tmp_path):
+    """An image that deleted chromium's files but not its dpkg record: install is a no-op
+    that succeeds, so the script reinstalls instead of failing CI."""
+    env, log = _stub_path(tmp_path, uid=0, with_sudo=False)
+    (Path(env["STUB_BIN"]) / "apt-get").write_text(_APT_GET_LISTED_BUT_GONE)
+
+    done = _run(env)
+
+    assert done.returncode == 0, done.stderr
+    assert _calls(log) == [
+        "apt-get [DEBIAN_FRONTEND=] update -qq",
+        "apt-get [DEBIAN_FRONTEND=noninteractive] install -y -qq chromium",
+        "apt-get [DEBIAN_FRONTEND=noninteractive] install -y -qq --reinstall chromium",
+    ]
