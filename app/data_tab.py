@@ -11,7 +11,6 @@ import pandas as pd
 from app.common import HEAVY, PARSE, gradio_progress, handles_errors, need
 from app.state import ModelRegistry, UserState
 from tacq.data import (
-    MAX_EXAMPLES,
     MAX_UPLOAD_BYTES,
     TaskSet,
     decode_upload,
@@ -139,8 +138,6 @@ def wire(tab: SimpleNamespace, user_state: gr.State, registry: ModelRegistry) ->
 
     @handles_errors
     def on_use(user: UserState, table: pd.DataFrame, style: str, bundled: str):
-        if table is not None and len(table) > MAX_EXAMPLES:  # before any per-row work
-            raise TacqError(f"The table has {len(table):,} rows; the limit is {MAX_EXAMPLES:,}.")
         rows = [] if table is None else table.to_dict("records")
         name = bundled if bundled and _same_as_bundled(rows, bundled) else "my-task"
         task = task_from_rows(name, rows, style)

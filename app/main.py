@@ -133,6 +133,7 @@ def launch(
     from starlette.middleware import Middleware
 
     from app.guard import LOOPBACK_HOSTS, Allowed, HostOriginGuard, is_loopback
+    from app.workspace import start_sweeper
     from tacq.cache import tacq_home
     from tacq.errors import TacqError
     from tacq.progress import tqdm_progress
@@ -147,8 +148,6 @@ def launch(
     else:
         names = list(allowed_hosts)
     guard = Middleware(HostOriginGuard, allowed=Allowed.for_server(names, port))
-
-    from app.workspace import start_sweeper
 
     registry = ModelRegistry(models_root=models_root)
     registry.preload_default(model, tqdm_progress("loading model"))

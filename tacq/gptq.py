@@ -9,6 +9,7 @@ two fixes: under act-order the mask is permuted with the columns, and a dead col
 
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import dataclass
 
@@ -88,13 +89,11 @@ def _minmax_params(xmin: Tensor, xmax: Tensor, maxq: int) -> tuple[Tensor, Tenso
     return scale, torch.round(-xmin / scale)
 
 
-def _grid_error(
-    W: Tensor, scale: Tensor, zero: Tensor, maxq: int, norm: float, buf: Tensor
-) -> Tensor:
+def _grid_error(W: Tensor, scale: Tensor, zero: Tensor, cfg: GPTQConfig, buf: Tensor) -> Tensor:
     """Per-row sum |Q(W) - W|^norm for qparams (out, 1), computed in place in `buf`."""
     torch.div(W, scale, out=buf)
-    buf.round_().add_(zero).clamp_(0, maxq).sub_(zero).mul_(scale).sub_(W)
-    return buf.abs_().pow_(norm).sum(1)
+    buf.round_().add_(zero).clamp_(0, cfg.maxq).sub_(zero).mul_(scale).sub_(W)
+    return buf.abs_().pow_(cfg.norm).sum(1)
 
 
 def find_params(
@@ -132,7 +131,7 @@ def find_params(
     for i in range(int(cfg.max_shrink * cfg.grid)):
         p = 1 - i / cfg.grid
         s1, z1 = _minmax_params(p * xmin, p * xmax, cfg.maxq)
-        err = _grid_error(W, s1[:, None], z1[:, None], cfg.maxq, cfg.norm, buf)
+        err = _grid_error(W, s1[:, None], z1[:, None], cfg, buf)
         better = err < best
         best = torch.where(better, err, best)
         scale, zero = torch.where(better, s1, scale), torch.where(better, z1, zero)
@@ -223,7 +222,7 @@ def _column_loop(
 
 
 def _row_bounds(row_splits: list[int]) -> list[tuple[int, int]]:
-    ends = torch.tensor(row_splits).cumsum(0).tolist()
+    ends = list(itertools.accumulate(row_splits))
     return [(e - r, e) for r, e in zip(row_splits, ends)]
 
 

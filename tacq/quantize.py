@@ -288,7 +288,6 @@ def _quantize_group(
             out[name] = (lq, time.perf_counter() - t)
         return out
     for shared in group_hessians(block, members, inputs, stop_early=fast):
-        t = time.perf_counter()
         names = shared.names
         if not fast:
             for name in names:
@@ -297,6 +296,7 @@ def _quantize_group(
                 lq = gptq_matrix_baseline(W, shared.H, masks.get(name), cfg)
                 out[name] = (lq, time.perf_counter() - t)
             continue
+        t = time.perf_counter()
         bases = [unmasked[n] for n in names] if unmasked else None
         lqs = gptq_stacked(
             [members[n].weight.data for n in names],

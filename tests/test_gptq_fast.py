@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tacq.gptq import GPTQConfig, LayerQuant, find_params, gptq_stacked
-from tacq.gptq_baseline import find_params_baseline, gptq_matrix_baseline
+from tacq.gptq_baseline import gptq_matrix_baseline
 from tacq.models import decoder_layers, quantizable_linears
 from tacq.quantize import capture_block_inputs, group_hessians, quantize_model
 from tests.test_quantize import _batches, _masks
@@ -53,9 +53,9 @@ def test_search_reuses_unmasked_rows_exactly():
     W, M = Ws[0], Ms[0]
     M[:10] = False  # some rows with no kept entry
     cfg = GPTQConfig(bits=2)
-    unmasked = find_params_baseline(W, None, cfg)
+    unmasked = find_params(W, None, cfg)
     reused = find_params(W, M, cfg, unmasked)
-    full = find_params_baseline(W, M, cfg)
+    full = find_params(W, M, cfg)
     assert torch.equal(reused[0], full[0]) and torch.equal(reused[1], full[1])
     assert not torch.equal(full[0], unmasked[0])  # the kept rows really were searched again
 
