@@ -10,6 +10,7 @@ import pandas as pd
 from app.common import handles_errors
 from app.state import ModelRegistry, UserState
 from tacq.evaluate import stream_side_by_side
+from tacq.tables import RESULT_COLUMNS
 
 FP = "original (full precision)"
 COLUMNS = 3
@@ -40,7 +41,7 @@ def build() -> SimpleNamespace:
         stop = gr.Button("Stop")
         clear = gr.Button("Clear")
     eval_table = gr.Dataframe(
-        pd.DataFrame(columns=["variant", "answer NLL", "exact match", "KL to original"]),
+        pd.DataFrame(columns=RESULT_COLUMNS),
         label="Held-out results (from Evaluate or the demo)",
         interactive=False,
         elem_id="chat-eval",

@@ -10,12 +10,12 @@ from app import figures
 from app.common import HEAVY, gradio_progress, handles_errors, need
 from app.state import ModelRegistry, UserState
 from tacq.data import list_tasks, load_task
-from tacq.models import layer_index, module_kind, quantizable_linears
+from tacq.models import linear_at
 from tacq.saliency import METRICS
-from tacq.select import layer_jaccard, layer_table
-from tacq.workflow import DEFAULT_RATIO, SLIDER_MAX_RATIO, Study
+from tacq.select import DEFAULT_RATIO, SLIDER_MAX_RATIO, Selection, layer_jaccard, layer_table
+from tacq.workflow import Study
 
-METRIC_CHOICES = [(label, key) for key, label in METRICS.items()]
+METRIC_CHOICES = [(m.label, m.name) for m in METRICS.values()]
 
 
 def build() -> SimpleNamespace:
@@ -106,15 +106,16 @@ def render(study: Study, ranking, metric: str, bits: int, pct: float):
     """Figures, stats and sizes at ratio pct (%): a threshold lookup, no recomputation."""
     p = pct / 100
     table = layer_table(ranking, p)
-    sizes = {b: study.size_at(ranking, p, b) for b in (2, 3, 4)}
+    sel = Selection(metric, int(bits), p)
+    sizes = {b: study.size_at(sel.at(bits=b), ranking) for b in (2, 3, 4)}
     s = sizes[int(bits)]
     stats = (
-        f"**{METRICS[metric]}** at **{pct:.2f}%**: keeps **{s.n_kept:,}** of "
+        f"**{METRICS[metric].label}** at **{pct:.2f}%**: keeps **{s.n_kept:,}** of "
         f"{s.n_weights:,} weights → **BPW {s.bpw_paper:.4f}** at {bits} bits "
         f"(paper formula), packed size **{s.total_bytes / 2**20:.1f} MB** "
         f"(fp16: {s.fp16_bytes / 2**20:.1f} MB)."
     )
-    title = f"{METRICS[metric]} circuit, {pct:.2f}% kept"
+    title = f"{METRICS[metric].label} circuit, {pct:.2f}% kept"
     return (
         figures.circuit_heatmap(table, title),
         figures.layer_bars(table),
@@ -130,13 +131,14 @@ def wire(tab: SimpleNamespace, user_state: gr.State, registry: ModelRegistry) ->
     def on_show(user: UserState, metric: str, bits: int, pct: float, progress=gr.Progress()):
         study = need(user.study, "Choose examples and collect gradients first.")
         user.stop.clear()
-        r = study.ranking(metric, int(bits), progress=gradio_progress(progress, user.stop))
+        sel = Selection(metric, int(bits), pct / 100)
+        r = study.ranking(sel, gradio_progress(progress, user.stop))
         return render(study, r, metric, int(bits), pct)
 
     @handles_errors
     def on_ratio(user: UserState, metric: str, bits: int, pct: float):
         study = user.study
-        r = study.cached_ranking(metric, int(bits)) if study else None
+        r = study.cached_ranking(Selection(metric, int(bits), pct / 100)) if study else None
         if r is None:
             return gr.update(), gr.update(), "Press **Show circuit** for this metric.", gr.update()
         return render(study, r, metric, int(bits), pct)
@@ -144,14 +146,10 @@ def wire(tab: SimpleNamespace, user_state: gr.State, registry: ModelRegistry) ->
     @handles_errors
     def on_zoom(user: UserState, metric: str, bits: int, pct: float, layer: float, module: str):
         study = need(user.study, "Choose examples and collect gradients first.")
-        names = [
-            n
-            for n in quantizable_linears(study.lm.model)
-            if layer_index(n) == int(layer) and module_kind(n) == module
-        ]
-        name = need(names, f"This model has no {module} in layer {int(layer)}.")[0]
-        rows, cols = study.layer_saliency(metric, int(bits), name)
-        why = study.explain(metric, int(bits), name, pct / 100)
+        name = linear_at(study.lm.model, int(layer), module)
+        sel = Selection(metric, int(bits), pct / 100)
+        rows, cols = study.layer_saliency(sel, name)
+        why = study.explain(sel, name)
         return (
             figures.zoom_figure(name, rows.tolist(), cols.tolist()),
             why.sentence(),
@@ -189,15 +187,15 @@ def wire(tab: SimpleNamespace, user_state: gr.State, registry: ModelRegistry) ->
         need(other, "Pick the other task.")
         user.stop.clear()
         hook = gradio_progress(progress, user.stop)
-        mine = study.ranking(metric, int(bits), progress=hook)
-        theirs = Study(study.lm, load_task(other), study.data_cfg, study.grad_cfg)
+        sel = Selection(metric, int(bits), pct / 100)
+        theirs = study.for_task(load_task(other))
         theirs.collect(hook)
         table = layer_jaccard(
-            mine.masks(pct / 100), theirs.ranking(metric, int(bits), progress=hook).masks(pct / 100)
+            study.ranking(sel, hook).masks(sel.ratio), theirs.ranking(sel, hook).masks(sel.ratio)
         )
         both, either = table["kept in both"].sum(), table["kept in either"].sum()
         msg = (
-            f"**{study.task.name}** vs **{other}** at {pct:.2f}% ({METRICS[metric]}): "
+            f"**{study.task.name}** vs **{other}** at {pct:.2f}% ({METRICS[metric].label}): "
             f"{both:,} weights kept by both of {either:,} kept by either "
             f"(Jaccard {both / max(either, 1):.3f})."
         )

@@ -82,6 +82,20 @@ def gradio_progress(bar: gr.Progress, stop: threading.Event) -> Progress:
     return report
 
 
+def variant_choices(
+    names: list[str], n_lists: int, first: str | None = None, second: str | None = None
+) -> list:
+    """Dropdown updates for every variant list: all of them offer `names`; the last one (the
+    chat's second column) preselects `second` so two different variants are compared.
+    Defaults: the newest variant, and the one before it."""
+    first = first or (names[-1] if names else None)
+    if second is None:
+        second = names[-2] if len(names) > 1 else None
+    return [gr.update(choices=names, value=first)] * (n_lists - 1) + [
+        gr.update(choices=names, value=second)
+    ]
+
+
 def need(value, message: str):
     """Return value, or raise the message for the page when it is missing."""
     if value is None or value == [] or value == {}:

@@ -7,13 +7,13 @@ from types import SimpleNamespace
 import gradio as gr
 import pandas as pd
 
-from app.common import HEAVY, gradio_progress, handles_errors
-from app.eval_tab import RESULT_COLUMNS, results_frame
+from app.common import HEAVY, gradio_progress, handles_errors, variant_choices
 from app.quantize_tab import variants_frame
 from app.state import MAX_VARIANTS, ModelRegistry, UserState
 from tacq.data import DataConfig, list_tasks, load_task
 from tacq.demo import SUGGESTED_PROMPT, plan_demo, run_demo
 from tacq.errors import TacqError
+from tacq.tables import RESULT_COLUMNS, results_table
 from tacq.workflow import Study
 
 INTRO = """### One-click demo
@@ -98,10 +98,8 @@ def wire(
             user.add_variant(v, lm)
         user.last_eval = demo.results
         names = list(user.variants)
-        first, second = demo.variants[0].name, demo.variants[1].name
-        lists = [gr.update(choices=names, value=first)] * (n_lists - 2)
-        lists += [gr.update(choices=names, value=first), gr.update(choices=names, value=second)]
-        table = results_frame(demo.results)
+        lists = variant_choices(names, n_lists, demo.variants[0].name, demo.variants[1].name)
+        table = results_table(demo.results)
         yield (
             f"Done in **{demo.elapsed_s:.0f} s** (expected {demo.expected_s:.0f} s). The chat "
             "opened with a suggested prompt: press Send.",

@@ -15,35 +15,12 @@ from app.report import build_report
 from app.state import ModelRegistry, UserState, safe_name
 from tacq import export
 from tacq.evaluate import evaluate_variants
+from tacq.tables import RESULT_COLUMNS, results_table, what_broke
 
 
 def _download_dir() -> Path:
     """A fresh folder under the system temp dir: where Gradio serves downloads from."""
     return Path(tempfile.mkdtemp(prefix="tacq-download-"))
-
-
-RESULT_COLUMNS = ["variant", "answer NLL", "exact match", "KL to original", "held-out examples"]
-
-
-def results_frame(results) -> pd.DataFrame:
-    """Held-out results as the app shows them (original first)."""
-    return pd.DataFrame(
-        [
-            {
-                "variant": r.name,
-                "answer NLL": round(r.answer_nll, 4),
-                "exact match": round(r.exact_match, 3),
-                "KL to original": None if r.kl_to_fp is None else round(r.kl_to_fp, 4),
-                "held-out examples": len(r.rows),
-            }
-            for r in results
-        ],
-        columns=RESULT_COLUMNS,
-    )
-
-
-def _last_line(prompt: str) -> str:
-    return prompt.strip().splitlines()[-1] if prompt.strip() else prompt
 
 
 def build() -> SimpleNamespace:
@@ -122,35 +99,9 @@ def wire(
             study.lm, study.task, list(user.variants.values()), cached, hook
         )
         user.fp_eval = (study.digest(), *fp_pair)
-        fp = results[0]
         user.last_eval = results
-        rows = results_frame(results)
-        broke = [
-            {
-                "variant": r.name,
-                "prompt (last line)": _last_line(a["prompt"]),
-                "answer": a["answer"].strip(),
-                "original says": a["prediction"],
-                "variant says": b["prediction"],
-            }
-            for r in results[1:]
-            for a, b in zip(fp.rows, r.rows)
-            if a["correct"] and not b["correct"]
-        ]
-        return (
-            rows,
-            pd.DataFrame(
-                broke,
-                columns=[
-                    "variant",
-                    "prompt (last line)",
-                    "answer",
-                    "original says",
-                    "variant says",
-                ],
-            ),
-            *[rows] * len(also),
-        )
+        rows = results_table(results)
+        return rows, what_broke(results), *[rows] * len(also)
 
     @handles_errors
     def on_export(user: UserState, name: str, fmt: str, progress=gr.Progress()):

@@ -8,7 +8,9 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-MODULES = ["q", "k", "v", "o", "gate", "up", "down"]  # tacq.models.module_kind names
+from tacq.models import MODULE_KINDS
+
+MODULES = list(MODULE_KINDS)  # tacq.models.module_kind names, display order
 SHORT = {m: m for m in MODULES}
 
 

@@ -33,7 +33,7 @@ Input channel 5 is an activation outlier (large inputs, so large gradients); row
 outlier (large weights). Move the ratio and the bit width and watch what each score keeps.
 """
 
-LABELS = {m: METRICS[m] for m in ("magnitude", "qal", "msg", "tacq")}
+LABELS = {m: METRICS[m].label for m in ("magnitude", "qal", "msg", "tacq")}
 
 
 def build() -> SimpleNamespace:

@@ -16,7 +16,7 @@ from app import (
     model_tab,
     quantize_tab,
 )
-from app.common import handles_errors
+from app.common import handles_errors, variant_choices
 from app.state import ModelRegistry, browser_secret, user_for
 
 INTRO = """# TaCQ Studio
@@ -82,10 +82,7 @@ def build_app(registry: ModelRegistry, workspace: Path) -> gr.Blocks:
             names = user.restore_variants(lm)
             if names:
                 status += f" Restored your variants: {', '.join(names)}."
-            second = names[-2] if len(names) > 1 else None
-            lists = [gr.update(choices=names, value=names[-1] if names else None)] * (
-                len(variant_lists) - 1
-            ) + [gr.update(choices=names, value=second)]
+            lists = variant_choices(names, len(variant_lists))
             return (
                 user,
                 who.token if who.issued else gr.skip(),  # an id goes only where it was made

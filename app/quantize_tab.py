@@ -8,25 +8,15 @@ import gradio as gr
 import pandas as pd
 
 from app.circuit_tab import METRIC_CHOICES
-from app.common import HEAVY, gradio_progress, handles_errors, need
+from app.common import HEAVY, gradio_progress, handles_errors, need, variant_choices
 from app.state import ModelRegistry, UserState
+from tacq.saliency import METRICS
+from tacq.select import Selection
+from tacq.tables import variants_table
 
 
 def variants_frame(user: UserState) -> pd.DataFrame:
-    rows = [
-        {
-            "variant": v.name,
-            "bits": v.settings["bits"],
-            "kept %": round(100 * v.size.ratio, 3),
-            "BPW (paper)": round(v.size.bpw_paper, 4),
-            "size MB": round(v.size.total_bytes / 2**20, 1),
-            "seconds": round(v.result.seconds, 1),
-        }
-        for v in user.variants.values()
-    ]
-    return pd.DataFrame(
-        rows, columns=["variant", "bits", "kept %", "BPW (paper)", "size MB", "seconds"]
-    )
+    return variants_table(list(user.variants.values()))
 
 
 def build() -> SimpleNamespace:
@@ -71,12 +61,7 @@ def wire(
     variant_lists: list,
 ) -> None:
     def choices(user: UserState):
-        """Every variant list gets the new names; the last list (chat's second column)
-        preselects the previous variant so two different ones are compared."""
-        names = list(user.variants)
-        values = [names[-1] if names else None] * len(variant_lists)
-        values[-1] = names[-2] if len(names) > 1 else None
-        return [gr.update(choices=names, value=v) for v in values]
+        return variant_choices(list(user.variants), len(variant_lists))
 
     @handles_errors
     def on_quantize(
@@ -91,10 +76,10 @@ def wire(
         study = need(user.study, "Choose examples (and collect gradients) first.")
         user.check_room(study.lm)
         user.stop.clear()
-        p = pct / 100 if circuit else 0.0
-        if p > 0 and metric != "magnitude" and study.stats is None:
+        sel = Selection(metric, int(bits), pct / 100 if circuit else 0.0)
+        if sel.ratio > 0 and METRICS[metric].needs_grads and study.stats is None:
             study.collect(gradio_progress(progress, user.stop))
-        v = study.quantize(int(bits), p, metric, method, gradio_progress(progress, user.stop))
+        v = study.quantize(sel, method, gradio_progress(progress, user.stop))
         user.add_variant(v, study.lm)  # saved packed: a restart finds it again
         msg = (
             f"Made **{v.name}**: BPW {v.size.bpw_paper:.4f}, "

@@ -13,7 +13,8 @@ import pandas as pd
 from app import figures
 from app.state import UserState
 from tacq.saliency import METRICS
-from tacq.select import layer_table
+from tacq.select import Selection, layer_table
+from tacq.tables import last_line, results_table, variants_table
 
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;
@@ -33,7 +34,8 @@ def build_report(user: UserState, metric: str, bits: int, pct: float) -> str:
     study = user.study
     if study is None:
         raise ValueError("no study")
-    ranking = study.cached_ranking(metric, int(bits))
+    sel = Selection(metric, int(bits), pct / 100)
+    ranking = study.cached_ranking(sel)
     parts = [
         f"<h1>TaCQ Studio report</h1><p class=muted>{time.strftime('%Y-%m-%d %H:%M')}</p>",
         "<h2>Settings</h2>",
@@ -46,7 +48,7 @@ def build_report(user: UserState, metric: str, bits: int, pct: float) -> str:
                         "": "calibration / held-out examples",
                         "value": f"{len(study.calib_examples)} / {len(study.task.heldout)}",
                     },
-                    {"": "saliency metric", "value": METRICS[metric]},
+                    {"": "saliency metric", "value": METRICS[metric].label},
                     {"": "outlier ratio", "value": f"{pct:.2f} %"},
                     {"": "bits", "value": str(bits)},
                 ]
@@ -56,8 +58,8 @@ def build_report(user: UserState, metric: str, bits: int, pct: float) -> str:
     if ranking is not None:
         p = pct / 100
         table = layer_table(ranking, p)
-        sizes = {b: study.size_at(ranking, p, b) for b in (2, 3, 4)}
-        heat = figures.circuit_heatmap(table, f"{METRICS[metric]} circuit, {pct:.2f}% kept")
+        sizes = {b: study.size_at(sel.at(bits=b), ranking) for b in (2, 3, 4)}
+        heat = figures.circuit_heatmap(table, f"{METRICS[metric].label} circuit, {pct:.2f}% kept")
         parts += [
             "<h2>Circuit</h2>",
             heat.to_html(full_html=False, include_plotlyjs=True),
@@ -70,41 +72,18 @@ def build_report(user: UserState, metric: str, bits: int, pct: float) -> str:
     if user.variants:
         parts += [
             "<h2>Variants</h2>",
-            _table(
-                pd.DataFrame(
-                    [
-                        {
-                            "variant": v.name,
-                            "BPW (paper)": round(v.size.bpw_paper, 4),
-                            "size MB": round(v.size.total_bytes / 2**20, 1),
-                        }
-                        for v in user.variants.values()
-                    ]
-                )
-            ),
+            _table(variants_table(list(user.variants.values()))),
         ]
     if user.last_eval is not None:
         results = user.last_eval
         parts += [
             "<h2>Held-out evaluation</h2>",
-            _table(
-                pd.DataFrame(
-                    [
-                        {
-                            "variant": r.name,
-                            "answer NLL": round(r.answer_nll, 4),
-                            "exact match": round(r.exact_match, 3),
-                            "KL to original": None if r.kl_to_fp is None else round(r.kl_to_fp, 4),
-                        }
-                        for r in results
-                    ]
-                )
-            ),
+            _table(results_table(results)),
         ]
         answers = []
         for i, row in enumerate(results[0].rows[:6]):
             line = {
-                "prompt (last line)": row["prompt"].strip().splitlines()[-1],
+                "prompt (last line)": last_line(row["prompt"]),
                 "answer": row["answer"].strip(),
             }
             line |= {r.name: _one_line(r.rows[i]["prediction"]) for r in results}

@@ -24,7 +24,8 @@ from tacq.errors import TacqError
 from tacq.memory import check_room_for_copy, model_bytes
 from tacq.models import DEFAULT_MODEL, LoadedModel, check_model_path, load_model
 from tacq.progress import Progress
-from tacq.workflow import Study, Variant
+from tacq.variant import Variant, load_variant
+from tacq.workflow import Study
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +145,6 @@ class UserState:
 
         A damaged folder is skipped (logged), never fatal: the rest still load.
         """
-        from tacq.workflow import load_variant
 
         root = self.folder / "variants"
         names = []
@@ -158,7 +158,7 @@ class UserState:
             except (TacqError, OSError, ValueError, KeyError) as e:
                 log.warning("Skipping saved variant %s: %s", folder, e)
                 continue
-            if v.settings.get("base_model") != lm.fingerprint:
+            if v.spec.base_model != lm.fingerprint:
                 continue  # made from another model
             self.variants[v.name] = v
             names.append(v.name)

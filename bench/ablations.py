@@ -15,6 +15,8 @@ import time
 
 from _common import write_result
 
+from tacq.select import DEFAULT_RATIO, Selection
+
 CONFIGS = {
     "default (32 examples, all tokens)": {"examples": 32, "answer_only": False},
     "answer-only loss": {"examples": 32, "answer_only": True},
@@ -56,7 +58,10 @@ def main() -> None:
             res = {}
             for m in ["gptq", *args.methods.split(",")]:
                 t = time.perf_counter()
-                v = study.quantize(2, 0.0) if m == "gptq" else study.quantize(2, 0.0035, m)
+                sel = Selection(
+                    m if m != "gptq" else "tacq", 2, 0.0 if m == "gptq" else DEFAULT_RATIO
+                )
+                v = study.quantize(sel)
                 r, _ = evaluate(v.model, lm.tokenizer, held, task.style, v.name, fp_logprobs=lp)
                 res[m] = r
                 print(
@@ -89,7 +94,7 @@ def main() -> None:
         study = Study(lm, task)
         study.collect()
         for p in [0.0, *map(float, ratios.split(","))]:
-            v = study.quantize(int(bits), p, "tacq")
+            v = study.quantize(Selection("tacq", int(bits), p))
             r, _ = evaluate(v.model, lm.tokenizer, held, task.style, v.name, fp_logprobs=lp)
             sweep.append(
                 {

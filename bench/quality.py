@@ -21,19 +21,11 @@ from pathlib import Path
 
 from _common import ROOT, write_result
 
-ALL = [
-    "fp",
-    "rtn",
-    "gptq",
-    "magnitude",
-    "fisher",
-    "abs_grad",
-    "spqr",
-    "squeezellm",
-    "msg",
-    "qal",
-    "tacq",
-]
+from tacq.runs import PLAIN_METHODS
+from tacq.saliency import metrics_in
+
+# Table order: plain quantizers, the baseline metrics, then the paper's (TaCQ last).
+ALL = ["fp", *PLAIN_METHODS, *metrics_in("baseline"), *reversed(metrics_in("paper"))]
 
 
 def run_task(
@@ -51,6 +43,7 @@ def run_task(
     from tacq.evaluate import evaluate, perplexity
     from tacq.export import save_packed
     from tacq.models import load_model
+    from tacq.select import DEFAULT_RATIO, Selection
     from tacq.workflow import Study
 
     lm = load_model()
@@ -99,10 +92,10 @@ def run_task(
             )
         for m in [m for m in methods if m != "fp"]:
             t = time.perf_counter()
-            if m in ("rtn", "gptq"):
-                v = study.quantize(bits, 0.0, method=m)
+            if m in PLAIN_METHODS:
+                v = study.quantize(Selection(bits=bits, ratio=0.0), m)
             else:
-                v = study.quantize(bits, 0.0035, m)
+                v = study.quantize(Selection(m, bits, DEFAULT_RATIO))
             secs = time.perf_counter() - t
             r, _ = evaluate(v.model, lm.tokenizer, held, task.style, v.name, fp_logprobs=lp)
             row = {

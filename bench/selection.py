@@ -14,6 +14,8 @@ import time
 
 from _common import median, write_result
 
+from tacq.select import Selection
+
 
 def timed(fn, n: int) -> list[float]:
     fn()  # warm-up
@@ -33,18 +35,19 @@ def main() -> None:
 
     study = Study(load_model(), load_task("antonyms"), DataConfig(max_examples=16))
     study.collect()
-    scores = study.scores("msg", 2)
+    sel = Selection("msg", 2)
+    scores = study.scores(sel)
     t = time.perf_counter()
     ranking = rank(scores, 0.02)
     t_rank = time.perf_counter() - t
-    study.rankings[("msg", None)] = ranking
+    study.scorer.rankings[sel.ranking_key] = ranking
     ratios = [0.001 * (i % 20 + 1) for i in range(20)]
     it = iter(ratios * 100)
 
     def new_ratio():
         p = next(it)
         ranking.counts(p)
-        study.size_at(ranking, p, 2)
+        study.size_at(sel.at(ratio=p), ranking)
 
     def masks():
         ranking.masks(next(it))

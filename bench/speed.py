@@ -28,6 +28,8 @@ import time
 
 from _common import median, write_result
 
+from tacq.select import DEFAULT_RATIO, Selection
+
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -75,7 +77,7 @@ def pipeline(args, fast: bool) -> dict:
     ref = study.reference(args.bits)
     stages[f"GPTQ {args.bits}-bit reference (dW)"] = time.perf_counter() - t
     t = time.perf_counter()
-    v = study.quantize(args.bits, 0.0035, "tacq")
+    v = study.quantize(Selection("tacq", args.bits, DEFAULT_RATIO))
     stages[f"TaCQ scores + masked GPTQ {args.bits}-bit"] = time.perf_counter() - t
     t = time.perf_counter()
     held = list(task.heldout)
@@ -109,7 +111,7 @@ def compare_gptq(study, bits: int) -> dict:
     from tacq.quantize import quantize_model
 
     lm, batches, cfg = study.lm, study.batches(answer_only=False), GPTQConfig(bits=bits)
-    masks = study.ranking("tacq", bits, 0.0035).masks(0.0035)
+    masks = study.ranking(Selection("tacq", bits, DEFAULT_RATIO)).masks(DEFAULT_RATIO)
     out: dict[str, float] = {}
     t = time.perf_counter()
     old_ref = quantize_model(lm.model, batches, cfg, fast=False)

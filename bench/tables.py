@@ -11,6 +11,9 @@ import json
 from _common import ROOT
 from quality import cross_markdown, markdown
 
+from tacq.runs import PLAIN_METHODS
+from tacq.saliency import metrics_in
+
 RESULTS = ROOT / "bench" / "results"
 
 
@@ -32,7 +35,7 @@ def targets(q: dict) -> str:
         "(target >= 50 %) | 3-bit TaCQ vs fp NLL (target <= +10 %) |",
         "|---|---|---|---|---|",
     ]
-    baselines = {"rtn", "gptq", "magnitude", "fisher", "abs_grad", "spqr", "squeezellm"}
+    baselines = {*PLAIN_METHODS, *metrics_in("baseline")}
     for task in sorted({r["task"] for r in rows}):
         two = {r["method"]: r for r in rows if r["task"] == task and r["bits"] == 2}
         three = {r["method"]: r for r in rows if r["task"] == task and r["bits"] == 3}

@@ -170,10 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _needs_extra(args) -> bool:
-    from tacq.saliency import NEEDS_EXTRA
+    from tacq.saliency import METRICS
 
     wanted = {getattr(args, "metric", "tacq")} | set(getattr(args, "methods", "").split(","))
-    return bool(wanted & NEEDS_EXTRA)
+    return any(METRICS[m].needs_extra for m in wanted if m in METRICS)
 
 
 def _study(args):
@@ -253,8 +253,9 @@ def cmd_scores(args) -> None:
 
     study = _study(args)
     _collect(study)
-    r = study.ranking(args.metric, args.bits, args.ratio, tqdm_progress("reference"))
-    size = study.size_at(r, args.ratio, args.bits)
+    sel = _selection(args)
+    r = study.ranking(sel, tqdm_progress("reference"))
+    size = study.size_at(sel, r)
     table = layer_table(r, args.ratio).sort_values("kept", ascending=False).head(args.top)
     print(
         f"{args.metric}: keeps {size.n_kept:,} of {size.n_weights:,} weights; "
@@ -266,12 +267,14 @@ def cmd_scores(args) -> None:
 
 def cmd_quantize(args) -> None:
     from tacq.progress import tqdm_progress
+    from tacq.saliency import METRICS
 
     study = _study(args)
-    if args.ratio > 0 and args.metric != "magnitude":
+    sel = _selection(args)
+    if sel.ratio > 0 and METRICS[sel.metric].needs_grads:
         _collect(study)
     t = time.perf_counter()
-    v = study.quantize(args.bits, args.ratio, args.metric, args.method, tqdm_progress("quantize"))
+    v = study.quantize(sel, args.method, tqdm_progress("quantize"))
     print(f"{v.name}: quantized in {time.perf_counter() - t:.1f} s; BPW {v.size.bpw_paper:.4f}")
     from tacq import export
 
@@ -283,51 +286,32 @@ def cmd_quantize(args) -> None:
     print(f"saved {args.format} model to {out} ({export.folder_bytes(out) / 2**20:.1f} MB)")
 
 
-def _eval_rows(study, args, methods: list[str]) -> list[dict]:
-    import pandas as pd  # noqa: F401  (tables are pandas)
+def _selection(args):
+    from tacq.select import Selection
 
-    from tacq.evaluate import evaluate
+    return Selection(args.metric, args.bits, args.ratio)
+
+
+def _compare(study, args, methods: list[str]):
+    """Held-out table and stage times of `methods` (tacq.runs.compare_methods)."""
     from tacq.progress import tqdm_progress
+    from tacq.runs import compare_methods
+    from tacq.tables import results_table
 
-    lm, held = study.lm, list(study.task.heldout)
-    rows, times = [], {}
-    t = time.perf_counter()
-    fp, fp_lp = evaluate(lm.model, lm.tokenizer, held, study.task.style, "fp")
-    times["eval fp"] = time.perf_counter() - t
-    results = [fp] if "fp" in methods else []
-    for m in [m for m in methods if m != "fp"]:
-        t = time.perf_counter()
-        if m in ("rtn", "gptq"):
-            v = study.quantize(args.bits, 0.0, method=m, progress=tqdm_progress(m))
-        else:
-            v = study.quantize(args.bits, args.ratio, m, progress=tqdm_progress(m))
-        times[f"quantize {v.name}"] = time.perf_counter() - t
-        t = time.perf_counter()
-        res, _ = evaluate(v.model, lm.tokenizer, held, study.task.style, v.name, fp_logprobs=fp_lp)
-        times[f"eval {v.name}"] = time.perf_counter() - t
-        results.append(res)
-        del v
-    for r in results:
-        rows.append(
-            {
-                "variant": r.name,
-                "answer NLL": round(r.answer_nll, 4),
-                "exact match": round(r.exact_match, 3),
-                "KL to fp": None if r.kl_to_fp is None else round(r.kl_to_fp, 4),
-            }
-        )
-    return rows, times
+    results, times = compare_methods(study, methods, args.bits, args.ratio, tqdm_progress)
+    return results_table(results), times
 
 
 def cmd_eval(args) -> None:
-    import pandas as pd
+    from tacq.runs import check_methods, needs_gradients
 
-    study = _study(args)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    if any(m not in ("fp", "rtn", "gptq", "magnitude") for m in methods):
+    check_methods(methods)
+    study = _study(args)
+    if needs_gradients(methods):
         _collect(study)
-    rows, times = _eval_rows(study, args, methods)
-    print(pd.DataFrame(rows).to_string(index=False))
+    table, times = _compare(study, args, methods)
+    print(table.to_string(index=False))
     for k, v in times.items():
         print(f"  {k:<32} {v:7.1f} s")
 
@@ -352,8 +336,6 @@ def cmd_load_check(args) -> None:
 
 
 def cmd_run(args) -> None:
-    import pandas as pd
-
     t_all = time.perf_counter()
     t = time.perf_counter()
     study = _study(args)
@@ -361,9 +343,9 @@ def cmd_run(args) -> None:
     t = time.perf_counter()
     _collect(study)
     stages["gradients"] = time.perf_counter() - t
-    rows, times = _eval_rows(study, args, ["fp", args.metric])
+    table, times = _compare(study, args, ["fp", args.metric])
     stages |= times
-    print(pd.DataFrame(rows).to_string(index=False))
+    print(table.to_string(index=False))
     print("stage times:")
     for k, v in stages.items():
         print(f"  {k:<32} {v:7.1f} s")
@@ -371,10 +353,9 @@ def cmd_run(args) -> None:
 
 
 def cmd_demo(args) -> None:
-    import pandas as pd
-
     from tacq.demo import plan_demo, run_demo
     from tacq.progress import tqdm_progress
+    from tacq.tables import results_table, variants_table
 
     study = _study(args)
     demo = plan_demo(study, quick=args.quick)
@@ -383,69 +364,27 @@ def cmd_demo(args) -> None:
         s = next((s for s in reversed(d.stages) if s.status != "waiting"), d.stages[0])
         if s.status == "done":
             print(f"  {s.name:<40} {s.elapsed_s:6.1f} s  (expected {s.expected_s:.0f} s)")
-    rows = [
-        {
-            "variant": r.name,
-            "answer NLL": r.answer_nll,
-            "exact match": r.exact_match,
-            "KL to fp": r.kl_to_fp,
-        }
-        for r in demo.results
-    ]
-    print(pd.DataFrame(rows).to_string(index=False))
+    print(variants_table(demo.variants).to_string(index=False))
+    print(results_table(demo.results).to_string(index=False))
     print(f"total {demo.elapsed_s:.1f} s ({demo.elapsed_s / 60:.2f} min)")
 
 
 def cmd_plan(args) -> None:
-    import torch
+    from tacq.plan import RunSettings, plan_here
 
-    from tacq.memory import available_bytes
-    from tacq.plan import RunSettings, Shapes, check_fits, format_plan, measured_flops, plan_run
-
-    shapes = Shapes.from_config(_plan_config(args.model))
-    cuda = (args.device or ("cuda" if torch.cuda.is_available() else "cpu")) == "cuda"
     settings = RunSettings(
         args.examples,
         args.max_length,
         args.batch_size,
         args.bits,
-        dtype_bytes=2 if cuda else 4,
         accum_bytes=2 if args.accum_bf16 else 4,
         accum_stats=1 if args.tacq_only else 3,
         accum_on_host=args.accum_on_host,
-        latency_factor=20.0 if cuda else 2.6,
-        shared_memory=not cuda,
     )
-    if args.tflops:
-        flops, how = args.tflops * 1e12, "given"
-    elif cuda and not torch.cuda.is_available():
-        raise TacqError("No CUDA device here: pass --tflops to plan for one.")
-    else:
-        dev = torch.device("cuda" if cuda else "cpu")
-        flops = measured_flops(dev, torch.bfloat16 if cuda else torch.float32)
-        how = "measured now"
-    if args.memory_gb:
-        device_free = int(args.memory_gb * 2**30)
-    elif cuda and torch.cuda.is_available():
-        device_free = torch.cuda.mem_get_info()[0]
-    else:
-        device_free = available_bytes()
-    host_free = available_bytes() if cuda else None
-    stages = plan_run(shapes, settings, flops)
-    print(
-        f"{args.model}: {shapes.params / 1e9:.2f} B parameters, {shapes.layers} layers; "
-        f"{settings.examples} x {settings.max_length} tokens; {'cuda bf16' if cuda else 'cpu fp32'}"
-        f"; {flops / 1e12:.2f} TFLOP/s ({how})"
-    )
-    print(format_plan(stages, device_free, host_free))
-    check_fits(stages, device_free, host_free)
+    plan = plan_here(args.model, settings, args.device, args.tflops, args.memory_gb)
+    print(plan.text())
+    plan.check()
     print("fits.")
-
-
-def _plan_config(model: str) -> dict:
-    from tacq.plan import read_config
-
-    return read_config(model)
 
 
 COMMANDS = {

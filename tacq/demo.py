@@ -15,7 +15,9 @@ from dataclasses import dataclass, field, replace
 
 from tacq.evaluate import EvalResult, evaluate_variants
 from tacq.progress import Progress, no_progress, scaled
-from tacq.workflow import DEFAULT_RATIO, Study, Variant
+from tacq.select import DEFAULT_RATIO, Selection
+from tacq.variant import Variant
+from tacq.workflow import Study
 
 SUGGESTED_PROMPT = "Give the opposite of each word.\nhot -> cold\nbig -> small\nearly ->"
 
@@ -65,13 +67,13 @@ def plan_demo(study: Study, quick: bool = False) -> DemoRun:
         if kind == "tacq":
 
             def make(p: Progress, bits: int = bits) -> Variant:
-                return study.quantize(bits, DEFAULT_RATIO, "tacq", progress=p)
+                return study.quantize(Selection("tacq", bits, DEFAULT_RATIO), progress=p)
 
             name, expected = f"quantize TaCQ {bits}-bit ({100 * DEFAULT_RATIO:.2f}%)", 100.0
         else:
 
             def make(p: Progress, bits: int = bits) -> Variant:
-                return study.quantize(bits, 0.0, method="gptq", progress=p)
+                return study.quantize(Selection(bits=bits, ratio=0.0), "gptq", p)
 
             name, expected = f"quantize GPTQ {bits}-bit (no circuit)", 1.0
 

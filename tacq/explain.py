@@ -12,18 +12,8 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from tacq.models import layer_index, module_kind
+from tacq.models import MODULE_KINDS, layer_index, module_kind
 from tacq.select import Ranking
-
-MODULE_NAMES = {
-    "q": "q_proj",
-    "k": "k_proj",
-    "v": "v_proj",
-    "o": "o_proj",
-    "gate": "gate_proj",
-    "up": "up_proj",
-    "down": "down_proj",
-}
 
 
 @dataclass
@@ -42,7 +32,7 @@ class ModuleExplanation:
 
     def sentence(self) -> str:
         """The explanation in plain words."""
-        where = f"layer {layer_index(self.name)} {MODULE_NAMES.get(module_kind(self.name), '')}"
+        where = f"layer {layer_index(self.name)} {MODULE_KINDS.get(module_kind(self.name), '')}"
         if self.kept == 0:
             return f"{where} keeps none of its {self.weights:,} weights at this ratio."
         times = self.share / self.model_share if self.model_share else float("nan")

@@ -176,7 +176,7 @@ def _unquantized_state(model, quant_names: set[str]) -> dict[str, Tensor]:
 
 
 def save_packed(out: str | Path, lm, variant) -> Path:
-    """A packed TaCQ checkpoint of `variant` (a tacq.workflow.Variant) made from `lm`."""
+    """A packed TaCQ checkpoint of `variant` (a tacq.variant.Variant) made from `lm`."""
     from tacq import __version__
 
     layers = variant.result.layers
@@ -190,10 +190,8 @@ def save_packed(out: str | Path, lm, variant) -> Path:
         "quant_method": "tacq",
         "format_version": FORMAT_VERSION,
         "tacq_version": __version__,
-        **{k: variant.settings.get(k) for k in ("bits", "ratio", "metric", "method", "task")},
-        "task_hash": variant.settings.get("examples"),
+        **variant.spec.to_config(),  # read back unchanged by VariantSpec.from_config
         "variant_name": variant.name,
-        "base_model": variant.settings.get("base_model"),
         "layers": shapes,
     }
     config["dtype"] = "float16"
@@ -216,7 +214,7 @@ def save_dequantized(out: str | Path, lm, variant) -> Path:
         model.save_pretrained(str(tmp), safe_serialization=True)
         lm.tokenizer.save_pretrained(str(tmp))
         (tmp / "README.md").write_text(
-            f"# {variant.name} (dequantized)\n\nfp16 weights of a TaCQ {variant.settings['bits']}-bit "
+            f"# {variant.name} (dequantized)\n\nfp16 weights of a TaCQ {variant.spec.bits}-bit "
             "model: they carry its quantization error but not its size win. Loads with plain "
             "transformers.AutoModelForCausalLM.from_pretrained.\n"
         )

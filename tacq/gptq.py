@@ -20,13 +20,6 @@ from tacq.errors import TacqError
 
 log = logging.getLogger(__name__)
 
-# True-sequential order inside a decoder block (TaCQ / GPTQ llama.py).
-SEQUENTIAL_GROUPS = (
-    ("k_proj", "v_proj", "q_proj"),
-    ("o_proj",),
-    ("up_proj", "gate_proj"),
-    ("down_proj",),
-)
 METHODS = ("gptq", "rtn")
 QParams = tuple[Tensor, Tensor]  # per-row (scale, zero), each (out,) fp32
 

@@ -282,10 +282,20 @@ def collect_cached(
     key: str,
     progress: Progress | None = None,
 ) -> GradStats:
-    """collect_abs_grads with a safetensors cache keyed by `key`: a hit skips the work."""
-    names = list(quantizable_linears(model))
+    """collect_abs_grads with a safetensors cache keyed by `key`: a hit skips the work.
+
+    Under torchrun every rank computes its shard and no rank reads the cache (so none can
+    skip the all-reduce); rank 0 writes it for later single-process runs.
+    """
     path = grads_cache_path(key)
-    stats = load_stats(path, key, names, cfg.extra_stats)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        from tacq.distributed import collect_abs_grads_distributed
+
+        stats = collect_abs_grads_distributed(model, batches, cfg, progress)
+        if torch.distributed.get_rank() == 0:
+            save_stats(path, key, stats)
+        return stats
+    stats = load_stats(path, key, list(quantizable_linears(model)), cfg.extra_stats)
     if stats is not None:
         (progress or no_progress)(1.0, "gradients: loaded from cache")
         return stats

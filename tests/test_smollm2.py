@@ -9,6 +9,7 @@ from tacq.data import DataConfig, load_task
 from tacq.evaluate import EvalConfig, evaluate
 from tacq.export import describe_packed, load_quantized, save_packed
 from tacq.models import load_model
+from tacq.select import Selection
 from tacq.workflow import Study
 
 pytestmark = pytest.mark.slow
@@ -42,8 +43,8 @@ def test_3bit_tacq_beats_2bit_rtn_on_heldout(study, lm, tmp_path):
     held = list(study.task.heldout)
     cfg = EvalConfig(max_new_tokens=6)
     fp, lp = evaluate(lm.model, lm.tokenizer, held, "completion", "fp", cfg)
-    tacq3 = study.quantize(bits=3, ratio=0.0035, metric="tacq")
-    rtn2 = study.quantize(bits=2, ratio=0.0, method="rtn")
+    tacq3 = study.quantize(Selection("tacq", bits=3, ratio=0.0035))
+    rtn2 = study.quantize(Selection(bits=2, ratio=0.0), "rtn")
     r3, _ = evaluate(tacq3.model, lm.tokenizer, held, "completion", tacq3.name, cfg, lp)
     r2, _ = evaluate(rtn2.model, lm.tokenizer, held, "completion", rtn2.name, cfg, lp)
     assert fp.exact_match >= 0.4  # the task is one the model can do

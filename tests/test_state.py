@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from app.state import UserState
+from tacq.select import Selection
 from tacq.workflow import Study
 
 
@@ -12,9 +13,9 @@ def test_variants_survive_a_restart(tiny_lm, tiny_task, tmp_path):
     study = Study(tiny_lm, tiny_task)
     study.collect()
     user = UserState("a" * 32, tmp_path)
-    v = study.quantize(3, 0.01, "tacq")
+    v = study.quantize(Selection("tacq", 3, 0.01))
     user.add_variant(v, tiny_lm)
-    gone = study.quantize(2, 0.0)
+    gone = study.quantize(Selection(bits=2, ratio=0.0))
     user.add_variant(gone, tiny_lm)
     user.delete_variant(gone.name)
 
@@ -25,7 +26,7 @@ def test_variants_survive_a_restart(tiny_lm, tiny_task, tmp_path):
     with torch.no_grad():
         assert torch.equal(back.model(ids).logits, v.model(ids).logits)
     assert back.size.n_kept == v.size.n_kept and back.size.total_bytes == v.size.total_bytes
-    assert back.settings["metric"] == "tacq" and back.settings["bits"] == 3
+    assert back.spec == v.spec  # the export writes the spec and reads it back unchanged
 
     other = UserState("b" * 32, tmp_path)
     assert other.restore_variants(tiny_lm) == []  # another user's variants stay theirs
@@ -34,7 +35,7 @@ def test_variants_survive_a_restart(tiny_lm, tiny_task, tmp_path):
 def test_damaged_variant_is_skipped(tiny_lm, tiny_task, tmp_path):
     study = Study(tiny_lm, tiny_task)
     user = UserState("c" * 32, tmp_path)
-    user.add_variant(study.quantize(2, 0.0, method="rtn"), tiny_lm)
+    user.add_variant(study.quantize(Selection(bits=2, ratio=0.0), "rtn"), tiny_lm)
     weights = next((user.folder / "variants").glob("*/model.safetensors"))
     weights.write_bytes(weights.read_bytes()[:1000])  # truncated by a crash or a full disk
     again = UserState("c" * 32, tmp_path)
@@ -74,7 +75,9 @@ def test_forged_or_altered_ids_get_a_fresh_user(tiny_lm, tiny_task, tmp_path):
 
     who = _first_user_with_examples(tiny_task, tmp_path)
     first, _ = user_for(who.token, tmp_path)
-    first.add_variant(Study(tiny_lm, tiny_task).quantize(2, 0.0, method="rtn"), tiny_lm)
+    first.add_variant(
+        Study(tiny_lm, tiny_task).quantize(Selection(bits=2, ratio=0.0), "rtn"), tiny_lm
+    )
     flipped = who.token[:-1] + ("0" if who.token[-1] != "0" else "1")
     forged = [
         who.uid,  # the bare uid, as old clients stored it (its folder is signed now)

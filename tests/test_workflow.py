@@ -8,6 +8,7 @@ import torch
 from tacq.errors import TacqError
 from tacq.explain import explain_module
 from tacq.models import quantizable_linears
+from tacq.select import Selection
 from tacq.workflow import Study
 
 
@@ -22,8 +23,9 @@ def test_collect_twice_is_a_cache_hit(tiny_lm, tiny_task):
 def test_ratio_change_counts_and_bits(tiny_lm, tiny_task):
     study = Study(tiny_lm, tiny_task)
     study.collect()
-    r = study.ranking("tacq", bits=2)
-    small, big = study.size_at(r, 0.001, 2), study.size_at(r, 0.01, 2)
+    sel = Selection("tacq", bits=2)
+    r = study.ranking(sel)
+    small, big = study.size_at(sel.at(ratio=0.001), r), study.size_at(sel.at(ratio=0.01))
     N = sum(m.weight.numel() for m in quantizable_linears(tiny_lm.model).values())
     assert (small.n_kept, big.n_kept) == (int(0.001 * N), int(0.01 * N))
     assert big.bpw_paper > small.bpw_paper > 2
@@ -33,40 +35,45 @@ def test_ratio_change_counts_and_bits(tiny_lm, tiny_task):
 def test_variant_keeps_top_scores_and_reference_is_reused(tiny_lm, tiny_task):
     study = Study(tiny_lm, tiny_task)
     study.collect()
-    v = study.quantize(bits=2, ratio=0.01, metric="qal")
+    v = study.quantize(Selection("qal", bits=2, ratio=0.01))
     assert v.name == "qal-2bit-1.00%"
-    masks = study.ranking("qal", 2).masks(0.01)
+    masks = study.ranking(Selection("qal", 2)).masks(0.01)
     for name, lq in v.result.layers.items():
         assert torch.equal(lq.keep_mask, masks[name])
-    ref = study.quantize(bits=2, ratio=0.0)
-    assert ref.name == "gptq-2bit" and ref.result is study.refs[(2, "gptq")]
+    ref = study.quantize(Selection(bits=2, ratio=0.0))
+    assert ref.name == "gptq-2bit" and ref.result is study.references.done[(2, "gptq")]
+    assert ref.spec.metric is None and v.spec.metric == "qal"
     with pytest.raises(TacqError, match="between 0 and"):
-        study.quantize(bits=2, ratio=0.7)
+        Selection(bits=2, ratio=0.7)
     with pytest.raises(TacqError, match="2, 3 or 4"):
-        study.quantize(bits=5, ratio=0.01)
+        Selection(bits=5, ratio=0.01)
+    with pytest.raises(TacqError, match="Unknown metric"):
+        Selection("nope")
 
 
 def test_explain_matches_ranking_and_formula(tiny_lm, tiny_task):
     study = Study(tiny_lm, tiny_task)
     study.collect()
-    ranking = study.ranking("tacq", 2)
+    sel = Selection("tacq", 2, 0.02)
+    ranking = study.ranking(sel)
     i = 5
     name = ranking.names[i]
-    why = study.explain("tacq", 2, name, 0.02)
+    why = study.explain(sel, name)
     assert why.kept == int(ranking.counts(0.02)[i]) > 0
     assert list(why.top["score"]) == sorted(why.top["score"], reverse=True)
     t = why.top.iloc[0]
     assert t["score"] == pytest.approx(abs(t["G = Σ|g|"] * t["dW"] * t["W"]), rel=1e-5)
-    msg_scores, _ = study.module_scores("msg", 2, name)
+    msg_sel = sel.at(metric="msg")
+    msg_scores, _ = study.module_scores(msg_sel, name)
     W = quantizable_linears(tiny_lm.model)[name].weight.float()
     G = study.collect().abs_grad[name]
-    msg = explain_module(study.ranking("msg", 2), name, 0.02, msg_scores, W, G, None).top
+    msg = explain_module(study.ranking(msg_sel), name, 0.02, msg_scores, W, G, None).top
     assert "dW" not in msg  # a term that was never computed gets no (empty) column
     assert (msg["score"] - (msg["G = Σ|g|"] * msg["W"]).abs()).abs().max() < 1e-6
     assert sum(n for _, n in why.busy_rows) <= why.kept
     assert f"{why.share / 0.02:.1f}x the model average" in why.sentence()
-    rows, cols = study.layer_saliency("tacq", 2, name)
-    scores, _ = study.module_scores("tacq", 2, name)
+    rows, cols = study.layer_saliency(sel, name)
+    scores, _ = study.module_scores(sel, name)
     assert torch.allclose(rows.sum(), cols.sum()) and rows.shape[0] == scores.shape[0]
 
 
@@ -87,11 +94,11 @@ def test_streamed_ranking_equals_ranking_all_scores(tiny_lm, tiny_task, monkeypa
 
     study = Study(tiny_lm, tiny_task)
     study.collect()
-    import tacq.workflow as wf
+    import tacq.scoring as scoring
 
     monkeypatch.setattr(sel, "SAMPLE", 2_000)  # the tiny model's 57k weights > 4 x sample
-    monkeypatch.setattr(wf, "STREAM_SCORES_ABOVE", 0)  # as for a large model
-    streamed = study.ranking("tacq", 2)
-    whole = sel.rank(study.scores("tacq", 2), streamed.max_ratio)
+    monkeypatch.setattr(scoring, "STREAM_SCORES_ABOVE", 0)  # as for a large model
+    streamed = study.ranking(sel.Selection("tacq", 2))
+    whole = sel.rank(study.scores(sel.Selection("tacq", 2)), streamed.max_ratio)
     assert torch.equal(streamed.order, whole.order)
     assert torch.equal(streamed.scores_sorted, whole.scores_sorted)

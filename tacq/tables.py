@@ -1,0 +1,71 @@
+"""The tables every front end shows: held-out results, what broke, and the variants.
+
+One builder each, so the CLI, the app, the HTML report and the demo print the same
+columns under the same headers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+
+from tacq.evaluate import EvalResult
+from tacq.variant import Variant
+
+RESULT_COLUMNS = ["variant", "answer NLL", "exact match", "KL to original", "held-out examples"]
+BROKE_COLUMNS = ["variant", "prompt (last line)", "answer", "original says", "variant says"]
+VARIANT_COLUMNS = ["variant", "bits", "kept %", "BPW (paper)", "size MB", "seconds"]
+
+
+def results_table(results: Sequence[EvalResult]) -> pd.DataFrame:
+    """Held-out results, original first: NLL to 4 places, exact match to 3, KL to 4."""
+    rows = [
+        {
+            "variant": r.name,
+            "answer NLL": round(r.answer_nll, 4),
+            "exact match": round(r.exact_match, 3),
+            "KL to original": None if r.kl_to_fp is None else round(r.kl_to_fp, 4),
+            "held-out examples": len(r.rows),
+        }
+        for r in results
+    ]
+    return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+
+
+def last_line(prompt: str) -> str:
+    return prompt.strip().splitlines()[-1] if prompt.strip() else prompt
+
+
+def what_broke(results: Sequence[EvalResult]) -> pd.DataFrame:
+    """Held-out prompts the original (results[0]) answers right and a variant gets wrong."""
+    original = results[0]
+    rows = [
+        {
+            "variant": r.name,
+            "prompt (last line)": last_line(a["prompt"]),
+            "answer": a["answer"].strip(),
+            "original says": a["prediction"],
+            "variant says": b["prediction"],
+        }
+        for r in results[1:]
+        for a, b in zip(original.rows, r.rows)
+        if a["correct"] and not b["correct"]
+    ]
+    return pd.DataFrame(rows, columns=BROKE_COLUMNS)
+
+
+def variants_table(variants: Sequence[Variant]) -> pd.DataFrame:
+    """One row per variant: bits, kept share, paper BPW, packed size, time to make."""
+    rows = [
+        {
+            "variant": v.name,
+            "bits": v.spec.bits,
+            "kept %": round(100 * v.size.ratio, 3),
+            "BPW (paper)": round(v.size.bpw_paper, 4),
+            "size MB": round(v.size.total_bytes / 2**20, 1),
+            "seconds": round(v.result.seconds, 1),
+        }
+        for v in variants
+    ]
+    return pd.DataFrame(rows, columns=VARIANT_COLUMNS)

@@ -1,0 +1,77 @@
+"""A quantized variant of a model and the typed spec of how it was made.
+
+The spec is what a packed export writes into its quantization_config and reads back
+field for field, so a variant restored from disk says exactly what the in-memory one did.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from torch import nn
+
+from tacq.gptq import GPTQConfig
+from tacq.models import quantizable_linears, unquantized_params
+from tacq.quantize import QuantResult
+from tacq.select import SizeReport, size_report
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    bits: int
+    ratio: float  # share of weights kept in 16 bits; 0: plain GPTQ / RTN
+    metric: str | None  # saliency metric that picked them; None when nothing is kept
+    method: str = "gptq"  # gptq or rtn
+    group_size: int | None = None  # None: per-channel scales (the only format today)
+    task: str | None = None
+    examples: str | None = None  # digest of the calibration examples
+    base_model: str | None = None  # fingerprint of the model it was made from
+
+    @property
+    def name(self) -> str:
+        """'tacq-3bit-0.35%' or 'gptq-2bit': the variant's default display name."""
+        if not self.ratio:
+            return f"{self.method}-{self.bits}bit"
+        return f"{self.metric}-{self.bits}bit-{100 * self.ratio:.2f}%"
+
+    def to_config(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_config(cls, qc: dict) -> VariantSpec:
+        """Read a quantization_config; format 1 of stop 13 and before named the digest
+        'task_hash' and wrote no group_size."""
+        known = {f.name: qc[f.name] for f in fields(cls) if f.name in qc}
+        known.setdefault("examples", qc.get("task_hash"))
+        known.setdefault("method", qc.get("method") or "gptq")
+        return cls(**{"metric": None, "ratio": 0.0, **known, "bits": int(qc["bits"])})
+
+
+@dataclass
+class Variant:
+    """A quantized copy of the model with how it was made and what it weighs."""
+
+    name: str  # e.g. 'tacq-3bit-0.35%'
+    model: nn.Module
+    result: QuantResult
+    size: SizeReport
+    spec: VariantSpec
+
+
+def load_variant(folder: Path) -> Variant:
+    """A Variant back from a packed checkpoint (what the app keeps across restarts)."""
+    from tacq.export import read_packed
+
+    model, layers, qc = read_packed(folder)
+    spec = VariantSpec.from_config(qc)
+    shapes = [tuple(lq.codes.shape) for lq in layers.values()]
+    kept = [int(lq.keep_mask.sum()) for lq in layers.values()]
+    size = size_report(shapes, kept, spec.bits, unquantized_params(model))
+    cfg = GPTQConfig(bits=spec.bits, method=spec.method)
+    name = qc.get("variant_name") or folder.name
+    return Variant(name, model, QuantResult(layers, cfg), size, spec)
+
+
+def quantizable_shapes(model: nn.Module) -> list[tuple[int, int]]:
+    return [tuple(m.weight.shape) for m in quantizable_linears(model).values()]

@@ -1,0 +1,71 @@
+"""One place per fact: the metric registry, module kinds, and the shared table builders."""
+
+from __future__ import annotations
+
+import pytest
+
+from tacq.errors import TacqError
+from tacq.evaluate import EvalResult
+from tacq.models import MODULE_KINDS, PROJ_NAMES, SEQUENTIAL_GROUPS
+from tacq.saliency import METRICS, get_metric, metrics_in
+from tacq.select import Selection
+from tacq.tables import BROKE_COLUMNS, RESULT_COLUMNS, results_table, what_broke
+
+
+def test_metric_needs_derive_from_the_inputs_each_metric_reads():
+    assert {m.name for m in METRICS.values() if m.needs_quant} == {
+        "tacq",
+        "qal",
+        "spqr",
+        "squeezellm",
+    }
+    assert {m.name for m in METRICS.values() if m.needs_extra} == {
+        "fisher",
+        "signed_grad",
+        "squeezellm",
+    }
+    assert [m.name for m in METRICS.values() if not m.needs_grads] == ["magnitude", "spqr"]
+    assert metrics_in("paper") == ["tacq", "qal", "msg"]
+    with pytest.raises(TacqError, match="choose one of tacq, qal"):
+        get_metric("tacq2")
+
+
+def test_selection_ranking_key_ignores_bits_unless_dw_is_used():
+    assert Selection("msg", 2).ranking_key == Selection("msg", 4, 0.01).ranking_key
+    assert Selection("tacq", 2).ranking_key != Selection("tacq", 3).ranking_key
+    with pytest.raises(TacqError, match="not available yet"):
+        Selection(group_size=128)
+
+
+def test_module_kinds_and_groups_cover_each_projection_once():
+    grouped = [k for g in SEQUENTIAL_GROUPS for k in g]
+    assert sorted(grouped) == sorted(MODULE_KINDS) and len(grouped) == len(set(grouped))
+    assert PROJ_NAMES == tuple(f"{k}_proj" for k in MODULE_KINDS)
+
+
+def _result(name: str, correct: list[bool], kl: float | None) -> EvalResult:
+    rows = [
+        {"prompt": f"x\nw{i} ->", "answer": f" a{i}", "prediction": "a" if c else "b", "correct": c}
+        for i, c in enumerate(correct)
+    ]
+    return EvalResult(name, 1.23456, sum(correct) / len(correct), kl, rows)
+
+
+def test_results_table_and_what_broke():
+    fp = _result("original", [True, True, False], None)
+    q = _result("tacq-2bit-0.35%", [True, False, True], 0.123456)
+    table = results_table([fp, q])
+    assert list(table.columns) == RESULT_COLUMNS
+    assert table.iloc[1].tolist() == ["tacq-2bit-0.35%", 1.2346, 0.667, 0.1235, 3]
+    assert table["KL to original"].isna().tolist() == [True, False]  # no KL of the original
+    broke = what_broke([fp, q])
+    assert list(broke.columns) == BROKE_COLUMNS
+    assert broke.to_dict("records") == [
+        {
+            "variant": "tacq-2bit-0.35%",
+            "prompt (last line)": "w1 ->",
+            "answer": "a1",
+            "original says": "a",
+            "variant says": "b",
+        }
+    ]
