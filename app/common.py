@@ -91,9 +91,9 @@ def variant_choices(
     first = first or (names[-1] if names else None)
     if second is None:
         second = names[-2] if len(names) > 1 else None
-    return [gr.update(choices=names, value=first)] * (n_lists - 1) + [
-        gr.update(choices=names, value=second)
-    ]
+    values = [first] * (n_lists - 1) + [second]
+    return [gr.update(choices=names, value=v) for v in values]  # one dict each: Gradio
+    # consumes an update as it applies it, so a dict shared by two outputs reaches one
 
 
 def need(value, message: str):

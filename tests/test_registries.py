@@ -69,3 +69,14 @@ def test_results_table_and_what_broke():
             "variant says": "b",
         }
     ]
+
+
+def test_variant_lists_get_one_update_each():
+    """A dict shared by several outputs reaches only the first (the chat columns went blank)."""
+    from app.common import variant_choices
+
+    ups = variant_choices(["a", "b", "c"], 4)
+    assert [u["value"] for u in ups] == ["c", "c", "c", "b"]
+    assert len({id(u) for u in ups}) == 4 and all(u["choices"] == ["a", "b", "c"] for u in ups)
+    ups = variant_choices(["t3", "t2", "g2"], 3, "t3", "t2")
+    assert [u["value"] for u in ups] == ["t3", "t3", "t2"]
