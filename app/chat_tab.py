@@ -76,7 +76,7 @@ def wire(tab: SimpleNamespace, user_state: gr.State, registry: ModelRegistry) ->
             [{"role": m["role"], "content": _text(m["content"])} for m in histories[i]]
             for i in active
         ]
-        user.stop.clear()
+        stop = user.jobs.start("chat")
         one_line = user.task is not None and user.task.style == "completion"
         for replies in stream_side_by_side(
             models,
@@ -84,7 +84,7 @@ def wire(tab: SimpleNamespace, user_state: gr.State, registry: ModelRegistry) ->
             convs,
             int(max_tokens),
             float(temperature),
-            stop=user.stop,
+            stop=stop,
             one_line=one_line,  # a completion task's answer is one line
         ):
             out = [list(h) for h in histories]
@@ -94,7 +94,7 @@ def wire(tab: SimpleNamespace, user_state: gr.State, registry: ModelRegistry) ->
 
     @handles_errors
     def on_stop(user: UserState):
-        user.stop.set()
+        user.jobs.cancel("chat")
 
     gr.on(
         [tab.send.click, tab.prompt.submit],

@@ -130,9 +130,8 @@ def wire(tab: SimpleNamespace, user_state: gr.State, registry: ModelRegistry) ->
     @handles_errors
     def on_show(user: UserState, metric: str, bits: int, pct: float, progress=gr.Progress()):
         study = need(user.study, "Choose examples and collect gradients first.")
-        user.stop.clear()
         sel = Selection(metric, int(bits), pct / 100)
-        r = study.ranking(sel, gradio_progress(progress, user.stop))
+        r = study.ranking(sel, gradio_progress(progress, user.jobs.start("circuit")))
         return render(study, r, metric, int(bits), pct)
 
     @handles_errors
@@ -185,8 +184,7 @@ def wire(tab: SimpleNamespace, user_state: gr.State, registry: ModelRegistry) ->
     ):
         study = need(user.study, "Choose examples and collect gradients first.")
         need(other, "Pick the other task.")
-        user.stop.clear()
-        hook = gradio_progress(progress, user.stop)
+        hook = gradio_progress(progress, user.jobs.start("circuit"))
         sel = Selection(metric, int(bits), pct / 100)
         theirs = study.for_task(load_task(other))
         theirs.collect(hook)

@@ -11,7 +11,7 @@ import gradio as gr
 import torch
 
 from tacq.errors import Cancelled, TacqError
-from tacq.progress import Progress
+from tacq.progress import Progress, cancellable
 
 log = logging.getLogger("tacq.app")
 HEAVY = "heavy"  # concurrency id shared by every job that uses the whole CPU/GPU
@@ -72,14 +72,13 @@ def handles_errors(fn):
 
 
 def gradio_progress(bar: gr.Progress, stop: threading.Event) -> Progress:
-    """The library's progress hook drawing a gr.Progress bar; raises Cancelled on stop."""
+    """The library's progress hook drawing a gr.Progress bar; raises Cancelled once `stop`
+    (the job's own token, UserState.jobs) is set."""
 
-    def report(frac: float, label: str) -> None:
-        if stop.is_set():
-            raise Cancelled("Stopped. Nothing was saved; earlier results are unchanged.")
+    def draw(frac: float, label: str) -> None:
         bar(min(max(frac, 0.0), 1.0), desc=label)
 
-    return report
+    return cancellable(draw, stop)
 
 
 def variant_choices(

@@ -147,8 +147,7 @@ def wire(tab: SimpleNamespace, user_state: gr.State, registry: ModelRegistry) ->
     @handles_errors
     def on_collect(user: UserState, progress=gr.Progress()):
         study = need(user.study, "Choose examples first (Use these examples).")
-        user.stop.clear()
-        stats = study.collect(gradio_progress(progress, user.stop))
+        stats = study.collect(gradio_progress(progress, user.jobs.start("gradients")))
         if stats.from_cache:
             return (
                 f"Cache hit: gradients for these {stats.n_samples} examples were loaded "
@@ -162,7 +161,7 @@ def wire(tab: SimpleNamespace, user_state: gr.State, registry: ModelRegistry) ->
 
     @handles_errors
     def on_cancel(user: UserState):
-        user.stop.set()
+        user.jobs.cancel("gradients")
         return "Cancelling…"
 
     tab.bundled.change(on_bundled, tab.bundled, [tab.table, tab.style])

@@ -80,9 +80,9 @@ def wire(
         lm = registry.get(user.model_key)
         study = Study(lm, load_task(task_name), DataConfig(max_examples=8 if quick else 32))
         demo = plan_demo(study, quick=quick)
-        user.stop.clear()
+        stop = user.jobs.start("demo")
         keep = [gr.update()] * (n_lists + 3 + len(eval_tables))
-        for d in run_demo(demo, gradio_progress(progress, user.stop)):
+        for d in run_demo(demo, gradio_progress(progress, stop)):
             running = next((s.name for s in d.stages if s.status == "running"), None)
             msg = (
                 f"Running **{running}**… {d.elapsed_s:.0f} s so far of about "
@@ -114,7 +114,7 @@ def wire(
 
     @handles_errors
     def on_cancel(user: UserState):
-        user.stop.set()
+        user.jobs.cancel("demo")
         return "Cancelling… variants made so far are dropped; your session is unchanged."
 
     outs = [

@@ -92,8 +92,7 @@ def wire(
     def on_eval(user: UserState, progress=gr.Progress()):
         study = need(user.study, "Choose examples first.")
         need(list(study.task.heldout), "This task has no held-out examples.")
-        user.stop.clear()
-        hook = gradio_progress(progress, user.stop)
+        hook = gradio_progress(progress, user.jobs.start("eval"))
         cached = user.fp_eval[1:] if user.fp_eval and user.fp_eval[0] == study.digest() else None
         results, fp_pair = evaluate_variants(
             study.lm, study.task, list(user.variants.values()), cached, hook

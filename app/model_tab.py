@@ -38,9 +38,9 @@ def build() -> SimpleNamespace:
 def wire(tab: SimpleNamespace, user_state: gr.State, registry: ModelRegistry) -> None:
     @handles_errors
     def on_load(user: UserState, source: str, progress=gr.Progress()):
-        user.stop.clear()
+        stop = user.jobs.start("model")
         source = source.strip() if isinstance(source, str) and source.strip() else "default"
-        lm = registry.get(source, gradio_progress(progress, user.stop))
+        lm = registry.get(source, gradio_progress(progress, stop))
         user.set_model(source, lm)
         msg = f"Loaded **{lm.name}** from `{lm.source}`."
         if user.task:

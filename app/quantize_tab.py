@@ -75,11 +75,11 @@ def wire(
     ):
         study = need(user.study, "Choose examples (and collect gradients) first.")
         user.check_room(study.lm)
-        user.stop.clear()
+        stop = user.jobs.start("quantize")
         sel = Selection(metric, int(bits), pct / 100 if circuit else 0.0)
         if sel.ratio > 0 and METRICS[metric].needs_grads and study.stats is None:
-            study.collect(gradio_progress(progress, user.stop))
-        v = study.quantize(sel, method, gradio_progress(progress, user.stop))
+            study.collect(gradio_progress(progress, stop))
+        v = study.quantize(sel, method, gradio_progress(progress, stop))
         user.add_variant(v, study.lm)  # saved packed: a restart finds it again
         msg = (
             f"Made **{v.name}**: BPW {v.size.bpw_paper:.4f}, "
@@ -89,7 +89,7 @@ def wire(
 
     @handles_errors
     def on_cancel(user: UserState):
-        user.stop.set()
+        user.jobs.cancel("quantize")
         return "Cancelling…"
 
     @handles_errors

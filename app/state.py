@@ -87,6 +87,32 @@ class ModelRegistry:
             return lm
 
 
+class Jobs:
+    """One stop token per job of a session, so a Cancel stops only the job it belongs to.
+
+    Starting a job of a kind ("quantize", "chat", ...) gives it a fresh token: a Cancel
+    pressed for an earlier job of that kind, or for a job of another kind, never reaches it.
+    """
+
+    def __init__(self) -> None:
+        self._stops: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+
+    def start(self, kind: str) -> threading.Event:
+        stop = threading.Event()
+        with self._lock:
+            self._stops[kind] = stop
+        return stop
+
+    def cancel(self, kind: str) -> bool:
+        """Stop the running (or last) job of `kind`; False when none was started."""
+        with self._lock:
+            stop = self._stops.get(kind)
+        if stop is not None:
+            stop.set()
+        return stop is not None
+
+
 @dataclass
 class UserState:
     """Everything one browser session owns."""
@@ -97,7 +123,7 @@ class UserState:
     task: TaskSet | None = None
     study: Study | None = None
     variants: dict[str, Variant] = field(default_factory=dict)
-    stop: threading.Event = field(default_factory=threading.Event)
+    jobs: Jobs = field(default_factory=Jobs)
     fp_eval: tuple | None = None  # (task digest, EvalResult, log-probs) of the fp model
     pending_upload: list[Example] | None = None  # good rows of an upload with bad rows
     last_eval: list | None = None  # EvalResults of the last evaluation (fp first), for reports

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from tacq.errors import Cancelled
 
 Progress = Callable[[float, str], None]
+STOPPED = "Stopped. Nothing was saved; earlier results are unchanged."
 
 
 def no_progress(frac: float, label: str) -> None:
@@ -50,7 +51,7 @@ def cancellable(progress: Progress | None, stop: threading.Event) -> Progress:
 
     def report(frac: float, label: str) -> None:
         if stop.is_set():
-            raise Cancelled("Stopped. Nothing was saved.")
+            raise Cancelled(STOPPED)
         hook(frac, label)
 
     return report

@@ -202,52 +202,52 @@ def quantize_model(
     progress = progress or no_progress
     t0 = time.perf_counter()
     layers = decoder_layers(model)
-    linears = quantizable_linears(model)
+    name_of = {id(m): n for n, m in quantizable_linears(model).items()}
     result = QuantResult({}, cfg)
-    name_of = {id(m): n for n, m in linears.items()}
     progress(0.0, "calibration: catching block inputs")
     homes = _stage_outside_blocks(model, exec_device)
-    inputs = capture_block_inputs(model, batches)
-    for i, block in enumerate(layers):
-        home = next(block.parameters()).device
-        if exec_device is not None:
-            block.to(exec_device)
-        originals = {} if in_place else {n: p.detach().clone() for n, p in block.named_parameters()}
-        try:
-            for group in SEQUENTIAL_GROUPS:
-                progress(
-                    (i + 0.1) / len(layers),
-                    f"{cfg.method} block {i + 1}/{len(layers)}: {MODULE_KINDS[group[0]]}",
-                )
-                members = {
-                    name_of[id(m)]: m
-                    for m in block.modules()
-                    if id(m) in name_of and module_kind(name_of[id(m)]) in group
-                }
-                if not members:
-                    continue
-                timings = _quantize_group(members, inputs, cfg, keep_masks, unmasked, fast, block)
-                for name, lin in members.items():  # module order, as results are listed
-                    lq, seconds = timings[name]
-                    lin.weight.data.copy_(lq.dequantize().to(lin.weight.device, lin.weight.dtype))
-                    result.layers[name] = _to_cpu(lq)
-                    result.layer_seconds[name] = seconds
-            new_hidden = _run_block(block, inputs)
-        except torch.OutOfMemoryError as e:
-            raise TacqError(
-                "Out of memory during quantization; use fewer calibration "
-                "examples or a shorter max length."
-            ) from e
-        finally:
-            if originals:
-                with torch.no_grad():
-                    for n, p in block.named_parameters():
-                        p.copy_(originals[n])
-            if exec_device is not None:
-                block.to(home)
-        inputs = [(h, kw, m) for h, (_, kw, m) in zip(new_hidden, inputs)]
-    for mod, dev in homes:
-        mod.to(dev)
+    try:  # every device move is undone, also on cancel or error
+        inputs = capture_block_inputs(model, batches)
+        for i, block in enumerate(layers):
+            home = next(block.parameters()).device
+            originals = (
+                {} if in_place else {n: p.detach().clone() for n, p in block.named_parameters()}
+            )
+            try:
+                if exec_device is not None:
+                    block.to(exec_device)
+                for group in SEQUENTIAL_GROUPS:
+                    progress(
+                        (i + 0.1) / len(layers),
+                        f"{cfg.method} block {i + 1}/{len(layers)}: {MODULE_KINDS[group[0]]}",
+                    )
+                    members = {
+                        name_of[id(m)]: m
+                        for m in block.modules()
+                        if id(m) in name_of and module_kind(name_of[id(m)]) in group
+                    }
+                    if members:
+                        done = _quantize_group(
+                            members, inputs, cfg, keep_masks, unmasked, fast, block
+                        )
+                        _store_(members, done, result)
+                new_hidden = _run_block(block, inputs)
+            except torch.OutOfMemoryError as e:
+                raise TacqError(
+                    "Out of memory during quantization; use fewer calibration "
+                    "examples or a shorter max length."
+                ) from e
+            finally:
+                if exec_device is not None:
+                    block.to(home)
+                if originals:
+                    with torch.no_grad():
+                        for n, p in block.named_parameters():
+                            p.copy_(originals[n])
+            inputs = [(h, kw, m) for h, (_, kw, m) in zip(new_hidden, inputs)]
+    finally:
+        for mod, dev in homes:
+            mod.to(dev)
     result.seconds = time.perf_counter() - t0
     progress(1.0, f"{cfg.method}: done in {result.seconds:.0f} s")
     return result
@@ -315,6 +315,17 @@ def _quantize_group(
         seconds = (time.perf_counter() - t) / len(names)  # shared work, split evenly
         out |= {n: (lq, seconds) for n, lq in zip(names, lqs)}
     return out
+
+
+def _store_(
+    members: dict[str, nn.Linear], done: dict[str, tuple[LayerQuant, float]], result: QuantResult
+) -> None:
+    """Write each quantized weight into its Linear (later groups see it) and keep the result."""
+    for name, lin in members.items():  # module order, as results are listed
+        lq, seconds = done[name]
+        lin.weight.data.copy_(lq.dequantize().to(lin.weight.device, lin.weight.dtype))
+        result.layers[name] = _to_cpu(lq)
+        result.layer_seconds[name] = seconds
 
 
 def _to_cpu(lq: LayerQuant) -> LayerQuant:
