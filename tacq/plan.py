@@ -170,7 +170,7 @@ def plan_run(s: Shapes, r: RunSettings, flops_per_s: float) -> list[StagePlan]:
     # gradient sums (host memory once collected) and each result's codes + keep mask.
     calib = 2 * tokens * s.hidden * r.dtype_bytes
     dims = {m: i for m, _, i in s.linears()}
-    hess = 4 * max(sum(dims[m] ** 2 for m in g) for g in SEQUENTIAL_GROUPS)
+    hess = 4 * max(sum(dims.get(m, 0) ** 2 for m in g) for g in SEQUENTIAL_GROUPS)
     work = max(3 * o * i * 4 + 2 * i * i * 4 for _, o, i in s.linears())
     results = 2 * 2 * s.quantizable  # uint8 codes + bool mask, reference and masked
     # scores, their flat copy and a compare mask; large models rank one Linear at a time
