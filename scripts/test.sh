@@ -13,4 +13,5 @@ if ! bash scripts/install-chromium.sh; then
   fi
   echo "the browser tests will be skipped" >&2
 fi
-python -m pytest -q -p no:cacheprovider "$@"
+# -m "": every test, whatever pyproject's default selection (plain pytest: fast only)
+python -m pytest -q -p no:cacheprovider -m "" "$@"

@@ -208,9 +208,9 @@ def _study(args):
 
 
 def _collect(study) -> None:
-    from tacq.progress import tqdm_progress
+    from tacq.progress import cli_progress
 
-    stats = study.collect(tqdm_progress("gradients"))
+    stats = study.collect(cli_progress("gradients"))
     how = "from cache" if stats.from_cache else f"in {stats.seconds:.1f} s"
     print(
         f"gradients: {stats.n_samples} samples, {stats.n_tokens} loss tokens, "
@@ -248,13 +248,13 @@ def cmd_gradients(args) -> None:
 
 
 def cmd_scores(args) -> None:
-    from tacq.progress import tqdm_progress
+    from tacq.progress import cli_progress
     from tacq.select import layer_table
 
     study = _study(args)
     _collect(study)
     sel = _selection(args)
-    r = study.ranking(sel, tqdm_progress("reference"))
+    r = study.ranking(sel, cli_progress("reference"))
     size = study.size_at(sel, r)
     table = layer_table(r, args.ratio).sort_values("kept", ascending=False).head(args.top)
     print(
@@ -266,7 +266,7 @@ def cmd_scores(args) -> None:
 
 
 def cmd_quantize(args) -> None:
-    from tacq.progress import tqdm_progress
+    from tacq.progress import cli_progress
     from tacq.saliency import METRICS
 
     study = _study(args)
@@ -274,7 +274,7 @@ def cmd_quantize(args) -> None:
     if sel.ratio > 0 and METRICS[sel.metric].needs_grads:
         _collect(study)
     t = time.perf_counter()
-    v = study.quantize(sel, args.method, tqdm_progress("quantize"))
+    v = study.quantize(sel, args.method, cli_progress("quantize"))
     print(f"{v.name}: quantized in {time.perf_counter() - t:.1f} s; BPW {v.size.bpw_paper:.4f}")
     from tacq import export
 
@@ -294,11 +294,11 @@ def _selection(args):
 
 def _compare(study, args, methods: list[str]):
     """Held-out table and stage times of `methods` (tacq.runs.compare_methods)."""
-    from tacq.progress import tqdm_progress
+    from tacq.progress import cli_progress
     from tacq.runs import compare_methods
     from tacq.tables import results_table
 
-    results, times = compare_methods(study, methods, args.bits, args.ratio, tqdm_progress)
+    results, times = compare_methods(study, methods, args.bits, args.ratio, cli_progress)
     return results_table(results), times
 
 
@@ -354,13 +354,13 @@ def cmd_run(args) -> None:
 
 def cmd_demo(args) -> None:
     from tacq.demo import plan_demo, run_demo
-    from tacq.progress import tqdm_progress
+    from tacq.progress import cli_progress
     from tacq.tables import results_table, variants_table
 
     study = _study(args)
     demo = plan_demo(study, quick=args.quick)
     print(f"one-click demo: {len(demo.stages)} stages, expected {demo.expected_s / 60:.1f} min")
-    for d in run_demo(demo, tqdm_progress("demo")):
+    for d in run_demo(demo, cli_progress("demo")):
         s = next((s for s in reversed(d.stages) if s.status != "waiting"), d.stages[0])
         if s.status == "done":
             print(f"  {s.name:<40} {s.elapsed_s:6.1f} s  (expected {s.expected_s:.0f} s)")
@@ -403,6 +403,10 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not sys.stderr.isatty():  # a log: no redrawn bars from the libraries either
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",

@@ -6,8 +6,12 @@ gr.Progress adapter. To cancel, the hook raises `Cancelled`.
 
 from __future__ import annotations
 
+import math
+import sys
 import threading
+import time
 from collections.abc import Callable
+from typing import TextIO
 
 from tacq.errors import Cancelled
 
@@ -43,6 +47,36 @@ def tqdm_progress(desc: str = "") -> Progress:
             bar.close()
 
     return report
+
+
+def line_progress(
+    desc: str = "",
+    stream: TextIO | None = None,
+    min_interval_s: float = 1.0,
+    clock: Callable[[], float] = time.monotonic,
+) -> Progress:
+    """Plain lines for logs: one when the step's label changes, at most one per
+    min_interval_s, and always the last (frac 1). No carriage returns, no redraws."""
+    last = {"t": -math.inf, "label": None}
+
+    def report(frac: float, label: str) -> None:
+        now = clock()
+        due = label != last["label"] and now - last["t"] >= min_interval_s
+        if due or frac >= 1.0:
+            out = stream or sys.stderr
+            print(
+                f"{desc} {100 * min(max(frac, 0.0), 1.0):3.0f}% {label}".strip(),
+                file=out,
+                flush=True,
+            )
+            last["t"], last["label"] = now, label
+
+    return report
+
+
+def cli_progress(desc: str = "") -> Progress:
+    """A tqdm bar on a terminal; plain lines when stderr is a log (CI, nohup, | tee)."""
+    return tqdm_progress(desc) if sys.stderr.isatty() else line_progress(desc)
 
 
 def cancellable(progress: Progress | None, stop: threading.Event) -> Progress:

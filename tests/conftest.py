@@ -6,14 +6,34 @@ import os
 
 import pytest
 
+# Process settings for the whole run, set before any test module imports huggingface_hub
+# (it reads them at import): offline, no telemetry, one converted-model folder shared by
+# all tests (conversion takes ~30 s); caches stay per test (_isolated_home).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-# Converted models are shared by all tests (conversion takes ~30 s); caches are per test.
 os.environ.setdefault(
     "TACQ_MODELS_DIR",
     os.path.join(os.environ.get("TACQ_HOME") or os.path.expanduser("~/.cache/tacq"), "models"),
 )
+
+
+# Set by pytest itself, or by torch the first time a code path imports inductor.
+NOT_OURS = ("PYTEST_CURRENT_TEST", "TORCHINDUCTOR_", "TRITON_")
+
+
+@pytest.fixture(autouse=True)
+def _environment_restored():
+    """A test that sets an environment variable must restore it (monkeypatch does)."""
+    before = dict(os.environ)
+    yield
+    after = dict(os.environ)
+    changed = sorted(
+        k
+        for k in before.keys() | after.keys()
+        if before.get(k) != after.get(k) and not k.startswith(NOT_OURS)
+    )
+    assert not changed, f"the test left environment variables changed: {changed}"
 
 
 @pytest.fixture

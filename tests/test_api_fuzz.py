@@ -81,7 +81,9 @@ def test_api_fuzz_gets_messages_never_internal_errors(tmp_path):
     rng = random.Random(2026)
     files = tmp_path / "files"
     files.mkdir()
-    outcomes = {"ok": 0, "message": 0}
+    outcomes = {"ok": 0, "message": 0, "refused": 0}  # refused: by the client, never sent
+    by_api: dict[str, dict[str, int]] = {}  # endpoint -> outcome -> count
+    said: dict[str, list[str]] = {}  # endpoint -> the messages, to show on failure
     bad: list[str] = []
     calls = []
     for _ in range(CASES_PER_ENDPOINT):
@@ -100,14 +102,19 @@ def test_api_fuzz_gets_messages_never_internal_errors(tmp_path):
             args = make_args()
             try:
                 client.predict(*args, api_name=api)
-                outcomes["ok"] += 1
+                outcome = "ok"
             except AppError as e:
-                outcomes["message"] += 1
+                outcome = "message"
+                said.setdefault(api, []).append(f"{str(args)[:60]}: {str(e)[:80]}")
                 if "internal error" in str(e).lower() or not str(e).strip():
                     bad.append(f"{api} {str(args)[:120]}: {e}")
             except ValueError as e:  # the client refused to send a value (not the server)
-                outcomes["message"] += 1
+                outcome = "refused"
+                said.setdefault(api, []).append(f"{str(args)[:60]}: refused: {str(e)[:80]}")
                 assert "choices" in str(e) or "not" in str(e), e
+            outcomes[outcome] += 1
+            tally = by_api.setdefault(api, {})
+            tally[outcome] = tally.get(outcome, 0) + 1
         with urllib.request.urlopen(url + "healthz", timeout=10) as r:
             assert r.status == 200  # still serving after the barrage
     finally:
@@ -115,5 +122,9 @@ def test_api_fuzz_gets_messages_never_internal_errors(tmp_path):
     log = (tmp_path / "app.log").read_text()
     assert not bad, "\n".join(bad[:10])
     assert "internal error" not in log.lower(), log[-3000:]
-    assert sum(outcomes.values()) == len(calls) == 6 * CASES_PER_ENDPOINT
+    # Valid input must succeed every time: a bundled task name, and any browser id the
+    # client sends (a forged or garbled one just starts a fresh session).
+    assert by_api["/on_bundled"] == {"ok": CASES_PER_ENDPOINT}, said.get("/on_bundled")
+    assert "message" not in by_api["/on_page_load"], said.get("/on_page_load")
+    assert len(by_api) == 6 and all(sum(t.values()) == CASES_PER_ENDPOINT for t in by_api.values())
     assert outcomes["ok"] > 20 and outcomes["message"] > 20, outcomes  # both paths exercised

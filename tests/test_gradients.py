@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from tacq.data import Encoded, make_batches
+from tacq.errors import TacqError
 from tacq.gradients import GradientConfig, abs_grads_loop, collect_abs_grads, collect_cached
 from tacq.models import quantizable_linears
 
@@ -72,7 +73,7 @@ def test_low_memory_accumulators(tiny_llama):
         assert half.abs_grad[name].dtype == torch.float32  # handed out as fp32
         assert not torch.equal(half.abs_grad[name], G)  # really rounded
         torch.testing.assert_close(half.abs_grad[name], G, rtol=2e-2, atol=1e-6)
-    with pytest.raises(Exception, match="float32 or bfloat16"):
+    with pytest.raises(TacqError, match="float32 or bfloat16"):
         GradientConfig(accum_dtype="float16")
 
 

@@ -4,6 +4,7 @@ against the guard alone and against the running app."""
 from __future__ import annotations
 
 import http.client
+import os
 import uuid
 
 import pytest
@@ -73,7 +74,8 @@ def test_guard_answers_403_before_the_route_runs():
     assert calls == ["GET"]  # neither refused request reached the route
 
 
-def test_serving_beyond_loopback_needs_allow_list_and_auth(tmp_path, capsys):
+def test_serving_beyond_loopback_needs_allow_list_and_auth(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(os, "environ", os.environ.copy())  # launch sets process variables
     import launch
 
     assert launch.main(["--host", "0.0.0.0", "--port", "1"]) == 1

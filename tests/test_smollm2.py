@@ -22,12 +22,11 @@ def lm():
 
 @pytest.fixture(scope="module")
 def study(lm, tmp_path_factory):
-    import os
-
-    os.environ["TACQ_HOME"] = str(tmp_path_factory.mktemp("smollm2_home"))
-    s = Study(lm, load_task("antonyms"), DataConfig(max_length=128, max_examples=8))
-    s.collect()
-    return s
+    with pytest.MonkeyPatch.context() as mp:  # undone when the module's tests are done
+        mp.setenv("TACQ_HOME", str(tmp_path_factory.mktemp("smollm2_home")))
+        s = Study(lm, load_task("antonyms"), DataConfig(max_length=128, max_examples=8))
+        s.collect()
+        yield s
 
 
 def test_default_model_loads_with_its_facts(lm):

@@ -28,7 +28,8 @@ def test_old_world_readable_folders_are_tightened(tmp_path):
 
 def test_prepare_routes_temp_files_into_the_private_workspace(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", tempfile.tempdir)
-    monkeypatch.delenv("GRADIO_TEMP_DIR", raising=False)
+    monkeypatch.setenv("GRADIO_TEMP_DIR", "")  # recorded, so prepare()'s value is undone
+    monkeypatch.delenv("GRADIO_TEMP_DIR")
     old_umask = os.umask(0o022)
     try:
         tmp = prepare(tmp_path / "ws")
