@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from _common import write_result
+from _common import stamp, write_result
 
 from tacq.select import DEFAULT_RATIO, Selection
 
@@ -129,6 +129,7 @@ def main() -> None:
             f"{r['answer_nll']:.3f} | {r['answer_nll'] / r['fp_nll'] - 1:+.0%} | "
             f"{r['exact_match']:.3f} |"
         )
+    rows, sweep = stamp(rows), stamp(sweep)
     write_result("ablations", {"bits": 2, "ratio": 0.0035, "rows": rows, "sweep": sweep})
 
 

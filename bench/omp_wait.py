@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 
-from _common import write_result
+from _common import no_options, write_result
 
 CHILD = """
 import os, threading, time, torch
@@ -86,6 +86,7 @@ def _child(root: str, extra: dict[str, str]) -> tuple[float, float]:
 
 
 def main() -> None:
+    no_options(__doc__)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out: dict[str, dict[str, float]] = {}
     for load in ("idle", "beside another job", "beside a chat thread"):

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import ROOT, write_result
+from _common import ROOT, stamp, write_result
 
 from tacq.runs import PLAIN_METHODS
 from tacq.saliency import metrics_in
@@ -229,6 +229,8 @@ def main() -> None:
                 tuple(t for t in tasks if t != task) if args.cross else (),
                 cross,
             )
+    stamp(rows)
+    stamp(cross)
     key = lambda r: (r["task"], r["bits"], r["method"], r.get("seed", 0))  # noqa: E731
     done = {key(r) for r in rows}
     merged = [r for r in saved.get("rows", []) if key(r) not in done] + rows

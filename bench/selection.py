@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 
-from _common import median, write_result
+from _common import median, no_options, write_result
 
 from tacq.select import Selection
 
@@ -28,6 +28,7 @@ def timed(fn, n: int) -> list[float]:
 
 
 def main() -> None:
+    no_options(__doc__)
     from tacq.data import DataConfig, load_task
     from tacq.models import load_model
     from tacq.select import rank

@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import ROOT, median, write_result
+from _common import ROOT, median, no_options, write_result
 
 from tests.browser_helpers import (
     CHROMIUM,
@@ -26,6 +26,7 @@ from tests.browser_helpers import (
 
 
 def main(moves: int = 20) -> None:
+    no_options(__doc__)
     from playwright.sync_api import sync_playwright
 
     home = Path(tempfile.mkdtemp(prefix="tacq_bench_"))

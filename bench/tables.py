@@ -1,18 +1,21 @@
-"""Print every committed result in bench/results/ as the Markdown tables of bench/README.md.
+"""bench/README.md, generated from the committed results in bench/results/.
 
-    python bench/tables.py > /tmp/tables.md
-Only formats what the benchmark scripts measured; it computes nothing new.
+    python bench/tables.py            # print it
+    python bench/tables.py --write    # rewrite bench/README.md (never edit it by hand)
+Only formats what the benchmark scripts measured (findings: bench/findings.py).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 
 from _common import ROOT
+from findings import findings
 from quality import cross_markdown, markdown
 
 from tacq.runs import PLAIN_METHODS
-from tacq.saliency import metrics_in
+from tacq.saliency import METRICS, metrics_in
 
 RESULTS = ROOT / "bench" / "results"
 
@@ -24,7 +27,129 @@ def load(topic: str) -> dict | None:
 
 def env_line(d: dict) -> str:
     e = d["environment"]
-    return f"*{e['device']}, torch {e['torch']}, {e['threads']} threads, commit {e['commit']}*"
+    dirty = " with uncommitted changes" if e.get("dirty") else ""
+    args = f"; `{' '.join(e['args'])}`" if e.get("args") else ""
+    return (
+        f"*{e['device']}, torch {e['torch']}, {e['threads']} threads, commit "
+        f"{e['commit']}{dirty}{args}*"
+    )
+
+
+SCRIPTS = [  # (command, what it measures, result topic)
+    (
+        "python bench/quality.py --tasks antonyms,capitals,plurals --bits 2 --cross",
+        "every method at p = 0.35 %: held-out answer NLL, exact match, KL to fp, perplexity "
+        "on `assets/text/generic.txt`, gap closed; cross-task matrix",
+        "quality",
+    ),
+    (
+        "python bench/quality.py --tasks antonyms --bits 3` and `--tasks capitals,plurals "
+        "--bits 3 --methods fp,rtn,gptq,magnitude,msg,tacq",
+        "the 3-bit rows",
+        "quality",
+    ),
+    (
+        "python bench/quality.py --tasks antonyms --bits 2 --seeds 1,2 --seed-methods "
+        "gptq,msg,tacq",
+        "two more calibration samples for the 2-bit rows (mean ± sd)",
+        "quality",
+    ),
+    (
+        "python bench/ablations.py --tasks capitals,antonyms",
+        "TaCQ / MSG with answer-only loss and with all calibration examples; ratio sweep",
+        "ablations",
+    ),
+    (
+        "python bench/speed.py",
+        "default pipeline with the fast and the old GPTQ path (same run, empty caches), peak "
+        "RSS, whole-model GPTQ old vs new with bit-identity check, quick demo old vs new, "
+        "batched gradients vs the batch-size-1 loop",
+        "speed",
+    ),
+    (
+        "python bench/upload_memory.py",
+        "peak memory and time of reading a 20 MB upload of each shape",
+        "upload_memory",
+    ),
+    (
+        "python bench/selection.py",
+        "slider: new ratio lookup vs re-sorting, the app's handler",
+        "selection",
+    ),
+    (
+        "python bench/slider_app.py",
+        "slider release to redrawn heatmap through the running app in chromium",
+        "slider_app",
+    ),
+    (
+        "python bench/accumulators.py",
+        "top-k overlap of bf16 / host gradient sums vs fp32",
+        "accumulators",
+    ),
+    (
+        "python bench/omp_wait.py",
+        "OpenMP wait policy idle, beside another process, beside a chat thread",
+        "omp_wait",
+    ),
+    (
+        "python bench/large_gpu.py",
+        "Llama-3-8B-shaped random model on a CUDA GPU: gradients per 1k tokens, GPTQ per "
+        "block, peak memory",
+        "large_gpu",
+    ),
+]
+
+
+def last_run(topic: str) -> str:
+    d = load(topic)
+    if d is None:
+        return "not run"
+    e = d["environment"]
+    took = f", {e['wall_s'] / 60:.1f} min" if "wall_s" in e else ""
+    return f"{e.get('date', '?')}, {e['commit']}{' (dirty)' if e.get('dirty') else ''}{took}"
+
+
+def header() -> str:
+    q = load("quality") or {"rows": []}
+    held = sorted({r["heldout_examples"] for r in q["rows"] if "heldout_examples" in r})
+    calib = sorted({r["calib_examples"] for r in q["rows"] if r.get("seed", 0) == 0})
+    methods = ", ".join(f"`{m.name}` {m.label}" for m in METRICS.values())
+    lines = [
+        "# Benchmarks",
+        "",
+        "Every number in this file is read from `bench/results/*.json`, which the scripts in "
+        "this folder write; `python bench/tables.py --write` regenerates the whole file from "
+        "them (do not edit it by hand). Each result records the commit, whether the tree had "
+        "uncommitted changes, and the command that produced it. Quality numbers are on each "
+        f"task's **held-out** split ({'/'.join(map(str, held)) or '?'} examples per task, never "
+        f"used for calibration); calibration uses the first {'/'.join(map(str, calib)) or '?'} "
+        "examples of the task's calibration split unless a seed is given (then a seeded random "
+        "sample of as many).",
+        "",
+        "| script | what it measures | last run (date, commit, time) |",
+        "|---|---|---|",
+        *[f"| `{cmd}` | {what} | {last_run(topic)} |" for cmd, what, topic in SCRIPTS],
+        "",
+        f"Methods: `rtn` and `gptq` quantize everything; the others run masked GPTQ keeping the "
+        f"top 0.35 % of weights (one global ranking) by their score: {methods}. Gap closed = "
+        "(NLL_GPTQ − NLL) / (NLL_GPTQ − NLL_fp).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def row_provenance(rows: list[dict]) -> str:
+    """Which runs the rows of a merged table come from."""
+    runs: dict[str, int] = {}
+    for r in rows:
+        run = r.get("run")
+        key = (
+            f"{run['commit']}{' (dirty)' if run['dirty'] else ''} `{' '.join(run['args'])}`"
+            if run
+            else "an older run that recorded no per-row provenance"
+        )
+        runs[key] = runs.get(key, 0) + 1
+    return "Rows from: " + "; ".join(f"{k} ({n} rows)" for k, n in runs.items()) + "."
 
 
 def targets(q: dict) -> str:
@@ -58,57 +183,62 @@ def targets(q: dict) -> str:
     return "\n".join(out)
 
 
-def main() -> None:
+def sections() -> str:
+    """Every table, from the JSON files; missing results are skipped."""
+    out: list[str] = []
+    emit = out.append
+
     q = load("quality")
     if q:
-        print("## Quality (held-out, p = 0.35 %)\n")
-        print(env_line(q) + "\n")
-        print(markdown(q["rows"]) + "\n")
-        print("### Targets\n")
-        print(targets(q) + "\n")
+        emit("## Quality (held-out, p = 0.35 %)\n")
+        emit(env_line(q) + "\n")
+        emit(markdown(q["rows"]) + "\n")
+        emit(row_provenance(q["rows"]) + "\n")
+        emit("### Targets\n")
+        emit(targets(q) + "\n")
         if q.get("cross_task"):
-            print("### Cross-task: calibrate on one task, evaluate on another (2-bit)\n")
-            print(cross_markdown(q["cross_task"]) + "\n")
+            emit("### Cross-task: calibrate on one task, evaluate on another (2-bit)\n")
+            emit(cross_markdown(q["cross_task"]) + "\n")
     ab = load("ablations")
     if ab:
-        print("### Ablations: answer-only loss, more examples (2-bit, p = 0.35 %)\n")
-        print("| task | config | method | examples | answer NLL | exact match | gap closed |")
-        print("|---|---|---|---|---|---|---|")
+        emit("### Ablations: answer-only loss, more examples (2-bit, p = 0.35 %)\n")
+        emit("| task | config | method | examples | answer NLL | exact match | gap closed |")
+        emit("|---|---|---|---|---|---|---|")
         for r in ab["rows"]:
-            print(
+            emit(
                 f"| {r['task']} | {r['config']} | {r['method']} | {r['calib_examples']} | "
                 f"{r['answer_nll']:.3f} | {r['exact_match']:.3f} | {r['gap_closed']:.0%} |"
             )
         if ab.get("sweep"):
-            print("\n### TaCQ outlier-ratio sweep\n")
-            print("| task | bits | ratio | BPW | answer NLL | vs fp | exact match |")
-            print("|---|---|---|---|---|---|---|")
+            emit("\n### TaCQ outlier-ratio sweep\n")
+            emit("| task | bits | ratio | BPW | answer NLL | vs fp | exact match |")
+            emit("|---|---|---|---|---|---|---|")
             for r in ab["sweep"]:
-                print(
+                emit(
                     f"| {r['task']} | {r['bits']} | {100 * r['ratio']:.2f}% | {r['bpw']:.3f} | "
                     f"{r['answer_nll']:.3f} | {r['answer_nll'] / r['fp_nll'] - 1:+.0%} | "
                     f"{r['exact_match']:.3f} |"
                 )
-        print()
+        emit("")
     s = load("speed")
     if s:
-        print("## Pipeline speed and memory\n")
-        print(env_line(s) + "\n")
+        emit("## Pipeline speed and memory\n")
+        emit(env_line(s) + "\n")
         old = s.get("stages_old_s")
         if old:
-            print("| stage | old GPTQ path, s | fast GPTQ path, s |\n|---|---|---|")
+            emit("| stage | old GPTQ path, s | fast GPTQ path, s |\n|---|---|---|")
             for k, v in s["stages_s"].items():
-                print(f"| {k} | {old.get(k, float('nan')):.1f} | {v:.1f} |")
-            print(
+                emit(f"| {k} | {old.get(k, float('nan')):.1f} | {v:.1f} |")
+            emit(
                 f"| **total** (target < 300) | **{s['end_to_end_old_s']:.1f}** | "
                 f"**{s['end_to_end_s']:.1f}** (x{s['end_to_end_speedup']:.2f}, target 1.6) |\n"
             )
-            print(
+            emit(
                 f"- held-out TaCQ 2-bit NLL: old {s['heldout_nll_variant_old']:.4f}, "
                 f"new {s['heldout_nll_variant']:.4f} (the paths are bit-identical)"
             )
             g = s["gptq_compare"]
-            print(
+            emit(
                 f"- GPTQ over the whole model, same batches: unmasked {g['unmasked_old_s']:.1f} s"
                 f" -> {g['unmasked_new_s']:.1f} s (x{g['unmasked_speedup']:.2f}), masked TaCQ "
                 f"{g['masked_old_s']:.1f} s -> {g['masked_new_s']:.1f} s "
@@ -117,21 +247,21 @@ def main() -> None:
                 f" (target 2); codes bit-identical: {g['bit_identical']}"
             )
             d_old, d_new = s["demo_quick_old"], s["demo_quick_new"]
-            print(
+            emit(
                 f"- quick one-click demo: {d_old['total_s']:.1f} s -> {d_new['total_s']:.1f} s "
                 f"(x{s['demo_quick_speedup']:.2f}, target 1.9)"
             )
         else:
-            print("| stage | seconds |\n|---|---|")
+            emit("| stage | seconds |\n|---|---|")
             for k, v in s["stages_s"].items():
-                print(f"| {k} | {v:.1f} |")
-            print(f"| **total** (target < 300) | **{s['end_to_end_s']:.1f}** |\n")
-        print(f"- peak RSS of the whole pipeline: **{s['peak_rss_mb']:,.0f} MB** (target < 4096)")
-        print(
+                emit(f"| {k} | {v:.1f} |")
+            emit(f"| **total** (target < 300) | **{s['end_to_end_s']:.1f}** |\n")
+        emit(f"- peak RSS of the whole pipeline: **{s['peak_rss_mb']:,.0f} MB** (target < 4096)")
+        emit(
             f"- GPTQ: {s['gptq_model_s']:.1f} s for the whole model, "
             f"{s['gptq_per_block_s']:.2f} s per decoder block"
         )
-        print(
+        emit(
             f"- gradients on {s['grads_examples']} examples: batched {s['grads_batched_s']:.2f} s"
             f" vs batch-size-1 autograd loop {s['grads_loop_s']:.2f} s -> "
             f"**x{s['grads_speedup']:.2f}** (target >= 3), max relative difference "
@@ -139,62 +269,82 @@ def main() -> None:
         )
     m = load("upload_memory")
     if m:
-        print("## Reading a 20 MB upload\n")
-        print(env_line(m) + "\n")
-        print("| shape | extra memory MB | seconds | outcome |\n|---|---|---|---|")
+        emit("## Reading a 20 MB upload\n")
+        emit(env_line(m) + "\n")
+        emit("| shape | extra memory MB | seconds | outcome |\n|---|---|---|---|")
         for k, r in m["shapes"].items():
-            print(f"| {k} | {r['extra_mb']:.0f} | {r['seconds']:.2f} | {r['outcome']} |")
-        print(f"\nWorst {m['worst_extra_mb']:.0f} MB extra (target <= {m['target_mb']}).\n")
+            emit(f"| {k} | {r['extra_mb']:.0f} | {r['seconds']:.2f} | {r['outcome']} |")
+        emit(f"\nWorst {m['worst_extra_mb']:.0f} MB extra (target <= {m['target_mb']}).\n")
     o = load("omp_wait")
     if o and "seconds" in o and isinstance(next(iter(o["seconds"].values())), dict):
-        print("## OpenMP wait policy\n")
-        print(env_line(o) + "\n")
-        print("| policy, load | GPTQ 1536x576 2-bit s | grad products of one block ms |")
-        print("|---|---|---|")
+        emit("## OpenMP wait policy\n")
+        emit(env_line(o) + "\n")
+        emit("| policy, load | GPTQ 1536x576 2-bit s | grad products of one block ms |")
+        emit("|---|---|---|")
         for k, v in o["seconds"].items():
-            print(f"| {k} | {v['gptq_1536x576_s']:.2f} | {v['grads_block_s'] * 1000:.1f} |")
-        print()
+            emit(f"| {k} | {v['gptq_1536x576_s']:.2f} | {v['grads_block_s'] * 1000:.1f} |")
+        emit("")
     sel = load("selection")
     if sel:
-        print("## Slider and selection\n")
-        print(env_line(sel) + "\n")
-        print(
+        emit("## Slider and selection\n")
+        emit(env_line(sel) + "\n")
+        emit(
             f"- new ratio (counts, BPW, sizes): median **{sel['new_ratio_median_ms']:.2f} ms**"
             f" (target < 50), x{sel['speedup_vs_resort']:,.0f} faster than re-sorting "
             f"({sel['rank_once_ms']:,.0f} ms)"
         )
-        print(
+        emit(
             f"- full keep masks at a ratio: {sel['masks_median_ms']:.1f} ms; the app's whole "
             f"slider handler (table + heatmap + bars + sizes): median "
             f"{sel['render_median_ms']:.1f} ms, p95 {sel['render_p95_ms']:.1f} ms"
         )
     sl = load("slider_app")
     if sl:
-        print(
+        emit(
             f"- through the running app in chromium, release to redrawn heatmap: median "
             f"**{sl['median_ms']:.0f} ms**, p95 {sl['p95_ms']:.0f} ms over {sl['moves']} moves"
             f" (target < 300)\n"
         )
     a = load("accumulators")
     if a:
-        print("## Low-memory gradient accumulators (SmolLM2, p = 0.35 %)\n")
-        print("| metric | kept weights | top-k overlap, fp32 sums on host | bf16 sums |")
-        print("|---|---|---|---|")
+        emit("## Low-memory gradient accumulators (SmolLM2, p = 0.35 %)\n")
+        emit("| metric | kept weights | top-k overlap, fp32 sums on host | bf16 sums |")
+        emit("|---|---|---|---|")
         for m, d in a["metrics"].items():
             o = d["top_k_overlap_vs_fp32"]
-            print(f"| {m} | {d['k']:,} | {o['fp32 on host']:.4f} | {o['bf16']:.4f} |")
-        print(f"\nbf16 sums: max relative error of G {a['bf16_max_rel_error_of_G']:.1e}.\n")
+            emit(f"| {m} | {d['k']:,} | {o['fp32 on host']:.4f} | {o['bf16']:.4f} |")
+        emit(f"\nbf16 sums: max relative error of G {a['bf16_max_rel_error_of_G']:.1e}.\n")
     g = load("large_gpu")
-    print("## Large model on a GPU\n")
+    emit("## Large model on a GPU\n")
     if g:
-        print(
+        emit(
             f"{env_line(g)}: gradients {g['grad_s_per_1k_tokens']:.3f} s per 1k tokens "
             f"(peak {g['grad_peak_gb']:.1f} GB); GPTQ {g['gptq_s_per_block']:.1f} s per block "
             f"(peak {g['gptq_peak_gb']:.1f} GB); extrapolated full run "
             f"{g['extrapolated_total_min']:.1f} min."
         )
     else:
-        print("Not measured: no GPU was available. `python bench/large_gpu.py` is ready.")
+        emit("Not measured: no GPU was available. `python bench/large_gpu.py` is ready.")
+
+    return "\n".join(out)
+
+
+def readme() -> str:
+    results = {p.stem: json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))}
+    return f"{header()}\n{findings(results)}\n\n{sections()}\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--write", action="store_true", help="rewrite bench/README.md")
+    text = readme()
+    if ap.parse_args().write:
+        (ROOT / "bench" / "README.md").write_text(text, encoding="utf-8")
+        print(f"wrote bench/README.md ({len(text.splitlines())} lines)")
+    else:
+        print(text, end="")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import ROOT, write_result
+from _common import ROOT, no_options, write_result
 
 SIZE = 20 * 2**20 - 1024
 TARGET_MB = 500
@@ -60,6 +60,7 @@ def main() -> None:
     if len(sys.argv) == 3 and sys.argv[1] == "--one":
         print(json.dumps(measure_one(sys.argv[2])))
         return
+    no_options(__doc__)
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, data in shapes().items():

@@ -13,23 +13,9 @@ from tacq.workflow import Study
 
 @pytest.fixture
 def tiny_phi3(tiny_lm):
-    from transformers import Phi3Config, Phi3ForCausalLM
+    from tests.tiny import make_tiny_phi3
 
-    torch.manual_seed(0)
-    cfg = Phi3Config(
-        vocab_size=128,
-        hidden_size=64,
-        intermediate_size=96,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        pad_token_id=2,
-        tie_word_embeddings=False,
-    )
-    model = Phi3ForCausalLM(cfg).eval()
-    model.requires_grad_(False)
-    return LoadedModel(model, tiny_lm.tokenizer, "tiny-phi3", "memory", "phi3-0")
+    return LoadedModel(make_tiny_phi3(), tiny_lm.tokenizer, "tiny-phi3", "memory", "phi3-0")
 
 
 def test_every_weight_of_a_phi3_block_is_quantized(tiny_phi3, tiny_task, tmp_path):
