@@ -317,22 +317,13 @@ def cmd_eval(args) -> None:
 
 
 def cmd_load_check(args) -> None:
-    from transformers import AutoTokenizer
+    from tacq.export import load_check
 
-    from tacq.evaluate import generate_batch
-    from tacq.export import describe_packed, load_quantized
-
-    t = time.perf_counter()
-    info = describe_packed(args.folder)
-    model = load_quantized(args.folder, args.device)
-    tok = AutoTokenizer.from_pretrained(args.folder, local_files_only=True)
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token
-    print(f"loaded in {time.perf_counter() - t:.1f} s")
-    for k, v in info.items():
+    check = load_check(args.folder, args.prompt, args.device)
+    print(f"loaded in {check.seconds:.1f} s")
+    for k, v in check.info.items():
         print(f"  {k:<18} {v}")
-    answer = generate_batch(model, tok, [args.prompt], "completion", 16)[0]
-    print(f"prompt: {args.prompt!r}\nanswer: {answer!r}")
+    print(f"prompt: {args.prompt!r}\nanswer: {check.answer!r}")
 
 
 def cmd_run(args) -> None:

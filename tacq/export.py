@@ -13,6 +13,8 @@ import json
 import math
 import os
 import shutil
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -322,3 +324,26 @@ def describe_packed(folder: str | Path) -> dict:
         "weights file MB": round(path.stat().st_size / 2**20, 2),
         "folder MB": round(folder_bytes(folder) / 2**20, 2),
     }
+
+
+@dataclass
+class LoadCheck:
+    info: dict  # describe_packed of the folder
+    answer: str  # greedy completion of the prompt by the loaded model
+    seconds: float  # time to load model and tokenizer
+
+
+def load_check(folder: str | Path, prompt: str, device: str | None = None) -> LoadCheck:
+    """Load a packed folder as a user would and answer one prompt: proof the export works."""
+    from transformers import AutoTokenizer
+
+    from tacq.evaluate import generate_batch
+
+    t = time.perf_counter()
+    info = describe_packed(folder)
+    model = load_quantized(folder, device)
+    tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    seconds = time.perf_counter() - t
+    return LoadCheck(info, generate_batch(model, tok, [prompt], "completion", 16)[0], seconds)

@@ -13,7 +13,7 @@ from torch import nn
 
 from tacq.gptq import GPTQConfig
 from tacq.models import quantizable_linears, unquantized_params
-from tacq.quantize import QuantResult
+from tacq.quantize import QuantResult, quantized_copy
 from tacq.select import SizeReport, size_report
 
 
@@ -75,3 +75,11 @@ def load_variant(folder: Path) -> Variant:
 
 def quantizable_shapes(model: nn.Module) -> list[tuple[int, int]]:
     return [tuple(m.weight.shape) for m in quantizable_linears(model).values()]
+
+
+def build_variant(
+    model: nn.Module, result: QuantResult, spec: VariantSpec, kept: list[int]
+) -> Variant:
+    """The variant of `model` carrying `result`, with its honest size (kept: per Linear)."""
+    size = size_report(quantizable_shapes(model), kept, spec.bits, unquantized_params(model))
+    return Variant(spec.name, quantized_copy(model, result), result, size, spec)

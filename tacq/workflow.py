@@ -20,11 +20,11 @@ from tacq.gradients import GradientConfig, GradStats, collect_cached, grads_key
 from tacq.memory import check_room_for_copy
 from tacq.models import LoadedModel, quantizable_linears, unquantized_params
 from tacq.progress import Progress, scaled
-from tacq.quantize import QuantResult, quantize_model, quantized_copy
+from tacq.quantize import QuantResult, quantize_model
 from tacq.reference import References
 from tacq.scoring import Scorer
 from tacq.select import DEFAULT_RATIO, SLIDER_MAX_RATIO, Ranking, Selection, SizeReport, size_report
-from tacq.variant import Variant, VariantSpec, load_variant, quantizable_shapes
+from tacq.variant import Variant, VariantSpec, build_variant, load_variant
 
 __all__ = ["DEFAULT_RATIO", "SLIDER_MAX_RATIO", "Selection", "Study", "Variant", "load_variant"]
 
@@ -125,9 +125,9 @@ class Study:
         """
         cfg = GPTQConfig(bits=sel.bits, method=method)
         check_room_for_copy(self.lm.model, "a quantized copy of the model")
-        shapes = quantizable_shapes(self.lm.model)
         if sel.ratio == 0:
-            result, kept = self.reference(sel.bits, method, progress), [0] * len(shapes)
+            result = self.reference(sel.bits, method, progress)
+            kept = [0] * len(result.layers)
         else:
             ranking = self.ranking(sel, scaled(progress, 0.0, 0.3))
             result = quantize_model(
@@ -141,15 +141,9 @@ class Study:
                 fast=self.fast_gptq,
             )
             kept = ranking.counts(sel.ratio).tolist()
+        metric = sel.metric if sel.ratio else None
         spec = VariantSpec(
-            sel.bits,
-            sel.ratio,
-            sel.metric if sel.ratio else None,
-            method,
-            sel.group_size,
-            self.task.name,
-            self.digest(),
-            self.lm.fingerprint,
-        )
-        size = size_report(shapes, kept, sel.bits, unquantized_params(self.lm.model))
-        return Variant(spec.name, quantized_copy(self.lm.model, result), result, size, spec)
+            sel.bits, sel.ratio, metric, method, sel.group_size,
+            task=self.task.name, examples=self.digest(), base_model=self.lm.fingerprint,
+        )  # fmt: skip
+        return build_variant(self.lm.model, result, spec, kept)

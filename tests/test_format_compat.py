@@ -66,3 +66,17 @@ def test_spec_round_trips_through_a_new_export(tmp_path, tiny_lm):
     assert VariantSpec.from_config(qc) == v.spec
     assert "task_hash" not in qc and qc["examples"] == v.spec.examples
     assert torch.equal(_logits(load_variant(tmp_path / "again").model), _logits(v.model))
+
+
+def test_load_check_answers_with_the_loaded_model():
+    """`python -m tacq load-check`: describe, load and answer one prompt as a user would."""
+    from transformers import AutoTokenizer
+
+    from tacq.evaluate import generate_batch
+    from tacq.export import load_check
+
+    check = load_check(FIXTURE, "hot -> toh\nbig ->")
+    assert check.info["bits"] == 3 and check.info["kept weights"] == EXPECTED["n_kept"]
+    tok = AutoTokenizer.from_pretrained(str(FIXTURE))
+    model = load_variant(FIXTURE).model
+    assert check.answer == generate_batch(model, tok, ["hot -> toh\nbig ->"], "completion", 16)[0]
