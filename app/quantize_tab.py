@@ -10,9 +10,13 @@ import pandas as pd
 from app.circuit_tab import METRIC_CHOICES
 from app.common import HEAVY, gradio_progress, handles_errors, need, variant_choices
 from app.state import ModelRegistry, UserState
+from tacq.gptq import GROUP_SIZES
 from tacq.saliency import METRICS
 from tacq.select import Selection
 from tacq.tables import variants_table
+
+# 0 stands for none: one scale and zero per output row, as the paper
+GROUP_CHOICES = [("one per row (paper)", 0)] + [(f"per {g} inputs", g) for g in GROUP_SIZES]
 
 
 def variants_frame(user: UserState) -> pd.DataFrame:
@@ -31,6 +35,9 @@ def build() -> SimpleNamespace:
             [("masked GPTQ", "gptq"), ("round to nearest", "rtn")], value="gptq", label="Quantizer"
         )
         circuit = gr.Checkbox(value=True, label="Keep the circuit (ratio from the slider)")
+        groups = gr.Dropdown(
+            GROUP_CHOICES, value=0, label="Scales", elem_id="quant-groups", scale=1
+        )
     with gr.Row():
         go = gr.Button("Quantize", variant="primary")
         cancel = gr.Button("Cancel", variant="stop")
@@ -44,6 +51,7 @@ def build() -> SimpleNamespace:
         metric=metric,
         method=method,
         circuit=circuit,
+        groups=groups,
         go=go,
         cancel=cancel,
         status=status,
@@ -70,19 +78,21 @@ def wire(
         metric: str,
         method: str,
         circuit: bool,
+        group: int,
         pct: float,
         progress=gr.Progress(),
     ):
         study = need(user.study, "Choose examples (and collect gradients) first.")
         user.check_room(study.lm)
         stop = user.jobs.start("quantize")
-        sel = Selection(metric, int(bits), pct / 100 if circuit else 0.0)
+        sel = Selection(metric, int(bits), pct / 100 if circuit else 0.0, int(group) or None)
         if sel.ratio > 0 and METRICS[metric].needs_grads and study.stats is None:
             study.collect(gradio_progress(progress, stop))
         v = study.quantize(sel, method, gradio_progress(progress, stop))
         user.add_variant(v, study.lm)  # saved packed: a restart finds it again
         msg = (
-            f"Made **{v.name}**: BPW {v.size.bpw_paper:.4f}, "
+            f"Made **{v.name}**: BPW {v.size.bpw_paper:.4f} (paper formula), "
+            f"{v.size.bpw_honest:.3f} with its scales and indices, "
             f"{v.size.total_bytes / 2**20:.1f} MB packed, in {v.result.seconds:.0f} s."
         )
         return msg, variants_frame(user), *choices(user)
@@ -101,7 +111,7 @@ def wire(
     outs = [tab.status, tab.table, *variant_lists]
     tab.go.click(
         on_quantize,
-        [user_state, tab.bits, tab.metric, tab.method, tab.circuit, ratio],
+        [user_state, tab.bits, tab.metric, tab.method, tab.circuit, tab.groups, ratio],
         outs,
         concurrency_id=HEAVY,
         concurrency_limit=1,

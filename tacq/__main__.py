@@ -81,6 +81,12 @@ def _max_memory(text: str) -> dict[int | str, str]:
 def _quant(p: argparse.ArgumentParser, metric: bool = True) -> None:
     p.add_argument("--bits", type=int, default=2, choices=(2, 3, 4), help="bit width (default 2)")
     p.add_argument(
+        "--group-size",
+        type=int,
+        choices=(32, 64, 128, 256),
+        help="one scale and zero per this many input columns (default: one per row, as the paper)",
+    )
+    p.add_argument(
         "--ratio",
         type=float,
         default=0.0035,
@@ -275,7 +281,10 @@ def cmd_quantize(args) -> None:
         _collect(study)
     t = time.perf_counter()
     v = study.quantize(sel, args.method, cli_progress("quantize"))
-    print(f"{v.name}: quantized in {time.perf_counter() - t:.1f} s; BPW {v.size.bpw_paper:.4f}")
+    print(
+        f"{v.name}: quantized in {time.perf_counter() - t:.1f} s; BPW {v.size.bpw_paper:.4f} "
+        f"(paper), {v.size.bpw_honest:.3f} with scales and indices"
+    )
     from tacq import export
 
     out = Path(args.out)
@@ -289,7 +298,7 @@ def cmd_quantize(args) -> None:
 def _selection(args):
     from tacq.select import Selection
 
-    return Selection(args.metric, args.bits, args.ratio)
+    return Selection(args.metric, args.bits, args.ratio, args.group_size)
 
 
 def _compare(study, args, methods: list[str]):
@@ -298,7 +307,9 @@ def _compare(study, args, methods: list[str]):
     from tacq.runs import compare_methods
     from tacq.tables import results_table
 
-    results, times = compare_methods(study, methods, args.bits, args.ratio, cli_progress)
+    results, times = compare_methods(
+        study, methods, args.bits, args.ratio, cli_progress, args.group_size
+    )
     return results_table(results), times
 
 

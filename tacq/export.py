@@ -23,7 +23,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from tacq.errors import TacqError
-from tacq.gptq import LayerQuant
+from tacq.gptq import LayerQuant, check_group_size, n_groups
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -109,16 +109,25 @@ def _need(t: dict, key: str, dtype: torch.dtype, shape: tuple | None = None) -> 
 
 
 def layer_from_tensors(
-    name: str, t: dict[str, Tensor], shape: tuple[int, int], bits: int
+    name: str,
+    t: dict[str, Tensor],
+    shape: tuple[int, int],
+    bits: int,
+    group_size: int | None = None,
 ) -> LayerQuant:
     """Rebuild one LayerQuant, checking every shape, dtype and index first."""
     if bits not in PACK:
         raise TacqError(f"{name}: bits must be 2, 3 or 4 (got {bits}).")
+    try:
+        check_group_size(group_size)
+    except TacqError as e:
+        raise TacqError(f"{name}: {e} The file is damaged.") from e
     out_f, in_f = shape
     n = out_f * in_f
+    qshape = (out_f,) if group_size is None else (out_f, n_groups(in_f, group_size))
     packed = _need(t, f"{name}.codes", torch.uint8, (packed_len(n, bits),))
-    scale = _need(t, f"{name}.scale", torch.float16, (out_f,)).float()
-    zero = _need(t, f"{name}.zero", torch.uint8, (out_f,))
+    scale = _need(t, f"{name}.scale", torch.float16, qshape).float()
+    zero = _need(t, f"{name}.zero", torch.uint8, qshape)
     if not torch.isfinite(scale).all() or int(zero.max()) > 2**bits - 1:
         raise TacqError(f"{name}: scale or zero out of range; the file is damaged.")
     codes = UNPACK[bits](packed, n).view(out_f, in_f)
@@ -145,7 +154,7 @@ def layer_from_tensors(
             raise TacqError(f"{name}: duplicate kept-weight indices; the file is damaged.")
         order = torch.argsort(rows * in_f + cols)  # row-major, as LayerQuant expects
         values = values[order]
-    return LayerQuant(codes, scale, zero.float(), mask, values, bits)
+    return LayerQuant(codes, scale, zero.float(), mask, values, bits, None, group_size)
 
 
 # ---------------------------------------------------------------- folders
@@ -266,7 +275,8 @@ def read_packed(folder: str | Path, device: str | None = None):
         out_f, in_f, bits = layers[name]
         if (out_f, in_f) != tuple(lin.weight.shape):
             raise TacqError(f"{name}: stored shape {(out_f, in_f)} does not match the config.")
-        quant[name] = layer_from_tensors(name, t, (out_f, in_f), int(bits))
+        group = qc.get("group_size")  # absent in format 1: per channel
+        quant[name] = layer_from_tensors(name, t, (out_f, in_f), int(bits), group)
         state[f"{name}.weight"] = quant[name].dequantize()
     for name, p in model.state_dict().items():
         if name in state:
@@ -315,6 +325,7 @@ def describe_packed(folder: str | Path) -> dict:
     bits = int(qc["bits"])
     return {
         "bits": bits,
+        "group size": qc.get("group_size"),
         "ratio": qc.get("ratio"),
         "metric": qc.get("metric"),
         "task": qc.get("task"),

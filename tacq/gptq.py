@@ -1,4 +1,5 @@
-"""Masked GPTQ (TaCQ): kept weights stay in 16 bits, the rest is quantized per channel.
+"""Masked GPTQ (TaCQ): kept weights stay in 16 bits, the rest is quantized per channel
+(one scale and zero per output row, as the paper) or per group of input columns.
 
 Matrix functions are pure (weight + Hessian + mask in, codes and qparams out); the model
 walker `quantize_model` catches block inputs, collects each sequential group's Hessians in
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 from dataclasses import dataclass
 
 import torch
@@ -21,7 +23,8 @@ from tacq.errors import TacqError
 log = logging.getLogger(__name__)
 
 METHODS = ("gptq", "rtn")
-QParams = tuple[Tensor, Tensor]  # per-row (scale, zero), each (out,) fp32
+QParams = tuple[Tensor, Tensor]  # (scale, zero): (out,) per channel or (out, groups), fp32
+GROUP_SIZES = (32, 64, 128, 256)
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,7 @@ class GPTQConfig:
     max_shrink: float = 0.8  # search shrink factors 1 .. 1 - max_shrink
     norm: float = 2.4  # error norm of the mse scale search
     act_order: bool = False  # quantize columns by decreasing diag(H)
+    group_size: int | None = None  # input columns per scale/zero; None: one per row
     version: int = 1
 
     def __post_init__(self) -> None:
@@ -43,10 +47,33 @@ class GPTQConfig:
             raise TacqError(f"Method must be one of {METHODS} (got {self.method!r}).")
         if not 0 < self.damp < 10:
             raise TacqError(f"Damping must be in (0, 10) (got {self.damp}).")
+        check_group_size(self.group_size)
 
     @property
     def maxq(self) -> int:
         return 2**self.bits - 1
+
+
+def check_group_size(group_size: int | None) -> int | None:
+    if group_size is not None and group_size not in GROUP_SIZES:
+        raise TacqError(
+            f"Group size must be one of {', '.join(map(str, GROUP_SIZES))} or none (one scale "
+            f"per row); got {group_size}."
+        )
+    return group_size
+
+
+def n_groups(in_features: int, group_size: int | None) -> int:
+    """Groups per row; the last one is shorter when group_size does not divide in_features."""
+    return 1 if group_size is None else -(-in_features // group_size)
+
+
+def per_column(t: Tensor, in_features: int, group_size: int | None) -> Tensor:
+    """A scale or zero as (out, in) or broadcastable (out, 1): one value per weight."""
+    if t.dim() == 1:
+        return t[:, None]
+    cols = torch.arange(in_features, device=t.device) // group_size
+    return t[:, cols]
 
 
 @dataclass
@@ -54,16 +81,19 @@ class LayerQuant:
     """One quantized Linear: what export writes and what dequantization needs."""
 
     codes: Tensor  # (out, in) uint8 in [0, 2^bits)
-    scale: Tensor  # (out,) fp32
-    zero: Tensor  # (out,) fp32, integer valued
+    scale: Tensor  # (out,) fp32 per channel, or (out, groups) per group of input columns
+    zero: Tensor  # same shape as scale, integer valued
     keep_mask: Tensor  # (out, in) bool: weights kept in 16 bits
     kept_values: Tensor  # (k,) fp16, row-major order of keep_mask
     bits: int
     hinv_diag: Tensor | None = None  # (in,) diag of the inverse-Hessian Cholesky (SpQR-like)
+    group_size: int | None = None  # input columns per scale/zero; None: per channel
 
     def dequantize(self) -> Tensor:
         """W_q (out, in) fp32: grid values, with kept weights put back."""
-        W_q = self.scale[:, None] * (self.codes.float() - self.zero[:, None])
+        n = self.codes.shape[1]
+        s, z = (per_column(t, n, self.group_size) for t in (self.scale, self.zero))
+        W_q = s * (self.codes.float() - z)
         W_q[self.keep_mask] = self.kept_values.float()
         return W_q
 
@@ -131,6 +161,18 @@ def find_params(
     return scale.half().float(), zero
 
 
+def find_group_params(W: Tensor, M: Tensor | None, cfg: GPTQConfig) -> QParams:
+    """find_params on each group of cfg.group_size input columns -> (out, groups) each.
+
+    RTN and static groups (act-order) fit every group up front, on the weights as given."""
+    g = cfg.group_size
+    parts = [
+        find_params(W[:, c : c + g], None if M is None else M[:, c : c + g], cfg)
+        for c in range(0, W.shape[1], g)
+    ]
+    return torch.stack([s for s, _ in parts], 1), torch.stack([z for _, z in parts], 1)
+
+
 def inverse_hessian_cholesky(H: Tensor, damp: float, retries: int = 4) -> Tensor:
     """Upper Cholesky factor of (H + damp*mean(diag H) I)^-1; more damping on failure."""
     mean_diag = torch.diag(H).mean()
@@ -158,6 +200,33 @@ def kept_in_fp16(w: Tensor) -> Tensor:
     return w.half().float()
 
 
+@dataclass
+class Groups:
+    """Group-wise qparams for the column loop, filled in as it goes (or fitted up front).
+
+    scale, zero: (out, groups). static: fitted before the loop on the original column
+    order (act-order; perm maps loop position -> original column), so no column-to-group
+    index is stored. Otherwise each group is fitted when the loop reaches its first column,
+    on the weights as GPTQ has updated them so far (the reference GPTQ's groupsize).
+    """
+
+    scale: Tensor
+    zero: Tensor
+    size: int
+    static: bool = False
+    perm: list[int] | None = None
+
+    def at(self, col: int, W: Tensor, M: Tensor, cfg: GPTQConfig) -> int:
+        """The group of loop column `col`, fitting it first when it starts there."""
+        if self.static:
+            return (self.perm[col] if self.perm is not None else col) // self.size
+        g = col // self.size
+        if col % self.size == 0:
+            end = col + self.size
+            self.scale[:, g], self.zero[:, g] = find_params(W[:, col:end], M[:, col:end], cfg)
+        return g
+
+
 def _column_loop(
     W: Tensor,
     Hinv: Tensor,
@@ -166,6 +235,7 @@ def _column_loop(
     zero: Tensor,
     cfg: GPTQConfig,
     row_splits: list[int] | None = None,
+    groups: Groups | None = None,
 ) -> Tensor:
     """GPTQ's lazy-batch column loop with a keep mask. W is updated in place. -> Q (out, in).
 
@@ -179,21 +249,27 @@ def _column_loop(
     exactly in fp32). The rank-1 update keeps the textbook loop's tensor geometry, because
     its kernel fuses multiply-add in the vectorized part of a row and not in the tail; so
     results are bit-identical to `tacq.gptq_baseline`. row_splits: row counts of stacked
-    layers (see gptq_stacked).
+    layers (see gptq_stacked). groups: group-wise qparams (then scale and zero are unused);
+    blocks then hold whole groups, so a group is fitted on fully updated weights.
     """
     rows, n = W.shape
     Q = torch.empty_like(W)
-    lo, hi = -zero, cfg.maxq - zero
+    lo, hi = (None, None) if groups is not None else (-zero, cfg.maxq - zero)
     has_kept = M.any(0).tolist()
     hinv_diag = torch.diagonal(Hinv).tolist()
     bounds = _row_bounds(row_splits or [rows])
-    for i1 in range(0, n, cfg.block_size):
-        i2 = min(i1 + cfg.block_size, n)
+    block = cfg.block_size if groups is None else math.lcm(cfg.block_size, groups.size)
+    group = -1
+    for i1 in range(0, n, block):
+        i2 = min(i1 + block, n)
         W1, Hinv1 = W[:, i1:i2], Hinv[i1:i2, i1:i2]
         Q1 = torch.empty(i2 - i1, rows, dtype=W.dtype, device=W.device)  # row i: column i1 + i
         Err1 = torch.empty_like(Q1)
         columns = zip(W1.unbind(1), Q1.unbind(0), Err1.unbind(0), Hinv1.unbind(0))
         for i, (w, q, err, h) in enumerate(columns):
+            if groups is not None and (g := groups.at(i1 + i, W, M, cfg)) != group:
+                group, scale = g, groups.scale[:, g]
+                lo, hi = -groups.zero[:, g], cfg.maxq - groups.zero[:, g]
             torch.div(w, scale, out=q)
             q.round_().clamp_(lo, hi).mul_(scale)
             if has_kept[i1 + i]:
@@ -220,12 +296,27 @@ def _row_bounds(row_splits: list[int]) -> list[tuple[int, int]]:
 
 
 def pack_result(
-    Q: Tensor, M: Tensor, scale: Tensor, zero: Tensor, bits: int, hinv_diag: Tensor | None
+    Q: Tensor,
+    M: Tensor,
+    scale: Tensor,
+    zero: Tensor,
+    bits: int,
+    hinv_diag: Tensor | None,
+    group_size: int | None = None,
 ) -> LayerQuant:
     """Codes recovered from the grid values (exact: Q = scale * (code - zero) off the mask)."""
-    codes = torch.clamp(torch.round(Q / scale[:, None] + zero[:, None]), 0, 2**bits - 1)
+    n = Q.shape[1]
+    s, z = per_column(scale, n, group_size), per_column(zero, n, group_size)
+    codes = torch.clamp(torch.round(Q / s + z), 0, 2**bits - 1)
     return LayerQuant(
-        codes.to(torch.uint8), scale.float(), zero.float(), M.clone(), Q[M].half(), bits, hinv_diag
+        codes.to(torch.uint8),
+        scale.float(),
+        zero.float(),
+        M.clone(),
+        Q[M].half(),
+        bits,
+        hinv_diag,
+        group_size,
     )
 
 
@@ -257,23 +348,34 @@ def gptq_stacked(
             for w, m in zip(Ws, Ms)
         ]
     )
-    base = None if unmasked is None else tuple(torch.cat(t) for t in zip(*unmasked))
     H = H.float().clone()
-    scale, zero = find_params(W, M, cfg, base)
     dead = torch.diag(H) == 0
+    groups = None
+    if cfg.group_size is None:
+        base = None if unmasked is None else tuple(torch.cat(t) for t in zip(*unmasked))
+        scale, zero = find_params(W, M, cfg, base)
     H[dead, dead] = 1
     W[:, dead] = torch.where(M[:, dead], W[:, dead], 0.0)  # fix: dead columns keep kept weights
+    if cfg.group_size is not None:  # static groups (act-order): fitted here, original order
+        G = n_groups(W.shape[1], cfg.group_size)
+        empty = W.new_zeros(W.shape[0], G)
+        fitted = find_group_params(W, M, cfg) if cfg.act_order else (empty, empty.clone())
+        groups = Groups(*fitted, cfg.group_size, static=cfg.act_order)
+        scale, zero = groups.scale, groups.zero
     perm = None
     if cfg.act_order:
         perm = torch.argsort(torch.diag(H), descending=True)
         W, H, M = W[:, perm], H[perm][:, perm], M[:, perm]  # fix: the mask moves too
+        if groups is not None:
+            groups.perm = perm.tolist()
     Hinv = inverse_hessian_cholesky(H, cfg.damp)
-    Q = _column_loop(W, Hinv, M, scale, zero, cfg, rows)
+    Q = _column_loop(W, Hinv, M, scale, zero, cfg, rows, groups)
     hdiag = torch.diag(Hinv).clone()
     if perm is not None:
         inv = torch.argsort(perm)
         Q, M, hdiag = Q[:, inv], M[:, inv], hdiag[inv]
-    return split_rows(pack_result(Q, M, scale, zero, cfg.bits, hdiag), rows)
+    lq = pack_result(Q, M, scale, zero, cfg.bits, hdiag, cfg.group_size)
+    return split_rows(lq, rows)
 
 
 def split_rows(lq: LayerQuant, rows: list[int]) -> list[LayerQuant]:
@@ -298,6 +400,7 @@ def split_rows(lq: LayerQuant, rows: list[int]) -> list[LayerQuant]:
             v.clone(),
             lq.bits,
             None if lq.hinv_diag is None else lq.hinv_diag.clone(),
+            lq.group_size,
         )
         for c, s, z, m, v in parts
     ]
@@ -309,10 +412,15 @@ def rtn_matrix(
     """Round-to-nearest on the same grid (mse-searched scale), kept weights in fp16."""
     W = W.float()
     M = torch.zeros_like(W, dtype=torch.bool) if M is None else M.to(W.device, torch.bool)
-    scale, zero = find_params(W, M, cfg, unmasked)
-    _, Q = quantize_to_grid(W, scale[:, None], zero[:, None], cfg.maxq)
+    if cfg.group_size is None:
+        scale, zero = find_params(W, M, cfg, unmasked)
+    else:
+        scale, zero = find_group_params(W, M, cfg)
+    n = W.shape[1]
+    s, z = per_column(scale, n, cfg.group_size), per_column(zero, n, cfg.group_size)
+    _, Q = quantize_to_grid(W, s, z, cfg.maxq)
     Q = torch.where(M, kept_in_fp16(W), Q)
-    return pack_result(Q, M, scale, zero, cfg.bits, None)
+    return pack_result(Q, M, scale, zero, cfg.bits, None, cfg.group_size)
 
 
 def hessian_error(W: Tensor, W_q: Tensor, H: Tensor) -> float:

@@ -337,6 +337,7 @@ def _to_cpu(lq: LayerQuant) -> LayerQuant:
         lq.kept_values.cpu(),
         lq.bits,
         None if lq.hinv_diag is None else lq.hinv_diag.cpu(),
+        lq.group_size,
     )
 
 

@@ -30,13 +30,19 @@ class References:
     calib: CalibrationSet
     exec_device: str | None = None  # stream GPTQ blocks through this device (large models)
     fast: bool = True  # False: the pre-stacking GPTQ path, no reused search (benches)
-    done: dict[tuple[int, str], QuantResult] = field(default_factory=dict)
+    done: dict[tuple[int, str, int | None], QuantResult] = field(default_factory=dict)
 
-    def get(self, bits: int, method: str = "gptq", progress: Progress | None = None) -> QuantResult:
-        """The reference at `bits`: from memory, the disk cache, or computed once."""
-        if (bits, method) in self.done:
-            return self.done[(bits, method)]
-        cfg = GPTQConfig(bits=bits, method=method)
+    def get(
+        self,
+        bits: int,
+        method: str = "gptq",
+        progress: Progress | None = None,
+        group_size: int | None = None,
+    ) -> QuantResult:
+        """The reference at `bits` (and group size): from memory, the disk cache, or computed."""
+        if (bits, method, group_size) in self.done:
+            return self.done[(bits, method, group_size)]
+        cfg = GPTQConfig(bits=bits, method=method, group_size=group_size)
         key = cache_key(
             "ref", self.lm.fingerprint, self.calib.digest, asdict(self.calib.data_cfg), asdict(cfg)
         )
@@ -45,7 +51,7 @@ class References:
         res = load_reference(path, key, cfg, names)
         if res is None:
             qp_path, qp_key = self._grid_entry(cfg)
-            known = load_grid(qp_path, qp_key, names) if self.fast else None
+            known = load_grid(qp_path, qp_key, names) if self.reuses_grid(cfg) else None
             res = quantize_model(
                 self.lm.model,
                 self.calib.batches(answer_only=False),
@@ -56,18 +62,23 @@ class References:
                 fast=self.fast,
             )
             save_reference(path, key, res)
-            if known is None and self.fast:
+            if known is None and self.reuses_grid(cfg):
                 save_grid(qp_path, qp_key, res)
         elif progress:
             progress(1.0, f"{method} {bits}-bit reference: loaded from cache")
-        self.done[(bits, method)] = res
+        self.done[(bits, method, group_size)] = res
         return res
+
+    def reuses_grid(self, cfg: GPTQConfig) -> bool:
+        """Per channel, a row's grid is fitted once before GPTQ runs, so masked runs and
+        other tasks can reuse it; group-wise grids are fitted inside the loop."""
+        return self.fast and cfg.group_size is None
 
     def unmasked_grid(self, cfg: GPTQConfig) -> dict[str, QParams] | None:
         """The unmasked grid for a masked run, if a reference already found it (no work)."""
-        if not self.fast:
+        if not self.reuses_grid(cfg):
             return None
-        ref = self.done.get((cfg.bits, cfg.method))
+        ref = self.done.get((cfg.bits, cfg.method, None))
         if ref is not None:
             return ref.qparams()
         path, key = self._grid_entry(cfg)
@@ -103,9 +114,8 @@ def load_reference(path: Path, key: str, cfg: GPTQConfig, names: list[str]) -> Q
         codes = t[f"codes.{n}"]
         empty = torch.zeros_like(codes, dtype=torch.bool)
         no_values = torch.zeros(0, dtype=torch.float16)
-        layers[n] = LayerQuant(
-            codes, t[f"scale.{n}"], t[f"zero.{n}"], empty, no_values, cfg.bits, t.get(f"hinv.{n}")
-        )
+        scale, zero, hinv = t[f"scale.{n}"], t[f"zero.{n}"], t.get(f"hinv.{n}")
+        layers[n] = LayerQuant(codes, scale, zero, empty, no_values, cfg.bits, hinv, cfg.group_size)
     return QuantResult(layers, cfg)
 
 

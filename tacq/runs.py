@@ -33,6 +33,7 @@ def compare_methods(
     bits: int,
     ratio: float,
     progress_for: Callable[[str], Progress | None] = lambda name: None,
+    group_size: int | None = None,
 ) -> tuple[list[EvalResult], dict[str, float]]:
     """The original model and each method on the held-out split, one variant at a time.
 
@@ -49,9 +50,11 @@ def compare_methods(
     for m in [m for m in methods if m != "fp"]:
         t = time.perf_counter()
         if m in PLAIN_METHODS:
-            v = study.quantize(Selection(bits=bits, ratio=0.0), m, progress_for(m))
+            v = study.quantize(
+                Selection(bits=bits, ratio=0.0, group_size=group_size), m, progress_for(m)
+            )
         else:
-            v = study.quantize(Selection(m, bits, ratio), progress=progress_for(m))
+            v = study.quantize(Selection(m, bits, ratio, group_size), progress=progress_for(m))
         times[f"quantize {v.name}"] = time.perf_counter() - t
         t = time.perf_counter()
         res, _ = evaluate(v.model, lm.tokenizer, held, style, v.name, fp_logprobs=fp_lp)

@@ -35,10 +35,12 @@ class Scorer:
         if metric.needs_grads and self.stats is None:
             raise TacqError("Collect gradients first.")
         if metric.needs_quant:
-            self.references.get(sel.bits, progress=progress)
+            self.references.get(sel.bits, progress=progress, group_size=sel.group_size)
 
     def _ref(self, sel: Selection):
-        return self.references.get(sel.bits) if METRICS[sel.metric].needs_quant else None
+        if not METRICS[sel.metric].needs_quant:
+            return None
+        return self.references.get(sel.bits, group_size=sel.group_size)
 
     def scores(self, sel: Selection, progress: Progress | None = None) -> dict[str, Tensor]:
         """Every Linear's scores (all in memory: for small models and tests)."""
@@ -49,7 +51,7 @@ class Scorer:
     def module_scores(self, sel: Selection, name: str) -> tuple[Tensor, Tensor | None]:
         """One Linear's scores and its dW (None when no reference exists at these bits)."""
         self.check(sel)
-        ref = self._ref(sel) or self.references.done.get((sel.bits, "gptq"))
+        ref = self._ref(sel) or self.references.done.get((sel.bits, "gptq", sel.group_size))
         x = layer_inputs(name, quantizable_linears(self.lm.model)[name].weight, self.stats, ref)
         dW = x.W - x.W_q if x.W_q is not None else None
         return layer_scores(sel.metric, x), dW

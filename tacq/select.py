@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from tacq.errors import TacqError
+from tacq.gptq import check_group_size
 from tacq.models import layer_index, module_kind
 from tacq.saliency import METRICS, get_metric
 
@@ -24,7 +25,6 @@ DEFAULT_RATIO = 0.0035  # the paper's outlier ratio
 SLIDER_MAX_RATIO = 0.02  # rankings cover at least this much (the app's slider range)
 BIT_WIDTHS = (2, 3, 4)
 KEPT_VALUE_BYTES = 2  # fp16 value of a kept weight
-QPARAM_BYTES_PER_ROW = 3  # fp16 scale + uint8 zero
 ROWPTR_BYTES = 4  # int32 CSR row pointer, out + 1 per layer
 
 
@@ -52,13 +52,14 @@ class Selection:
         if self.bits not in BIT_WIDTHS:
             raise TacqError(f"Bit width must be 2, 3 or 4 (got {self.bits}).")
         object.__setattr__(self, "ratio", check_ratio(self.ratio))
-        if self.group_size is not None:
-            raise TacqError("Group-wise scales are not available yet; use group_size=None.")
+        check_group_size(self.group_size)
 
     @property
-    def ranking_key(self) -> tuple[str, int | None]:
-        """Rankings depend on the bit width only through dW = W - Q(W)."""
-        return self.metric, self.bits if METRICS[self.metric].needs_quant else None
+    def ranking_key(self) -> tuple:
+        """Rankings depend on the number format only through dW = W - Q(W)."""
+        if METRICS[self.metric].needs_quant:
+            return self.metric, self.bits, self.group_size
+        return self.metric, None, None
 
     def at(self, **changes) -> Selection:
         """The same selection with some fields changed (e.g. another ratio or bit width)."""
@@ -191,17 +192,42 @@ def paper_bpw(bits: int, r: float) -> float:
 
 
 @dataclass(frozen=True)
+class NumberFormat:
+    """How a method stores one quantized Linear: what honest bytes count, for every method
+    (ours and the peers'): codes, a scale and a zero per group, kept values and indices."""
+
+    bits: int
+    group_size: int | None = None  # input columns per scale/zero; None: one per output row
+    scale_bytes: float = 2  # fp16 scale
+    zero_bytes: float = 1  # uint8 zero (a peer may store fp16 zeros: 2, or packed: bits / 8)
+
+
+def linear_bytes(out_f: int, in_f: int, kept: int, fmt: NumberFormat) -> tuple[int, int, int]:
+    """(code, qparam, kept) bytes of one Linear: packed codes; scale and zero per group; kept
+    weights as CSR (fp16 value + int16/int32 column index, int32 row pointers)."""
+    code = math.ceil(out_f * in_f * fmt.bits / 8)
+    groups = 1 if fmt.group_size is None else -(-in_f // fmt.group_size)
+    qparam = math.ceil(out_f * groups * (fmt.scale_bytes + fmt.zero_bytes))
+    kb = 0
+    if kept:
+        idx_bytes = 2 if in_f <= 2**15 else 4
+        kb = kept * (KEPT_VALUE_BYTES + idx_bytes) + (out_f + 1) * ROWPTR_BYTES
+    return code, qparam, kb
+
+
+@dataclass(frozen=True)
 class SizeReport:
     bits: int
     n_weights: int  # quantizable weights
     n_kept: int
-    bpw_paper: float  # the paper's formula
+    bpw_paper: float  # the paper's formula: b (1 - r) + 32 r, scales not counted
     code_bytes: int  # packed b-bit codes
-    qparam_bytes: int  # per-row scale and zero
+    qparam_bytes: int  # scale and zero per row or group
     kept_bytes: int  # CSR: fp16 values + int16/int32 column indices + row pointers
     other_bytes: int  # embeddings, norms, untied lm_head in fp16
     total_bytes: int  # what the packed export weighs (tensor data)
     fp16_bytes: int  # the whole model in fp16
+    group_size: int | None = None
 
     @property
     def ratio(self) -> float:
@@ -214,30 +240,36 @@ class SizeReport:
 
 
 def size_report(
-    shapes: list[tuple[int, int]], kept: list[int], bits: int, other_params: int
+    shapes: list[tuple[int, int]],
+    kept: list[int],
+    bits: int,
+    other_params: int,
+    group_size: int | None = None,
+    fmt: NumberFormat | None = None,
 ) -> SizeReport:
-    """Honest size of a packed model: per-Linear codes, qparams, kept CSR; the rest fp16."""
+    """Honest size of a packed model: per-Linear codes, qparams, kept CSR; the rest fp16.
+
+    fmt: another method's storage (a peer's); default ours at `bits` and `group_size`."""
+    fmt = fmt or NumberFormat(bits, group_size)
     code = qp = kb = 0
     for (out_f, in_f), k in zip(shapes, kept):
-        code += math.ceil(out_f * in_f * bits / 8)
-        qp += out_f * QPARAM_BYTES_PER_ROW
-        if k:
-            idx_bytes = 2 if in_f <= 2**15 else 4
-            kb += k * (KEPT_VALUE_BYTES + idx_bytes) + (out_f + 1) * ROWPTR_BYTES
+        c, q, b = linear_bytes(out_f, in_f, k, fmt)
+        code, qp, kb = code + c, qp + q, kb + b
     n = sum(o * i for o, i in shapes)
     other = 2 * other_params
     n_kept = int(sum(kept))
     return SizeReport(
-        bits,
+        fmt.bits,
         n,
         n_kept,
-        paper_bpw(bits, n_kept / max(n, 1)),
+        paper_bpw(fmt.bits, n_kept / max(n, 1)),
         code,
         qp,
         kb,
         other,
         code + qp + kb + other,
         2 * (n + other_params),
+        fmt.group_size,
     )
 
 

@@ -15,7 +15,16 @@ from tacq.variant import Variant
 
 RESULT_COLUMNS = ["variant", "answer NLL", "exact match", "KL to original", "held-out examples"]
 BROKE_COLUMNS = ["variant", "prompt (last line)", "answer", "original says", "variant says"]
-VARIANT_COLUMNS = ["variant", "bits", "kept %", "BPW (paper)", "size MB", "seconds"]
+VARIANT_COLUMNS = [
+    "variant",
+    "bits",
+    "group",
+    "kept %",
+    "BPW (paper)",
+    "BPW (honest)",
+    "size MB",
+    "seconds",
+]
 
 
 def results_table(results: Sequence[EvalResult]) -> pd.DataFrame:
@@ -61,8 +70,10 @@ def variants_table(variants: Sequence[Variant]) -> pd.DataFrame:
         {
             "variant": v.name,
             "bits": v.spec.bits,
+            "group": v.spec.group_size or "row",
             "kept %": round(100 * v.size.ratio, 3),
             "BPW (paper)": round(v.size.bpw_paper, 4),
+            "BPW (honest)": round(v.size.bpw_honest, 3),
             "size MB": round(v.size.total_bytes / 2**20, 1),
             "seconds": round(v.result.seconds, 1),
         }

@@ -31,9 +31,10 @@ class VariantSpec:
     @property
     def name(self) -> str:
         """'tacq-3bit-0.35%' or 'gptq-2bit': the variant's default display name."""
+        fmt = f"{self.bits}bit" + (f"-g{self.group_size}" if self.group_size else "")
         if not self.ratio:
-            return f"{self.method}-{self.bits}bit"
-        return f"{self.metric}-{self.bits}bit-{100 * self.ratio:.2f}%"
+            return f"{self.method}-{fmt}"
+        return f"{self.metric}-{fmt}-{100 * self.ratio:.2f}%"
 
     def to_config(self) -> dict:
         return asdict(self)
@@ -67,8 +68,8 @@ def load_variant(folder: Path) -> Variant:
     spec = VariantSpec.from_config(qc)
     shapes = [tuple(lq.codes.shape) for lq in layers.values()]
     kept = [int(lq.keep_mask.sum()) for lq in layers.values()]
-    size = size_report(shapes, kept, spec.bits, unquantized_params(model))
-    cfg = GPTQConfig(bits=spec.bits, method=spec.method)
+    size = size_report(shapes, kept, spec.bits, unquantized_params(model), spec.group_size)
+    cfg = GPTQConfig(bits=spec.bits, method=spec.method, group_size=spec.group_size)
     name = qc.get("variant_name") or folder.name
     return Variant(name, model, QuantResult(layers, cfg), size, spec)
 
@@ -81,5 +82,6 @@ def build_variant(
     model: nn.Module, result: QuantResult, spec: VariantSpec, kept: list[int]
 ) -> Variant:
     """The variant of `model` carrying `result`, with its honest size (kept: per Linear)."""
-    size = size_report(quantizable_shapes(model), kept, spec.bits, unquantized_params(model))
+    other = unquantized_params(model)
+    size = size_report(quantizable_shapes(model), kept, spec.bits, other, spec.group_size)
     return Variant(spec.name, quantized_copy(model, result), result, size, spec)

@@ -79,10 +79,14 @@ class Study:
         return self.stats
 
     def reference(
-        self, bits: int, method: str = "gptq", progress: Progress | None = None
+        self,
+        bits: int,
+        method: str = "gptq",
+        progress: Progress | None = None,
+        group_size: int | None = None,
     ) -> QuantResult:
         """Unmasked quantization at `bits` (GPTQ by default): dW for the scores, and a baseline."""
-        return self.references.get(bits, method, progress)
+        return self.references.get(bits, method, progress, group_size)
 
     # ------------------------------------------------------------ circuit
     def scores(self, sel: Selection, progress: Progress | None = None) -> dict[str, Tensor]:
@@ -113,7 +117,8 @@ class Study:
         """Honest size at sel (a threshold lookup in the ranking, no recomputation)."""
         ranking = ranking or self.ranking(sel)
         kept = ranking.counts(sel.ratio).tolist()
-        return size_report(ranking.shapes, kept, sel.bits, unquantized_params(self.lm.model))
+        other = unquantized_params(self.lm.model)
+        return size_report(ranking.shapes, kept, sel.bits, other, sel.group_size)
 
     # ------------------------------------------------------------ variants
     def quantize(
@@ -123,10 +128,10 @@ class Study:
 
         ratio 0 gives plain GPTQ (or RTN) and reuses the cached reference quantization.
         """
-        cfg = GPTQConfig(bits=sel.bits, method=method)
+        cfg = GPTQConfig(bits=sel.bits, method=method, group_size=sel.group_size)
         check_room_for_copy(self.lm.model, "a quantized copy of the model")
         if sel.ratio == 0:
-            result = self.reference(sel.bits, method, progress)
+            result = self.reference(sel.bits, method, progress, sel.group_size)
             kept = [0] * len(result.layers)
         else:
             ranking = self.ranking(sel, scaled(progress, 0.0, 0.3))

@@ -33,8 +33,10 @@ def test_metric_needs_derive_from_the_inputs_each_metric_reads():
 def test_selection_ranking_key_ignores_bits_unless_dw_is_used():
     assert Selection("msg", 2).ranking_key == Selection("msg", 4, 0.01).ranking_key
     assert Selection("tacq", 2).ranking_key != Selection("tacq", 3).ranking_key
-    with pytest.raises(TacqError, match="not available yet"):
-        Selection(group_size=128)
+    assert Selection("tacq", 2, group_size=128).ranking_key == ("tacq", 2, 128)  # dW differs
+    assert Selection("msg", 2, group_size=128).ranking_key == Selection("msg").ranking_key
+    with pytest.raises(TacqError, match="Group size must be one of 32, 64"):
+        Selection(group_size=100)
 
 
 def test_module_kinds_and_groups_cover_each_projection_once():
