@@ -43,7 +43,7 @@ def main() -> None:
         t = time.perf_counter()
         runs[label] = collect_abs_grads(lm.model, batches, cfg)
         secs[label] = time.perf_counter() - t
-    ref = study.reference(2)
+    ref = study.references.get(2)
     weights = {n: m.weight for n, m in quantizable_linears(lm.model).items()}
     out = {"ratio": args.ratio, "seconds": secs, "metrics": {}}
     for metric in ("msg", "tacq"):

@@ -74,7 +74,7 @@ def pipeline(args, fast: bool) -> dict:
     stats = study.collect()
     stages["gradients"] = time.perf_counter() - t
     t = time.perf_counter()
-    ref = study.reference(args.bits)
+    ref = study.references.get(args.bits)
     stages[f"GPTQ {args.bits}-bit reference (dW)"] = time.perf_counter() - t
     t = time.perf_counter()
     v = study.quantize(Selection("tacq", args.bits, DEFAULT_RATIO))

@@ -20,7 +20,7 @@ from tacq.gradients import GradientConfig, GradStats, collect_cached, grads_key
 from tacq.memory import check_room_for_copy
 from tacq.models import LoadedModel, quantizable_linears, unquantized_params
 from tacq.progress import Progress, scaled
-from tacq.quantize import QuantResult, quantize_model
+from tacq.quantize import quantize_model
 from tacq.reference import References
 from tacq.scoring import Scorer
 from tacq.select import DEFAULT_RATIO, SLIDER_MAX_RATIO, Ranking, Selection, SizeReport, size_report
@@ -78,16 +78,6 @@ class Study:
         self.stats = collect_cached(self.lm.model, self.batches(), self.grad_cfg, key, progress)
         return self.stats
 
-    def reference(
-        self,
-        bits: int,
-        method: str = "gptq",
-        progress: Progress | None = None,
-        group_size: int | None = None,
-    ) -> QuantResult:
-        """Unmasked quantization at `bits` (GPTQ by default): dW for the scores, and a baseline."""
-        return self.references.get(bits, method, progress, group_size)
-
     # ------------------------------------------------------------ circuit
     def scores(self, sel: Selection, progress: Progress | None = None) -> dict[str, Tensor]:
         return self.scorer.scores(sel, progress)
@@ -131,7 +121,7 @@ class Study:
         cfg = GPTQConfig(bits=sel.bits, method=method, group_size=sel.group_size)
         check_room_for_copy(self.lm.model, "a quantized copy of the model")
         if sel.ratio == 0:
-            result = self.reference(sel.bits, method, progress, sel.group_size)
+            result = self.references.get(sel.bits, method, progress, sel.group_size)
             kept = [0] * len(result.layers)
         else:
             ranking = self.ranking(sel, scaled(progress, 0.0, 0.3))

@@ -129,11 +129,11 @@ def test_other_examples_reuse_the_unmasked_grid_from_disk(tiny_lm, tiny_task):
     from tacq.data import DataConfig
     from tacq.workflow import Study
 
-    Study(tiny_lm, tiny_task).reference(3)  # writes the grid of the weights at 3 bits
+    Study(tiny_lm, tiny_task).references.get(3)  # writes the grid of the weights at 3 bits
     other = Study(tiny_lm, tiny_task, DataConfig(max_examples=4))  # other examples
     path, key = other.references._grid_entry(GPTQConfig(bits=3))
     assert path.exists()
-    got = other.reference(3)
+    got = other.references.get(3)
     want = quantize_model(
         tiny_lm.model, other.batches(answer_only=False), GPTQConfig(bits=3), fast=False
     )
