@@ -244,12 +244,13 @@ def cmd_gradients(args) -> None:
     rank, world = init_from_env()
     if rank != 0:
         sys.stdout = open(os.devnull, "w")  # one rank reports  # noqa: SIM115
+    import torch.distributed as dist
+
     try:
         _collect(_study(args))
         print(f"(data-parallel over {world} processes; sums all-reduced once)")
+        dist.barrier()  # no rank tears down while another still finishes its last collective
     finally:
-        import torch.distributed as dist
-
         dist.destroy_process_group()
 
 

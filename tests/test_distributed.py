@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
-
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -22,13 +19,15 @@ def _batches():
     return make_batches(enc, batch_size=2, pad_id=0)
 
 
-def _worker(rank: int, world: int, port: int, out: str) -> None:
+def _worker(rank: int, world: int, out: str) -> None:
     from tacq.distributed import collect_abs_grads_distributed
     from tests.tiny import make_tiny_llama
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    # A file store: no TCP store server on rank 0 that could go away while rank 1 still
+    # talks to it at teardown (and no port to race for).
+    store = f"file://{out}/store"
+    dist.init_process_group("gloo", init_method=store, rank=rank, world_size=world)
     try:
         stats = collect_abs_grads_distributed(make_tiny_llama(), _batches(), GradientConfig())
         tensors = {f"abs.{k}": v for k, v in stats.abs_grad.items()}
@@ -36,18 +35,13 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         tensors["counts"] = torch.tensor([stats.n_samples, stats.n_tokens], dtype=torch.float64)
         tensors["loss"] = torch.tensor([stats.mean_loss], dtype=torch.float64)
         save_file(tensors, f"{out}/rank{rank}.safetensors")
+        dist.barrier()  # as the CLI: nobody tears down while the other still communicates
     finally:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_process_gloo_equals_single_process(tmp_path, tiny_llama):
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, str(tmp_path)), nprocs=2, join=True)
     single = collect_abs_grads(tiny_llama, _batches(), GradientConfig())
     ranks = [load_file(tmp_path / f"rank{r}.safetensors") for r in range(2)]
     for name, G in single.abs_grad.items():
