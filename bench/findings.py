@@ -20,22 +20,24 @@ LABEL = {"rtn": "RTN", "gptq": "GPTQ"} | {m: METRICS[m].label.split(" ")[0] for 
 Results = dict[str, dict]  # topic -> the parsed JSON of bench/results/<topic>.json
 
 
-def _nll(rows: list[dict], task: str, bits: int, method: str, seed: int = 0) -> float | None:
-    for r in rows:
-        if (r["task"], r["bits"], r["method"], r.get("seed", 0)) == (task, bits, method, seed):
-            return r["answer_nll"]
-    return None
-
-
 def _row(rows: list[dict], task: str, bits: int, method: str) -> dict | None:
+    """The default-calibration (seed 0) row of one task, bit width and method."""
+    want = (task, bits, method, 0)
     return next(
-        (
-            r
-            for r in rows
-            if (r["task"], r["bits"], r["method"], r.get("seed", 0)) == (task, bits, method, 0)
-        ),
-        None,
+        (r for r in rows if (r["task"], r["bits"], r["method"], r.get("seed", 0)) == want), None
     )
+
+
+def _nll(rows: list[dict], task: str, bits: int, method: str) -> float | None:
+    row = _row(rows, task, bits, method)
+    return None if row is None else row["answer_nll"]
+
+
+def _samples(rows: list[dict], task: str, bits: int, method: str) -> list[float]:
+    """Held-out NLL of every calibration sample (seed) of one task, bit width and method."""
+    return [
+        r["answer_nll"] for r in rows if (r["task"], r["bits"], r["method"]) == (task, bits, method)
+    ]
 
 
 def quality_targets(res: Results) -> list[str]:
@@ -47,14 +49,13 @@ def quality_targets(res: Results) -> list[str]:
     beats, best_of_all, gaps = [], [], []
     for t in tasks:
         tacq = _nll(rows, t, 2, "tacq")
-        base = {m: _nll(rows, t, 2, m) for m in BASELINES if _nll(rows, t, 2, m) is not None}
         every = {
-            m: v
+            r["method"]: r["answer_nll"]
             for r in rows
-            if r["task"] == t and r["bits"] == 2 and r.get("seed", 0) == 0
-            for m, v in [(r["method"], r["answer_nll"])]
-            if m not in ("fp", "tacq")
+            if (r["task"], r["bits"], r.get("seed", 0)) == (t, 2, 0)
+            and r["method"] not in ("fp", "tacq")
         }
+        base = {m: v for m, v in every.items() if m in BASELINES}
         if base and tacq < min(base.values()):
             beats.append(t)
         if every and tacq < min(every.values()):
@@ -83,9 +84,7 @@ def quality_targets(res: Results) -> list[str]:
 def _seed_summary(rows: list[dict], task: str, bits: int, methods: tuple[str, ...]) -> str:
     parts = []
     for m in methods:
-        nll = [
-            r["answer_nll"] for r in rows if (r["task"], r["bits"], r["method"]) == (task, bits, m)
-        ]
+        nll = _samples(rows, task, bits, m)
         if len(nll) >= 2:
             parts.append(
                 f"{LABEL[m]} {statistics.mean(nll):.2f} ± {statistics.stdev(nll):.2f} "
@@ -229,11 +228,7 @@ def noise(res: Results) -> list[str]:
         return []
     spread = {}
     for task, m in {(r["task"], r["method"]) for r in q["rows"] if r.get("seed", 0) > 0}:
-        nll = [
-            r["answer_nll"]
-            for r in q["rows"]
-            if (r["task"], r["bits"], r["method"]) == (task, 2, m)
-        ]
+        nll = _samples(q["rows"], task, 2, m)
         if len(nll) >= 2:
             spread[f"{LABEL[m]} ({task})"] = statistics.stdev(nll)
     if not spread:

@@ -8,6 +8,7 @@ Only formats what the benchmark scripts measured (findings: bench/findings.py).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 
 from _common import ROOT
@@ -20,6 +21,7 @@ from tacq.saliency import METRICS, metrics_in
 RESULTS = ROOT / "bench" / "results"
 
 
+@functools.cache  # each file read once per run (header, findings and tables all use it)
 def load(topic: str) -> dict | None:
     path = RESULTS / f"{topic}.json"
     return json.loads(path.read_text()) if path.exists() else None
@@ -330,7 +332,7 @@ def sections() -> str:
 
 
 def readme() -> str:
-    results = {p.stem: json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))}
+    results = {p.stem: load(p.stem) for p in sorted(RESULTS.glob("*.json"))}
     return f"{header()}\n{findings(results)}\n\n{sections()}\n"
 
 

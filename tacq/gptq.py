@@ -216,6 +216,14 @@ class Groups:
     static: bool = False
     perm: list[int] | None = None
 
+    @classmethod
+    def start(cls, W: Tensor, M: Tensor, cfg: GPTQConfig) -> Groups:
+        """Static groups fitted now (act-order); otherwise empty, filled in by the loop."""
+        if cfg.act_order:
+            return cls(*find_group_params(W, M, cfg), cfg.group_size, static=True)
+        empty = W.new_zeros(W.shape[0], n_groups(W.shape[1], cfg.group_size))
+        return cls(empty, empty.clone(), cfg.group_size)
+
     def at(self, col: int, W: Tensor, M: Tensor, cfg: GPTQConfig) -> int:
         """The group of loop column `col`, fitting it first when it starts there."""
         if self.static:
@@ -350,17 +358,13 @@ def gptq_stacked(
     )
     H = H.float().clone()
     dead = torch.diag(H) == 0
-    groups = None
-    if cfg.group_size is None:
+    if cfg.group_size is None:  # per row: fitted before dead columns are zeroed, as always
         base = None if unmasked is None else tuple(torch.cat(t) for t in zip(*unmasked))
         scale, zero = find_params(W, M, cfg, base)
     H[dead, dead] = 1
     W[:, dead] = torch.where(M[:, dead], W[:, dead], 0.0)  # fix: dead columns keep kept weights
-    if cfg.group_size is not None:  # static groups (act-order): fitted here, original order
-        G = n_groups(W.shape[1], cfg.group_size)
-        empty = W.new_zeros(W.shape[0], G)
-        fitted = find_group_params(W, M, cfg) if cfg.act_order else (empty, empty.clone())
-        groups = Groups(*fitted, cfg.group_size, static=cfg.act_order)
+    groups = None if cfg.group_size is None else Groups.start(W, M, cfg)  # original order
+    if groups is not None:
         scale, zero = groups.scale, groups.zero
     perm = None
     if cfg.act_order:

@@ -74,14 +74,11 @@ def load_variant(folder: Path) -> Variant:
     return Variant(name, model, QuantResult(layers, cfg), size, spec)
 
 
-def quantizable_shapes(model: nn.Module) -> list[tuple[int, int]]:
-    return [tuple(m.weight.shape) for m in quantizable_linears(model).values()]
-
-
 def build_variant(
     model: nn.Module, result: QuantResult, spec: VariantSpec, kept: list[int]
 ) -> Variant:
     """The variant of `model` carrying `result`, with its honest size (kept: per Linear)."""
     other = unquantized_params(model)
-    size = size_report(quantizable_shapes(model), kept, spec.bits, other, spec.group_size)
+    shapes = [tuple(m.weight.shape) for m in quantizable_linears(model).values()]
+    size = size_report(shapes, kept, spec.bits, other, spec.group_size)
     return Variant(spec.name, quantized_copy(model, result), result, size, spec)
