@@ -12,6 +12,7 @@ from app.common import HEAVY, PARSE, gradio_progress, handles_errors, need
 from app.state import ModelRegistry, UserState
 from tacq.data import (
     MAX_UPLOAD_BYTES,
+    SPLITS,
     TaskSet,
     decode_upload,
     guess_format,
@@ -26,8 +27,7 @@ COLUMNS = ["prompt", "answer", "split"]
 
 
 def task_frame(task: TaskSet) -> pd.DataFrame:
-    rows = [[e.prompt, e.answer, "calib"] for e in task.calib]
-    rows += [[e.prompt, e.answer, "heldout"] for e in task.heldout]
+    rows = [[e.prompt, e.answer, split] for split in SPLITS for e in task.split(split)]
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -36,7 +36,8 @@ def task_summary(user: UserState) -> str:
     t = user.task
     n_tok = study.token_count()
     return (
-        f"**{t.name}** ({t.style}): {len(t.calib)} calibration / {len(t.heldout)} held-out "
+        f"**{t.name}** ({t.style}): {len(t.calib)} calibration / {len(t.dev)} dev / "
+        f"{len(t.heldout)} held-out "
         f"examples; the first {len(study.calib_examples)} calibration examples are used "
         f"({n_tok:,} tokens)."
     )
@@ -69,7 +70,7 @@ def build() -> SimpleNamespace:
         datatype="str",
         interactive=True,
         column_count=3,
-        label="Examples (edit freely; split = calib or heldout; blank = auto)",
+        label="Examples (edit freely; split = calib, dev or heldout; blank = auto)",
         max_height=360,
         elem_id="examples-table",
         wrap=True,

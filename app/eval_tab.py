@@ -15,6 +15,7 @@ from app.report import build_report
 from app.state import ModelRegistry, UserState, safe_name
 from tacq import export
 from tacq.evaluate import evaluate_variants
+from tacq.stats import PAIRED_COLUMNS, paired_table
 from tacq.tables import RESULT_COLUMNS, results_table, what_broke
 
 
@@ -24,7 +25,19 @@ def _download_dir() -> Path:
 
 
 def build() -> SimpleNamespace:
-    run = gr.Button("Evaluate all variants on the held-out examples", variant="primary")
+    with gr.Row():
+        run = gr.Button(
+            "Evaluate all variants on the held-out examples", variant="primary", scale=3
+        )
+        limit = gr.Number(
+            0,
+            precision=0,
+            minimum=0,
+            label="Held-out examples to score (0 = all)",
+            info="the first N: the same fixed subset for every model",
+            elem_id="eval-limit",
+            scale=1,
+        )
     table = gr.Dataframe(
         pd.DataFrame(columns=RESULT_COLUMNS),
         label="Held-out results",
@@ -36,6 +49,12 @@ def build() -> SimpleNamespace:
         interactive=False,
         wrap=True,
         elem_id="broke-table",
+    )
+    paired = gr.Dataframe(
+        label="Paired: each pair of variants on the same examples (A - B; negative NLL: A "
+        "better; 'decided' when the 95 % interval excludes zero)",
+        interactive=False,
+        elem_id="paired-table",
     )
     gr.Markdown("### Export")
     with gr.Row():
@@ -56,7 +75,9 @@ def build() -> SimpleNamespace:
     report_file = gr.File(label="Report", interactive=False, elem_id="report-file")
     return SimpleNamespace(
         run=run,
+        limit=limit,
         table=table,
+        paired=paired,
         broke=broke,
         which=which,
         fmt=fmt,
@@ -89,18 +110,21 @@ def wire(
     tab.report.click(on_report, [user_state, *circuit], tab.report_file)
 
     @handles_errors
-    def on_eval(user: UserState, progress=gr.Progress()):
+    def on_eval(user: UserState, limit: float | None, progress=gr.Progress()):
         study = need(user.study, "Choose examples first.")
         need(list(study.task.heldout), "This task has no held-out examples.")
+        n = int(limit or 0) or None  # 0 or blank: every held-out example
         hook = gradio_progress(progress, user.jobs.start("eval"))
-        cached = user.fp_eval[1:] if user.fp_eval and user.fp_eval[0] == study.digest() else None
+        key = (study.digest(), n)
+        cached = user.fp_eval[1:] if user.fp_eval and user.fp_eval[0] == key else None
         results, fp_pair = evaluate_variants(
-            study.lm, study.task, list(user.variants.values()), cached, hook
+            study.lm, study.task, list(user.variants.values()), cached, hook, n
         )
-        user.fp_eval = (study.digest(), *fp_pair)
+        user.fp_eval = (key, *fp_pair)
         user.last_eval = results
         rows = results_table(results)
-        return rows, what_broke(results), *[rows] * len(also)
+        pairs = paired_table(results) if len(results) > 2 else pd.DataFrame(columns=PAIRED_COLUMNS)
+        return rows, what_broke(results), pairs, *[rows] * len(also)
 
     @handles_errors
     def on_export(user: UserState, name: str, fmt: str, progress=gr.Progress()):
@@ -122,8 +146,8 @@ def wire(
 
     tab.run.click(
         on_eval,
-        user_state,
-        [tab.table, tab.broke, *also],
+        [user_state, tab.limit],
+        [tab.table, tab.broke, tab.paired, *also],
         concurrency_id=HEAVY,
         concurrency_limit=1,
     )

@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tacq.data import Example, TaskSet
+from tacq.data import SPLITS, Example, TaskSet
 from tacq.errors import TacqError
 from tacq.memory import check_room_for_copy, model_bytes
 from tacq.models import DEFAULT_MODEL, LoadedModel, check_model_path, load_model
@@ -124,7 +124,7 @@ class UserState:
     study: Study | None = None
     variants: dict[str, Variant] = field(default_factory=dict)
     jobs: Jobs = field(default_factory=Jobs)
-    fp_eval: tuple | None = None  # (task digest, EvalResult, log-probs) of the fp model
+    fp_eval: tuple | None = None  # ((task digest, limit), EvalResult, log-probs) of the fp model
     pending_upload: list[Example] | None = None  # good rows of an upload with bad rows
     last_eval: list | None = None  # EvalResults of the last evaluation (fp first), for reports
 
@@ -205,9 +205,10 @@ class UserState:
     def save_examples(self) -> None:
         if self.task is None:
             return
-        rows = [{"prompt": e.prompt, "answer": e.answer, "split": "calib"} for e in self.task.calib]
-        rows += [
-            {"prompt": e.prompt, "answer": e.answer, "split": "heldout"} for e in self.task.heldout
+        rows = [
+            {"prompt": e.prompt, "answer": e.answer, "split": split}
+            for split in SPLITS
+            for e in self.task.split(split)
         ]
         blob = {"name": self.task.name, "style": self.task.style, "rows": rows}
         self.own_folder()
@@ -222,11 +223,12 @@ class UserState:
         try:
             blob = json.loads(path.read_text())
             rows = blob["rows"]
-            calib = tuple(
-                Example(r["prompt"], r["answer"]) for r in rows if r["split"] != "heldout"
-            )
-            held = tuple(Example(r["prompt"], r["answer"]) for r in rows if r["split"] == "heldout")
-            return TaskSet(blob["name"], calib, held, blob["style"], blob["name"])
+            part = {
+                k: tuple(Example(r["prompt"], r["answer"]) for r in rows if r["split"] == k)
+                for k in SPLITS
+            }
+            name, style = blob["name"], blob["style"]
+            return TaskSet(name, part["calib"], part["heldout"], style, name, dev=part["dev"])
         except (OSError, ValueError, KeyError, TypeError):
             return None  # a damaged save is ignored, never fatal
 

@@ -7,7 +7,10 @@ perplexity on assets/text/generic.txt; gap closed = (NLL_GPTQ - NLL) / (NLL_GPTQ
 Packed sizes of the TaCQ variants are written too.
 
     python bench/quality.py                       # antonyms, bits 2 and 3, all methods
-    python bench/quality.py --tasks antonyms,capitals --bits 2 --methods gptq,tacq
+    python bench/quality.py --tasks antonyms,capitals --bits 2 --methods gptq,gptq_g128,tacq
+A method name ending in _g32/_g64/_g128/_g256 runs it group-wise (one scale and zero per
+that many input columns). Each row keeps its per-example NLL and exact match, so the
+tables show 95 % bootstrap intervals and paired comparisons (bench/tables.py).
 Writes bench/results/quality.json (merged per task/bits) and prints a Markdown table.
 """
 
@@ -21,11 +24,30 @@ from pathlib import Path
 
 from _common import ROOT, stamp, write_result
 
+from tacq.gptq import GROUP_SIZES
 from tacq.runs import PLAIN_METHODS
 from tacq.saliency import metrics_in
 
-# Table order: plain quantizers, the baseline metrics, then the paper's (TaCQ last).
-ALL = ["fp", *PLAIN_METHODS, *metrics_in("baseline"), *reversed(metrics_in("paper"))]
+# Table order: plain quantizers, the baseline metrics, then the paper's (TaCQ last);
+# group-wise rows after the per-channel ones.
+PER_CHANNEL = ["fp", *PLAIN_METHODS, *metrics_in("baseline"), *reversed(metrics_in("paper"))]
+ALL = PER_CHANNEL + [f"{m}_g{g}" for g in GROUP_SIZES for m in PER_CHANNEL if m != "fp"]
+
+
+def parse_method(name: str) -> tuple[str, int | None]:
+    """'gptq_g128' -> ('gptq', 128); 'tacq' -> ('tacq', None)."""
+    base, sep, group = name.rpartition("_g")
+    if sep and group.isdigit() and int(group) in GROUP_SIZES:
+        return base, int(group)
+    return name, None
+
+
+def per_example(result) -> dict:
+    """Per-example answer NLL (4 places) and exact match, for intervals and paired tests."""
+    return {
+        "nll_each": [round(r["nll"], 4) for r in result.rows],
+        "correct_each": [int(r["correct"]) for r in result.rows],
+    }
 
 
 def run_task(
@@ -88,25 +110,30 @@ def run_task(
                     "kl_to_fp": 0.0,
                     "ppl": fp_ppl,
                     "seconds": 0.0,
+                    **per_example(fp),
                 }
             )
         for m in [m for m in methods if m != "fp"]:
             t = time.perf_counter()
-            if m in PLAIN_METHODS:
-                v = study.quantize(Selection(bits=bits, ratio=0.0), m)
+            base_m, group = parse_method(m)
+            if base_m in PLAIN_METHODS:
+                v = study.quantize(Selection(bits=bits, ratio=0.0, group_size=group), base_m)
             else:
-                v = study.quantize(Selection(m, bits, DEFAULT_RATIO))
+                v = study.quantize(Selection(base_m, bits, DEFAULT_RATIO, group))
             secs = time.perf_counter() - t
             r, _ = evaluate(v.model, lm.tokenizer, held, task.style, v.name, fp_logprobs=lp)
             row = {
                 **base,
                 "method": m,
                 "bpw": v.size.bpw_paper,
+                "bpw_honest": v.size.bpw_honest,
+                "group_size": group,
                 "answer_nll": r.answer_nll,
                 "exact_match": r.exact_match,
                 "kl_to_fp": r.kl_to_fp,
                 "ppl": perplexity(v.model, lm.tokenizer, text, max_chunks=ppl_chunks),
                 "seconds": secs,
+                **per_example(r),
             }
             for name, (other, olp) in others.items() if m in ("gptq", "tacq") else ():
                 o, _ = evaluate(
@@ -146,19 +173,56 @@ def run_task(
     return rows
 
 
+def _interval(r: dict, key: str) -> str:
+    """The 95 % bootstrap interval of a row's mean from its per-example values, if kept."""
+    from tacq.stats import bootstrap
+
+    return bootstrap(r[key]).text() if key in r else ""
+
+
 def markdown(rows: list[dict]) -> str:
     out = [
-        "| task | bits | method | BPW | answer NLL | exact match | KL to fp | ppl | gap closed |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| task | bits | method | BPW | BPW honest | held-out | answer NLL | 95 % interval | "
+        "exact match | 95 % interval | KL to fp | ppl | gap closed |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in [r for r in rows if r.get("seed", 0) == 0]:
         gap = f"{r['gap_closed']:.0%}" if "gap_closed" in r and r["method"] != "fp" else ""
+        honest = f"{r['bpw_honest']:.3f}" if "bpw_honest" in r else ""
         out.append(
-            f"| {r['task']} | {r['bits']} | {r['method']} | {r['bpw']:.3f} | "
-            f"{r['answer_nll']:.3f} | {r['exact_match']:.3f} | {r['kl_to_fp']:.3f} | "
-            f"{r['ppl']:.1f} | {gap} |"
+            f"| {r['task']} | {r['bits']} | {r['method']} | {r['bpw']:.3f} | {honest} | "
+            f"{r.get('heldout_examples', '')} | {r['answer_nll']:.3f} | "
+            f"{_interval(r, 'nll_each')} | {r['exact_match']:.3f} | "
+            f"{_interval(r, 'correct_each')} | {r['kl_to_fp']:.3f} | {r['ppl']:.1f} | {gap} |"
         )
     return "\n".join(out) + "\n\n" + seeds_markdown(rows)
+
+
+def paired_markdown(rows: list[dict]) -> str:
+    """TaCQ (per channel and group-wise) against every other method of the same task and
+    bits, example by example: what the held-out set decides and what it does not."""
+    from tacq.stats import paired_values
+
+    out = [
+        "| task | bits | A | B | NLL A - B | 95 % interval | A better on | EM A - B | "
+        "95 % interval | decided |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    seed0 = [r for r in rows if r.get("seed", 0) == 0 and "nll_each" in r]
+    for task, bits in sorted({(r["task"], r["bits"]) for r in seed0}):
+        here = {r["method"]: r for r in seed0 if (r["task"], r["bits"]) == (task, bits)}
+        for a in [m for m in here if parse_method(m)[0] == "tacq"]:
+            for b in [m for m in here if m not in ("fp", a)]:
+                ra, rb = here[a], here[b]
+                p = paired_values(
+                    a, b, ra["nll_each"], ra["correct_each"], rb["nll_each"], rb["correct_each"]
+                )
+                decided = f"{a if p.nll.mean < 0 else b} better" if p.nll.excludes(0) else "no"
+                out.append(
+                    f"| {task} | {bits} | {a} | {b} | {p.nll.mean:+.3f} | {p.nll.text()} | "
+                    f"{p.a_better:.0%} | {p.em.mean:+.3f} | {p.em.text()} | {decided} |"
+                )
+    return "\n".join(out) if len(out) > 2 else ""
 
 
 def seeds_markdown(rows: list[dict]) -> str:
@@ -209,6 +273,9 @@ def main() -> None:
         help="also evaluate each task's 2-bit GPTQ/TaCQ on the other tasks",
     )
     args = ap.parse_args()
+    unknown = [m for m in f"{args.methods},{args.seed_methods}".split(",") if m not in ALL]
+    if unknown:
+        ap.error(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(ALL)}")
     path = ROOT / "bench" / "results" / "quality.json"
     saved = json.loads(path.read_text()) if path.exists() else {}
     tasks = args.tasks.split(",")

@@ -13,7 +13,7 @@ import json
 
 from _common import ROOT
 from findings import findings
-from quality import cross_markdown, markdown
+from quality import cross_markdown, markdown, paired_markdown
 
 from tacq.runs import PLAIN_METHODS
 from tacq.saliency import METRICS, metrics_in
@@ -196,6 +196,15 @@ def sections() -> str:
         emit(env_line(q) + "\n")
         emit(markdown(q["rows"]) + "\n")
         emit(row_provenance(q["rows"]) + "\n")
+        pairs = paired_markdown(q["rows"])
+        if pairs:
+            emit("### Paired: TaCQ against each method on the same held-out examples\n")
+            emit(
+                "Per-example answer NLL difference A - B (negative: A better), its 95 % "
+                "bootstrap interval, and the share of examples where A's NLL is lower; "
+                "'decided' when the interval excludes zero.\n"
+            )
+            emit(pairs + "\n")
         emit("### Targets\n")
         emit(targets(q) + "\n")
         if q.get("cross_task"):

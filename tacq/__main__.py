@@ -78,6 +78,17 @@ def _max_memory(text: str) -> dict[int | str, str]:
     return budget
 
 
+def _scored(p: argparse.ArgumentParser) -> None:
+    """Which examples a score is read on: held-out to report, dev to tune settings."""
+    p.add_argument(
+        "--split",
+        default="heldout",
+        choices=("heldout", "dev"),
+        help="score on the held-out split (default; report) or the dev split (tune)",
+    )
+    p.add_argument("--limit", type=int, help="score the first N examples of the split only")
+
+
 def _quant(p: argparse.ArgumentParser, metric: bool = True) -> None:
     p.add_argument("--bits", type=int, default=2, choices=(2, 3, 4), help="bit width (default 2)")
     p.add_argument(
@@ -137,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="held-out NLL / exact match / KL: fp vs quantized methods")
     _common(p)
     _quant(p, metric=False)
+    _scored(p)
     p.add_argument(
         "--methods",
         default="fp,rtn,gptq,tacq",
@@ -149,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="default end-to-end: gradients + TaCQ + held-out eval")
     _common(p)
     _quant(p)
+    _scored(p)
     p = sub.add_parser("demo", help="the app's one-click demo: TaCQ 3/2-bit + GPTQ 2-bit, eval")
     _common(p)
     p.add_argument("--quick", action="store_true", help="skip the 3-bit variant")
@@ -306,24 +319,33 @@ def _compare(study, args, methods: list[str]):
     """Held-out table and stage times of `methods` (tacq.runs.compare_methods)."""
     from tacq.progress import cli_progress
     from tacq.runs import compare_methods
-    from tacq.tables import results_table
 
+    if args.limit is not None and args.limit < 1:
+        raise TacqError(f"--limit must be at least 1 (got {args.limit}).")
+    examples = study.task.split(args.split)[: args.limit]
+    if not examples:
+        raise TacqError(f"The task has no {args.split} examples to evaluate on.")
     results, times = compare_methods(
-        study, methods, args.bits, args.ratio, cli_progress, args.group_size
+        study, methods, args.bits, args.ratio, cli_progress, args.group_size, list(examples)
     )
-    return results_table(results), times
+    return results, times
 
 
 def cmd_eval(args) -> None:
     from tacq.runs import check_methods, needs_gradients
+    from tacq.stats import paired_table
+    from tacq.tables import results_table
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     check_methods(methods)
     study = _study(args)
     if needs_gradients(methods):
         _collect(study)
-    table, times = _compare(study, args, methods)
-    print(table.to_string(index=False))
+    results, times = _compare(study, args, methods)
+    print(results_table(results).to_string(index=False))
+    if len(results) > 2:
+        print(f"\npaired, on the same {args.split} examples (A - B; negative NLL: A better):")
+        print(paired_table(results).to_string(index=False))
     for k, v in times.items():
         print(f"  {k:<32} {v:7.1f} s")
 
@@ -339,6 +361,8 @@ def cmd_load_check(args) -> None:
 
 
 def cmd_run(args) -> None:
+    from tacq.tables import results_table
+
     t_all = time.perf_counter()
     t = time.perf_counter()
     study = _study(args)
@@ -346,9 +370,9 @@ def cmd_run(args) -> None:
     t = time.perf_counter()
     _collect(study)
     stages["gradients"] = time.perf_counter() - t
-    table, times = _compare(study, args, ["fp", args.metric])
+    results, times = _compare(study, args, ["fp", args.metric])
     stages |= times
-    print(table.to_string(index=False))
+    print(results_table(results).to_string(index=False))
     print("stage times:")
     for k, v in stages.items():
         print(f"  {k:<32} {v:7.1f} s")

@@ -29,6 +29,7 @@ MAX_UPLOAD_BYTES = 20 * 2**20  # a larger upload is refused before it is read
 MAX_EXAMPLES = 5000  # per upload
 MAX_FIELD_CHARS = 20_000  # per prompt or answer
 STYLES = ("completion", "chat")
+SPLITS = ("calib", "dev", "heldout")  # calibration, tuning (demo pick, levers), reporting
 PROMPT_KEYS = ("prompt", "question", "input", "instruction")
 ANSWER_KEYS = ("answer", "output", "response", "completion", "target")
 
@@ -41,7 +42,11 @@ class Example:
 
 @dataclass(frozen=True)
 class TaskSet:
-    """A bundled or user task: calibration examples and held-out ones, never overlapping."""
+    """A bundled or user task: calibration, dev and held-out examples, never overlapping.
+
+    Settings are tuned on dev (the demo's pick, the benches' levers) and reported on
+    held-out, so a reported number never chose its own settings.
+    """
 
     name: str
     calib: tuple[Example, ...]
@@ -49,6 +54,13 @@ class TaskSet:
     style: str = "completion"  # 'completion': raw few-shot text; 'chat': chat template
     title: str = ""
     description: str = ""
+    dev: tuple[Example, ...] = ()
+
+    def split(self, name: str) -> tuple[Example, ...]:
+        """The examples of one split by name ('calib', 'dev' or 'heldout')."""
+        if name not in SPLITS:
+            raise TacqError(f"Unknown split {name!r}; choose from {', '.join(SPLITS)}.")
+        return getattr(self, name)
 
 
 @dataclass(frozen=True)
@@ -257,20 +269,24 @@ def load_task(name: str) -> TaskSet:
     if not path.is_file():
         raise TacqError(f"Unknown task {name!r}; bundled tasks: {', '.join(list_tasks())}.")
     meta = list_tasks().get(path.stem, {})
-    calib, held = [], []
+    parts: dict[str, list[Example]] = {s: [] for s in SPLITS}
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
         row = json.loads(line)
         ex = _example_from_obj(row, f"{path.name} line {n}")
-        (held if row.get("split") == "heldout" else calib).append(ex)
+        split = row.get("split") or "calib"
+        if split not in SPLITS:
+            raise TacqError(f"{path.name} line {n}: split {split!r} is not one of {SPLITS}.")
+        parts[split].append(ex)
     return TaskSet(
         path.stem,
-        tuple(calib),
-        tuple(held),
+        tuple(parts["calib"]),
+        tuple(parts["heldout"]),
         meta.get("style", "completion"),
         meta.get("title", path.stem),
         meta.get("description", ""),
+        tuple(parts["dev"]),
     )
 
 
@@ -414,8 +430,8 @@ def check_table_size(rows: list[dict]) -> None:
 def task_from_rows(name: str, rows: list[dict], style: str = "completion") -> TaskSet:
     """A task from table rows {prompt, answer, split}; blank rows are skipped, bad rows named.
 
-    split 'heldout' / 'calib' is honoured; when no row names a split, every 4th example is
-    held out.
+    split 'calib' / 'dev' / 'heldout' is honoured (blank: calib); when no row names dev or
+    heldout, every 4th example is held out. Any other split name is a bad row.
     """
     if style not in STYLES:
         raise TacqError(f"Style must be one of {STYLES} (got {style!r}).")
@@ -430,9 +446,13 @@ def task_from_rows(name: str, rows: list[dict], style: str = "completion") -> Ta
         if isinstance(answer, str) and not answer.strip():
             problems.append(f"row {n}: the answer is empty")
             continue
+        split = str(row.get("split") or "").strip().lower()
+        if split and split not in SPLITS:
+            problems.append(f"row {n}: split {split!r} is not calib, dev or heldout")
+            continue
         try:
             examples.append(_checked(Example(prompt, answer), f"row {n}"))
-            splits.append(str(row.get("split") or "").strip().lower())
+            splits.append(split)
         except TacqError as e:
             problems.append(str(e))
     if problems:
@@ -441,10 +461,11 @@ def task_from_rows(name: str, rows: list[dict], style: str = "completion") -> Ta
         raise TacqError(f"{len(problems)} bad row(s): {shown}{more}.")
     if not examples:
         raise TacqError("The table is empty: add at least one prompt/answer pair.")
-    if any(s == "heldout" for s in splits):
-        calib = tuple(e for e, s in zip(examples, splits) if s != "heldout")
-        held = tuple(e for e, s in zip(examples, splits) if s == "heldout")
-        if not calib:
-            raise TacqError("Every row is held out; mark some rows as 'calib'.")
-        return TaskSet(name, calib, held, style, name)
+    if any(s in ("dev", "heldout") for s in splits):
+        part = {
+            k: tuple(e for e, s in zip(examples, splits) if (s or "calib") == k) for k in SPLITS
+        }
+        if not part["calib"]:
+            raise TacqError("No row is for calibration; mark some rows as 'calib'.")
+        return TaskSet(name, part["calib"], part["heldout"], style, name, dev=part["dev"])
     return task_from_examples(name, examples, style)

@@ -144,6 +144,11 @@ def generate_batch(
     return outs
 
 
+def longest_answer(tokenizer, examples: list[Example]) -> int:
+    """Tokens in the longest answer: exact match needs at least that many greedy tokens."""
+    return max(len(tokenizer(e.answer, add_special_tokens=False)["input_ids"]) for e in examples)
+
+
 def evaluate(
     model: nn.Module,
     tokenizer,
@@ -167,6 +172,7 @@ def evaluate(
         kl = total / sum(len(p) for p in fp_logprobs)
     progress(0.5, f"{name}: greedy answers")
     new = cfg.max_new_tokens if style != "chat" else int(cfg.max_new_tokens * 2.4)
+    new = max(new, longest_answer(tokenizer, examples) + 2)  # a long answer is never cut short
     preds = generate_batch(
         model, tokenizer, [e.prompt for e in examples], style, new, cfg.batch_size
     )
@@ -321,13 +327,15 @@ def evaluate_variants(
     variants: list,
     fp: tuple | None = None,
     progress: Progress | None = None,
+    limit: int | None = None,
 ) -> tuple[list[EvalResult], tuple]:
-    """The original model and each variant on the task's held-out split.
+    """The original model and each variant on the task's held-out split (its first
+    `limit` examples when given: a fixed subset, the same for every model).
 
-    fp: a previous (EvalResult, log-probs) of the original on this task, reused when given.
+    fp: a previous (EvalResult, log-probs) of the original on these examples, reused.
     -> (results, original first; (EvalResult, log-probs) of the original, for reuse).
     """
-    held, style = list(task.heldout), task.style
+    held, style = list(task.heldout[:limit]), task.style
     n = len(variants) + 1
     if fp is None:
         fp = evaluate(

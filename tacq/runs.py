@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from tacq.data import Example
 from tacq.errors import TacqError
 from tacq.evaluate import EvalResult, evaluate
 from tacq.progress import Progress
@@ -34,14 +35,17 @@ def compare_methods(
     ratio: float,
     progress_for: Callable[[str], Progress | None] = lambda name: None,
     group_size: int | None = None,
+    examples: list[Example] | None = None,
 ) -> tuple[list[EvalResult], dict[str, float]]:
-    """The original model and each method on the held-out split, one variant at a time.
+    """The original model and each method on `examples` (default: the held-out split),
+    one variant at a time.
 
     -> (results, fp first when asked for; seconds per stage). progress_for(name) gives
     the progress hook of each quantization (the CLI's bars).
     """
     check_methods(methods)
-    lm, held, style = study.lm, list(study.task.heldout), study.task.style
+    lm, style = study.lm, study.task.style
+    held = list(study.task.heldout if examples is None else examples)
     times: dict[str, float] = {}
     t = time.perf_counter()
     fp, fp_lp = evaluate(lm.model, lm.tokenizer, held, style, "original")

@@ -11,9 +11,18 @@ from collections.abc import Sequence
 import pandas as pd
 
 from tacq.evaluate import EvalResult
+from tacq.stats import intervals
 from tacq.variant import Variant
 
-RESULT_COLUMNS = ["variant", "answer NLL", "exact match", "KL to original", "held-out examples"]
+RESULT_COLUMNS = [
+    "variant",
+    "answer NLL",
+    "NLL 95 % interval",
+    "exact match",
+    "EM 95 % interval",
+    "KL to original",
+    "held-out examples",
+]
 BROKE_COLUMNS = ["variant", "prompt (last line)", "answer", "original says", "variant says"]
 VARIANT_COLUMNS = [
     "variant",
@@ -28,17 +37,22 @@ VARIANT_COLUMNS = [
 
 
 def results_table(results: Sequence[EvalResult]) -> pd.DataFrame:
-    """Held-out results, original first: NLL to 4 places, exact match to 3, KL to 4."""
-    rows = [
-        {
-            "variant": r.name,
-            "answer NLL": round(r.answer_nll, 4),
-            "exact match": round(r.exact_match, 3),
-            "KL to original": None if r.kl_to_fp is None else round(r.kl_to_fp, 4),
-            "held-out examples": len(r.rows),
-        }
-        for r in results
-    ]
+    """Held-out results, original first: NLL to 4 places, exact match to 3, KL to 4, and
+    the 95 % bootstrap interval of each mean (what these examples can decide)."""
+    rows = []
+    for r in results:
+        nll, em = intervals(r)
+        rows.append(
+            {
+                "variant": r.name,
+                "answer NLL": round(r.answer_nll, 4),
+                "NLL 95 % interval": nll.text(),
+                "exact match": round(r.exact_match, 3),
+                "EM 95 % interval": em.text(),
+                "KL to original": None if r.kl_to_fp is None else round(r.kl_to_fp, 4),
+                "held-out examples": len(r.rows),
+            }
+        )
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 
 

@@ -47,7 +47,13 @@ def test_module_kinds_and_groups_cover_each_projection_once():
 
 def _result(name: str, correct: list[bool], kl: float | None) -> EvalResult:
     rows = [
-        {"prompt": f"x\nw{i} ->", "answer": f" a{i}", "prediction": "a" if c else "b", "correct": c}
+        {
+            "prompt": f"x\nw{i} ->",
+            "answer": f" a{i}",
+            "prediction": "a" if c else "b",
+            "correct": c,
+            "nll": 1.23456,
+        }
         for i, c in enumerate(correct)
     ]
     return EvalResult(name, 1.23456, sum(correct) / len(correct), kl, rows)
@@ -58,7 +64,8 @@ def test_results_table_and_what_broke():
     q = _result("tacq-2bit-0.35%", [True, False, True], 0.123456)
     table = results_table([fp, q])
     assert list(table.columns) == RESULT_COLUMNS
-    assert table.iloc[1].tolist() == ["tacq-2bit-0.35%", 1.2346, 0.667, 0.1235, 3]
+    row = ["tacq-2bit-0.35%", 1.2346, "[1.235, 1.235]", 0.667, "[0.000, 1.000]", 0.1235, 3]
+    assert table.iloc[1].tolist() == row
     assert table["KL to original"].isna().tolist() == [True, False]  # no KL of the original
     broke = what_broke([fp, q])
     assert list(broke.columns) == BROKE_COLUMNS

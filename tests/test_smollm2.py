@@ -39,7 +39,7 @@ def test_default_model_loads_with_its_facts(lm):
 
 
 def test_3bit_tacq_beats_2bit_rtn_on_heldout(study, lm, tmp_path):
-    held = list(study.task.heldout)
+    held = list(study.task.heldout[:24])  # the first 24: a fixed subset, CI time stays flat
     cfg = EvalConfig(max_new_tokens=6)
     fp, lp = evaluate(lm.model, lm.tokenizer, held, "completion", "fp", cfg)
     tacq3 = study.quantize(Selection("tacq", bits=3, ratio=0.0035))
