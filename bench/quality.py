@@ -300,7 +300,15 @@ def main() -> None:
     stamp(cross)
     key = lambda r: (r["task"], r["bits"], r["method"], r.get("seed", 0))  # noqa: E731
     done = {key(r) for r in rows}
-    merged = [r for r in saved.get("rows", []) if key(r) not in done] + rows
+    # a row measured on another held-out set of a rerun task cannot sit beside the new ones
+    held = {(r["task"], r["bits"]): r["heldout_examples"] for r in rows}
+    kept = [
+        r
+        for r in saved.get("rows", [])
+        if key(r) not in done
+        and held.get((r["task"], r["bits"]), r.get("heldout_examples")) == r.get("heldout_examples")
+    ]
+    merged = kept + rows
     merged.sort(key=lambda r: (r["task"], r["bits"], ALL.index(r["method"]), r.get("seed", 0)))
     cross = cross or saved.get("cross_task", [])
     print(markdown(merged))
