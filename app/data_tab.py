@@ -36,8 +36,8 @@ def task_summary(user: UserState) -> str:
     t = user.task
     n_tok = study.token_count()
     return (
-        f"**{t.name}** ({t.style}): {len(t.calib)} calibration / {len(t.dev)} dev / "
-        f"{len(t.heldout)} held-out "
+        f"**{t.name}** ({t.style}): {len(t.calib)} calibration / "
+        f"{f'{len(t.dev)} dev / ' if t.dev else ''}{len(t.heldout)} held-out "
         f"examples; the first {len(study.calib_examples)} calibration examples are used "
         f"({n_tok:,} tokens)."
     )
