@@ -123,7 +123,7 @@ def wire(
         user.fp_eval = (key, *fp_pair)
         user.last_eval = results
         rows = results_table(results)
-        pairs = paired_table(results) if len(results) > 2 else pd.DataFrame(columns=PAIRED_COLUMNS)
+        pairs = paired_table(results) if len(results) > 1 else pd.DataFrame(columns=PAIRED_COLUMNS)
         return rows, what_broke(results), pairs, *[rows] * len(also)
 
     @handles_errors

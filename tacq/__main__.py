@@ -343,7 +343,7 @@ def cmd_eval(args) -> None:
         _collect(study)
     results, times = _compare(study, args, methods)
     print(results_table(results).to_string(index=False))
-    if len(results) > 2:
+    if len(results) > 1:
         print(f"\npaired, on the same {args.split} examples (A - B; negative NLL: A better):")
         print(paired_table(results).to_string(index=False))
     for k, v in times.items():

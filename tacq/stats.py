@@ -114,11 +114,12 @@ def paired_values(
 def paired_table(
     results: Sequence[EvalResult], pairs: Sequence[tuple[str, str]] | None = None
 ) -> pd.DataFrame:
-    """One row per pair (default: every pair of variants, the original left out)."""
+    """One row per pair (default: every pair of variants; a single variant against the
+    original, results[0])."""
     by_name = {r.name: r for r in results}
     if pairs is None:
-        names = [r.name for r in results[1:]]  # results[0] is the original model
-        pairs = list(itertools.combinations(names, 2))
+        names = [r.name for r in results[1:]]
+        pairs = list(itertools.combinations(names, 2)) or [(n, results[0].name) for n in names]
     rows = [paired_row(paired(by_name[a], by_name[b])) for a, b in pairs]
     return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
 

@@ -55,6 +55,8 @@ def test_paired_decides_a_shift_that_separate_intervals_cannot():
     assert p.a_better == 1.0 and p.em.mean == pytest.approx(0.5)
     row = paired_table([a, a, b], [("a", "b")]).iloc[0]
     assert row["decided"] == "a better" and row["A better on"] == "100%"
+    alone = paired_table([b, a])  # one variant: compared with the original
+    assert alone[["A", "B"]].values.tolist() == [["a", "b"]]
 
 
 def test_paired_refuses_different_examples_and_ties_count_half():
