@@ -185,6 +185,71 @@ def targets(q: dict) -> str:
     return "\n".join(out)
 
 
+def matched_markdown(quality_rows: list[dict], peer_rows: list[dict]) -> str:
+    """Ours and the peers on one task and bit width, by honest BPW, with each peer point
+    against the best TaCQ point at equal or lower honest BPW, example by example."""
+    from quality import _interval, parse_method
+
+    from tacq.stats import paired_values
+
+    ok = [r for r in peer_rows if "error" not in r]
+    out = []
+    for task, bits in sorted({(r["task"], r["bits"]) for r in ok}):
+        peers = [r for r in ok if (r["task"], r["bits"]) == (task, bits)]
+        n = peers[0]["heldout_examples"]
+        ours = [
+            r
+            for r in quality_rows
+            if (r["task"], r["bits"], r.get("seed", 0)) == (task, bits, 0)
+            and r.get("heldout_examples") == n
+            and "nll_each" in r
+            and r["method"] != "fp"
+        ]
+        out += [
+            f"**{task}, {bits}-bit** ({n} held-out examples)\n",
+            "| method | by | BPW honest | answer NLL | 95 % interval | exact match | "
+            "95 % interval | best TaCQ at <= its BPW: NLL TaCQ - it | 95 % interval | "
+            "TaCQ better on | decided |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        tacqs = [r for r in ours if parse_method(r["method"])[0] == "tacq"]
+        for r in sorted(ours + peers, key=lambda r: r["bpw_honest"]):
+            cells = ["", "", "", ""]
+            if "peer" in r:
+                fit = [t for t in tacqs if t["bpw_honest"] <= r["bpw_honest"]]
+                if fit:
+                    t = min(fit, key=lambda t: t["answer_nll"])
+                    p = paired_values(
+                        t["method"],
+                        r["method"],
+                        t["nll_each"],
+                        t["correct_each"],
+                        r["nll_each"],
+                        r["correct_each"],
+                    )
+                    won = p.nll.excludes(0) and p.nll.mean < 0
+                    lost = p.nll.excludes(0) and p.nll.mean > 0
+                    cells = [
+                        f"{t['method']}: {p.nll.mean:+.3f}",
+                        p.nll.text(),
+                        f"{p.a_better:.0%}",
+                        "TaCQ" if won else r["method"] if lost else "no",
+                    ]
+                else:
+                    cells = ["no TaCQ point at or below this BPW", "", "", ""]
+            by = r.get("package", "ours")
+            out.append(
+                f"| {r['method']} | {by} | {r['bpw_honest']:.3f} | {r['answer_nll']:.3f} | "
+                f"{_interval(r, 'nll_each')} | {r['exact_match']:.3f} | "
+                f"{_interval(r, 'correct_each')} | " + " | ".join(cells) + " |"
+            )
+        out.append("")
+    failed = [r for r in peer_rows if "error" in r]
+    for r in failed:
+        out.append(f"- {r['method']} ({r['task']}, {r['bits']}-bit) did not run: {r['error']}")
+    return "\n".join(out)
+
+
 def sections() -> str:
     """Every table, from the JSON files; missing results are skipped."""
     out: list[str] = []
@@ -210,6 +275,22 @@ def sections() -> str:
         if q.get("cross_task"):
             emit("### Cross-task: calibrate on one task, evaluate on another (2-bit)\n")
             emit(cross_markdown(q["cross_task"]) + "\n")
+    pe = load("peers")
+    if pe:
+        emit("## Peers at matched bits: AutoRound and HQQ, run by their own packages\n")
+        emit(env_line(pe) + "\n")
+        settings = {
+            (r["peer"], r["bits"], r["group_size"]): r for r in pe["rows"] if "error" not in r
+        }
+        for (peer, bits, group), r in sorted(settings.items()):
+            used = r.get("used") or {}
+            used_text = f"; used {used['samples']} samples, {used['tokens']} tokens" if used else ""
+            emit(
+                f"- {peer} {bits}-bit g{group}: {r['package']}, {r['seconds']:.0f} s, "
+                f"settings {json.dumps(r['settings'])}{used_text}"
+            )
+        emit("")
+        emit(matched_markdown(q["rows"] if q else [], pe["rows"]) + "\n")
     ab = load("ablations")
     if ab:
         emit("### Ablations: answer-only loss, more examples (2-bit, p = 0.35 %)\n")
