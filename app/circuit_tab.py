@@ -9,6 +9,7 @@ import gradio as gr
 from app import figures
 from app.common import HEAVY, gradio_progress, handles_errors, need
 from app.state import ModelRegistry, UserState
+from tacq.anatomy import top_neurons
 from tacq.data import list_tasks, load_task
 from tacq.models import linear_at
 from tacq.saliency import METRICS
@@ -49,6 +50,22 @@ def build() -> SimpleNamespace:
         top = gr.Dataframe(
             label="Its highest-scoring kept weights", interactive=False, elem_id="explain-table"
         )
+    with gr.Accordion("Heads and neurons", open=False):
+        with gr.Row():
+            head_kind = gr.Radio(
+                [("query heads (q rows, o columns)", "query"), ("key/value heads", "kv")],
+                value="query",
+                label="Heads",
+            )
+            anatomy = gr.Button("Show heads and neurons")
+        heads_stats = gr.Markdown(elem_id="heads-stats")
+        heads_plot = gr.Plot(elem_id="heads-plot")
+        neurons = gr.Dataframe(
+            label="MLP neurons holding most kept weights (gate/up rows + down column); "
+            "select a row to zoom into its down_proj",
+            interactive=False,
+            elem_id="neurons-table",
+        )
     with gr.Accordion("Compare with another task", open=False):
         with gr.Row():
             other = gr.Dropdown(list(list_tasks()), label="Other bundled task")
@@ -73,6 +90,11 @@ def build() -> SimpleNamespace:
         pick_go=pick_go,
         explain=explain,
         top=top,
+        head_kind=head_kind,
+        anatomy=anatomy,
+        heads_stats=heads_stats,
+        heads_plot=heads_plot,
+        neurons=neurons,
         other=other,
         compare=compare,
         overlap=overlap,
@@ -174,6 +196,57 @@ def wire(tab: SimpleNamespace, user_state: gr.State, registry: ModelRegistry) ->
         [user_state, tab.metric, tab.bits, tab.ratio, tab.picked],
         [tab.layer, tab.module, tab.zoom_box, tab.zoom_plot, tab.explain, tab.top],
         js="(...a) => { a[a.length - 1] = window.tacqPicked || ''; return a; }",
+        concurrency_id=HEAVY,
+        concurrency_limit=1,
+    )
+
+    @handles_errors
+    def on_anatomy(user: UserState, metric: str, bits: int, pct: float, kind: str):
+        study = need(user.study, "Choose examples and collect gradients first.")
+        sel = Selection(metric, int(bits), pct / 100)
+        need(study.cached_ranking(sel), "Press **Show circuit** for this metric first.")
+        heads = study.anatomy(sel, kind)
+        top_head = heads.sort_values(["kept", "score"], ascending=False).iloc[0]
+        label = "query head" if kind == "query" else "key/value head"
+        msg = (
+            f"**{METRICS[metric].label}** at **{pct:.2f}%**: the {label} holding most kept "
+            f"weights is layer **{int(top_head['layer'])}** head **{int(top_head['head'])}** with "
+            f"**{int(top_head['kept']):,}** of {int(top_head['weights']):,} "
+            f"({top_head['kept share']:.2%})."
+        )
+        title = f"{METRICS[metric].label}: share of each {label}'s weights kept, {pct:.2f}%"
+        table = top_neurons(study.anatomy(sel, "neurons"), 20)
+        return msg, figures.heads_heatmap(heads, title), table.round({"kept share": 5, "score": 4})
+
+    tab.anatomy.click(
+        on_anatomy,
+        [user_state, tab.metric, tab.bits, tab.ratio, tab.head_kind],
+        [tab.heads_stats, tab.heads_plot, tab.neurons],
+        concurrency_id=HEAVY,
+        concurrency_limit=1,
+    )
+
+    @handles_errors
+    def on_neuron(user: UserState, metric: str, bits: int, pct: float, evt: gr.SelectData):
+        """A row of the neurons table was picked: zoom into that layer's down_proj."""
+        row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+        table = user.study and user.study.anatomy(
+            Selection(metric, int(bits), pct / 100), "neurons"
+        )
+        if table is None or row is None:
+            return (gr.update(),) * 6
+        layer = int(top_neurons(table, 20).iloc[int(row)]["layer"])
+        return (
+            gr.update(value=layer),
+            gr.update(value="down"),
+            gr.Accordion(open=True),
+            *on_zoom(user, metric, bits, pct, layer, "down"),
+        )
+
+    tab.neurons.select(
+        on_neuron,
+        [user_state, tab.metric, tab.bits, tab.ratio],
+        [tab.layer, tab.module, tab.zoom_box, tab.zoom_plot, tab.explain, tab.top],
         concurrency_id=HEAVY,
         concurrency_limit=1,
     )

@@ -63,6 +63,35 @@ def layer_bars(table: pd.DataFrame) -> go.Figure:
     return fig
 
 
+def heads_heatmap(heads: pd.DataFrame, title: str) -> go.Figure:
+    """Layers x heads: share of each head's weights kept (tacq.anatomy's table)."""
+    share = heads.pivot(index="layer", columns="head", values="kept share") * 100
+    kept = heads.pivot(index="layer", columns="head", values="kept")
+    fig = go.Figure(
+        go.Heatmap(
+            z=share.values,
+            x=[str(h) for h in share.columns],
+            y=[str(i) for i in share.index],
+            customdata=kept.values,
+            colorscale="Magma",
+            reversescale=True,
+            zmin=0,
+            colorbar={"title": "% kept"},
+            hovertemplate="layer %{y} head %{x}: %{z:.3f}% kept (%{customdata:,} weights)"
+            "<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=title,
+        xaxis_title="head",
+        yaxis_title="layer",
+        yaxis={"autorange": "reversed"},
+        height=520,
+        margin={"l": 50, "r": 20, "t": 50, "b": 40},
+    )
+    return fig
+
+
 def zoom_figure(name: str, rows: list[float], cols: list[float]) -> go.Figure:
     """Saliency summed over each output row and each input column of one Linear."""
     fig = make_subplots(rows=2, cols=1, subplot_titles=("per output row", "per input column"))

@@ -133,6 +133,18 @@ def build_parser() -> argparse.ArgumentParser:
     _quant(p)
     p.add_argument("--top", type=int, default=10, help="how many Linears to list")
     p = sub.add_parser(
+        "heads", help="the circuit per attention head or MLP neuron (kept weights, score)"
+    )
+    _common(p)
+    _quant(p)
+    p.add_argument(
+        "--unit",
+        default="query",
+        choices=("query", "kv", "neurons"),
+        help="query heads (q rows + o columns), key/value heads (k, v rows) or MLP neurons",
+    )
+    p.add_argument("--top", type=int, default=10, help="how many heads or neurons to list")
+    p = sub.add_parser(
         "quantize", aliases=["export"], help="quantize with masked GPTQ and save the model"
     )
     _common(p)
@@ -285,6 +297,27 @@ def cmd_scores(args) -> None:
     print(table.to_string(index=False, formatters={"share": "{:.3%}".format}))
 
 
+def cmd_heads(args) -> None:
+    from tacq.anatomy import heads_grid, top_neurons
+    from tacq.progress import cli_progress
+
+    study = _study(args)
+    _collect(study)
+    sel = _selection(args)
+    study.ranking(sel, cli_progress("reference"))
+    heads = study.anatomy(sel, args.unit)
+    if args.unit == "neurons":
+        print(f"top {args.top} MLP neurons by kept weights ({args.metric}, {args.ratio:.2%}):")
+        print(top_neurons(heads, args.top).to_string(index=False))
+        return
+    grid = heads_grid(heads)
+    print(f"kept share per {args.unit} head (rows: layers; {args.metric}, {args.ratio:.2%}):")
+    print(grid.to_string(float_format=lambda v: f"{v:.2%}"))
+    best = heads.sort_values("kept", ascending=False).head(args.top)
+    print(f"\ntop {args.top} heads:")
+    print(best.to_string(index=False))
+
+
 def cmd_quantize(args) -> None:
     from tacq.progress import cli_progress
     from tacq.saliency import METRICS
@@ -418,6 +451,7 @@ COMMANDS = {
     "tasks": cmd_tasks,
     "gradients": cmd_gradients,
     "scores": cmd_scores,
+    "heads": cmd_heads,
     "quantize": cmd_quantize,
     "export": cmd_quantize,
     "eval": cmd_eval,

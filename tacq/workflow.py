@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import pandas as pd
 from torch import Tensor
 
+from tacq.anatomy import Geometry, aggregate
 from tacq.calibration import CalibrationSet
 from tacq.data import Batch, DataConfig, TaskSet
 from tacq.explain import ModuleExplanation, explain_module, row_col_saliency
@@ -102,6 +104,11 @@ class Study:
         W = quantizable_linears(self.lm.model)[name].weight.detach()
         G = self.stats.abs_grad.get(name) if self.stats else None
         return explain_module(self.ranking(sel), name, sel.ratio, scores, W, G, dW)
+
+    def anatomy(self, sel: Selection, unit: str = "query") -> pd.DataFrame:
+        """Kept weights and their score per attention head ('query' or 'kv') or MLP neuron
+        ('neurons') per layer at sel: the circuit in the units interpretability uses."""
+        return aggregate(self.ranking(sel), sel.ratio, Geometry.of(self.lm.model.config), unit)
 
     def size_at(self, sel: Selection, ranking: Ranking | None = None) -> SizeReport:
         """Honest size at sel (a threshold lookup in the ranking, no recomputation)."""

@@ -84,6 +84,21 @@ def small_task_file(tmp_path):
     return path
 
 
+def library_heads(task_file: Path, pct: float):
+    """The query head holding most MSG-kept weights, computed by the library in this process
+    on the same 9 calibration examples the page uses."""
+    from tacq.data import read_examples, task_from_examples
+    from tacq.models import load_model
+    from tacq.select import Selection
+    from tacq.workflow import Study
+
+    task = task_from_examples("small", read_examples(task_file))
+    study = Study(load_model(), task)
+    study.collect()
+    heads = study.anatomy(Selection("msg", 2, pct / 100), "query")
+    return heads.sort_values(["kept", "score"], ascending=False).iloc[0]
+
+
 def test_whole_loop(page, small_task_file):
     info = page.inner_text("#model-info")
     assert "SmolLM2-135M-Instruct" in info and "30" in info
@@ -131,6 +146,20 @@ def test_whole_loop(page, small_task_file):
     table = wait_text(page, "#explain-table", r"score[\s\S]*\d")
     busiest_row = re.search(r"output rows (\d+)", why)[1]
     assert re.search(rf"(^|\n){busiest_row}\s+\d+\s+-?[\d.]+", table)  # row, col, W, ...
+
+    # heads and neurons at this ratio: what the page shows is what the library computes
+    page.get_by_text("Heads and neurons", exact=True).click()
+    page.get_by_role("button", name="Show heads and neurons").click()
+    said = wait_text(page, "#heads-stats", r"holding most kept", 120)
+    m = re.search(r"layer (\d+) head (\d+) with ([\d,]+) of ([\d,]+)", said)
+    layer, head, kept = int(m[1]), int(m[2]), int(m[3].replace(",", ""))
+    assert m[4] == "73,728"  # a SmolLM2 query head: 64 rows of q_proj + 64 columns of o_proj
+    top = library_heads(small_task_file, pct)
+    assert (layer, head) == (int(top["layer"]), int(top["head"]))
+    assert kept == pytest.approx(int(top["kept"]), abs=2)
+    neurons = wait_text(page, "#neurons-table", r"neuron[\s\S]*1728")  # 3 x 576 weights each
+    assert re.search(r"(^|\n)\d+\s+\d+\s+\d+\s+1728\s", neurons), neurons
+    shot(page, "04c_heads")
 
     page.get_by_role("tab", name="Quantize").click()
     page.locator("#quant-bits").get_by_label("3", exact=True).check()
