@@ -133,6 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
     _quant(p)
     p.add_argument("--top", type=int, default=10, help="how many Linears to list")
     p = sub.add_parser(
+        "export-scores", help="scores, rankings and masks as safetensors, for notebooks"
+    )
+    _common(p)
+    _quant(p, metric=False)
+    p.add_argument("--metrics", default="tacq", help="comma list of metrics (default tacq)")
+    p.add_argument("--out", required=True, help="output folder")
+    p = sub.add_parser(
         "heads", help="the circuit per attention head or MLP neuron (kept weights, score)"
     )
     _common(p)
@@ -318,6 +325,28 @@ def cmd_heads(args) -> None:
     print(best.to_string(index=False))
 
 
+def cmd_export_scores(args) -> None:
+    from tacq.progress import cli_progress
+    from tacq.saliency import METRICS
+    from tacq.score_export import save_scores
+
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    if bad := [m for m in metrics if m not in METRICS]:
+        raise TacqError(f"Unknown metric {bad[0]!r}; choose from {', '.join(METRICS)}.")
+    study = _study(args)
+    if any(METRICS[m].needs_grads for m in metrics):
+        _collect(study)
+    from tacq.select import Selection
+
+    sel = Selection(metrics[0], args.bits, args.ratio, args.group_size)
+    folder = save_scores(study, args.out, metrics, sel, cli_progress("scores"))
+    size = (folder / "scores.safetensors").stat().st_size
+    print(
+        f"wrote {folder} ({size / 2**20:.1f} MB): scores, rankings and masks at "
+        f"{sel.ratio:.2%} for {', '.join(metrics)}"
+    )
+
+
 def cmd_quantize(args) -> None:
     from tacq.progress import cli_progress
     from tacq.saliency import METRICS
@@ -452,6 +481,7 @@ COMMANDS = {
     "gradients": cmd_gradients,
     "scores": cmd_scores,
     "heads": cmd_heads,
+    "export-scores": cmd_export_scores,
     "quantize": cmd_quantize,
     "export": cmd_quantize,
     "eval": cmd_eval,
