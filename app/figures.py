@@ -19,33 +19,47 @@ def _pivot(table: pd.DataFrame, value: str) -> pd.DataFrame:
     return piv.reindex(columns=[m for m in MODULES if m in piv.columns])
 
 
-def circuit_heatmap(table: pd.DataFrame, title: str) -> go.Figure:
-    """Layers x modules: share of each Linear's weights kept in 16 bits (%)."""
-    share = _pivot(table, "share") * 100
-    kept = _pivot(table, "kept")
+def kept_heatmap(
+    share: pd.DataFrame, kept: pd.DataFrame, x: list[str], unit: str, title: str, height: int
+) -> go.Figure:
+    """Layers (rows) x units: % of each unit's weights kept, kept count on hover."""
     fig = go.Figure(
         go.Heatmap(
             z=share.values,
-            x=[SHORT[m] for m in share.columns],
+            x=x,
             y=[str(i) for i in share.index],
             customdata=kept.values,
             colorscale="Magma",
             reversescale=True,
             zmin=0,
             colorbar={"title": "% kept"},
-            hovertemplate="layer %{y} %{x}: %{z:.3f}% kept (%{customdata:,} weights)"
-            "<extra></extra>",
+            hovertemplate=f"layer %{{y}} {unit}%{{x}}: %{{z:.3f}}% kept "
+            "(%{customdata:,} weights)<extra></extra>",
         )
     )
     fig.update_layout(
         title=title,
-        xaxis_title="module",
+        xaxis_title=unit.strip() or "module",
         yaxis_title="layer",
         yaxis={"autorange": "reversed"},
-        height=560,
+        height=height,
         margin={"l": 50, "r": 20, "t": 50, "b": 40},
     )
     return fig
+
+
+def circuit_heatmap(table: pd.DataFrame, title: str) -> go.Figure:
+    """Layers x modules: share of each Linear's weights kept in 16 bits (%)."""
+    share = _pivot(table, "share") * 100
+    x = [SHORT[m] for m in share.columns]
+    return kept_heatmap(share, _pivot(table, "kept"), x, "", title, 560)
+
+
+def heads_heatmap(heads: pd.DataFrame, title: str) -> go.Figure:
+    """Layers x heads: share of each head's weights kept (tacq.anatomy's table)."""
+    share = heads.pivot(index="layer", columns="head", values="kept share") * 100
+    kept = heads.pivot(index="layer", columns="head", values="kept")
+    return kept_heatmap(share, kept, [str(h) for h in share.columns], "head ", title, 520)
 
 
 def layer_bars(table: pd.DataFrame) -> go.Figure:
@@ -58,35 +72,6 @@ def layer_bars(table: pd.DataFrame) -> go.Figure:
         xaxis_title="layer",
         yaxis_title="kept weights",
         height=320,
-        margin={"l": 50, "r": 20, "t": 50, "b": 40},
-    )
-    return fig
-
-
-def heads_heatmap(heads: pd.DataFrame, title: str) -> go.Figure:
-    """Layers x heads: share of each head's weights kept (tacq.anatomy's table)."""
-    share = heads.pivot(index="layer", columns="head", values="kept share") * 100
-    kept = heads.pivot(index="layer", columns="head", values="kept")
-    fig = go.Figure(
-        go.Heatmap(
-            z=share.values,
-            x=[str(h) for h in share.columns],
-            y=[str(i) for i in share.index],
-            customdata=kept.values,
-            colorscale="Magma",
-            reversescale=True,
-            zmin=0,
-            colorbar={"title": "% kept"},
-            hovertemplate="layer %{y} head %{x}: %{z:.3f}% kept (%{customdata:,} weights)"
-            "<extra></extra>",
-        )
-    )
-    fig.update_layout(
-        title=title,
-        xaxis_title="head",
-        yaxis_title="layer",
-        yaxis={"autorange": "reversed"},
-        height=520,
         margin={"l": 50, "r": 20, "t": 50, "b": 40},
     )
     return fig
