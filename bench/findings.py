@@ -10,12 +10,16 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable
 
+from tacq.gptq import GROUP_SIZES
 from tacq.runs import PLAIN_METHODS
 from tacq.saliency import METRICS, metrics_in
+from tacq.stats import paired_values
 
-BASELINES = [*PLAIN_METHODS, *metrics_in("baseline")]  # what TaCQ must beat
+GROUPED = [f"{m}_g{g}" for m in PLAIN_METHODS for g in GROUP_SIZES]  # group-wise RTN / GPTQ
+BASELINES = [*PLAIN_METHODS, *GROUPED, *metrics_in("baseline")]  # what TaCQ must beat
 # Short names: "TaCQ", "MSG", "SpQR-like", ... (the label up to its formula)
 LABEL = {"rtn": "RTN", "gptq": "GPTQ"} | {m: METRICS[m].label.split(" ")[0] for m in METRICS}
+LABEL |= {f"{m}_g{g}": f"{LABEL[m]} g{g}" for m in LABEL for g in GROUP_SIZES}
 
 Results = dict[str, dict]  # topic -> the parsed JSON of bench/results/<topic>.json
 
@@ -63,21 +67,60 @@ def quality_targets(res: Results) -> list[str]:
         gap = _row(rows, t, 2, "tacq").get("gap_closed")
         if gap is not None:
             gaps.append(f"{gap:.0%} ({t})")
+    measured = {r["method"] for r in rows if r["bits"] == 2}
+    named = [LABEL[m] for m in BASELINES if m in measured]
     out = [
-        f"- At 2 bits TaCQ beats every baseline ({', '.join(LABEL[m] for m in BASELINES)}) on "
+        f"- At 2 bits TaCQ beats every baseline measured ({', '.join(named)}) on "
         f"held-out answer NLL on {len(beats)} of {len(tasks)} tasks"
         + (f" ({', '.join(beats)})" if beats else "")
         + f", and is the best of all methods on {', '.join(best_of_all) or 'none'}."
     ]
-    seeds = _seed_summary(rows, "antonyms", 2, ("tacq", "msg", "gptq"))
-    if seeds:
-        out.append(f"- Over calibration samples (antonyms, 2-bit, mean ± sd): {seeds}.")
+    out += paired_summary(rows)
+    for task in ("antonyms", "capitals"):
+        seeds = _seed_summary(rows, task, 2, ("tacq", "msg", "gptq_g128", "gptq"))
+        if seeds:
+            out.append(f"- Over calibration samples ({task}, 2-bit, mean ± sd): {seeds}.")
     if gaps:
         out.append(
             "- Share of the GPTQ-to-fp NLL gap TaCQ closes at 2 bits (target >= 50 %): "
             + ", ".join(gaps)
             + "."
         )
+    return out
+
+
+def paired_summary(rows: list[dict]) -> list[str]:
+    """TaCQ against each method, example by example, over the tasks that kept per-example
+    values: on how many the held-out set decides for TaCQ, against it, or not at all."""
+    seed0 = [r for r in rows if r.get("seed", 0) == 0 and r["bits"] == 2 and "nll_each" in r]
+    tasks = sorted({r["task"] for r in seed0 if r["method"] == "tacq"})
+    others = sorted({r["method"] for r in seed0} - {"fp", "tacq"}, key=list(LABEL).index)
+    out = []
+    for m in others:
+        won, lost, open_ = [], [], []
+        for t in tasks:
+            a, b = _row(seed0, t, 2, "tacq"), _row(seed0, t, 2, m)
+            if a is None or b is None or len(a["nll_each"]) != len(b["nll_each"]):
+                continue
+            p = paired_values(
+                "tacq", m, a["nll_each"], a["correct_each"], b["nll_each"], b["correct_each"]
+            )
+            (
+                won
+                if p.nll.excludes(0) and p.nll.mean < 0
+                else lost
+                if p.nll.excludes(0)
+                else open_
+            ).append(f"{t} {p.nll.mean:+.2f}")
+        if won or lost or open_:
+            n = len(won) + len(lost) + len(open_)
+            out.append(
+                f"- TaCQ vs {LABEL[m]}, 2-bit, paired on the same held-out examples (mean NLL "
+                f"difference, 95 % bootstrap interval excluding 0 = decided): TaCQ better on "
+                f"{len(won)} of {n} tasks ({', '.join(won) or '-'}), worse on "
+                f"{len(lost)} ({', '.join(lost) or '-'}), undecided on {len(open_)} "
+                f"({', '.join(open_) or '-'})."
+            )
     return out
 
 
