@@ -39,22 +39,37 @@ def env_line(d: dict) -> str:
 
 SCRIPTS = [  # (command, what it measures, result topic)
     (
-        "python bench/quality.py --tasks antonyms,capitals,plurals --bits 2 --cross",
-        "every method at p = 0.35 %: held-out answer NLL, exact match, KL to fp, perplexity "
-        "on `assets/text/generic.txt`, gap closed; cross-task matrix",
+        "python bench/quality.py --tasks antonyms,capitals,dates,records --bits 2 --methods "
+        "fp,gptq,gptq_g128,msg,tacq",
+        "2-bit rows on the held-out sets of 150+ examples: answer NLL and exact match with 95 % "
+        "bootstrap intervals, KL to fp, perplexity on `assets/text/generic.txt`, gap closed, "
+        "per-example values for the paired tables",
         "quality",
     ),
     (
-        "python bench/quality.py --tasks antonyms --bits 3` and `--tasks capitals,plurals "
-        "--bits 3 --methods fp,rtn,gptq,magnitude,msg,tacq",
-        "the 3-bit rows",
-        "quality",
-    ),
-    (
-        "python bench/quality.py --tasks antonyms --bits 2 --seeds 1,2 --seed-methods "
-        "gptq,msg,tacq",
+        "python bench/quality.py --tasks antonyms,capitals --bits 2 --seeds 1,2 --seed-methods "
+        "gptq_g128,msg,tacq",
         "two more calibration samples for the 2-bit rows (mean ± sd)",
         "quality",
+    ),
+    (
+        "python bench/quality.py --tasks antonyms --bits 3 --methods fp,gptq_g128,tacq",
+        "3-bit rows on the new held-out set",
+        "quality",
+    ),
+    (
+        "python bench/quality.py --tasks antonyms,capitals,plurals --bits 2 --cross` and "
+        "`--tasks capitals,plurals --bits 3 --methods fp,rtn,gptq,magnitude,msg,tacq",
+        "older rows, on the 24-example held-out sets (plurals; 3-bit capitals and plurals; "
+        "the cross-task matrix), until rerun",
+        "quality",
+    ),
+    (
+        "python bench/peers.py --task antonyms --peers hqq --bits 2,3` and `--peers autoround "
+        "--bits 2,3 --iters 50",
+        "HQQ and AutoRound run by their own packages (`pip install -r "
+        "bench/requirements-peers.txt`), scored by our evaluator; matched-bits table",
+        "peers",
     ),
     (
         "python bench/ablations.py --tasks capitals,antonyms",
