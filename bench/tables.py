@@ -261,7 +261,7 @@ def matched_markdown(quality_rows: list[dict], peer_rows: list[dict]) -> str:
         out.append("")
     failed = [r for r in peer_rows if "error" in r]
     for r in failed:
-        out.append(f"- {r['method']} ({r['task']}, {r['bits']}-bit) did not run: {r['error']}")
+        out.append(f"- {r['method']} ({r['task']}, {r['bits']}-bit), no result: {r['error']}")
     return "\n".join(out)
 
 
