@@ -47,17 +47,6 @@ SCRIPTS = [  # (command, what it measures, result topic)
         "quality",
     ),
     (
-        "python bench/quality.py --tasks antonyms,capitals --bits 2 --seeds 1,2 --seed-methods "
-        "gptq_g128,msg,tacq",
-        "two more calibration samples for the 2-bit rows (mean ± sd)",
-        "quality",
-    ),
-    (
-        "python bench/quality.py --tasks antonyms --bits 3 --methods fp,gptq_g128,tacq",
-        "3-bit rows on the new held-out set",
-        "quality",
-    ),
-    (
         "python bench/quality.py --tasks antonyms,capitals,plurals --bits 2 --cross` and "
         "`--tasks capitals,plurals --bits 3 --methods fp,rtn,gptq,magnitude,msg,tacq",
         "older rows, on the 24-example held-out sets (plurals; 3-bit capitals and plurals; "
