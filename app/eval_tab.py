@@ -15,7 +15,7 @@ from app.report import build_report
 from app.state import ModelRegistry, UserState, safe_name
 from tacq import export
 from tacq.evaluate import evaluate_variants
-from tacq.stats import PAIRED_COLUMNS, paired_table
+from tacq.stats import paired_table
 from tacq.tables import RESULT_COLUMNS, results_table, what_broke
 
 
@@ -123,8 +123,7 @@ def wire(
         user.fp_eval = (key, *fp_pair)
         user.last_eval = results
         rows = results_table(results)
-        pairs = paired_table(results) if len(results) > 1 else pd.DataFrame(columns=PAIRED_COLUMNS)
-        return rows, what_broke(results), pairs, *[rows] * len(also)
+        return rows, what_broke(results), paired_table(results), *[rows] * len(also)
 
     @handles_errors
     def on_export(user: UserState, name: str, fmt: str, progress=gr.Progress()):

@@ -10,10 +10,11 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable
 
+from quality import paired_rows
+
 from tacq.gptq import GROUP_SIZES
 from tacq.runs import PLAIN_METHODS
 from tacq.saliency import METRICS, metrics_in
-from tacq.stats import paired_values
 
 GROUPED = [f"{m}_g{g}" for m in PLAIN_METHODS for g in GROUP_SIZES]  # group-wise RTN / GPTQ
 BASELINES = [*PLAIN_METHODS, *GROUPED, *metrics_in("baseline")]  # what TaCQ must beat
@@ -102,16 +103,8 @@ def paired_summary(rows: list[dict]) -> list[str]:
             a, b = _row(seed0, t, 2, "tacq"), _row(seed0, t, 2, m)
             if a is None or b is None or len(a["nll_each"]) != len(b["nll_each"]):
                 continue
-            p = paired_values(
-                "tacq", m, a["nll_each"], a["correct_each"], b["nll_each"], b["correct_each"]
-            )
-            (
-                won
-                if p.nll.excludes(0) and p.nll.mean < 0
-                else lost
-                if p.nll.excludes(0)
-                else open_
-            ).append(f"{t} {p.nll.mean:+.2f}")
+            p = paired_rows(a, b)
+            {"tacq": won, m: lost}.get(p.better, open_).append(f"{t} {p.nll.mean:+.2f}")
         if won or lost or open_:
             n = len(won) + len(lost) + len(open_)
             out.append(

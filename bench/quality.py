@@ -44,10 +44,19 @@ def parse_method(name: str) -> tuple[str, int | None]:
 
 def per_example(result) -> dict:
     """Per-example answer NLL (4 places) and exact match, for intervals and paired tests."""
-    return {
-        "nll_each": [round(r["nll"], 4) for r in result.rows],
-        "correct_each": [int(r["correct"]) for r in result.rows],
-    }
+    from tacq.stats import per_example as values
+
+    nll, correct = values(result)
+    return {"nll_each": [round(x, 4) for x in nll], "correct_each": [int(c) for c in correct]}
+
+
+def paired_rows(a: dict, b: dict):
+    """tacq.stats.Paired of two stored rows (method a minus method b), per example."""
+    from tacq.stats import paired_values
+
+    return paired_values(
+        a["method"], b["method"], a["nll_each"], a["correct_each"], b["nll_each"], b["correct_each"]
+    )
 
 
 def run_task(
@@ -201,8 +210,6 @@ def markdown(rows: list[dict]) -> str:
 def paired_markdown(rows: list[dict]) -> str:
     """TaCQ (per channel and group-wise) against every other method of the same task and
     bits, example by example: what the held-out set decides and what it does not."""
-    from tacq.stats import paired_values
-
     out = [
         "| task | bits | A | B | NLL A - B | 95 % interval | A better on | EM A - B | "
         "95 % interval | decided |",
@@ -213,11 +220,8 @@ def paired_markdown(rows: list[dict]) -> str:
         here = {r["method"]: r for r in seed0 if (r["task"], r["bits"]) == (task, bits)}
         for a in [m for m in here if parse_method(m)[0] == "tacq"]:
             for b in [m for m in here if m not in ("fp", a)]:
-                ra, rb = here[a], here[b]
-                p = paired_values(
-                    a, b, ra["nll_each"], ra["correct_each"], rb["nll_each"], rb["correct_each"]
-                )
-                decided = f"{a if p.nll.mean < 0 else b} better" if p.nll.excludes(0) else "no"
+                p = paired_rows(here[a], here[b])
+                decided = f"{p.better} better" if p.better else "no"
                 out.append(
                     f"| {task} | {bits} | {a} | {b} | {p.nll.mean:+.3f} | {p.nll.text()} | "
                     f"{p.a_better:.0%} | {p.em.mean:+.3f} | {p.em.text()} | {decided} |"

@@ -193,9 +193,7 @@ def targets(q: dict) -> str:
 def matched_markdown(quality_rows: list[dict], peer_rows: list[dict]) -> str:
     """Ours and the peers on one task and bit width, by honest BPW, with each peer point
     against the best TaCQ point at equal or lower honest BPW, example by example."""
-    from quality import _interval, parse_method
-
-    from tacq.stats import paired_values
+    from quality import _interval, paired_rows, parse_method
 
     ok = [r for r in peer_rows if "error" not in r]
     out = []
@@ -224,21 +222,13 @@ def matched_markdown(quality_rows: list[dict], peer_rows: list[dict]) -> str:
                 fit = [t for t in tacqs if t["bpw_honest"] <= r["bpw_honest"]]
                 if fit:
                     t = min(fit, key=lambda t: t["answer_nll"])
-                    p = paired_values(
-                        t["method"],
-                        r["method"],
-                        t["nll_each"],
-                        t["correct_each"],
-                        r["nll_each"],
-                        r["correct_each"],
-                    )
-                    won = p.nll.excludes(0) and p.nll.mean < 0
-                    lost = p.nll.excludes(0) and p.nll.mean > 0
+                    p = paired_rows(t, r)
+                    decided = {t["method"]: "TaCQ", r["method"]: r["method"]}.get(p.better, "no")
                     cells = [
                         f"{t['method']}: {p.nll.mean:+.3f}",
                         p.nll.text(),
                         f"{p.a_better:.0%}",
-                        "TaCQ" if won else r["method"] if lost else "no",
+                        decided,
                     ]
                 else:
                     cells = ["no TaCQ point at or below this BPW", "", "", ""]

@@ -83,6 +83,13 @@ class Paired:
     a_better: float  # share of examples where A's NLL is lower (ties count half)
     examples: int
 
+    @property
+    def better(self) -> str | None:
+        """The name of the lower-NLL side when the interval excludes zero, else None."""
+        if not self.nll.excludes(0):
+            return None
+        return self.a if self.nll.mean < 0 else self.b
+
 
 def paired(a: EvalResult, b: EvalResult) -> Paired:
     """Compare two results example by example; they must be on the same prompts."""
@@ -125,11 +132,7 @@ def paired_table(
 
 
 def paired_row(p: Paired) -> dict:
-    decided = (
-        f"{p.a if p.nll.mean < 0 else p.b} better"
-        if p.nll.excludes(0)
-        else "not decided by these examples"
-    )
+    decided = f"{p.better} better" if p.better else "not decided by these examples"
     return {
         "A": p.a,
         "B": p.b,
