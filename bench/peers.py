@@ -12,6 +12,7 @@ counted by tacq.select.linear_bytes, the function that counts ours).
     pip install -r bench/requirements-peers.txt    # optional; the core install is unchanged
     python bench/peers.py --task antonyms --bits 2,3
     python bench/peers.py --task antonyms --peers hqq --bits 2 --iters 50
+    python bench/peers.py --task antonyms --peers autoround --iters 0   # its RTN mode
 
 A peer whose package is missing or fails is recorded with its error instead of numbers;
 nothing is substituted under its name. Writes bench/results/peers.json (merged by task,
@@ -198,6 +199,11 @@ def honest_bpw(model: nn.Module, names: list[str], bits: int, group: int, fmt: d
     return 8 * total / n
 
 
+def method_name(peer: str, group: int, iters: int) -> str:
+    """'autoround_g128'; AutoRound with no tuning steps is its RTN mode: 'autoround-rtn_g128'."""
+    return f"{peer}-rtn_g{group}" if peer == "autoround" and iters == 0 else f"{peer}_g{group}"
+
+
 def run_point(peer: str, bits: int, group: int, ctx: dict, args) -> dict:
     """One peer at one bit width and group size -> a result row (or its error)."""
     from tacq.evaluate import evaluate, perplexity
@@ -206,7 +212,7 @@ def run_point(peer: str, bits: int, group: int, ctx: dict, args) -> dict:
     base = {
         "task": args.task,
         "bits": bits,
-        "method": f"{peer}_g{group}",
+        "method": method_name(peer, group, args.iters),
         "peer": peer,
         "group_size": group,
         "calib_examples": len(ctx["texts"]),
@@ -307,10 +313,10 @@ def main() -> None:
     stamp(rows)
     path = ROOT / "bench" / "results" / "peers.json"
     saved = json.loads(path.read_text())["rows"] if path.exists() else []
-    key = lambda r: (r["task"], r["peer"], r["bits"], r["group_size"])  # noqa: E731
+    key = lambda r: (r["task"], r["method"], r["bits"])  # noqa: E731
     done = {key(r) for r in rows}
     merged = [r for r in saved if key(r) not in done] + rows
-    merged.sort(key=lambda r: (r["task"], r["bits"], r["peer"], r["group_size"]))
+    merged.sort(key=lambda r: (r["task"], r["bits"], r["method"]))
     write_result("peers", {"rows": merged})
 
 

@@ -9,7 +9,8 @@ Packed sizes of the TaCQ variants are written too.
     python bench/quality.py                       # antonyms, bits 2 and 3, all methods
     python bench/quality.py --tasks antonyms,capitals --bits 2 --methods gptq,gptq_g128,tacq
 A method name ending in _g32/_g64/_g128/_g256 runs it group-wise (one scale and zero per
-that many input columns). Each row keeps its per-example NLL and exact match, so the
+that many input columns); a final _p0.25 keeps 0.25 % instead of 0.35 % (tacq_p0.25,
+tacq_g128_p0.1), for points at a peer's honest bits per weight. Each row keeps its per-example NLL and exact match, so the
 tables show 95 % bootstrap intervals and paired comparisons (bench/tables.py).
 Writes bench/results/quality.json (merged per task/bits) and prints a Markdown table.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -34,12 +36,34 @@ PER_CHANNEL = ["fp", *PLAIN_METHODS, *metrics_in("baseline"), *reversed(metrics_
 ALL = PER_CHANNEL + [f"{m}_g{g}" for g in GROUP_SIZES for m in PER_CHANNEL if m != "fp"]
 
 
-def parse_method(name: str) -> tuple[str, int | None]:
-    """'gptq_g128' -> ('gptq', 128); 'tacq' -> ('tacq', None)."""
+def parse_method(name: str) -> tuple[str, int | None, float | None]:
+    """'gptq_g128' -> ('gptq', 128, None); 'tacq_p0.25' -> ('tacq', None, 0.0025).
+
+    The ratio is None for the default (the paper's 0.35 %) and for plain quantizers.
+    """
+    ratio = None
+    head, sep, pct = name.rpartition("_p")
+    if sep and re.fullmatch(r"\d+(\.\d+)?", pct) and 0 < float(pct) < 100:
+        name, ratio = head, float(pct) / 100
     base, sep, group = name.rpartition("_g")
     if sep and group.isdigit() and int(group) in GROUP_SIZES:
-        return base, int(group)
-    return name, None
+        return base, int(group), ratio
+    return name, None, ratio
+
+
+def known_method(name: str) -> bool:
+    """A table method, or a saliency method with a _p ratio suffix."""
+    base, group, ratio = parse_method(name)
+    plain = f"{base}_g{group}" if group else base
+    return name in ALL or (
+        ratio is not None and plain in ALL and base not in ("fp", *PLAIN_METHODS)
+    )
+
+
+def method_order(name: str) -> tuple[int, float]:
+    """Table position: the method's place in ALL, ratios after their default row."""
+    base, group, ratio = parse_method(name)
+    return ALL.index(f"{base}_g{group}" if group else base), ratio or 0.0
 
 
 def per_example(result) -> dict:
@@ -124,11 +148,11 @@ def run_task(
             )
         for m in [m for m in methods if m != "fp"]:
             t = time.perf_counter()
-            base_m, group = parse_method(m)
+            base_m, group, ratio = parse_method(m)
             if base_m in PLAIN_METHODS:
                 v = study.quantize(Selection(bits=bits, ratio=0.0, group_size=group), base_m)
             else:
-                v = study.quantize(Selection(base_m, bits, DEFAULT_RATIO, group))
+                v = study.quantize(Selection(base_m, bits, ratio or DEFAULT_RATIO, group))
             secs = time.perf_counter() - t
             r, _ = evaluate(v.model, lm.tokenizer, held, task.style, v.name, fp_logprobs=lp)
             row = {
@@ -137,6 +161,7 @@ def run_task(
                 "bpw": v.size.bpw_paper,
                 "bpw_honest": v.size.bpw_honest,
                 "group_size": group,
+                "ratio": 0.0 if base_m in PLAIN_METHODS else ratio or DEFAULT_RATIO,
                 "answer_nll": r.answer_nll,
                 "exact_match": r.exact_match,
                 "kl_to_fp": r.kl_to_fp,
@@ -277,7 +302,7 @@ def main() -> None:
         help="also evaluate each task's 2-bit GPTQ/TaCQ on the other tasks",
     )
     args = ap.parse_args()
-    unknown = [m for m in f"{args.methods},{args.seed_methods}".split(",") if m not in ALL]
+    unknown = [m for m in f"{args.methods},{args.seed_methods}".split(",") if not known_method(m)]
     if unknown:
         ap.error(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(ALL)}")
     path = ROOT / "bench" / "results" / "quality.json"
@@ -313,7 +338,7 @@ def main() -> None:
         and held.get((r["task"], r["bits"]), r.get("heldout_examples")) == r.get("heldout_examples")
     ]
     merged = kept + rows
-    merged.sort(key=lambda r: (r["task"], r["bits"], ALL.index(r["method"]), r.get("seed", 0)))
+    merged.sort(key=lambda r: (r["task"], r["bits"], method_order(r["method"]), r.get("seed", 0)))
     cross = cross or saved.get("cross_task", [])
     print(markdown(merged))
     print(cross_markdown(cross))

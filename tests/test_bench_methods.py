@@ -1,0 +1,51 @@
+"""bench/quality.py method names: group sizes and kept ratios are read off the name."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+@pytest.fixture()
+def quality(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+    monkeypatch.delitem(sys.modules, "quality", raising=False)
+    import quality
+
+    return quality
+
+
+@pytest.mark.parametrize(
+    ("name", "parsed", "known"),
+    [
+        ("tacq", ("tacq", None, None), True),
+        ("gptq_g128", ("gptq", 128, None), True),
+        ("tacq_p0.25", ("tacq", None, 0.0025), True),
+        ("tacq_g128_p0.1", ("tacq", 128, 0.001), True),
+        ("gptq_p0.2", ("gptq", None, 0.002), False),  # plain quantizers keep nothing
+        ("tacq_g99", ("tacq_g99", None, None), False),
+        ("tacq_p", ("tacq_p", None, None), False),
+        ("tacq_p100", ("tacq_p100", None, None), False),
+    ],
+)
+def test_method_names(quality, name, parsed, known):
+    got = quality.parse_method(name)
+    assert got[:2] == parsed[:2]
+    assert got[2] == pytest.approx(parsed[2]) if parsed[2] else got[2] is None
+    assert quality.known_method(name) is known
+
+
+def test_ratio_rows_sort_after_their_default_row(quality):
+    names = ["tacq_p0.25", "tacq_g128", "tacq", "gptq", "tacq_p0.1", "fp"]
+    assert sorted(names, key=quality.method_order) == [
+        "fp",
+        "gptq",
+        "tacq",
+        "tacq_p0.1",
+        "tacq_p0.25",
+        "tacq_g128",
+    ]
