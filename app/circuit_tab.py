@@ -10,6 +10,7 @@ from app import figures
 from app.common import HEAVY, gradio_progress, handles_errors, need
 from app.state import ModelRegistry, UserState
 from tacq.anatomy import top_neurons
+from tacq.causal import CausalConfig, causal_test
 from tacq.data import list_tasks, load_task
 from tacq.models import linear_at
 from tacq.saliency import METRICS
@@ -17,6 +18,13 @@ from tacq.select import DEFAULT_RATIO, SLIDER_MAX_RATIO, Selection, layer_jaccar
 from tacq.workflow import Study
 
 METRIC_CHOICES = [(m.label, m.name) for m in METRICS.values()]
+CAUSAL_HELP = (
+    "Only the circuit's weights are damaged (rounded to their row's b-bit grid, or zeroed); "
+    "everything else stays at full precision. If the task's answers get much worse while a "
+    "random set of the same size (same count in each module) and the control task barely "
+    "move, the circuit carries the task; if the control task breaks as much, these weights "
+    "matter to the model as a whole, not to this task."
+)
 
 
 def build() -> SimpleNamespace:
@@ -66,6 +74,39 @@ def build() -> SimpleNamespace:
             interactive=False,
             elem_id="neurons-table",
         )
+    with gr.Accordion("Causal test: damage only the circuit", open=False):
+        gr.Markdown(CAUSAL_HELP)
+        with gr.Row():
+            control = gr.Dropdown(
+                list(list_tasks()), value="capitals", label="Control task", elem_id="causal-control"
+            )
+            damage = gr.Radio(
+                [("round to the b-bit grid", "round"), ("set to zero", "zero")],
+                value="round",
+                label="Damage",
+                elem_id="causal-damage",
+            )
+            scored = gr.Number(
+                value=CausalConfig.task_examples,
+                precision=0,
+                minimum=1,
+                label="Held-out examples scored (task and control)",
+                elem_id="causal-scored",
+            )
+            seeds = gr.Number(
+                value=CausalConfig.seeds,
+                precision=0,
+                minimum=1,
+                maximum=10,
+                label="Random controls (seeds)",
+                elem_id="causal-seeds",
+            )
+        with gr.Row():
+            causal = gr.Button("Run causal test")
+            causal_cancel = gr.Button("Cancel", variant="stop")
+        causal_summary = gr.Markdown(elem_id="causal-summary")
+        causal_table = gr.Dataframe(interactive=False, elem_id="causal-table")
+        causal_plot = gr.Plot(elem_id="causal-plot")
     with gr.Accordion("Compare with another task", open=False):
         with gr.Row():
             other = gr.Dropdown(list(list_tasks()), label="Other bundled task")
@@ -95,6 +136,15 @@ def build() -> SimpleNamespace:
         heads_stats=heads_stats,
         heads_plot=heads_plot,
         neurons=neurons,
+        control=control,
+        damage=damage,
+        scored=scored,
+        seeds=seeds,
+        causal=causal,
+        causal_cancel=causal_cancel,
+        causal_summary=causal_summary,
+        causal_table=causal_table,
+        causal_plot=causal_plot,
         other=other,
         compare=compare,
         overlap=overlap,
@@ -252,6 +302,33 @@ def wire(tab: SimpleNamespace, user_state: gr.State, registry: ModelRegistry) ->
     )
 
     @handles_errors
+    def on_causal(
+        user: UserState,
+        metric: str,
+        bits: int,
+        pct: float,
+        control: str,
+        damage: str,
+        scored: float,
+        seeds: float,
+        progress=gr.Progress(),
+    ):
+        study = need(user.study, "Choose examples and collect gradients first.")
+        need(control, "Pick a control task.")
+        n = int(need(scored, "Say how many held-out examples to score."))
+        cfg = CausalConfig(damage, int(need(seeds, "Say how many random seeds.")), n, n)
+        hook = gradio_progress(progress, user.jobs.start("causal"))
+        sel = Selection(metric, int(bits), pct / 100)
+        res = causal_test(study, sel, control, cfg, hook)
+        shown = res.table.round(4)
+        return res.summary(), shown, figures.causal_bars(res.table, study.task.name, control)
+
+    @handles_errors
+    def on_causal_cancel(user: UserState):
+        user.jobs.cancel("causal")
+        return "Cancelling…"
+
+    @handles_errors
     def on_compare(
         user: UserState, metric: str, bits: int, pct: float, other: str, progress=gr.Progress()
     ):
@@ -296,6 +373,25 @@ def wire(tab: SimpleNamespace, user_state: gr.State, registry: ModelRegistry) ->
         [tab.zoom_plot, tab.explain, tab.top],
         concurrency_id=HEAVY,
         concurrency_limit=1,
+    )
+    tab.causal.click(
+        on_causal,
+        [
+            user_state,
+            tab.metric,
+            tab.bits,
+            tab.ratio,
+            tab.control,
+            tab.damage,
+            tab.scored,
+            tab.seeds,
+        ],
+        [tab.causal_summary, tab.causal_table, tab.causal_plot],
+        concurrency_id=HEAVY,
+        concurrency_limit=1,
+    )
+    tab.causal_cancel.click(
+        on_causal_cancel, user_state, tab.causal_summary, concurrency_limit=None
     )
     tab.compare.click(
         on_compare,

@@ -105,6 +105,26 @@ def overlap_figure(layers: list[int], jaccard: list[float], a: str, b: str) -> g
     return fig
 
 
+def causal_bars(table: pd.DataFrame, task: str, control: str) -> go.Figure:
+    """NLL change on the task and on the control task, per set of damaged weights."""
+    rows = table.iloc[1:]  # the undamaged row is the zero line
+    labels = rows["weights damaged"].tolist()
+    fig = go.Figure(
+        [
+            go.Bar(x=labels, y=rows["task NLL change"], name=f"task ({task})"),
+            go.Bar(x=labels, y=rows["control NLL change"], name=f"control ({control})"),
+        ]
+    )
+    fig.update_layout(
+        barmode="group",
+        title="Answer NLL change when only these weights are damaged",
+        yaxis_title="NLL change vs the original",
+        height=360,
+        margin={"l": 50, "r": 20, "t": 50, "b": 80},
+    )
+    return fig
+
+
 def size_table(sizes: dict[int, object]) -> pd.DataFrame:
     """bits -> SizeReport as a small table."""
     return pd.DataFrame(

@@ -28,6 +28,13 @@ stay in 16 bits; GPTQ quantizes everything else and pushes the error onto the we
 yet quantized, never onto the kept ones. Bits per weight (the paper's count):
 $b\,(1-p) + 32p$, as a kept weight costs a 16-bit value and a 16-bit position.
 
+### Is it really a circuit?
+The **causal test** (Circuit tab) damages only the kept weights, leaves everything else at full
+precision, and compares the damage to the task with the damage to a control task and with
+random weights of the same count in each module: a circuit that carries the task hurts the
+task far more than the random set and far more than the control task. When the control task
+breaks as badly, those weights matter to the whole model (large outliers), not to this task.
+
 Below, one toy 8 × 12 layer: the numbers come from the same functions the real pipeline runs.
 Input channel 5 is an activation outlier (large inputs, so large gradients); row 2 is a weight
 outlier (large weights). Move the ratio and the bit width and watch what each score keeps.

@@ -24,6 +24,7 @@ EPILOG = """examples:
   python -m tacq scores --task antonyms --metric tacq --bits 2 --ratio 0.0035
   python -m tacq quantize --task antonyms --bits 2 --out out/antonyms-2bit
   python -m tacq eval --task antonyms --bits 2 --methods fp,rtn,gptq,tacq
+  python -m tacq causal --task antonyms --bits 2 --control capitals
   python -m tacq run            # the default end-to-end study with stage times
 """
 
@@ -151,6 +152,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="query heads (q rows + o columns), key/value heads (k, v rows) or MLP neurons",
     )
     p.add_argument("--top", type=int, default=10, help="how many heads or neurons to list")
+    p = sub.add_parser(
+        "causal", help="damage only the circuit's weights (and same-size controls); measure"
+    )
+    _common(p)
+    _quant(p)
+    p.add_argument("--damage", default="round", choices=("round", "zero"))
+    p.add_argument("--control", help="bundled control task (default: the first other one)")
+    p.add_argument("--seeds", type=int, default=3, help="random same-count controls (default 3)")
+    p.add_argument(
+        "--scored",
+        type=int,
+        default=32,
+        help="first N held-out examples of the task and the control (0: all; default 32)",
+    )
     p = sub.add_parser(
         "quantize", aliases=["export"], help="quantize with masked GPTQ and save the model"
     )
@@ -325,6 +340,20 @@ def cmd_heads(args) -> None:
     print(best.to_string(index=False))
 
 
+def cmd_causal(args) -> None:
+    from tacq.causal import CausalConfig, causal_test
+    from tacq.progress import cli_progress
+
+    cfg = CausalConfig(args.damage, args.seeds, args.scored, args.scored)
+    study = _study(args)
+    _collect(study)
+    t0 = time.perf_counter()
+    res = causal_test(study, _selection(args), args.control, cfg, cli_progress("causal test"))
+    print(res.table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(res.summary())
+    print(f"causal test: {time.perf_counter() - t0:.1f} s")
+
+
 def cmd_export_scores(args) -> None:
     from tacq.progress import cli_progress
     from tacq.saliency import METRICS
@@ -481,6 +510,7 @@ COMMANDS = {
     "gradients": cmd_gradients,
     "scores": cmd_scores,
     "heads": cmd_heads,
+    "causal": cmd_causal,
     "export-scores": cmd_export_scores,
     "quantize": cmd_quantize,
     "export": cmd_quantize,

@@ -84,19 +84,34 @@ def small_task_file(tmp_path):
     return path
 
 
+def _small_study(task_file: Path):
+    """A Study of the page's 12-example upload (9 calibration examples), in this process."""
+    from tacq.data import read_examples, task_from_examples
+    from tacq.models import load_model
+    from tacq.workflow import Study
+
+    study = Study(load_model(), task_from_examples("small", read_examples(task_file)))
+    study.collect()
+    return study
+
+
 def library_heads(task_file: Path, pct: float):
     """The query head holding most MSG-kept weights, computed by the library in this process
     on the same 9 calibration examples the page uses."""
-    from tacq.data import read_examples, task_from_examples
-    from tacq.models import load_model
     from tacq.select import Selection
-    from tacq.workflow import Study
 
-    task = task_from_examples("small", read_examples(task_file))
-    study = Study(load_model(), task)
-    study.collect()
-    heads = study.anatomy(Selection("msg", 2, pct / 100), "query")
+    heads = _small_study(task_file).anatomy(Selection("msg", 2, pct / 100), "query")
     return heads.sort_values(["kept", "score"], ascending=False).iloc[0]
+
+
+def library_causal(task_file: Path, pct: float):
+    """The causal table the page should show: MSG circuit zeroed, 3 examples, 1 seed."""
+    from tacq.causal import CausalConfig, causal_test
+    from tacq.select import Selection
+
+    cfg = CausalConfig("zero", seeds=1, task_examples=3, control_examples=3)
+    res = causal_test(_small_study(task_file), Selection("msg", 2, pct / 100), "capitals", cfg)
+    return res.table.set_index("weights damaged")
 
 
 def test_whole_loop(page, small_task_file):
@@ -160,6 +175,23 @@ def test_whole_loop(page, small_task_file):
     neurons = wait_text(page, "#neurons-table", r"neuron[\s\S]*1728")  # 3 x 576 weights each
     assert re.search(r"(^|\n)\d+\s+\d+\s+\d+\s+1728\s", neurons), neurons
     shot(page, "04c_heads")
+
+    # the causal test at this ratio: the numbers shown are the library's
+    page.get_by_text("Causal test: damage only the circuit", exact=True).click()
+    page.locator("#causal-damage").get_by_label("set to zero").check()
+    page.locator("#causal-scored input").fill("3")
+    page.locator("#causal-seeds input").fill("1")
+    page.get_by_role("button", name="Run causal test").click()
+    said = wait_text(page, "#causal-summary", r"Zeroing these", 300)
+    m = re.search(
+        r"task NLL by ([-+][\d.]+) and the control task's \(capitals\) by ([-+][\d.]+)", said
+    )
+    want = library_causal(small_task_file, pct).loc["circuit (msg)"]
+    assert float(m[1]) == pytest.approx(want["task NLL change"], abs=0.01)
+    assert float(m[2]) == pytest.approx(want["control NLL change"], abs=0.01)
+    table = wait_text(page, "#causal-table", r"largest \|W\|")
+    assert "random, same count per Linear" in table and "circuit (msg)" in table
+    shot(page, "04d_causal")
 
     page.get_by_role("tab", name="Quantize").click()
     page.locator("#quant-bits").get_by_label("3", exact=True).check()
