@@ -28,11 +28,13 @@ def _git(*args: str) -> str:
 
 
 def provenance() -> dict:
-    """What produced a result: commit, whether the tree had uncommitted changes, the
-    script and its arguments, the date."""
+    """What produced a result: commit, whether the code had uncommitted changes (results
+    written by an earlier bench of the same session do not count), the script and its
+    arguments, the date."""
+    code = ["status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results"]
     return {
         "commit": _git("rev-parse", "--short", "HEAD"),
-        "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "dirty": bool(_git(*code)),
         "args": [Path(sys.argv[0]).name, *sys.argv[1:]],
         "date": time.strftime("%Y-%m-%d"),
     }

@@ -32,7 +32,13 @@ from tacq.saliency import metrics_in
 
 # Table order: plain quantizers, the baseline metrics, then the paper's (TaCQ last);
 # group-wise rows after the per-channel ones.
-PER_CHANNEL = ["fp", *PLAIN_METHODS, *metrics_in("baseline"), *reversed(metrics_in("paper"))]
+PER_CHANNEL = [
+    "fp",
+    *PLAIN_METHODS,
+    *metrics_in("control"),
+    *metrics_in("baseline"),
+    *reversed(metrics_in("paper")),
+]
 ALL = PER_CHANNEL + [f"{m}_g{g}" for g in GROUP_SIZES for m in PER_CHANNEL if m != "fp"]
 
 

@@ -245,6 +245,56 @@ def matched_markdown(quality_rows: list[dict], peer_rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def causal_markdown(rows: list[dict], quality_rows: list[dict]) -> str:
+    """Damage-only test per task and damage kind, the verdicts, and the converse from the
+    quality rows (only the circuit kept, everything else quantized)."""
+    out = [
+        "| task | damage | circuit: task NLL change | control task (NLL change) | random, "
+        "same count per Linear | random anywhere | largest abs(W) | task hurt more than by "
+        "random / magnitude / on the control | seconds (target < 120) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        t = {c["weights damaged"]: c for c in r["table"]}
+        circ = next(c for k, c in t.items() if k.startswith("circuit"))
+        rand = t["random, same count per Linear"]
+        anywhere, mag = t["random, anywhere"], t["largest |W| (magnitude)"]
+        d = circ["task NLL change"]
+        verdict = " / ".join(
+            "yes" if d > x else "no"
+            for x in (rand["task NLL change"], mag["task NLL change"], circ["control NLL change"])
+        )
+        out.append(
+            f"| {r['task']} | {r['damage']} | {d:+.3f} (EM {circ['task EM']:.2f}) | "
+            f"{r['control']} {circ['control NLL change']:+.3f} | {rand['task NLL change']:+.3f}"
+            f" ({rand['spread (task NLL change)']}) | {anywhere['task NLL change']:+.3f} | "
+            f"{mag['task NLL change']:+.3f} | {verdict} | {r['seconds']:.0f} |"
+        )
+    kept = [
+        q
+        for q in quality_rows
+        if q["method"] in ("random", "magnitude", "tacq") and q.get("seed", 0) == 0
+    ]
+    tasks = sorted({q["task"] for q in kept if q["method"] == "random"})
+    if tasks:
+        out += [
+            "",
+            "Converse: only these weights kept at full precision, everything else quantized "
+            "(masked GPTQ, p = 0.35 %), held-out answer NLL:\n",
+            "| task | bits | random kept | largest abs(W) kept | TaCQ circuit kept |",
+            "|---|---|---|---|---|",
+        ]
+        for task in tasks:
+            for bits in sorted({q["bits"] for q in kept if q["task"] == task}):
+                cell = {q["method"]: q for q in kept if (q["task"], q["bits"]) == (task, bits)}
+                vals = [
+                    f"{cell[m]['answer_nll']:.3f}" if m in cell else "-"
+                    for m in ("random", "magnitude", "tacq")
+                ]
+                out.append(f"| {task} | {bits} | " + " | ".join(vals) + " |")
+    return "\n".join(out)
+
+
 def sections() -> str:
     """Every table, from the JSON files; missing results are skipped."""
     out: list[str] = []
@@ -286,6 +336,17 @@ def sections() -> str:
             )
         emit("")
         emit(matched_markdown(q["rows"] if q else [], pe["rows"]) + "\n")
+    c = load("causal")
+    if c:
+        emit("## Is the circuit a task circuit? The causal test\n")
+        emit(env_line(c) + "\n")
+        emit(
+            "Only the TaCQ circuit (2-bit scores, p = 0.35 %) is damaged, everything else at "
+            "full precision; NLL changes are against the undamaged model on the first "
+            f"{c['rows'][0]['scored']} held-out examples of the task and of the control task "
+            "(`python bench/causal.py`).\n"
+        )
+        emit(causal_markdown(c["rows"], q["rows"] if q else []) + "\n")
     ab = load("ablations")
     if ab:
         emit("### Ablations: answer-only loss, more examples (2-bit, p = 0.35 %)\n")

@@ -7,9 +7,11 @@ the signed gradient sum or the inverse-Hessian diagonal. Scores are (out, in) fp
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 from tacq.errors import TacqError
@@ -25,6 +27,7 @@ class LayerInputs:
     signed: Tensor | None = None  # sum_s dL_s/dW
     W_q: Tensor | None = None  # unmasked quantization at the target bits
     hinv_diag: Tensor | None = None  # (in,) diag of the inverse-Hessian Cholesky factor
+    name: str = ""  # the Linear's module name (seeds the random control)
 
 
 def tacq_scores(G: Tensor, W: Tensor, W_q: Tensor) -> Tensor:
@@ -74,6 +77,13 @@ class Metric:
         return bool({"fisher", "signed"} & set(self.needs))
 
 
+def random_scores(x: LayerInputs) -> Tensor:
+    """Uniform noise seeded by the Linear's name: its global top k is a uniformly random
+    set of k weights, the same on every run (the control a circuit must beat)."""
+    g = torch.Generator().manual_seed(zlib.crc32(x.name.encode()))
+    return torch.rand(x.W.shape, generator=g)
+
+
 def _squeezellm(x: LayerInputs) -> Tensor:
     return x.fisher.float() * (x.W.float() - x.W_q.float()).square()
 
@@ -97,6 +107,7 @@ METRICS: dict[str, Metric] = {
             lambda x: spqr_scores(x.W, x.W_q, x.hinv_diag),
         ),
         Metric("squeezellm", "SqueezeLLM-like Fisher·dW²", ("fisher", "W_q"), _squeezellm),
+        Metric("random", "random (control)", (), random_scores, "control"),
     )
 }
 
@@ -124,6 +135,7 @@ def layer_inputs(name: str, W: Tensor, stats=None, quant_ref=None) -> LayerInput
         signed=stats.sum_grad.get(name) if stats else None,
         W_q=lq.dequantize() if lq is not None else None,
         hinv_diag=lq.hinv_diag if lq is not None else None,
+        name=name,
     )
 
 

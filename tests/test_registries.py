@@ -24,7 +24,11 @@ def test_metric_needs_derive_from_the_inputs_each_metric_reads():
         "signed_grad",
         "squeezellm",
     }
-    assert [m.name for m in METRICS.values() if not m.needs_grads] == ["magnitude", "spqr"]
+    assert [m.name for m in METRICS.values() if not m.needs_grads] == [
+        "magnitude",
+        "spqr",
+        "random",
+    ]
     assert metrics_in("paper") == ["tacq", "qal", "msg"]
     with pytest.raises(TacqError, match="choose one of tacq, qal"):
         get_metric("tacq2")
