@@ -10,18 +10,42 @@ from types import SimpleNamespace
 import gradio as gr
 import pandas as pd
 
+from app import figures
 from app.common import HEAVY, gradio_progress, handles_errors, need
 from app.report import build_report
 from app.state import ModelRegistry, UserState, safe_name
 from tacq import export
 from tacq.evaluate import evaluate_variants
-from tacq.stats import paired_table
+from tacq.stats import intervals, paired_table
 from tacq.tables import RESULT_COLUMNS, results_table, what_broke
 
 
 def _download_dir() -> Path:
     """A fresh folder under the system temp dir: where Gradio serves downloads from."""
     return Path(tempfile.mkdtemp(prefix="tacq-download-"))
+
+
+def pareto(user: UserState, results: list) -> object:
+    """The evaluated variants as points of NLL against honest BPW (the original as a line)."""
+    rows = []
+    for r in results[1:]:
+        v = user.variants.get(r.name)
+        if v is None:
+            continue
+        nll, _ = intervals(r)
+        rows.append(
+            {
+                "name": r.name,
+                "bpw": v.size.bpw_honest,
+                "nll": r.answer_nll,
+                "low": nll.low,
+                "high": nll.high,
+                "by": "TaCQ Studio",
+            }
+        )
+    points = pd.DataFrame(rows, columns=["name", "bpw", "nll", "low", "high", "by"])
+    title = f"{len(rows)} variant(s) on {len(results[0].rows)} held-out examples"
+    return figures.pareto_figure(points, results[0].answer_nll, title)
 
 
 def build() -> SimpleNamespace:
@@ -56,6 +80,7 @@ def build() -> SimpleNamespace:
         interactive=False,
         elem_id="paired-table",
     )
+    pareto = gr.Plot(label="Answer NLL against bits per weight", elem_id="pareto-plot")
     gr.Markdown("### Export")
     with gr.Row():
         which = gr.Dropdown([], label="Variant")
@@ -78,6 +103,7 @@ def build() -> SimpleNamespace:
         limit=limit,
         table=table,
         paired=paired,
+        pareto=pareto,
         broke=broke,
         which=which,
         fmt=fmt,
@@ -123,7 +149,8 @@ def wire(
         user.fp_eval = (key, *fp_pair)
         user.last_eval = results
         rows = results_table(results)
-        return rows, what_broke(results), paired_table(results), *[rows] * len(also)
+        fig = pareto(user, results)
+        return rows, what_broke(results), paired_table(results), fig, *[rows] * len(also)
 
     @handles_errors
     def on_export(user: UserState, name: str, fmt: str, progress=gr.Progress()):
@@ -146,7 +173,7 @@ def wire(
     tab.run.click(
         on_eval,
         [user_state, tab.limit],
-        [tab.table, tab.broke, tab.paired, *also],
+        [tab.table, tab.broke, tab.paired, tab.pareto, *also],
         concurrency_id=HEAVY,
         concurrency_limit=1,
     )

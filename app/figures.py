@@ -125,6 +125,42 @@ def causal_bars(table: pd.DataFrame, task: str, control: str) -> go.Figure:
     return fig
 
 
+def pareto_figure(points: pd.DataFrame, fp_nll: float | None, title: str) -> go.Figure:
+    """Held-out answer NLL against honest bits per weight: lower-left is better.
+
+    points: columns name, bpw, nll, low, high (the NLL's 95 % interval), by (who made it:
+    one marker series each, e.g. 'ours' and each peer package).
+    """
+    fig = go.Figure()
+    for by, part in points.groupby("by", sort=False):
+        fig.add_trace(
+            go.Scatter(
+                x=part["bpw"],
+                y=part["nll"],
+                mode="markers+text",
+                name=str(by),
+                text=part["name"],
+                textposition="top center",
+                error_y={
+                    "type": "data",
+                    "symmetric": False,
+                    "array": part["high"] - part["nll"],
+                    "arrayminus": part["nll"] - part["low"],
+                },
+            )
+        )
+    if fp_nll is not None:
+        fig.add_hline(y=fp_nll, line_dash="dot", annotation_text="original (16-bit)")
+    fig.update_layout(
+        title=title,
+        xaxis_title="bits per weight (scales, zeros and kept weights counted)",
+        yaxis_title="held-out answer NLL (lower is better)",
+        height=420,
+        margin={"l": 60, "r": 20, "t": 50, "b": 50},
+    )
+    return fig
+
+
 def size_table(sizes: dict[int, object]) -> pd.DataFrame:
     """bits -> SizeReport as a small table."""
     return pd.DataFrame(

@@ -336,6 +336,11 @@ def sections() -> str:
             )
         emit("")
         emit(matched_markdown(q["rows"] if q else [], pe["rows"]) + "\n")
+        if (RESULTS / "pareto.png").exists():
+            emit(
+                "![Held-out answer NLL against honest BPW](results/pareto.png)\n\n"
+                "(`python bench/pareto.py`; interactive: results/pareto.html)\n"
+            )
     c = load("causal")
     if c:
         emit("## Is the circuit a task circuit? The causal test\n")

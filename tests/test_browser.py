@@ -222,6 +222,11 @@ def test_whole_loop(page, small_task_file):
     iv = r"\[[\d.]+, [\d.]+\]"  # each mean has its 95 % interval; 2 examples were scored
     row = rf"{re.escape(name)}\s+[\d.]+\s+{iv}\s+[\d.]+\s+{iv}\s+[\d.]+\s+2[ \t]*$"
     assert re.search(row, table, re.M), table
+    # the Pareto plot: one point, labelled with the variant, at its honest BPW
+    page.locator("#pareto-plot .textpoint").first.wait_for(timeout=60_000)
+    assert page.locator("#pareto-plot .textpoint").all_text_contents() == [name]
+    title = page.locator("#pareto-plot .gtitle").text_content()
+    assert title == "1 variant(s) on 2 held-out examples"
     shot(page, "07_evaluate")
 
     page.get_by_role("button", name="Export", exact=True).click()
