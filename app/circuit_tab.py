@@ -15,6 +15,7 @@ from tacq.data import list_tasks, load_task
 from tacq.models import linear_at
 from tacq.saliency import METRICS
 from tacq.select import DEFAULT_RATIO, SLIDER_MAX_RATIO, Selection, layer_jaccard, layer_table
+from tacq.stability import stability
 from tacq.workflow import Study
 
 METRIC_CHOICES = [(m.label, m.name) for m in METRICS.values()]
@@ -24,6 +25,13 @@ CAUSAL_HELP = (
     "random set of the same size (same count in each module) and the control task barely "
     "move, the circuit carries the task; if the control task breaks as much, these weights "
     "matter to the model as a whole, not to this task."
+)
+
+STABILITY_HELP = (
+    "Each calibration sample, half or task gets its own gradients (and, for scores that "
+    "read dW, its own reference quantization; cached for next time), then the kept sets at "
+    "this ratio are compared by Jaccard overlap. Chance is what two random sets of the "
+    "same sizes in each module would share."
 )
 
 
@@ -107,6 +115,25 @@ def build() -> SimpleNamespace:
         causal_summary = gr.Markdown(elem_id="causal-summary")
         causal_table = gr.Dataframe(interactive=False, elem_id="causal-table")
         causal_plot = gr.Plot(elem_id="causal-plot")
+    with gr.Accordion("Stability: would other examples give the same circuit?", open=False):
+        gr.Markdown(STABILITY_HELP)
+        with gr.Row():
+            across = gr.Radio(
+                [
+                    ("two halves of the examples", "halves"),
+                    ("3 calibration samples (seeds)", "seeds"),
+                    ("TaCQ, QAL, MSG and |W|", "metrics"),
+                    ("every bundled task", "tasks"),
+                ],
+                value="halves",
+                label="Compare circuits across",
+                elem_id="stability-across",
+            )
+            stab_go = gr.Button("Compare circuits", elem_id="stability-go")
+            stab_cancel = gr.Button("Cancel", variant="stop")
+        stab_summary = gr.Markdown(elem_id="stability-summary")
+        stab_plot = gr.Plot(elem_id="stability-plot")
+        stab_table = gr.Dataframe(interactive=False, elem_id="stability-table")
     with gr.Accordion("Compare with another task", open=False):
         with gr.Row():
             other = gr.Dropdown(list(list_tasks()), label="Other bundled task")
@@ -145,6 +172,12 @@ def build() -> SimpleNamespace:
         causal_summary=causal_summary,
         causal_table=causal_table,
         causal_plot=causal_plot,
+        across=across,
+        stab_go=stab_go,
+        stab_cancel=stab_cancel,
+        stab_summary=stab_summary,
+        stab_plot=stab_plot,
+        stab_table=stab_table,
         other=other,
         compare=compare,
         overlap=overlap,
@@ -329,6 +362,22 @@ def wire(tab: SimpleNamespace, user_state: gr.State, registry: ModelRegistry) ->
         return "Cancelling…"
 
     @handles_errors
+    def on_stability(
+        user: UserState, metric: str, bits: int, pct: float, across: str, progress=gr.Progress()
+    ):
+        study = need(user.study, "Choose examples and collect gradients first.")
+        hook = gradio_progress(progress, user.jobs.start("stability"))
+        res = stability(study, Selection(metric, int(bits), pct / 100), across, progress=hook)
+        title = f"{METRICS[metric].label if across != 'metrics' else 'Scores'} at {pct:.2f}%"
+        fig = figures.stability_figure(res.matrix, res.layers, title)
+        return res.summary(), fig, res.pairs().round(4)
+
+    @handles_errors
+    def on_stability_cancel(user: UserState):
+        user.jobs.cancel("stability")
+        return "Cancelling…"
+
+    @handles_errors
     def on_compare(
         user: UserState, metric: str, bits: int, pct: float, other: str, progress=gr.Progress()
     ):
@@ -393,6 +442,14 @@ def wire(tab: SimpleNamespace, user_state: gr.State, registry: ModelRegistry) ->
     tab.causal_cancel.click(
         on_causal_cancel, user_state, tab.causal_summary, concurrency_limit=None
     )
+    tab.stab_go.click(
+        on_stability,
+        [user_state, tab.metric, tab.bits, tab.ratio, tab.across],
+        [tab.stab_summary, tab.stab_plot, tab.stab_table],
+        concurrency_id=HEAVY,
+        concurrency_limit=1,
+    )
+    tab.stab_cancel.click(on_stability_cancel, user_state, tab.stab_summary, concurrency_limit=None)
     tab.compare.click(
         on_compare,
         [user_state, tab.metric, tab.bits, tab.ratio, tab.other],

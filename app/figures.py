@@ -125,6 +125,54 @@ def causal_bars(table: pd.DataFrame, task: str, control: str) -> go.Figure:
     return fig
 
 
+def stability_figure(matrix: pd.DataFrame, layers: pd.DataFrame, title: str) -> go.Figure:
+    """Overlap matrix of the circuits (left) and per-layer overlap of each pair (right)."""
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        column_widths=[0.4, 0.6],
+        subplot_titles=("Jaccard overlap, whole model", "per layer (dotted: chance)"),
+    )
+    fig.add_trace(
+        go.Heatmap(
+            z=matrix.values,
+            x=list(matrix.columns),
+            y=list(matrix.index),
+            zmin=0,
+            zmax=1,
+            colorscale="Viridis",
+            text=[[f"{v:.2f}" for v in row] for row in matrix.values],
+            texttemplate="%{text}",
+            showscale=False,
+        ),
+        row=1,
+        col=1,
+    )
+    for pair, part in layers.groupby("pair", sort=False):
+        fig.add_trace(
+            go.Scatter(x=part["layer"], y=part["jaccard"], mode="lines", name=str(pair)),
+            row=1,
+            col=2,
+        )
+    chance = layers.groupby("layer")["chance"].mean()
+    fig.add_trace(
+        go.Scatter(
+            x=chance.index,
+            y=chance.values,
+            mode="lines",
+            line={"dash": "dot", "color": "gray"},
+            name="chance (mean over pairs)",
+        ),
+        row=1,
+        col=2,
+    )
+    fig.update_yaxes(autorange="reversed", row=1, col=1)
+    fig.update_xaxes(title_text="layer", row=1, col=2)
+    fig.update_yaxes(title_text="Jaccard", range=[0, 1], row=1, col=2)
+    fig.update_layout(title=title, height=420, margin={"l": 60, "r": 20, "t": 70, "b": 50})
+    return fig
+
+
 def pareto_figure(points: pd.DataFrame, fp_nll: float | None, title: str) -> go.Figure:
     """Held-out answer NLL against honest bits per weight: lower-left is better.
 

@@ -25,6 +25,7 @@ EPILOG = """examples:
   python -m tacq quantize --task antonyms --bits 2 --out out/antonyms-2bit
   python -m tacq eval --task antonyms --bits 2 --methods fp,rtn,gptq,tacq
   python -m tacq causal --task antonyms --bits 2 --control capitals
+  python -m tacq stability --task antonyms --metric msg --across halves
   python -m tacq run            # the default end-to-end study with stage times
 """
 
@@ -167,6 +168,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="first N held-out examples of the task and the control (0: all; default 32)",
     )
     p = sub.add_parser(
+        "stability",
+        help="would other examples, scores or tasks give the same circuit? (Jaccard overlaps)",
+    )
+    _common(p)
+    _quant(p)
+    p.add_argument(
+        "--across",
+        default="halves",
+        choices=("seeds", "halves", "metrics", "tasks"),
+        help="calibration samples, the two halves of the examples, scores, or bundled tasks",
+    )
+    p.add_argument("--seeds", type=int, default=3, help="with --across seeds (default 3)")
+    p.add_argument("--metrics", default="tacq,qal,msg,magnitude", help="with --across metrics")
+    p.add_argument("--tasks", help="with --across tasks: comma list (default: all bundled)")
+    p = sub.add_parser(
         "quantize", aliases=["export"], help="quantize with masked GPTQ and save the model"
     )
     _common(p)
@@ -226,6 +242,8 @@ def _needs_extra(args) -> bool:
     from tacq.saliency import METRICS
 
     wanted = {getattr(args, "metric", "tacq")} | set(getattr(args, "methods", "").split(","))
+    if getattr(args, "across", None) == "metrics":
+        wanted |= set(args.metrics.split(","))
     return any(METRICS[m].needs_extra for m in wanted if m in METRICS)
 
 
@@ -352,6 +370,28 @@ def cmd_causal(args) -> None:
     print(res.table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(res.summary())
     print(f"causal test: {time.perf_counter() - t0:.1f} s")
+
+
+def cmd_stability(args) -> None:
+    from tacq.progress import cli_progress
+    from tacq.stability import stability
+
+    study = _study(args)
+    t0 = time.perf_counter()
+    res = stability(
+        study,
+        _selection(args),
+        args.across,
+        args.seeds,
+        tuple(args.metrics.split(",")),
+        tuple(args.tasks.split(",")) if args.tasks else (),
+        cli_progress(f"stability across {args.across}"),
+    )
+    print("Jaccard overlap of the kept sets:")
+    print(res.matrix.to_string(float_format=lambda v: f"{v:.3f}"))
+    print(res.pairs().to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print(res.summary())
+    print(f"stability: {time.perf_counter() - t0:.1f} s")
 
 
 def cmd_export_scores(args) -> None:
@@ -511,6 +551,7 @@ COMMANDS = {
     "scores": cmd_scores,
     "heads": cmd_heads,
     "causal": cmd_causal,
+    "stability": cmd_stability,
     "export-scores": cmd_export_scores,
     "quantize": cmd_quantize,
     "export": cmd_quantize,

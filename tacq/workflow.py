@@ -48,7 +48,12 @@ class Study:
 
     def for_task(self, task: TaskSet) -> Study:
         """A study of another task with the same model and settings (circuit overlap)."""
-        return Study(self.lm, task, self.data_cfg, self.grad_cfg, self.exec_device, self.fast_gptq)
+        return self.with_data(task, self.data_cfg)
+
+    def with_data(self, task: TaskSet, data_cfg: DataConfig) -> Study:
+        """A study of other examples (another task, sample or half) with the same model,
+        gradient and GPTQ settings (circuit stability)."""
+        return Study(self.lm, task, data_cfg, self.grad_cfg, self.exec_device, self.fast_gptq)
 
     # ------------------------------------------------------------ data and gradients
     @property

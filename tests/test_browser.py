@@ -104,6 +104,15 @@ def library_heads(task_file: Path, pct: float):
     return heads.sort_values(["kept", "score"], ascending=False).iloc[0]
 
 
+def library_halves(task_file: Path, pct: float):
+    """Jaccard of the MSG circuits of the two halves of the page's 9 examples."""
+    from tacq.select import Selection
+    from tacq.stability import stability
+
+    res = stability(_small_study(task_file), Selection("msg", 2, pct / 100), "halves")
+    return float(res.matrix.iloc[0, 1])
+
+
 def library_causal(task_file: Path, pct: float):
     """The causal table the page should show: MSG circuit zeroed, 3 examples, 1 seed."""
     from tacq.causal import CausalConfig, causal_test
@@ -192,6 +201,17 @@ def test_whole_loop(page, small_task_file):
     table = wait_text(page, "#causal-table", r"largest \|W\|")
     assert "random, same count per Linear" in table and "circuit (msg)" in table
     shot(page, "04d_causal")
+
+    # stability across the two halves of the 9 examples: the overlap shown is the library's
+    page.get_by_text("Stability: would other examples give the same circuit?").click()
+    page.locator("#stability-go").click()
+    said = wait_text(page, "#stability-summary", r"mean Jaccard", 300)
+    assert said.startswith(f"2 halves of the examples at {pct:.2f}%")
+    shown = float(re.search(r"mean Jaccard ([\d.]+)", said)[1])
+    assert shown == pytest.approx(library_halves(small_task_file, pct), abs=1e-3)
+    table = wait_text(page, "#stability-table", r"half 1 \(5 examples\)")
+    assert "half 2 (4 examples)" in table and "x chance" in table
+    shot(page, "04e_stability")
 
     page.get_by_role("tab", name="Quantize").click()
     page.locator("#quant-bits").get_by_label("3", exact=True).check()
