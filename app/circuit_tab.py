@@ -134,6 +134,11 @@ def build() -> SimpleNamespace:
         stab_summary = gr.Markdown(elem_id="stability-summary")
         stab_plot = gr.Plot(elem_id="stability-plot")
         stab_table = gr.Dataframe(interactive=False, elem_id="stability-table")
+        stab_shared = gr.Dataframe(
+            label="Shared and specific: weights every circuit keeps, weights only one keeps",
+            interactive=False,
+            elem_id="stability-shared",
+        )
     with gr.Accordion("Compare with another task", open=False):
         with gr.Row():
             other = gr.Dropdown(list(list_tasks()), label="Other bundled task")
@@ -178,6 +183,7 @@ def build() -> SimpleNamespace:
         stab_summary=stab_summary,
         stab_plot=stab_plot,
         stab_table=stab_table,
+        stab_shared=stab_shared,
         other=other,
         compare=compare,
         overlap=overlap,
@@ -370,7 +376,7 @@ def wire(tab: SimpleNamespace, user_state: gr.State, registry: ModelRegistry) ->
         res = stability(study, Selection(metric, int(bits), pct / 100), across, progress=hook)
         title = f"{METRICS[metric].label if across != 'metrics' else 'Scores'} at {pct:.2f}%"
         fig = figures.stability_figure(res.matrix, res.layers, title)
-        return res.summary(), fig, res.pairs().round(4)
+        return res.summary(), fig, res.pairs().round(4), res.shared
 
     @handles_errors
     def on_stability_cancel(user: UserState):
@@ -445,7 +451,7 @@ def wire(tab: SimpleNamespace, user_state: gr.State, registry: ModelRegistry) ->
     tab.stab_go.click(
         on_stability,
         [user_state, tab.metric, tab.bits, tab.ratio, tab.across],
-        [tab.stab_summary, tab.stab_plot, tab.stab_table],
+        [tab.stab_summary, tab.stab_plot, tab.stab_table, tab.stab_shared],
         concurrency_id=HEAVY,
         concurrency_limit=1,
     )

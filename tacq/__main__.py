@@ -390,6 +390,7 @@ def cmd_stability(args) -> None:
     print("Jaccard overlap of the kept sets:")
     print(res.matrix.to_string(float_format=lambda v: f"{v:.3f}"))
     print(res.pairs().to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print(res.shared.to_string(index=False))
     print(res.summary())
     print(f"stability: {time.perf_counter() - t0:.1f} s")
 

@@ -39,6 +39,7 @@ class StabilityResult:
     matrix: pd.DataFrame  # label x label overall Jaccard (1 on the diagonal)
     chance: pd.DataFrame  # label x label Jaccard two random sets of the same sizes expect
     layers: pd.DataFrame  # layer, pair, jaccard, chance
+    shared: pd.DataFrame  # per circuit: kept, kept by every circuit, kept by no other
 
     def pairs(self) -> pd.DataFrame:
         """Each pair once: Jaccard, chance and their ratio."""
@@ -141,7 +142,27 @@ def compare(kind: str, sel: Selection, circuits: dict[str, Circuit]) -> Stabilit
         chance.loc[a, b] = chance.loc[b, a] = c
         parts.append(layers.assign(pair=f"{a} / {b}"))
     per_layer = pd.concat(parts, ignore_index=True)[["layer", "pair", "jaccard", "chance"]]
-    return StabilityResult(kind, sel, matrix, chance, per_layer)
+    return StabilityResult(kind, sel, matrix, chance, per_layer, shared_weights(circuits))
+
+
+def shared_weights(circuits: dict[str, Circuit]) -> pd.DataFrame:
+    """Per circuit: its kept weights, how many every circuit keeps, how many only it keeps
+    (for tasks: the weights all tasks share versus the task-specific ones)."""
+    flats = list(circuits.values())
+    ids, counts = torch.unique(torch.cat([c.flat for c in flats]), return_counts=True)
+    everywhere = ids[counts == len(flats)]
+    alone = ids[counts == 1]
+    return pd.DataFrame(
+        [
+            {
+                "circuit": label,
+                "kept": len(c.flat),
+                "kept by every circuit": int(torch.isin(c.flat, everywhere).sum()),
+                "kept by no other": int(torch.isin(c.flat, alone).sum()),
+            }
+            for label, c in circuits.items()
+        ]
+    )
 
 
 # ------------------------------------------------------------ the studies compared

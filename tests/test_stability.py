@@ -56,6 +56,20 @@ def test_metrics_matrix_is_the_masks_overlap(tiny_lm, tiny_task):
     assert m.loc["tacq", "magnitude"] == pytest.approx(inter / union)
     pairs = res.pairs()
     assert len(pairs) == 3 and (pairs["x chance"] > 0).all()
+    shared = res.shared.set_index("circuit")
+    flat = {
+        k: {(n, i) for n, msk in v.items() for i in msk.flatten().nonzero().flatten().tolist()}
+        for k, v in (("tacq", ta), ("magnitude", mg))
+    }
+    msg = study.ranking(sel.at(metric="msg")).masks(0.02)
+    flat["msg"] = {
+        (n, i) for n, msk in msg.items() for i in msk.flatten().nonzero().flatten().tolist()
+    }
+    every = flat["tacq"] & flat["msg"] & flat["magnitude"]
+    only_tacq = flat["tacq"] - flat["msg"] - flat["magnitude"]
+    assert shared.loc["tacq", "kept by every circuit"] == len(every)
+    assert shared.loc["tacq", "kept by no other"] == len(only_tacq)
+    assert shared.loc["msg", "kept"] == len(flat["msg"])
     assert res.summary().startswith("3 scores at 2.00%: mean Jaccard")
 
 
