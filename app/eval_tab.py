@@ -40,7 +40,7 @@ def pareto(user: UserState, results: list) -> object:
                 "nll": r.answer_nll,
                 "low": nll.low,
                 "high": nll.high,
-                "by": "TaCQ Studio",
+                "by": v.peer["package"] if v.peer else "TaCQ Studio",
             }
         )
     points = pd.DataFrame(rows, columns=["name", "bpw", "nll", "low", "high", "by"])

@@ -11,12 +11,33 @@ from app.circuit_tab import METRIC_CHOICES
 from app.common import HEAVY, gradio_progress, handles_errors, need, variant_choices
 from app.state import ModelRegistry, UserState
 from tacq.gptq import GROUP_SIZES
+from tacq.peer_run import make_peer_variant
+from tacq.peers import INSTALL, PEER_POINTS, PEERS, package_version
 from tacq.saliency import METRICS
 from tacq.select import Selection
 from tacq.tables import variants_table
 
 # 0 stands for none: one scale and zero per output row, as the paper
 GROUP_CHOICES = [("one per row (paper)", 0)] + [(f"per {g} inputs", g) for g in GROUP_SIZES]
+
+
+PEER_LABELS = {"autoround": "AutoRound", "hqq": "HQQ"}
+PEER_ITERS = 50  # AutoRound tuning steps per block (its default 200 is slow on a CPU)
+
+
+def peer_choices() -> tuple[list[tuple[str, str]], str]:
+    """('AutoRound 2-bit g128', 'autoround:2:128') for each installed peer's documented
+    settings, and a note naming what is missing and how to install it."""
+    choices, missing = [], []
+    for peer, points in PEER_POINTS.items():
+        if package_version(peer) is None:
+            missing.append(PEERS[peer][0])
+            continue
+        for bits, groups in points.items():
+            for g in groups:
+                choices.append((f"{PEER_LABELS[peer]} {bits}-bit g{g}", f"{peer}:{bits}:{g}"))
+    note = f"not installed: {', '.join(missing)} ({INSTALL})" if missing else ""
+    return choices, note
 
 
 def variants_frame(user: UserState) -> pd.DataFrame:
@@ -41,6 +62,18 @@ def build() -> SimpleNamespace:
     with gr.Row():
         go = gr.Button("Quantize", variant="primary")
         cancel = gr.Button("Cancel", variant="stop")
+    choices, note = peer_choices()
+    with gr.Row():
+        peer = gr.Dropdown(
+            choices,
+            value=choices[0][1] if choices else None,
+            label="Or a peer quantizer, run by its own package (to compare at matched bits)",
+            info=note,
+            interactive=bool(choices),
+            elem_id="peer-choice",
+            scale=3,
+        )
+        peer_go = gr.Button("Make peer variant", interactive=bool(choices), scale=1)
     status = gr.Markdown(elem_id="quant-status")
     table = gr.Dataframe(label="Variants", interactive=False, elem_id="variants-table")
     with gr.Row():
@@ -54,6 +87,8 @@ def build() -> SimpleNamespace:
         groups=groups,
         go=go,
         cancel=cancel,
+        peer=peer,
+        peer_go=peer_go,
         status=status,
         table=table,
         victim=victim,
@@ -98,6 +133,33 @@ def wire(
         return msg, variants_frame(user), *choices(user)
 
     @handles_errors
+    def on_peer(user: UserState, choice: str, progress=gr.Progress()):
+        study = need(user.study, "Choose examples first: AutoRound calibrates on them.")
+        need(choice, f"No peer quantizer is installed here: {INSTALL}")
+        peer, bits, group = choice.split(":")
+        user.check_room(study.lm)
+        stop = user.jobs.start("quantize")
+        texts = [e.prompt + e.answer for e in study.calib_examples]
+        v = make_peer_variant(
+            study.lm,
+            peer,
+            int(bits),
+            int(group),
+            texts,
+            PEER_ITERS,
+            gradio_progress(progress, stop),
+            study.task.name,
+            study.digest(),
+        )
+        user.add_variant(v)  # not saved packed: its codes are in the peer's format
+        msg = (
+            f"Made **{v.name}** with {v.peer['package']}: BPW {v.size.bpw_honest:.3f} with its "
+            f"scales and zeros, in {v.result.seconds:.0f} s. Kept for this session (a "
+            "peer's variant is exported as dequantized fp16 only)."
+        )
+        return msg, variants_frame(user), *choices(user)
+
+    @handles_errors
     def on_cancel(user: UserState):
         user.jobs.cancel("quantize")
         return "Cancelling…"
@@ -112,6 +174,13 @@ def wire(
     tab.go.click(
         on_quantize,
         [user_state, tab.bits, tab.metric, tab.method, tab.circuit, tab.groups, ratio],
+        outs,
+        concurrency_id=HEAVY,
+        concurrency_limit=1,
+    )
+    tab.peer_go.click(
+        on_peer,
+        [user_state, tab.peer],
         outs,
         concurrency_id=HEAVY,
         concurrency_limit=1,

@@ -190,6 +190,11 @@ def save_packed(out: str | Path, lm, variant) -> Path:
     """A packed TaCQ checkpoint of `variant` (a tacq.variant.Variant) made from `lm`."""
     from tacq import __version__
 
+    if getattr(variant, "peer", None):
+        raise TacqError(
+            f"{variant.name} was quantized by {variant.peer.get('package') or 'a peer'}, whose "
+            "codes are in its own format: export it as dequantized fp16."
+        )
     layers = variant.result.layers
     tensors = _unquantized_state(variant.model, set(layers))
     shapes = {}
@@ -225,8 +230,8 @@ def save_dequantized(out: str | Path, lm, variant) -> Path:
         model.save_pretrained(str(tmp), safe_serialization=True)
         lm.tokenizer.save_pretrained(str(tmp))
         (tmp / "README.md").write_text(
-            f"# {variant.name} (dequantized)\n\nfp16 weights of a TaCQ {variant.spec.bits}-bit "
-            "model: they carry its quantization error but not its size win. Loads with plain "
+            f"# {variant.name} (dequantized)\n\nfp16 weights of a {variant.spec.bits}-bit "
+            f"model ({(variant.peer or {}).get('package') or 'TaCQ Studio'}): they carry its quantization error but not its size win. Loads with plain "
             "transformers.AutoModelForCausalLM.from_pretrained.\n"
         )
 

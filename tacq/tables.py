@@ -33,6 +33,7 @@ VARIANT_COLUMNS = [
     "BPW (honest)",
     "size MB",
     "seconds",
+    "made by",
 ]
 
 
@@ -90,6 +91,7 @@ def variants_table(variants: Sequence[Variant]) -> pd.DataFrame:
             "BPW (honest)": round(v.size.bpw_honest, 3),
             "size MB": round(v.size.total_bytes / 2**20, 1),
             "seconds": round(v.result.seconds, 1),
+            "made by": v.peer["package"] if v.peer else "TaCQ Studio",
         }
         for v in variants
     ]

@@ -22,7 +22,7 @@ class VariantSpec:
     bits: int
     ratio: float  # share of weights kept in 16 bits; 0: plain GPTQ / RTN
     metric: str | None  # saliency metric that picked them; None when nothing is kept
-    method: str = "gptq"  # gptq or rtn
+    method: str = "gptq"  # gptq or rtn; or a peer's name (hqq, autoround) for its variants
     group_size: int | None = None  # None: per-channel scales (the only format today)
     task: str | None = None
     examples: str | None = None  # digest of the calibration examples
@@ -58,6 +58,7 @@ class Variant:
     result: QuantResult
     size: SizeReport
     spec: VariantSpec
+    peer: dict | None = None  # a peer's variant: its package, settings, format (no codes here)
 
 
 def load_variant(folder: Path) -> Variant:

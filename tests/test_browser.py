@@ -28,6 +28,7 @@ from tests.browser_helpers import (
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
+FAKE_PEERS = Path(__file__).parent / "fixtures" / "fake_peers"
 
 if not Path(CHROMIUM).exists():
     _missing = "Debian chromium is not installed (apt-get install chromium)"
@@ -39,7 +40,7 @@ if not Path(CHROMIUM).exists():
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
     home = tmp_path_factory.mktemp("app_home")
-    proc, url = start_app(home)
+    proc, url = start_app(home, {"PYTHONPATH": str(FAKE_PEERS)})  # a stand-in hqq package
     yield url
     stop_app(proc)
     from tests.network_audit import attempts
@@ -223,6 +224,15 @@ def test_whole_loop(page, small_task_file):
     assert name in page.inner_text("#variants-table")
     shot(page, "05_quantize")
 
+    # a peer's variant, made by its package in a child process (the fake hqq: plain RTN)
+    pick(page, "Or a peer quantizer", "HQQ 2-bit g64")
+    page.get_by_role("button", name="Make peer variant").click()
+    made = wait_text(page, "#quant-status", r"Made hqq-2bit-g64", 300)
+    assert "with hqq 0.0.0+fake: BPW 2.500 with its scales and zeros" in made
+    table = page.inner_text("#variants-table")
+    assert re.search(r"hqq-2bit-g64\s+2\s+64\s.*hqq 0\.0\.0\+fake", table), table
+    shot(page, "05b_peer")
+
     page.get_by_role("tab", name="Chat").click()
     page.locator("#chat-prompt textarea").fill("What is the capital of France?")
     page.get_by_role("button", name="Send").click()
@@ -242,11 +252,12 @@ def test_whole_loop(page, small_task_file):
     iv = r"\[[\d.]+, [\d.]+\]"  # each mean has its 95 % interval; 2 examples were scored
     row = rf"{re.escape(name)}\s+[\d.]+\s+{iv}\s+[\d.]+\s+{iv}\s+[\d.]+\s+2[ \t]*$"
     assert re.search(row, table, re.M), table
-    # the Pareto plot: one point, labelled with the variant, at its honest BPW
+    # the Pareto plot: one point per variant, labelled, at its honest BPW
     page.locator("#pareto-plot .textpoint").first.wait_for(timeout=60_000)
-    assert page.locator("#pareto-plot .textpoint").all_text_contents() == [name]
+    points = page.locator("#pareto-plot .textpoint").all_text_contents()
+    assert sorted(points) == sorted([name, "hqq-2bit-g64"])
     title = page.locator("#pareto-plot .gtitle").text_content()
-    assert title == "1 variant(s) on 2 held-out examples"
+    assert title == "2 variant(s) on 2 held-out examples"
     shot(page, "07_evaluate")
 
     page.get_by_role("button", name="Export", exact=True).click()

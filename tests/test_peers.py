@@ -1,0 +1,84 @@
+"""A peer's variant is made in a child process by the peer's package (here a fake hqq)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tacq import export
+from tacq.errors import Cancelled, TacqError
+from tacq.models import load_model, quantizable_linears
+from tacq.peer_run import make_peer_variant
+from tacq.peers import check_peer, package_version
+
+FAKE = Path(__file__).parent / "fixtures" / "fake_peers"
+
+
+@pytest.fixture
+def fake_hqq(monkeypatch):
+    """The fake hqq importable here and in child processes."""
+    monkeypatch.syspath_prepend(str(FAKE))
+    monkeypatch.setenv("PYTHONPATH", str(FAKE))
+
+
+@pytest.fixture
+def tiny_folder(tiny_lm, tmp_path):
+    """The tiny model saved as a folder (a peer's child process loads it from there)."""
+    folder = tmp_path / "tiny"
+    tiny_lm.model.save_pretrained(folder, safe_serialization=True)
+    tiny_lm.tokenizer.save_pretrained(folder)
+    return load_model(str(folder), "cpu")
+
+
+def test_installed_peers_and_refusals(fake_hqq):
+    assert package_version("hqq") == "hqq 0.0.0+fake"
+    with pytest.raises(TacqError, match="requirements-peers.txt"):
+        check_peer("autoround", 2, 128)  # not installed in the test environment
+    with pytest.raises(TacqError, match="group sizes 64, 32"):
+        check_peer("hqq", 2, 100)
+    with pytest.raises(TacqError, match="Unknown peer"):
+        check_peer("gguf", 2, 64)
+
+
+def test_peer_variant_holds_the_peers_weights(fake_hqq, tiny_folder, tmp_path):
+    lm = tiny_folder
+    before = {n: m.weight.detach().clone() for n, m in quantizable_linears(lm.model).items()}
+    seen = []
+    v = make_peer_variant(lm, "hqq", 2, 64, [], progress=lambda f, s: seen.append(s))
+    assert v.name == "hqq-2bit-g64" and v.spec.method == "hqq" and v.spec.ratio == 0
+    assert v.peer["package"] == "hqq 0.0.0+fake"
+    assert any("quantizing" in s for s in seen)
+    for name, m in quantizable_linears(v.model).items():
+        W = before[name]
+        groups = W.reshape(-1, 64)  # the fake's RTN, recomputed here
+        lo, hi = groups.min(1, keepdim=True).values, groups.max(1, keepdim=True).values
+        scale = ((hi - lo) / 3).clamp(min=1e-8)
+        want = (torch.clamp(torch.round((groups - lo) / scale), 0, 3) * scale + lo).view_as(W)
+        assert torch.allclose(m.weight, want, atol=1e-6), name
+        assert torch.equal(quantizable_linears(lm.model)[name].weight, W)  # original untouched
+    # honest size from the peer's own storage: 2-bit codes + fp16 scale and zero per 64
+    n = sum(w.numel() for w in before.values())
+    groups = sum(w.shape[0] * -(-w.shape[1] // 64) for w in before.values())
+    assert v.size.bpw_honest == pytest.approx((2 * n + 8 * 4 * groups) / n)
+    with pytest.raises(TacqError, match="export it as dequantized"):
+        export.save_packed(tmp_path / "p", lm, v)
+    out = export.save_dequantized(tmp_path / "d", lm, v)
+    assert "hqq 0.0.0+fake" in (out / "README.md").read_text()
+
+
+def test_a_failing_peer_says_why(fake_hqq, tiny_folder):
+    with pytest.raises(TacqError, match="hqq failed: .*fake hqq fails at 4 bits"):
+        make_peer_variant(tiny_folder, "hqq", 4, 64, [])
+
+
+def test_cancel_ends_the_child(fake_hqq, tiny_folder):
+    def stop(frac, label):
+        raise Cancelled("stop")
+
+    t = time.perf_counter()
+    with pytest.raises(Cancelled):
+        make_peer_variant(tiny_folder, "hqq", 2, 64, [], progress=stop)
+    assert time.perf_counter() - t < 10
