@@ -28,7 +28,7 @@ import time
 import traceback
 
 from _common import ROOT, stamp, write_result
-from quality import per_example
+from quality import control_nll, per_example
 
 from tacq.peers import PEER_POINTS, PEERS, dequantized_model, honest_bpw, package_version
 
@@ -90,6 +90,8 @@ def run_point(peer: str, bits: int, group: int, ctx: dict, args) -> dict:
         "exact_match": r.exact_match,
         "kl_to_fp": r.kl_to_fp,
         "ppl": perplexity(model, lm.tokenizer, ctx["text"], max_chunks=args.ppl_chunks),
+        "control_task": ctx["control"].name,
+        "control_nll": control_nll(model, lm.tokenizer, ctx["control"]),
         "seconds": secs,
         **per_example(r),
     }
@@ -119,6 +121,7 @@ def main() -> None:
     if unknown := [p for p in peers if p not in PEERS]:
         ap.error(f"unknown peer(s) {unknown}; choose from {', '.join(PEERS)}")
 
+    from tacq.causal import default_control
     from tacq.data import DataConfig, generic_text, load_task
     from tacq.evaluate import evaluate
     from tacq.models import load_model, quantizable_linears
@@ -138,6 +141,7 @@ def main() -> None:
         "style": task.style,
         "fp_lp": fp_lp,
         "text": generic_text(),
+        "control": load_task(default_control(task)),
     }
     rows = []
     for peer in peers:

@@ -3,7 +3,8 @@
 For each task and bit width: fp, RTN, GPTQ, and masked GPTQ keeping p = 0.35 % chosen by
 |W| (magnitude), Fisher, sum|g|, SpQR-like, SqueezeLLM-like, MSG, QAL and TaCQ. Metrics on
 the task's held-out split (never used for calibration): answer NLL, exact match, KL to fp;
-perplexity on assets/text/generic.txt; gap closed = (NLL_GPTQ - NLL) / (NLL_GPTQ - NLL_fp).
+perplexity on assets/text/generic.txt; answer NLL on a control task (the first other
+bundled task, 64 held-out examples); gap closed = (NLL_GPTQ - NLL) / (NLL_GPTQ - NLL_fp).
 Packed sizes of the TaCQ variants are written too.
 
     python bench/quality.py                       # antonyms, bits 2 and 3, all methods
@@ -80,6 +81,19 @@ def per_example(result) -> dict:
     return {"nll_each": [round(x, 4) for x in nll], "correct_each": [int(c) for c in correct]}
 
 
+CONTROL_EXAMPLES = 64  # first held-out examples of the control task scored per row
+
+
+def control_nll(model, tokenizer, control) -> float:
+    """Mean answer NLL on the control task's first CONTROL_EXAMPLES held-out examples:
+    what a task-calibrated method costs off its task."""
+    from tacq.evaluate import EvalConfig, answer_logprobs
+
+    ex = list(control.heldout[:CONTROL_EXAMPLES])
+    nlls, _ = answer_logprobs(model, tokenizer, ex, control.style, EvalConfig())
+    return sum(nlls) / len(nlls)
+
+
 def paired_rows(a: dict, b: dict):
     """tacq.stats.Paired of two stored rows (method a minus method b), per example."""
     from tacq.stats import paired_values
@@ -100,6 +114,7 @@ def run_task(
     cross_tasks: tuple[str, ...] = (),
     cross_rows: list[dict] | None = None,
 ) -> list[dict]:
+    from tacq.causal import default_control
     from tacq.data import DataConfig, generic_text, load_task
     from tacq.evaluate import evaluate, perplexity
     from tacq.export import save_packed
@@ -114,6 +129,8 @@ def run_task(
     held, text = list(task.heldout), generic_text()
     fp, lp = evaluate(lm.model, lm.tokenizer, held, task.style, "fp")
     fp_ppl = perplexity(lm.model, lm.tokenizer, text, max_chunks=ppl_chunks)
+    control = load_task(default_control(task))
+    fp_control = control_nll(lm.model, lm.tokenizer, control)
     others = {}  # cross-task: held-out of other tasks, with the fp model's results there
     for name in cross_tasks if seed == 0 else ():
         other = load_task(name)
@@ -148,6 +165,8 @@ def run_task(
                     "exact_match": fp.exact_match,
                     "kl_to_fp": 0.0,
                     "ppl": fp_ppl,
+                    "control_task": control.name,
+                    "control_nll": fp_control,
                     "seconds": 0.0,
                     **per_example(fp),
                 }
@@ -172,6 +191,8 @@ def run_task(
                 "exact_match": r.exact_match,
                 "kl_to_fp": r.kl_to_fp,
                 "ppl": perplexity(v.model, lm.tokenizer, text, max_chunks=ppl_chunks),
+                "control_task": control.name,
+                "control_nll": control_nll(v.model, lm.tokenizer, control),
                 "seconds": secs,
                 **per_example(r),
             }
@@ -223,17 +244,18 @@ def _interval(r: dict, key: str) -> str:
 def markdown(rows: list[dict]) -> str:
     out = [
         "| task | bits | method | BPW | BPW honest | held-out | answer NLL | 95 % interval | "
-        "exact match | 95 % interval | KL to fp | ppl | gap closed |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "exact match | 95 % interval | KL to fp | ppl | control task NLL | gap closed |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in [r for r in rows if r.get("seed", 0) == 0]:
         gap = f"{r['gap_closed']:.0%}" if "gap_closed" in r and r["method"] != "fp" else ""
         honest = f"{r['bpw_honest']:.3f}" if "bpw_honest" in r else ""
+        control = f"{r['control_task']} {r['control_nll']:.3f}" if "control_nll" in r else ""
         out.append(
             f"| {r['task']} | {r['bits']} | {r['method']} | {r['bpw']:.3f} | {honest} | "
             f"{r.get('heldout_examples', '')} | {r['answer_nll']:.3f} | "
             f"{_interval(r, 'nll_each')} | {r['exact_match']:.3f} | "
-            f"{_interval(r, 'correct_each')} | {r['kl_to_fp']:.3f} | {r['ppl']:.1f} | {gap} |"
+            f"{_interval(r, 'correct_each')} | {r['kl_to_fp']:.3f} | {r['ppl']:.1f} | {control} | {gap} |"
         )
     return "\n".join(out) + "\n\n" + seeds_markdown(rows)
 

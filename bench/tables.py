@@ -211,9 +211,9 @@ def matched_markdown(quality_rows: list[dict], peer_rows: list[dict]) -> str:
         out += [
             f"**{task}, {bits}-bit** ({n} held-out examples)\n",
             "| method | by | BPW honest | answer NLL | 95 % interval | exact match | "
-            "95 % interval | best TaCQ at <= its BPW: NLL TaCQ - it | 95 % interval | "
-            "TaCQ better on | decided |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "95 % interval | generic ppl | control task NLL | best TaCQ at <= its BPW: NLL "
+            "TaCQ - it | 95 % interval | TaCQ better on | decided |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         tacqs = [r for r in ours if parse_method(r["method"])[0] == "tacq"]
         for r in sorted(ours + peers, key=lambda r: r["bpw_honest"]):
@@ -233,10 +233,13 @@ def matched_markdown(quality_rows: list[dict], peer_rows: list[dict]) -> str:
                 else:
                     cells = ["no TaCQ point at or below this BPW", "", "", ""]
             by = r.get("package", "ours")
+            control = f"{r['control_task']} {r['control_nll']:.3f}" if "control_nll" in r else ""
             out.append(
                 f"| {r['method']} | {by} | {r['bpw_honest']:.3f} | {r['answer_nll']:.3f} | "
                 f"{_interval(r, 'nll_each')} | {r['exact_match']:.3f} | "
-                f"{_interval(r, 'correct_each')} | " + " | ".join(cells) + " |"
+                f"{_interval(r, 'correct_each')} | {r['ppl']:.0f} | {control} | "
+                + " | ".join(cells)
+                + " |"
             )
         out.append("")
     failed = [r for r in peer_rows if "error" in r]
