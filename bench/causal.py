@@ -5,7 +5,9 @@ grid, or zeroed) with everything else at full precision, next to controls of the
 size (random with the same count per Linear over 3 seeds, random anywhere, largest |W|);
 answer NLL and exact match on the task's first --scored held-out examples, answer NLL on a
 control task, generic perplexity (tacq.causal). The wall time of the test alone (ranking
-and measuring; gradients come from the cache) is recorded against the 2-minute target.
+and measuring; gradients come from the cache) is recorded against the 2-minute target,
+and the median time to read the circuit per query head, KV head and MLP neuron from the
+cached ranking against the 1-second target.
 
     python bench/causal.py                                  # every bundled task, round
     python bench/causal.py --tasks antonyms --damage zero
@@ -52,6 +54,14 @@ def main() -> None:
         t = time.perf_counter()
         res = causal_test(study, sel, None, cfg)  # control: the first other bundled task
         secs = time.perf_counter() - t
+        anatomy_ms = {}  # heads and neurons of the whole model from the cached ranking
+        for unit in ("query", "kv", "neurons"):
+            times = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                study.anatomy(sel, unit)
+                times.append(1000 * (time.perf_counter() - t0))
+            anatomy_ms[unit] = sorted(times)[1]
         print(res.table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         print(f"{name}: {res.summary()} ({secs:.0f} s)", flush=True)
         rows.append(
@@ -65,6 +75,7 @@ def main() -> None:
                 "seeds": args.seeds,
                 "n_damaged": res.n_damaged,
                 "seconds": secs,
+                "anatomy_ms": anatomy_ms,
                 "table": res.table.to_dict("records"),
             }
         )

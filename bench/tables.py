@@ -254,8 +254,9 @@ def causal_markdown(rows: list[dict], quality_rows: list[dict]) -> str:
     out = [
         "| task | damage | circuit: task NLL change | control task (NLL change) | random, "
         "same count per Linear | random anywhere | largest abs(W) | task hurt more than by "
-        "random / magnitude / on the control | seconds (target < 120) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "random / magnitude / on the control | seconds (target < 120) | heads, KV heads, "
+        "neurons ms (target < 1000) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         t = {c["weights damaged"]: c for c in r["table"]}
@@ -271,7 +272,9 @@ def causal_markdown(rows: list[dict], quality_rows: list[dict]) -> str:
             f"| {r['task']} | {r['damage']} | {d:+.3f} (EM {circ['task EM']:.2f}) | "
             f"{r['control']} {circ['control NLL change']:+.3f} | {rand['task NLL change']:+.3f}"
             f" ({rand['spread (task NLL change)']}) | {anywhere['task NLL change']:+.3f} | "
-            f"{mag['task NLL change']:+.3f} | {verdict} | {r['seconds']:.0f} |"
+            f"{mag['task NLL change']:+.3f} | {verdict} | {r['seconds']:.0f} | "
+            + ", ".join(f"{v:.0f}" for v in r.get("anatomy_ms", {}).values())
+            + " |"
         )
     kept = [
         q
