@@ -173,30 +173,37 @@ def stability_figure(matrix: pd.DataFrame, layers: pd.DataFrame, title: str) -> 
     return fig
 
 
-def pareto_figure(points: pd.DataFrame, fp_nll: float | None, title: str) -> go.Figure:
-    """Held-out answer NLL against honest bits per weight: lower-left is better.
+def pareto_traces(points: pd.DataFrame, colours: dict | None = None, legend: bool = True):
+    """One marker series per maker ('by'), each point labelled and with its NLL interval.
 
-    points: columns name, bpw, nll, low, high (the NLL's 95 % interval), by (who made it:
-    one marker series each, e.g. 'ours' and each peer package).
+    points: columns name, bpw, nll, low, high (the NLL's 95 % interval), by.
     """
-    fig = go.Figure()
-    for by, part in points.groupby("by", sort=False):
-        fig.add_trace(
-            go.Scatter(
-                x=part["bpw"],
-                y=part["nll"],
-                mode="markers+text",
-                name=str(by),
-                text=part["name"],
-                textposition="top center",
-                error_y={
-                    "type": "data",
-                    "symmetric": False,
-                    "array": part["high"] - part["nll"],
-                    "arrayminus": part["nll"] - part["low"],
-                },
-            )
+    return [
+        go.Scatter(
+            x=part["bpw"],
+            y=part["nll"],
+            mode="markers+text",
+            name=str(by),
+            legendgroup=str(by),
+            showlegend=legend,
+            text=part["name"],
+            textposition="top center",
+            textfont={"size": 9},
+            marker={"size": 8, **({"color": colours[by]} if colours and by in colours else {})},
+            error_y={
+                "type": "data",
+                "symmetric": False,
+                "array": part["high"] - part["nll"],
+                "arrayminus": part["nll"] - part["low"],
+            },
         )
+        for by, part in points.groupby("by", sort=False)
+    ]
+
+
+def pareto_figure(points: pd.DataFrame, fp_nll: float | None, title: str) -> go.Figure:
+    """Held-out answer NLL against honest bits per weight: lower-left is better."""
+    fig = go.Figure(pareto_traces(points))
     if fp_nll is not None:
         fig.add_hline(y=fp_nll, line_dash="dot", annotation_text="original (16-bit)")
     fig.update_layout(

@@ -22,6 +22,7 @@ import pandas as pd
 from _common import ROOT
 
 RESULTS = ROOT / "bench" / "results"
+COLOURS = {"ours": "#1f77b4", "auto-round": "#d62728", "hqq": "#2ca02c"}
 
 
 def points(quality: list[dict], peers: list[dict], task: str, bits: int) -> pd.DataFrame:
@@ -52,15 +53,15 @@ def points(quality: list[dict], peers: list[dict], task: str, bits: int) -> pd.D
 
 def figure(quality: list[dict], peers: list[dict], bits_list: list[int]):
     """One panel per (task, bits) with peer rows, log-scaled NLL."""
-    import plotly.graph_objects as go
     from plotly.subplots import make_subplots
+
+    from app.figures import pareto_traces
 
     panels = sorted({(r["task"], r["bits"]) for r in peers if "error" not in r})
     panels = [p for p in panels if p[1] in bits_list]
     cols = 2
     rows = math.ceil(len(panels) / cols)
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=[f"{t}, {b}-bit" for t, b in panels])
-    colours = {"ours": "#1f77b4", "auto-round": "#d62728", "hqq": "#2ca02c"}
     for i, (task, bits) in enumerate(panels):
         pts = points(quality, peers, task, bits)
         n = {r["heldout_examples"] for r in peers if (r["task"], r["bits"]) == (task, bits)}
@@ -74,29 +75,8 @@ def figure(quality: list[dict], peers: list[dict], bits_list: list[int]):
             None,
         )
         row, col = divmod(i, cols)
-        for by, part in pts.groupby("by", sort=False):
-            fig.add_trace(
-                go.Scatter(
-                    x=part["bpw"],
-                    y=part["nll"],
-                    mode="markers+text",
-                    text=part["name"],
-                    textposition="top center",
-                    textfont={"size": 9},
-                    marker={"color": colours.get(by, "#7f7f7f"), "size": 8},
-                    name=by,
-                    legendgroup=by,
-                    showlegend=i == 0,
-                    error_y={
-                        "type": "data",
-                        "symmetric": False,
-                        "array": part["high"] - part["nll"],
-                        "arrayminus": part["nll"] - part["low"],
-                    },
-                ),
-                row=row + 1,
-                col=col + 1,
-            )
+        for trace in pareto_traces(pts, COLOURS, legend=i == 0):
+            fig.add_trace(trace, row=row + 1, col=col + 1)
         if fp:
             fig.add_hline(y=fp["answer_nll"], line_dash="dot", row=row + 1, col=col + 1)
         fig.update_xaxes(title_text="honest bits per weight", row=row + 1, col=col + 1)
