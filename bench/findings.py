@@ -10,7 +10,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable
 
-from quality import paired_rows
+from quality import method_order, paired_rows, parse_method
 
 from tacq.gptq import GROUP_SIZES
 from tacq.runs import PLAIN_METHODS
@@ -21,6 +21,14 @@ BASELINES = [*PLAIN_METHODS, *GROUPED, *metrics_in("baseline")]  # what TaCQ mus
 # Short names: "TaCQ", "MSG", "SpQR-like", ... (the label up to its formula)
 LABEL = {"rtn": "RTN", "gptq": "GPTQ"} | {m: METRICS[m].label.split(" ")[0] for m in METRICS}
 LABEL |= {f"{m}_g{g}": f"{LABEL[m]} g{g}" for m in LABEL for g in GROUP_SIZES}
+
+
+def label(method: str) -> str:
+    """'TaCQ', 'GPTQ g128', 'TaCQ 0.20 %': a method's short name with its group and ratio."""
+    base, group, ratio = parse_method(method)
+    out = LABEL.get(base, base) + (f" g{group}" if group else "")
+    return out + (f" {100 * ratio:.2f} %" if ratio else "")
+
 
 Results = dict[str, dict]  # topic -> the parsed JSON of bench/results/<topic>.json
 
@@ -58,7 +66,7 @@ def quality_targets(res: Results) -> list[str]:
             r["method"]: r["answer_nll"]
             for r in rows
             if (r["task"], r["bits"], r.get("seed", 0)) == (t, 2, 0)
-            and r["method"] not in ("fp", "tacq")
+            and parse_method(r["method"])[0] not in ("fp", "tacq")
         }
         base = {m: v for m, v in every.items() if m in BASELINES}
         if base and tacq < min(base.values()):
@@ -90,12 +98,60 @@ def quality_targets(res: Results) -> list[str]:
     return out
 
 
+def matched_bits(res: Results) -> list[str]:
+    """Issue target: for every peer point, a TaCQ point at equal or lower honest BPW with a
+    lower held-out NLL, decided by the paired interval; per task and bit width."""
+    q, pe = res.get("quality"), res.get("peers")
+    if not q or not pe:
+        return []
+    out = []
+    peers = [r for r in pe["rows"] if "error" not in r and "nll_each" in r]
+    for bits in sorted({r["bits"] for r in peers}):
+        won, lost = [], []
+        for task in sorted({r["task"] for r in peers if r["bits"] == bits}):
+            n = next(r["heldout_examples"] for r in peers if (r["task"], r["bits"]) == (task, bits))
+            tacqs = [
+                r
+                for r in q["rows"]
+                if (r["task"], r["bits"], r.get("seed", 0)) == (task, bits, 0)
+                and parse_method(r["method"])[0] == "tacq"
+                and r.get("heldout_examples") == n
+                and "nll_each" in r
+            ]
+            misses = []
+            for p in [r for r in peers if (r["task"], r["bits"]) == (task, bits)]:
+                fit = [t for t in tacqs if t["bpw_honest"] <= p["bpw_honest"]]
+                best = min(fit, key=lambda t: t["answer_nll"]) if fit else None
+                if best is None or paired_rows(best, p).better != best["method"]:
+                    what = (
+                        "no TaCQ point"
+                        if best is None
+                        else f"{label(best['method'])} undecided or worse"
+                    )
+                    misses.append(f"{p['method']} ({what})")
+            (lost if misses else won).append(
+                f"{task}" + (f": {', '.join(misses)}" if misses else "")
+            )
+        total = len(won) + len(lost)
+        out.append(
+            f"- Matched bits, {bits}-bit: every peer point (AutoRound, HQQ) is beaten by a TaCQ "
+            f"point at equal or lower honest BPW, decided on the same held-out examples, on "
+            f"{len(won)} of {total} tasks ({', '.join(won) or '-'}; target 80 %)"
+            + (f"; not on {'; '.join(lost)}" if lost else "")
+            + "."
+        )
+    return out
+
+
 def paired_summary(rows: list[dict]) -> list[str]:
     """TaCQ against each method, example by example, over the tasks that kept per-example
     values: on how many the held-out set decides for TaCQ, against it, or not at all."""
     seed0 = [r for r in rows if r.get("seed", 0) == 0 and r["bits"] == 2 and "nll_each" in r]
     tasks = sorted({r["task"] for r in seed0 if r["method"] == "tacq"})
-    others = sorted({r["method"] for r in seed0} - {"fp", "tacq"}, key=list(LABEL).index)
+    others = sorted(
+        {r["method"] for r in seed0 if parse_method(r["method"])[0] not in ("fp", "tacq")},
+        key=method_order,
+    )
     out = []
     for m in others:
         won, lost, open_ = [], [], []
@@ -108,7 +164,7 @@ def paired_summary(rows: list[dict]) -> list[str]:
         if won or lost or open_:
             n = len(won) + len(lost) + len(open_)
             out.append(
-                f"- TaCQ vs {LABEL[m]}, 2-bit, paired on the same held-out examples (mean NLL "
+                f"- TaCQ vs {label(m)}, 2-bit, paired on the same held-out examples (mean NLL "
                 f"difference, 95 % bootstrap interval excluding 0 = decided): TaCQ better on "
                 f"{len(won)} of {n} tasks ({', '.join(won) or '-'}), worse on "
                 f"{len(lost)} ({', '.join(lost) or '-'}), undecided on {len(open_)} "
@@ -123,7 +179,7 @@ def _seed_summary(rows: list[dict], task: str, bits: int, methods: tuple[str, ..
         nll = _samples(rows, task, bits, m)
         if len(nll) >= 2:
             parts.append(
-                f"{LABEL[m]} {statistics.mean(nll):.2f} ± {statistics.stdev(nll):.2f} "
+                f"{label(m)} {statistics.mean(nll):.2f} ± {statistics.stdev(nll):.2f} "
                 f"({len(nll)} samples)"
             )
     return ", ".join(parts)
@@ -337,7 +393,7 @@ def large_models(res: Results) -> list[str]:
     ]
 
 
-MET: list[Callable[[Results], list[str]]] = [quality_targets, cross_task, speed]
+MET: list[Callable[[Results], list[str]]] = [quality_targets, matched_bits, cross_task, speed]
 OPEN: list[Callable[[Results], list[str]]] = [capitals, noise, three_bit, omp, large_models]
 
 
