@@ -83,7 +83,7 @@ def build() -> SimpleNamespace:
     pareto = gr.Plot(label="Answer NLL against bits per weight", elem_id="pareto-plot")
     gr.Markdown("### Export")
     with gr.Row():
-        which = gr.Dropdown([], label="Variant")
+        which = gr.Dropdown([], label="Variant", elem_id="export-variant")
         fmt = gr.Radio(
             [
                 ("packed TaCQ (small; tacq.load_quantized)", "packed"),

@@ -260,6 +260,8 @@ def test_whole_loop(page, small_task_file):
     assert title == "2 variant(s) on 2 held-out examples"
     shot(page, "07_evaluate")
 
+    page.locator("#export-variant input").click()  # ours: a peer's exports as fp16 only
+    page.get_by_role("option", name=name, exact=True).click()
     page.get_by_role("button", name="Export", exact=True).click()
     wrote = wait_text(page, "#export-status", r"Wrote", 300)
     mb = float(re.search(r"\(([\d.]+) MB;", wrote)[1])
