@@ -5,6 +5,7 @@ Screenshots of every screen go to tests/artifacts/ (git-ignored).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -85,8 +86,10 @@ def small_task_file(tmp_path):
     return path
 
 
+@functools.lru_cache(maxsize=1)
 def _small_study(task_file: Path):
-    """A Study of the page's 12-example upload (9 calibration examples), in this process."""
+    """A Study of the page's 12-example upload (9 calibration examples), in this process
+    (one for every comparison: loading and collecting once)."""
     from tacq.data import read_examples, task_from_examples
     from tacq.models import load_model
     from tacq.workflow import Study
