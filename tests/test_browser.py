@@ -233,7 +233,9 @@ def test_whole_loop(page, small_task_file):
     made = wait_text(page, "#quant-status", r"Made hqq-2bit-g64", 300)
     assert "with hqq 0.0.0+fake: BPW 2.500 with its scales and zeros" in made
     table = page.inner_text("#variants-table")
-    assert re.search(r"hqq-2bit-g64\s+2\s+64\s[\s\S]*?2\.5\s[\s\S]*?hqq 0\.0\.0\+fake", table), table
+    assert re.search(r"hqq-2bit-g64\s+2\s+64\s[\s\S]*?2\.5\s[\s\S]*?hqq 0\.0\.0\+fake", table), (
+        table
+    )
     shot(page, "05b_peer")
 
     page.get_by_role("tab", name="Chat").click()
