@@ -254,9 +254,9 @@ def causal_markdown(rows: list[dict], quality_rows: list[dict]) -> str:
     out = [
         "| task | damage | circuit: task NLL change | control task (NLL change) | random, "
         "same count per Linear | random anywhere | largest abs(W) | task hurt more than by "
-        "random / magnitude / on the control | seconds (target < 120) | heads, KV heads, "
-        "neurons ms (target < 1000) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "random / by magnitude | task change / control change | seconds (target < 120) | "
+        "heads, KV heads, neurons ms (target < 1000) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         t = {c["weights damaged"]: c for c in r["table"]}
@@ -265,8 +265,10 @@ def causal_markdown(rows: list[dict], quality_rows: list[dict]) -> str:
         anywhere, mag = t["random, anywhere"], t["largest |W| (magnitude)"]
         d = circ["task NLL change"]
         verdict = " / ".join(
-            "yes" if d > x else "no"
-            for x in (rand["task NLL change"], mag["task NLL change"], circ["control NLL change"])
+            "yes" if d > x else "no" for x in (rand["task NLL change"], mag["task NLL change"])
+        )
+        verdict += (
+            f" | {d / circ['control NLL change']:.2f}" if circ["control NLL change"] else " | -"
         )
         out.append(
             f"| {r['task']} | {r['damage']} | {d:+.3f} (EM {circ['task EM']:.2f}) | "
