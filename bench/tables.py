@@ -293,7 +293,8 @@ def causal_markdown(rows: list[dict], quality_rows: list[dict]) -> str:
             "|---|---|---|---|---|",
         ]
         for task in tasks:
-            for bits in sorted({q["bits"] for q in kept if q["task"] == task}):
+            with_random = {q["bits"] for q in kept if (q["task"], q["method"]) == (task, "random")}
+            for bits in sorted(with_random):
                 cell = {q["method"]: q for q in kept if (q["task"], q["bits"]) == (task, bits)}
                 vals = [
                     f"{cell[m]['answer_nll']:.3f}" if m in cell else "-"
