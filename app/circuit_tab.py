@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import gradio as gr
 
 from app import figures
-from app.common import HEAVY, gradio_progress, handles_errors, need
+from app.common import HEAVY, cancel_handler, gradio_progress, handles_errors, need
 from app.state import ModelRegistry, UserState
 from tacq.anatomy import top_neurons
 from tacq.causal import CausalConfig, causal_test
@@ -362,10 +362,7 @@ def wire(tab: SimpleNamespace, user_state: gr.State, registry: ModelRegistry) ->
         shown = res.table.round(4)
         return res.summary(), shown, figures.causal_bars(res.table, study.task.name, control)
 
-    @handles_errors
-    def on_causal_cancel(user: UserState):
-        user.jobs.cancel("causal")
-        return "Cancelling…"
+    on_causal_cancel = cancel_handler("causal")
 
     @handles_errors
     def on_stability(
@@ -378,10 +375,7 @@ def wire(tab: SimpleNamespace, user_state: gr.State, registry: ModelRegistry) ->
         fig = figures.stability_figure(res.matrix, res.layers, title)
         return res.summary(), fig, res.pairs().round(4), res.shared
 
-    @handles_errors
-    def on_stability_cancel(user: UserState):
-        user.jobs.cancel("stability")
-        return "Cancelling…"
+    on_stability_cancel = cancel_handler("stability")
 
     @handles_errors
     def on_compare(

@@ -71,6 +71,18 @@ def handles_errors(fn):
     return wrapper
 
 
+def cancel_handler(kind: str, message: str = "Cancelling…"):
+    """The handler of a Cancel button: stop this session's `kind` job (it stops at its next
+    progress step) and say so."""
+
+    @handles_errors
+    def on_cancel(user: UserState):  # noqa: F821 - the name is what _takes_user reads
+        user.jobs.cancel(kind)
+        return message
+
+    return on_cancel
+
+
 def gradio_progress(bar: gr.Progress, stop: threading.Event) -> Progress:
     """The library's progress hook drawing a gr.Progress bar; raises Cancelled once `stop`
     (the job's own token, UserState.jobs) is set."""

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import gradio as gr
 import pandas as pd
 
-from app.common import HEAVY, PARSE, gradio_progress, handles_errors, need
+from app.common import HEAVY, PARSE, cancel_handler, gradio_progress, handles_errors, need
 from app.state import ModelRegistry, UserState
 from tacq.data import (
     MAX_UPLOAD_BYTES,
@@ -160,10 +160,7 @@ def wire(tab: SimpleNamespace, user_state: gr.State, registry: ModelRegistry) ->
             f"{stats.seconds:.1f} s."
         )
 
-    @handles_errors
-    def on_cancel(user: UserState):
-        user.jobs.cancel("gradients")
-        return "Cancelling…"
+    on_cancel = cancel_handler("gradients")
 
     tab.bundled.change(on_bundled, tab.bundled, [tab.table, tab.style])
     # Parsing uploads and tables has its own small queue: never behind a running GPTQ, and

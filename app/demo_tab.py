@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import gradio as gr
 import pandas as pd
 
-from app.common import HEAVY, gradio_progress, handles_errors, variant_choices
+from app.common import HEAVY, cancel_handler, gradio_progress, handles_errors, variant_choices
 from app.quantize_tab import variants_frame
 from app.state import MAX_VARIANTS, ModelRegistry, UserState
 from tacq.data import DataConfig, list_tasks, load_task
@@ -112,10 +112,9 @@ def wire(
             variants_frame(user),
         )
 
-    @handles_errors
-    def on_cancel(user: UserState):
-        user.jobs.cancel("demo")
-        return "Cancelling… variants made so far are dropped; your session is unchanged."
+    on_cancel = cancel_handler(
+        "demo", "Cancelling… variants made so far are dropped; your session is unchanged."
+    )
 
     outs = [
         tab.status,

@@ -8,7 +8,7 @@ import gradio as gr
 import pandas as pd
 
 from app.circuit_tab import METRIC_CHOICES
-from app.common import HEAVY, gradio_progress, handles_errors, need, variant_choices
+from app.common import HEAVY, cancel_handler, gradio_progress, handles_errors, need, variant_choices
 from app.state import ModelRegistry, UserState
 from tacq.gptq import GROUP_SIZES
 from tacq.peer_run import make_peer_variant
@@ -159,10 +159,7 @@ def wire(
         )
         return msg, variants_frame(user), *choices(user)
 
-    @handles_errors
-    def on_cancel(user: UserState):
-        user.jobs.cancel("quantize")
-        return "Cancelling…"
+    on_cancel = cancel_handler("quantize")
 
     @handles_errors
     def on_delete(user: UserState, name: str):
