@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from tacq.data import DataConfig, Example, encode_all, encode_prompt, make_batches
+from tacq.answers import answer_line_ended, score_and_generate
+from tacq.data import Example, encode_prompt
 from tacq.errors import TacqError
 from tacq.models import input_device
 from tacq.progress import Progress, no_progress, scaled
@@ -56,33 +57,13 @@ def is_match(prediction: str, answer: str, style: str) -> bool:
 def answer_logprobs(
     model: nn.Module, tokenizer, examples: list[Example], style: str, cfg: EvalConfig
 ) -> tuple[list[float], list[Tensor]]:
-    """Per-example answer NLL and log-probs (n_answer_tokens, vocab) at the answer positions."""
-    enc = encode_all(tokenizer, examples, style, DataConfig(max_length=cfg.max_length))
-    pad = tokenizer.pad_token_id or 0
-    device = input_device(model)
-    nlls, logps = [], []
-    for batch in make_batches(enc, cfg.batch_size, pad, answer_only=True):
-        with torch.no_grad():
-            logits = model(
-                input_ids=batch.input_ids.to(device),
-                attention_mask=batch.attention_mask.to(device),
-                use_cache=False,
-            ).logits
-        lp = torch.log_softmax(logits[:, :-1].float(), -1).cpu()  # predicts tokens 1..T-1
-        for b in range(lp.shape[0]):
-            pos = batch.loss_mask[b, 1:].nonzero().squeeze(1)
-            if len(pos) == 0:
-                raise TacqError("An evaluation example has no answer tokens; give an answer.")
-            tok = batch.input_ids[b, 1:][pos]
-            rows = lp[b, pos]
-            nlls.append(float(-rows.gather(1, tok[:, None]).mean()))
-            logps.append(rows)
-    return nlls, logps
+    """Per-example answer NLL and log-probs (n_answer_tokens, vocab) at the answer positions.
 
-
-def answer_line_ended(text: str) -> bool:
-    """A completion-style answer is one line: it has ended once a line break follows text."""
-    return "\n" in text.lstrip()
+    The vocabulary projection runs only where an answer token is predicted (a prompt's
+    other positions would be most of the logits and none of the answer).
+    """
+    got = score_and_generate(model, tokenizer, examples, style, 0, cfg.batch_size, cfg.max_length)
+    return got.nlls, got.logprobs
 
 
 def answer_line(text: str) -> str:
@@ -164,18 +145,15 @@ def evaluate(
     progress = progress or no_progress
     if not examples:
         raise TacqError("No held-out examples to evaluate on.")
-    progress(0.1, f"{name}: answer NLL")
-    nlls, logps = answer_logprobs(model, tokenizer, examples, style, cfg)
+    progress(0.1, f"{name}: answer NLL and greedy answers")
+    new = cfg.max_new_tokens if style != "chat" else int(cfg.max_new_tokens * 2.4)
+    new = max(new, longest_answer(tokenizer, examples) + 2)  # a long answer is never cut short
+    got = score_and_generate(model, tokenizer, examples, style, new, cfg.batch_size, cfg.max_length)
+    nlls, logps, preds = got.nlls, got.logprobs, got.greedy
     kl = None
     if fp_logprobs is not None:
         total = sum(float((p.exp() * (p - q)).sum()) for p, q in zip(fp_logprobs, logps))
         kl = total / sum(len(p) for p in fp_logprobs)
-    progress(0.5, f"{name}: greedy answers")
-    new = cfg.max_new_tokens if style != "chat" else int(cfg.max_new_tokens * 2.4)
-    new = max(new, longest_answer(tokenizer, examples) + 2)  # a long answer is never cut short
-    preds = generate_batch(
-        model, tokenizer, [e.prompt for e in examples], style, new, cfg.batch_size
-    )
     rows = [
         {
             "prompt": e.prompt,
