@@ -49,6 +49,12 @@ def main(argv: list[str] | None = None) -> int:
         "--models-root",
         help="only folders under this one may be loaded from the Model screen",
     )
+    p.add_argument(
+        "--eager-decoding",
+        action="store_true",
+        help="chat without the compiled one-token kernel of packed variants (no warm-up "
+        "compile; about 3x slower tokens)",
+    )
     args = p.parse_args(argv)
 
     from pathlib import Path
@@ -72,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             allowed_hosts=args.allow_host,
             auth=auth,
             models_root=Path(args.models_root) if args.models_root else None,
+            compiled_decoding=not args.eager_decoding,
         )
     except TacqError as e:
         print(f"error: {e}", file=sys.stderr)

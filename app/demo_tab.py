@@ -9,10 +9,11 @@ import pandas as pd
 
 from app.common import HEAVY, cancel_handler, gradio_progress, handles_errors, variant_choices
 from app.quantize_tab import variants_frame
-from app.state import MAX_VARIANTS, ModelRegistry, UserState
+from app.state import ModelRegistry, UserState
 from tacq.data import DataConfig, list_tasks, load_task
-from tacq.demo import SUGGESTED_PROMPT, plan_demo, run_demo
-from tacq.errors import TacqError
+from tacq.demo import SUGGESTED_PROMPT, demo_specs, plan_demo, run_demo
+from tacq.memory import packed_estimate
+from tacq.select import DEFAULT_RATIO
 from tacq.tables import RESULT_COLUMNS, results_table
 from tacq.workflow import Study
 
@@ -71,13 +72,13 @@ def wire(
 
     @handles_errors
     def on_run(user: UserState, task_name: str, quick: bool, progress=gr.Progress()):
-        new = 2 if quick else 3
-        if len(user.variants) + new > MAX_VARIANTS:
-            raise TacqError(
-                f"The demo makes {new} variants and you hold {len(user.variants)} "
-                f"(at most {MAX_VARIANTS}); delete some on the Quantize tab first."
-            )
         lm = registry.get(user.model_key)
+        specs = demo_specs(quick)
+        need_bytes = sum(
+            packed_estimate(lm.model, bits, DEFAULT_RATIO if kind == "tacq" else 0.0, None)
+            for bits, kind in specs
+        )
+        user.check_room(lm, need_bytes, f"the demo's {len(specs)} variants")
         study = Study(lm, load_task(task_name), DataConfig(max_examples=8 if quick else 32))
         demo = plan_demo(study, quick=quick)
         stop = user.jobs.start("demo")

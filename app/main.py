@@ -119,6 +119,7 @@ def launch(
     allowed_hosts: list[str] | None = None,
     auth: list[tuple[str, str]] | None = None,
     models_root: Path | None = None,
+    compiled_decoding: bool = True,
 ) -> None:
     """Load the model first (so the page opens ready), then serve locally; no share link.
 
@@ -126,6 +127,8 @@ def launch(
     answered (app/guard.py). Binding beyond loopback needs `allowed_hosts` (the names
     clients use to reach it) and `auth` (user, password) pairs: anyone who can reach the
     port could otherwise run jobs and read every browser's workspace.
+    compiled_decoding: packed variants decode one token at a time through a compiled
+    kernel (tacq.packed); each new variant warms it up in the background.
     """
     from starlette.middleware import Middleware
 
@@ -133,8 +136,10 @@ def launch(
     from app.workspace import start_sweeper
     from tacq.cache import tacq_home
     from tacq.errors import TacqError
+    from tacq.packed import use_compiled_decoding
     from tacq.progress import tqdm_progress
 
+    use_compiled_decoding(compiled_decoding)
     if is_loopback(host):
         names = list(LOOPBACK_HOSTS) + list(allowed_hosts or [])
     elif not allowed_hosts or not auth:

@@ -11,6 +11,7 @@ from app.circuit_tab import METRIC_CHOICES
 from app.common import HEAVY, cancel_handler, gradio_progress, handles_errors, need, variant_choices
 from app.state import ModelRegistry, UserState
 from tacq.gptq import GROUP_SIZES
+from tacq.memory import dense_linear_bytes, packed_estimate
 from tacq.peer_run import make_peer_variant
 from tacq.peers import INSTALL, PEER_POINTS, PEERS, package_version
 from tacq.saliency import METRICS
@@ -118,9 +119,11 @@ def wire(
         progress=gr.Progress(),
     ):
         study = need(user.study, "Choose examples (and collect gradients) first.")
-        user.check_room(study.lm)
-        stop = user.jobs.start("quantize")
         sel = Selection(metric, int(bits), pct / 100 if circuit else 0.0, int(group) or None)
+        user.check_room(
+            study.lm, packed_estimate(study.lm.model, sel.bits, sel.ratio, sel.group_size)
+        )
+        stop = user.jobs.start("quantize")
         if sel.ratio > 0 and METRICS[metric].needs_grads and study.stats is None:
             study.collect(gradio_progress(progress, stop))
         v = study.quantize(sel, method, gradio_progress(progress, stop))
@@ -128,7 +131,8 @@ def wire(
         msg = (
             f"Made **{v.name}**: BPW {v.size.bpw_paper:.4f} (paper formula), "
             f"{v.size.bpw_honest:.3f} with its scales and indices, "
-            f"{v.size.total_bytes / 2**20:.1f} MB packed, in {v.result.seconds:.0f} s."
+            f"{v.size.total_bytes / 2**20:.1f} MB packed, "
+            f"{v.resident_bytes / 2**20:.1f} MB in memory, in {v.result.seconds:.0f} s."
         )
         return msg, variants_frame(user), *choices(user)
 
@@ -137,7 +141,7 @@ def wire(
         study = need(user.study, "Choose examples first: AutoRound calibrates on them.")
         need(choice, f"No peer quantizer is installed here: {INSTALL}")
         peer, bits, group = choice.split(":")
-        user.check_room(study.lm)
+        user.check_room(study.lm, dense_linear_bytes(study.lm.model), f"a {peer} variant")
         stop = user.jobs.start("quantize")
         texts = [e.prompt + e.answer for e in study.calib_examples]
         v = make_peer_variant(

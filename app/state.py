@@ -21,15 +21,16 @@ from pathlib import Path
 
 from tacq.data import SPLITS, Example, TaskSet
 from tacq.errors import TacqError
-from tacq.memory import check_room_for_copy, model_bytes
+from tacq.memory import check_room, model_bytes
 from tacq.models import DEFAULT_MODEL, LoadedModel, check_model_path, load_model
+from tacq.packed import warm_up
 from tacq.progress import Progress
-from tacq.variant import Variant, load_variant
+from tacq.variant import Variant, load_variant, saved_base_model
 from tacq.workflow import Study
 
 log = logging.getLogger(__name__)
 
-MAX_VARIANTS = 4  # per user; each is a full model copy
+VARIANT_BUDGET_FACTOR = 2.0  # a user's variants may hold twice the original model's bytes
 _UID = re.compile(r"[0-9a-f]{32}")  # a user's folder name; also the old unsigned browser id
 SIGNED_MARK = ".signed"  # in a user folder made for a signed id
 _TOKEN = re.compile(r"([0-9a-f]{32})\.([0-9a-f]{64})")  # what the browser keeps: uid.hmac
@@ -156,6 +157,7 @@ class UserState:
     def add_variant(self, v: Variant, lm: LoadedModel | None = None) -> None:
         """Keep a variant; with `lm`, also save it packed so a restart finds it again."""
         self.variants[v.name] = v
+        threading.Thread(target=warm_up, args=(v.model,), daemon=True).start()
         if lm is not None:
             from tacq.export import save_packed
 
@@ -177,29 +179,39 @@ class UserState:
         for folder in sorted(root.iterdir()) if root.is_dir() else []:
             if not folder.is_dir() or folder.name.startswith("."):
                 continue
-            if len(self.variants) >= MAX_VARIANTS:
-                break
             try:
-                v = load_variant(folder)
+                if saved_base_model(folder) != lm.fingerprint:
+                    continue  # made from another model
+                v = load_variant(folder, lm.model)
             except (TacqError, OSError, ValueError, KeyError) as e:
                 log.warning("Skipping saved variant %s: %s", folder, e)
                 continue
-            if v.spec.base_model != lm.fingerprint:
-                continue  # made from another model
+            if self.held_bytes() + v.resident_bytes > variant_budget(lm):
+                log.warning("Not restoring %s: over the memory budget for variants", folder)
+                break
             self.variants[v.name] = v
+            threading.Thread(target=warm_up, args=(v.model,), daemon=True).start()
             names.append(v.name)
         return names
 
     def _variant_dir(self, name: str) -> Path:
         return self.folder / "variants" / safe_name(name)
 
-    def check_room(self, lm: LoadedModel) -> None:
-        if len(self.variants) >= MAX_VARIANTS:
+    def held_bytes(self) -> int:
+        """Memory this user's variants hold beyond the shared original model."""
+        return sum(v.resident_bytes for v in self.variants.values())
+
+    def check_room(self, lm: LoadedModel, need: int, what: str = "this variant") -> None:
+        """Raise TacqError unless `need` more bytes fit this user's budget for variants and
+        the machine's free memory."""
+        held, budget = self.held_bytes(), variant_budget(lm)
+        if held + need > budget:
             raise TacqError(
-                f"You already hold {MAX_VARIANTS} variants; delete one before making another."
+                f"Your variants hold {held / 2**20:,.0f} MB of the {budget / 2**20:,.0f} MB "
+                f"memory budget for variants and {what} needs about {need / 2**20:,.0f} MB "
+                "more; delete a variant first."
             )
-        in_use = sum(model_bytes(v.model) for v in self.variants.values())
-        check_room_for_copy(lm.model, "another quantized variant", in_use)
+        check_room(need, what, held)
 
     # ------------------------------------------------------------ persistence
     def save_examples(self) -> None:
@@ -231,6 +243,17 @@ class UserState:
             return TaskSet(name, part["calib"], part["heldout"], style, name, dev=part["dev"])
         except (OSError, ValueError, KeyError, TypeError):
             return None  # a damaged save is ignored, never fatal
+
+
+def variant_budget(lm: LoadedModel) -> int:
+    """Bytes one user's variants may hold: TACQ_VARIANT_BUDGET_MB, else twice the model."""
+    setting = os.environ.get("TACQ_VARIANT_BUDGET_MB")
+    if setting:
+        try:
+            return int(float(setting) * 2**20)
+        except ValueError as e:
+            raise TacqError(f"TACQ_VARIANT_BUDGET_MB must be a number (got {setting!r}).") from e
+    return int(VARIANT_BUDGET_FACTOR * model_bytes(lm.model))
 
 
 def safe_name(name: str, limit: int = 80) -> str:

@@ -57,12 +57,17 @@ class DemoRun:
         return sum(s.expected_s for s in self.stages)
 
 
+def demo_specs(quick: bool) -> list[tuple[int, str]]:
+    """(bits, 'tacq' | 'gptq') of the variants the demo makes, in order."""
+    return [(2, "tacq"), (2, "gptq")] if quick else [(3, "tacq"), (2, "tacq"), (2, "gptq")]
+
+
 def plan_demo(study: Study, quick: bool = False) -> DemoRun:
     """The stages: quick skips the 3-bit variant (for tests and slow machines)."""
     demo = DemoRun([])
     n = len(study.calib_examples)
     demo.stages.append(Stage("collect gradients", 2 + 0.2 * n, study.collect))
-    specs = [(2, "tacq"), (2, "gptq")] if quick else [(3, "tacq"), (2, "tacq"), (2, "gptq")]
+    specs = demo_specs(quick)
     for bits, kind in specs:
         if kind == "tacq":
 

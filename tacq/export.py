@@ -24,6 +24,7 @@ from torch import Tensor
 
 from tacq.errors import TacqError
 from tacq.gptq import LayerQuant, check_group_size, n_groups
+from tacq.packed import dense_copy, packed_model
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -179,7 +180,8 @@ def _unquantized_state(model, quant_names: set[str]) -> dict[str, Tensor]:
     """Every tensor that stays in 16 bits, tied copies once (fp16)."""
     seen, out = set(), {}
     for name, p in model.state_dict(keep_vars=True).items():
-        if name.removesuffix(".weight") in quant_names or id(p) in seen:
+        module, _, leaf = name.rpartition(".")
+        if (module in quant_names and leaf != "bias") or id(p) in seen:
             continue
         seen.add(id(p))
         out[name] = p.detach().to(torch.float16).cpu().contiguous()
@@ -223,10 +225,9 @@ def save_packed(out: str | Path, lm, variant) -> Path:
 
 def save_dequantized(out: str | Path, lm, variant) -> Path:
     """A plain fp16 HF folder any tool loads (it carries the quantization error, not the size win)."""
-    import copy
 
     def write(tmp: Path) -> None:
-        model = copy.deepcopy(variant.model).to(torch.float16)
+        model = dense_copy(variant.model).to(torch.float16)
         model.save_pretrained(str(tmp), safe_serialization=True)
         lm.tokenizer.save_pretrained(str(tmp))
         (tmp / "README.md").write_text(
@@ -244,18 +245,17 @@ def folder_bytes(folder: str | Path) -> int:
 
 
 def load_quantized(folder: str | Path, device: str | None = None):
-    """Load a packed TaCQ folder into a transformers model (dequantized at load).
+    """Load a packed TaCQ folder into a transformers model whose quantized Linears stay
+    packed (tacq.packed.PackedLinear): it holds the checkpoint's packed size in memory.
 
     Returns the model; its dequantized weights are bit-identical to the in-memory variant's.
     """
     return read_packed(folder, device)[0]
 
 
-def read_packed(folder: str | Path, device: str | None = None):
-    """-> (model, {name: LayerQuant}, quantization_config): everything a Variant needs."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    from tacq.models import check_model_dir, pick_device, quantizable_linears
+def _read_folder(folder: str | Path) -> tuple[dict, dict, dict[str, Tensor]]:
+    """-> (config, quantization_config, every tensor of the file), checked to be ours."""
+    from tacq.models import check_model_dir
 
     folder = Path(folder)
     config = check_model_dir(folder)
@@ -268,40 +268,79 @@ def read_packed(folder: str | Path, device: str | None = None):
             t = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # safetensors raises several error types for a damaged file
         raise TacqError(f"{path} is damaged or truncated: {e}") from e
-    cfg_dict = {k: v for k, v in config.items() if k != "quantization_config"}
-    hf_config = AutoConfig.for_model(**cfg_dict)
-    model = AutoModelForCausalLM.from_config(hf_config, dtype=torch.float32)
+    return config, qc, t
+
+
+def _read_layers(qc: dict, t: dict[str, Tensor], model) -> dict[str, LayerQuant]:
+    """Every quantized Linear of `model` from the file's tensors, shapes checked."""
+    from tacq.models import quantizable_linears
+
     linears = quantizable_linears(model)
     layers = qc["layers"]
     if set(layers) != set(linears):
         raise TacqError("The checkpoint's layer list does not match its config.")
-    state, quant = {}, {}
+    quant = {}
     for name, lin in linears.items():
         out_f, in_f, bits = layers[name]
         if (out_f, in_f) != tuple(lin.weight.shape):
             raise TacqError(f"{name}: stored shape {(out_f, in_f)} does not match the config.")
         group = qc.get("group_size")  # absent in format 1: per channel
         quant[name] = layer_from_tensors(name, t, (out_f, in_f), int(bits), group)
-        state[f"{name}.weight"] = quant[name].dequantize()
+    return quant
+
+
+def _check_tensor(name: str, x: Tensor, like: Tensor) -> None:
+    if x.dtype != torch.float16 or tuple(x.shape) != tuple(like.shape):
+        raise TacqError(f"Tensor {name} has the wrong dtype or shape.")
+
+
+def read_packed(folder: str | Path, device: str | None = None):
+    """-> (model with PackedLinear modules, quantization_config), built from the file alone."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from tacq.models import pick_device
+
+    config, qc, t = _read_folder(folder)
+    cfg_dict = {k: v for k, v in config.items() if k != "quantization_config"}
+    hf_config = AutoConfig.for_model(**cfg_dict)
+    model = AutoModelForCausalLM.from_config(hf_config, dtype=torch.float32)
+    quant = _read_layers(qc, t, model)
+    state = {}
     for name, p in model.state_dict().items():
-        if name in state:
+        if name.removesuffix(".weight") in quant:
             continue
         if name in t:
-            x = t[name]
-            if x.dtype != torch.float16 or tuple(x.shape) != tuple(p.shape):
-                raise TacqError(f"Tensor {name} has the wrong dtype or shape.")
-            state[name] = x.float()
+            _check_tensor(name, t[name], p)
+            state[name] = t[name].float()
     missing = model.load_state_dict(state, strict=False).missing_keys
     model.tie_weights()
+    params = dict(model.named_parameters(remove_duplicate=False))
     missing = [
         m
         for m in missing
-        if m not in dict(model.named_parameters(remove_duplicate=False)) or not _is_tied(model, m)
+        if m.removesuffix(".weight") not in quant and (m not in params or not _is_tied(model, m))
     ]
     if missing:
         raise TacqError(f"The checkpoint lacks {len(missing)} tensor(s), e.g. {missing[0]}.")
     model.requires_grad_(False)
-    return model.to(pick_device(device)).eval(), quant, qc
+    model = packed_model(model, quant)  # the dense Linears are dropped here
+    return model.to(pick_device(device)).eval(), qc
+
+
+def read_packed_onto(folder: str | Path, base) -> tuple:
+    """-> (variant model, quantization_config): the file's packed Linears on `base`, the
+    model it was made from, whose other tensors the variant shares (as a freshly made
+    variant does). Each stored unquantized tensor must be base's own rounded to fp16."""
+    _, qc, t = _read_folder(folder)
+    quant = _read_layers(qc, t, base)
+    for name, p in base.state_dict().items():
+        module, _, leaf = name.rpartition(".")
+        if name not in t or (module in quant and leaf != "bias"):
+            continue
+        _check_tensor(name, t[name], p)
+        if not torch.equal(t[name], p.detach().to(torch.float16).cpu()):
+            raise TacqError(f"{folder} was made from another model ({name} differs).")
+    return packed_model(base, quant).eval(), qc
 
 
 def _is_tied(model, name: str) -> bool:

@@ -37,13 +37,59 @@ def model_bytes(model: nn.Module) -> int:
     return sum(p.numel() * p.element_size() for p in model.parameters())
 
 
-def check_room_for_copy(model: nn.Module, what: str, in_use: int = 0) -> None:
-    """Raise TacqError when another copy of `model` would not fit in free memory.
+def storages(model: nn.Module) -> dict[tuple[str, int], int]:
+    """(device, address) -> bytes of every distinct storage behind the model's parameters
+    and buffers (tied or shared tensors once)."""
+    out = {}
+    for t in [*model.parameters(), *model.buffers()]:
+        st = t.untyped_storage()
+        out[(str(t.device), st.data_ptr())] = st.nbytes()
+    return out
 
-    in_use: bytes already held by earlier copies, counted against a budget setting.
-    """
+
+def resident_bytes(model: nn.Module, base: nn.Module | None = None) -> int:
+    """Bytes of the storages `model` holds that `base` does not: what a variant adds to
+    memory (its packed codes, scales and kept weights; what it shares with base is free)."""
+    shared = storages(base) if base is not None else {}
+    return sum(n for key, n in storages(model).items() if key not in shared)
+
+
+def packed_estimate(model: nn.Module, bits: int, ratio: float, group_size: int | None) -> int:
+    """What a packed variant of `model` will hold in memory: codes, fp16 scale + uint8 zero
+    per row or group, and each kept weight's fp16 value and int32 index."""
+    from tacq.models import quantizable_linears
+
+    total = 0
+    for lin in quantizable_linears(model).values():
+        out_f, in_f = lin.weight.shape
+        groups = 1 if group_size is None else -(-in_f // group_size)
+        total += out_f * (-(-in_f // 8) * bits + 3 * groups) + int(6 * ratio * out_f * in_f)
+    return total
+
+
+def dense_linear_bytes(model: nn.Module) -> int:
+    """Bytes of the quantizable Linears' weights as the model holds them (a peer's variant
+    keeps dense copies of these)."""
+    from tacq.models import quantizable_linears
+
+    return sum(
+        m.weight.numel() * m.weight.element_size() for m in quantizable_linears(model).values()
+    )
+
+
+def rss_bytes() -> int | None:
+    """This process's resident set size (Linux /proc), else None."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def check_room(nbytes: int, what: str, in_use: int = 0) -> None:
+    """Raise TacqError when `nbytes` more (plus working space) would not fit in free memory."""
     free = available_bytes()
-    need = int(model_bytes(model) * HEADROOM)
+    need = int(nbytes * HEADROOM)
     if os.environ.get("TACQ_MEMORY_BUDGET_MB") and free is not None:
         free -= in_use
     if free is not None and need > free:

@@ -22,6 +22,7 @@ from safetensors.torch import load_file
 
 from tacq.errors import TacqError
 from tacq.gptq import GPTQConfig
+from tacq.memory import resident_bytes
 from tacq.models import LoadedModel, quantizable_linears, unquantized_params
 from tacq.peers import CALIBRATED, check_peer, dequantized_model, peer_format
 from tacq.progress import Progress, no_progress
@@ -146,4 +147,5 @@ def make_peer_variant(
     )
     # no codes of ours: the peer's live in its own format (layers stay empty)
     result = QuantResult({}, GPTQConfig(bits=bits, group_size=group), meta["seconds"])
-    return Variant(spec.name, model, result, size, spec, peer=meta)
+    owned = resident_bytes(model, lm.model)
+    return Variant(spec.name, model, result, size, spec, peer=meta, resident_bytes=owned)

@@ -183,8 +183,11 @@ def check_peer(peer: str, bits: int, group: int) -> None:
 
 
 def dequantized_model(model: nn.Module, weights: dict[str, torch.Tensor]) -> nn.Module:
-    """A copy of the original model with the peer's dequantized weights in its Linears."""
-    out = copy.deepcopy(model)
+    """The original model with the peer's dequantized weights in its Linears (own dense
+    copies); every other tensor is the original's, shared, as our packed variants share it."""
+    own = {id(mods.weight) for n, mods in model.named_modules() if n in weights}
+    memo = {id(t): t for t in [*model.parameters(), *model.buffers()] if id(t) not in own}
+    out = copy.deepcopy(model, memo)
     mods = dict(out.named_modules())
     for name, w in weights.items():
         lin = mods[name]

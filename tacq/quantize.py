@@ -5,7 +5,6 @@ block's quantized outputs to the next block, as GPTQ's llama_sequential does.
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from dataclasses import dataclass, field
@@ -339,31 +338,3 @@ def _to_cpu(lq: LayerQuant) -> LayerQuant:
         None if lq.hinv_diag is None else lq.hinv_diag.cpu(),
         lq.group_size,
     )
-
-
-def apply_quantized_(model: nn.Module, result: QuantResult) -> nn.Module:
-    """Write the dequantized weights of `result` into `model` (in place)."""
-    linears = quantizable_linears(model)
-    missing = set(result.layers) - set(linears)
-    if missing:
-        raise TacqError(
-            f"The quantized result does not fit this model ({len(missing)} unknown layers)."
-        )
-    with torch.no_grad():
-        for name, lq in result.layers.items():
-            w = linears[name].weight
-            w.copy_(lq.dequantize().to(w.device, w.dtype))
-    return model
-
-
-def quantized_copy(model: nn.Module, result: QuantResult) -> nn.Module:
-    """A deep copy of `model` carrying the quantized weights; the original is untouched.
-
-    Tensors that are not quantized (embeddings, norms, lm_head) are rounded through fp16,
-    the precision a packed export stores, so an exported and reloaded variant is identical.
-    """
-    out = copy.deepcopy(model)
-    with torch.no_grad():
-        for p in out.parameters():
-            p.copy_(p.half().to(p.dtype))
-    return apply_quantized_(out, result)

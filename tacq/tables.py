@@ -32,6 +32,7 @@ VARIANT_COLUMNS = [
     "BPW (paper)",
     "BPW (honest)",
     "size MB",
+    "in memory MB",
     "seconds",
     "made by",
 ]
@@ -80,7 +81,8 @@ def what_broke(results: Sequence[EvalResult]) -> pd.DataFrame:
 
 
 def variants_table(variants: Sequence[Variant]) -> pd.DataFrame:
-    """One row per variant: bits, kept share, paper BPW, packed size, time to make."""
+    """One row per variant: bits, kept share, paper BPW, packed size on disk, what it holds
+    in memory beyond the shared original, time to make."""
     rows = [
         {
             "variant": v.name,
@@ -90,6 +92,7 @@ def variants_table(variants: Sequence[Variant]) -> pd.DataFrame:
             "BPW (paper)": round(v.size.bpw_paper, 4),
             "BPW (honest)": round(v.size.bpw_honest, 3),
             "size MB": round(v.size.total_bytes / 2**20, 1),
+            "in memory MB": round(v.resident_bytes / 2**20, 1),
             "seconds": round(v.result.seconds, 1),
             "made by": v.peer["package"] if v.peer else "TaCQ Studio",
         }

@@ -12,8 +12,10 @@ from pathlib import Path
 from torch import nn
 
 from tacq.gptq import GPTQConfig
+from tacq.memory import resident_bytes
 from tacq.models import quantizable_linears, unquantized_params
-from tacq.quantize import QuantResult, quantized_copy
+from tacq.packed import PackedLayers, packed_model, packed_modules
+from tacq.quantize import QuantResult
 from tacq.select import SizeReport, size_report
 
 
@@ -59,20 +61,35 @@ class Variant:
     size: SizeReport
     spec: VariantSpec
     peer: dict | None = None  # a peer's variant: its package, settings, format (no codes here)
+    resident_bytes: int = 0  # memory it holds beyond the model it shares tensors with
 
 
-def load_variant(folder: Path) -> Variant:
-    """A Variant back from a packed checkpoint (what the app keeps across restarts)."""
-    from tacq.export import read_packed
+def saved_base_model(folder: Path) -> str | None:
+    """The fingerprint of the model a packed checkpoint was made from (its config says)."""
+    import json
 
-    model, layers, qc = read_packed(folder)
+    config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    return (config.get("quantization_config") or {}).get("base_model")
+
+
+def load_variant(folder: Path, base: nn.Module | None = None) -> Variant:
+    """A Variant back from a packed checkpoint (what the app keeps across restarts).
+
+    Given `base`, the model it was made from, the variant shares base's unquantized
+    tensors, exactly as when it was made; without, it is built from the file alone.
+    """
+    from tacq.export import read_packed, read_packed_onto
+
+    model, qc = read_packed(folder) if base is None else read_packed_onto(folder, base)
     spec = VariantSpec.from_config(qc)
-    shapes = [tuple(lq.codes.shape) for lq in layers.values()]
-    kept = [int(lq.keep_mask.sum()) for lq in layers.values()]
+    modules = packed_modules(model)
+    shapes = [(m.out_features, m.in_features) for m in modules.values()]
+    kept = [len(m.kept_index) for m in modules.values()]
     size = size_report(shapes, kept, spec.bits, unquantized_params(model), spec.group_size)
     cfg = GPTQConfig(bits=spec.bits, method=spec.method, group_size=spec.group_size)
     name = qc.get("variant_name") or folder.name
-    return Variant(name, model, QuantResult(layers, cfg), size, spec)
+    layers = QuantResult(PackedLayers(modules), cfg)
+    return Variant(name, model, layers, size, spec, resident_bytes=resident_bytes(model, base))
 
 
 def build_variant(
@@ -82,4 +99,12 @@ def build_variant(
     other = unquantized_params(model)
     shapes = [tuple(m.weight.shape) for m in quantizable_linears(model).values()]
     size = size_report(shapes, kept, spec.bits, other, spec.group_size)
-    return Variant(spec.name, quantized_copy(model, result), result, size, spec)
+    packed = packed_model(model, result.layers)
+    owned = resident_bytes(packed, model)
+    return Variant(spec.name, packed, _packed_result(packed, result), size, spec, None, owned)
+
+
+def _packed_result(packed: nn.Module, result: QuantResult) -> QuantResult:
+    """The same result read from the packed modules (no unpacked codes held)."""
+    layers = PackedLayers(packed_modules(packed))
+    return QuantResult(layers, result.cfg, result.seconds, dict(result.layer_seconds))

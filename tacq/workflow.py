@@ -19,7 +19,7 @@ from tacq.data import Batch, DataConfig, TaskSet
 from tacq.explain import ModuleExplanation, explain_module, row_col_saliency
 from tacq.gptq import GPTQConfig
 from tacq.gradients import GradientConfig, GradStats, collect_cached, grads_key
-from tacq.memory import check_room_for_copy
+from tacq.memory import check_room, packed_estimate
 from tacq.models import LoadedModel, quantizable_linears, unquantized_params
 from tacq.progress import Progress, scaled
 from tacq.quantize import quantize_model
@@ -126,12 +126,13 @@ class Study:
     def quantize(
         self, sel: Selection, method: str = "gptq", progress: Progress | None = None
     ) -> Variant:
-        """A quantized copy: masked GPTQ keeping the top sel.ratio weights under sel.metric.
+        """A packed variant: masked GPTQ keeping the top sel.ratio weights under sel.metric.
 
         ratio 0 gives plain GPTQ (or RTN) and reuses the cached reference quantization.
         """
         cfg = GPTQConfig(bits=sel.bits, method=method, group_size=sel.group_size)
-        check_room_for_copy(self.lm.model, "a quantized copy of the model")
+        estimate = packed_estimate(self.lm.model, sel.bits, sel.ratio, sel.group_size)
+        check_room(estimate, "a packed quantized variant")
         if sel.ratio == 0:
             result = self.references.get(sel.bits, method, progress, sel.group_size)
             kept = [0] * len(result.layers)

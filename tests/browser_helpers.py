@@ -41,7 +41,14 @@ def start_app(home: Path, extra_env: dict | None = None, args: list[str] | None 
     env = audit_env(home / "audit", {**os.environ, "TACQ_HOME": str(home), **(extra_env or {})})
     log = open(home / "app.log", "w")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "launch.py"), "--port", str(port), *(args or [])],
+        [
+            sys.executable,
+            str(ROOT / "launch.py"),
+            "--port",
+            str(port),
+            "--eager-decoding",
+            *(args or []),
+        ],  # fmt: skip
         cwd=ROOT,
         env=env,
         stdout=log,

@@ -19,7 +19,7 @@ os.environ.setdefault(
 
 
 # Set by pytest itself, or by torch the first time a code path imports inductor.
-NOT_OURS = ("PYTEST_CURRENT_TEST", "TORCHINDUCTOR_", "TRITON_")
+NOT_OURS = ("PYTEST_CURRENT_TEST", "TORCHINDUCTOR_", "_TORCHINDUCTOR_", "TRITON_")
 
 
 @pytest.fixture(autouse=True)

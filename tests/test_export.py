@@ -22,6 +22,7 @@ from tacq.export import (
 )
 from tacq.select import Selection
 from tacq.workflow import Study
+from tests.tiny import fp16_exact
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4])
@@ -42,6 +43,8 @@ def test_pack_extremes():
 
 @pytest.fixture
 def packed_variant(tiny_lm, tiny_task, tmp_path):
+    """A 3-bit variant and its export, of a model whose tensors are fp16-exact."""
+    fp16_exact(tiny_lm.model)
     study = Study(tiny_lm, tiny_task)
     study.collect()
     variant = study.quantize(Selection("tacq", bits=3, ratio=0.02))
@@ -137,3 +140,18 @@ def test_not_a_tacq_folder(tmp_path):
     (tmp_path / WEIGHTS_FILE).write_bytes(b"")
     with pytest.raises(TacqError):
         load_quantized(tmp_path)
+
+
+def test_reload_onto_its_base_shares_it_and_refuses_another(packed_variant, tiny_lm):
+    from tacq.packed import packed_modules
+    from tacq.variant import load_variant
+    from tests.tiny import make_tiny_llama
+
+    _, variant, folder = packed_variant
+    back = load_variant(folder, tiny_lm.model)
+    assert back.model.model.embed_tokens.weight is tiny_lm.model.model.embed_tokens.weight
+    assert len(packed_modules(back.model)) == len(variant.result.layers)
+    ids = torch.randint(3, 99, (2, 16), generator=torch.Generator().manual_seed(1))
+    assert torch.equal(_logits(back.model, ids), _logits(variant.model, ids))
+    with pytest.raises(TacqError, match="another model"):
+        load_variant(folder, make_tiny_llama(seed=5))

@@ -62,7 +62,7 @@ def test_spec_round_trips_through_a_new_export(tmp_path, tiny_lm):
 
     v = load_variant(FIXTURE)
     save_packed(tmp_path / "again", tiny_lm, v)
-    _, _, qc = read_packed(tmp_path / "again")
+    _, qc = read_packed(tmp_path / "again")
     assert VariantSpec.from_config(qc) == v.spec
     assert "task_hash" not in qc and qc["examples"] == v.spec.examples
     assert torch.equal(_logits(load_variant(tmp_path / "again").model), _logits(v.model))

@@ -101,7 +101,9 @@ def test_group_export_round_trips_and_counts_its_scales(tmp_path, tiny_lm, tiny_
     from tacq.select import Selection
     from tacq.variant import load_variant
     from tacq.workflow import Study
+    from tests.tiny import fp16_exact
 
+    fp16_exact(tiny_lm.model)
     study = Study(tiny_lm, tiny_task)
     study.collect()
     v = study.quantize(Selection("tacq", 2, 0.01, group_size=32))

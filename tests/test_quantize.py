@@ -7,7 +7,8 @@ import torch
 from tacq.data import Encoded, make_batches
 from tacq.gptq import GPTQConfig
 from tacq.models import quantizable_linears
-from tacq.quantize import apply_quantized_, quantize_model, quantized_copy
+from tacq.packed import packed_model
+from tacq.quantize import quantize_model
 
 
 def _batches(seed=0):
@@ -67,19 +68,9 @@ def test_gptq_beats_rtn_on_model_output(tiny_llama):
         res = quantize_model(tiny_llama, _batches(), GPTQConfig(bits=2, method=method))
         with torch.no_grad():
             errs[method] = float(
-                (quantized_copy(tiny_llama, res)(input_ids=ids).logits - ref).pow(2).mean()
+                (packed_model(tiny_llama, res.layers)(input_ids=ids).logits - ref).pow(2).mean()
             )
     assert errs["gptq"] < errs["rtn"]
-
-
-def test_quantized_copy_rounds_other_tensors_to_fp16(tiny_llama):
-    res = quantize_model(tiny_llama, _batches(), GPTQConfig(bits=4, method="rtn"))
-    q = quantized_copy(tiny_llama, res)
-    emb = q.model.embed_tokens.weight
-    assert torch.equal(emb, tiny_llama.model.embed_tokens.weight.half().float())
-    assert not torch.equal(emb, tiny_llama.model.embed_tokens.weight)
-    again = apply_quantized_(q, res)
-    assert again is q
 
 
 def test_streaming_blocks_gives_the_same_result(tiny_llama):

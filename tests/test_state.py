@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from app.state import UserState
@@ -115,3 +116,19 @@ def test_an_unsigned_id_is_migrated_once(tiny_task, tmp_path):
     assert second.load_examples() is None
     assert user_for(who.token, tmp_path)[0].load_examples().calib == tiny_task.calib
     assert oct((tmp_path / ".id_key").stat().st_mode & 0o777) == "0o600"
+
+
+def test_variants_are_limited_by_memory_not_count(tiny_lm, tiny_task, tmp_path, monkeypatch):
+    from tacq.errors import TacqError
+
+    study = Study(tiny_lm, tiny_task)
+    user = UserState("d" * 32, tmp_path)
+    v = study.quantize(Selection(bits=2, ratio=0.0), "rtn")
+    user.add_variant(v, tiny_lm)
+    monkeypatch.setenv("TACQ_VARIANT_BUDGET_MB", str(1.5 * v.resident_bytes / 2**20))
+    with pytest.raises(TacqError, match="memory budget for variants"):
+        user.check_room(tiny_lm, v.resident_bytes)
+    user.check_room(tiny_lm, v.resident_bytes // 4)  # a smaller one still fits
+    again = UserState("d" * 32, tmp_path)
+    monkeypatch.setenv("TACQ_VARIANT_BUDGET_MB", str(0.5 * v.resident_bytes / 2**20))
+    assert again.restore_variants(tiny_lm) == []  # over the budget: not loaded back

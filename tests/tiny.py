@@ -22,6 +22,16 @@ def _frozen(model):
     return model
 
 
+def fp16_exact(model):
+    """Round every parameter through fp16 in place, as a packed export stores the tensors
+    it does not quantize: a variant shares the model's own, so only then is a reloaded
+    export identical to the in-memory variant to the last bit."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(p.half().to(p.dtype))
+    return model
+
+
 def make_tiny_llama(seed: int = 0):
     """The tiny Llama: fp32, eval mode, frozen."""
     from transformers import LlamaConfig, LlamaForCausalLM

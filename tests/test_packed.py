@@ -1,0 +1,157 @@
+"""Packed variants in memory: exact codes, the same outputs as a dense copy, shared tensors."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from tacq.gptq import GPTQConfig, LayerQuant
+from tacq.models import quantizable_linears
+from tacq.packed import (
+    PackedLinear,
+    dense_copy,
+    pack_rows,
+    packed_model,
+    packed_modules,
+    packed_row_bytes,
+    unpack_rows,
+)
+from tacq.quantize import quantize_model
+from tests.test_quantize import _batches, _masks
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4])
+@pytest.mark.parametrize("shape", [(1, 1), (3, 8), (5, 13), (4, 64), (2, 1001)])
+def test_rows_pack_and_unpack_exactly(bits, shape):
+    g = torch.Generator().manual_seed(shape[1])
+    codes = torch.randint(0, 2**bits, shape, generator=g, dtype=torch.uint8)
+    codes[0, 0], codes[-1, -1] = 0, 2**bits - 1  # the extremes
+    packed = pack_rows(codes, bits)
+    assert packed.dtype == torch.uint8
+    assert packed.shape == (shape[0], packed_row_bytes(shape[1], bits))
+    assert packed.numel() * 8 <= codes.numel() * bits + shape[0] * 7 * bits  # row padding
+    assert torch.equal(unpack_rows(packed, bits, shape[1]), codes.int())
+
+
+def _layer(bits: int, group_size: int | None, keep: float, seed: int = 0) -> LayerQuant:
+    g = torch.Generator().manual_seed(seed)
+    out_f, in_f = 6, 40
+    qshape = (out_f,) if group_size is None else (out_f, -(-in_f // group_size))
+    mask = torch.rand(out_f, in_f, generator=g) < keep
+    return LayerQuant(
+        torch.randint(0, 2**bits, (out_f, in_f), generator=g, dtype=torch.uint8),
+        (torch.rand(qshape, generator=g) + 0.1).half().float(),
+        torch.randint(0, 2**bits, qshape, generator=g).float(),
+        mask,
+        torch.randn(int(mask.sum()), generator=g).half(),
+        bits,
+        None,
+        group_size,
+    )
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4])
+@pytest.mark.parametrize("group_size", [None, 8, 16])
+def test_packed_linear_dequantizes_exactly(bits, group_size):
+    lq = _layer(bits, group_size, keep=0.05)
+    mod = PackedLinear.from_layer(lq)
+    assert torch.equal(mod.dequantize(), lq.dequantize())
+    back = mod.layer()
+    assert torch.equal(back.codes, lq.codes) and torch.equal(back.keep_mask, lq.keep_mask)
+    assert torch.equal(back.kept_values, lq.kept_values)
+    assert torch.equal(back.scale, lq.scale) and torch.equal(back.zero, lq.zero)
+    x = torch.randn(3, 40)
+    assert torch.equal(mod(x), torch.nn.functional.linear(x, lq.dequantize()))
+    assert mod.kept_index.dtype == torch.int32 and mod.kept_values.dtype == torch.float16
+
+
+@pytest.fixture
+def quantized(tiny_llama):
+    res = quantize_model(tiny_llama, _batches(), GPTQConfig(bits=2), _masks(tiny_llama))
+    return tiny_llama, res
+
+
+def test_packed_model_matches_a_dense_copy_and_shares_the_rest(quantized):
+    model, res = quantized
+    before = {n: p.clone() for n, p in model.state_dict().items()}
+    packed = packed_model(model, res.layers)
+    dense = copy.deepcopy(model)
+    with torch.no_grad():
+        for name, lin in quantizable_linears(dense).items():
+            lin.weight.copy_(res.layers[name].dequantize())
+    ids = _batches()[0].input_ids
+    with torch.no_grad():
+        assert torch.equal(packed(input_ids=ids).logits, dense(input_ids=ids).logits)
+    # the original is untouched and still a plain model
+    for n, p in model.state_dict().items():
+        assert torch.equal(p, before[n]), n
+    assert not packed_modules(model) and len(packed_modules(packed)) == len(res.layers)
+    # everything not quantized is the original's own tensor, not a copy
+    assert packed.model.embed_tokens.weight is model.model.embed_tokens.weight
+    assert packed.model.norm.weight is model.model.norm.weight
+    assert packed.lm_head.weight is model.lm_head.weight
+    assert not quantizable_linears(packed)
+
+
+def test_packed_model_holds_about_the_bits_it_claims(quantized):
+    model, res = quantized
+    packed = packed_model(model, res.layers)
+    owned = sum(b.numel() * b.element_size() for b in packed.buffers() if b.dtype != torch.float32)
+    fp16 = sum(2 * m.weight.numel() for m in quantizable_linears(model).values())
+    codes = sum(m.packed.numel() for m in packed_modules(packed).values())
+    n = sum(m.weight.numel() for m in quantizable_linears(model).values())
+    assert codes == n * 2 // 8  # 64 input columns: no row padding
+    assert owned < 0.35 * fp16  # 2-bit codes + per-row scale/zero + 5 % kept (fp16 + int32)
+
+
+def test_dense_copy_is_independent(quantized):
+    model, res = quantized
+    packed = packed_model(model, res.layers)
+    dense = dense_copy(packed)
+    assert not packed_modules(dense)
+    assert dense.model.embed_tokens.weight is not model.model.embed_tokens.weight
+    dense.to(torch.float16)  # must not touch the shared originals
+    assert model.model.embed_tokens.weight.dtype == torch.float32
+    ids = _batches()[0].input_ids
+    with torch.no_grad():
+        torch.testing.assert_close(
+            dense.float()(input_ids=ids).logits, packed(input_ids=ids).logits, atol=5e-2, rtol=0
+        )
+
+
+@pytest.mark.parametrize("group_size", [None, 8])
+def test_compiled_one_token_path_equals_the_dequantized_one(group_size):
+    """Chat decoding reads the packed codes in a compiled kernel; kept weights included."""
+    from tacq.packed import use_compiled_decoding
+
+    lq = _layer(3, group_size, keep=0.1, seed=2)
+    mod = PackedLinear.from_layer(lq, bias=torch.nn.Parameter(torch.randn(6)))
+    x = torch.randn(1, 1, 40)
+    want = torch.nn.functional.linear(x, lq.dequantize(), mod.bias)
+    try:
+        use_compiled_decoding(True)
+        got = mod(x)
+        many = mod(torch.randn(1, 3, 40))  # more than one token: the dequantize path
+    finally:
+        use_compiled_decoding(False)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert many.shape == (1, 3, 6)
+
+
+def test_variant_reports_what_it_holds(tiny_lm, tiny_task):
+    from tacq.memory import packed_estimate, resident_bytes
+    from tacq.select import Selection
+    from tacq.workflow import Study
+
+    study = Study(tiny_lm, tiny_task)
+    study.collect()
+    v = study.quantize(Selection("tacq", 2, 0.02))
+    own = sum(
+        b.numel() * b.element_size() for m in packed_modules(v.model).values() for b in m.buffers()
+    )
+    assert v.resident_bytes == own == resident_bytes(v.model, tiny_lm.model)
+    assert resident_bytes(v.model) > own  # counted alone, it holds the shared tensors too
+    estimate = packed_estimate(tiny_lm.model, 2, 0.02, None)
+    assert abs(estimate - own) <= 0.02 * own
