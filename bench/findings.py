@@ -281,6 +281,26 @@ def speed(res: Results) -> list[str]:
     return out
 
 
+def packed_memory(res: Results) -> list[str]:
+    """Variants in memory: their own bytes against the fp16 Linears, and chat speed."""
+    pk = res.get("packed")
+    if not pk:
+        return []
+    m, sp = pk["memory"], pk["speed"]
+    two, dense = m["2-bit"], m["dense 2-bit copy (before)"]
+    comp, eager = sp["packed 2-bit, compiled"], sp["packed 2-bit, eager"]
+    return [
+        f"- A packed 2-bit variant holds {two['resident_mb']:.1f} MB in memory, "
+        f"{100 * two['share_of_fp16_linears']:.1f} % of its Linears in fp16 (target <= 20 %; "
+        f"RSS change on loading it {two['rss_change_mb']:.1f} MB), where a dense copy held "
+        f"{dense['resident_mb']:.0f} MB; 3-bit: {m['3-bit']['resident_mb']:.1f} MB. It chats "
+        f"at {comp['tokens_per_s']:.1f} tokens/s through the compiled one-token kernel, "
+        f"{comp['vs_dense']:.2f}x the dense copy's speed (target >= 0.5x; "
+        f"{comp['compile_s']:.0f} s of compiling first), {eager['vs_dense']:.2f}x dequantizing "
+        "per forward."
+    ]
+
+
 def capitals(res: Results) -> list[str]:
     q, ab = res.get("quality"), res.get("ablations")
     if not q:
@@ -428,6 +448,7 @@ MET: list[Callable[[Results], list[str]]] = [
     quality_targets,
     matched_bits,
     circuit_causal,
+    packed_memory,
     cross_task,
     speed,
 ]

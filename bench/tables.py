@@ -476,6 +476,38 @@ def sections() -> str:
             o = d["top_k_overlap_vs_fp32"]
             emit(f"| {m} | {d['k']:,} | {o['fp32 on host']:.4f} | {o['bf16']:.4f} |")
         emit(f"\nbf16 sums: max relative error of G {a['bf16_max_rel_error_of_G']:.1e}.\n")
+    pk = load("packed")
+    if pk:
+        emit("## Packed variants in memory (SmolLM2, TaCQ p = 0.35 %)\n")
+        emit(env_line(pk) + "\n")
+        emit(
+            f"What each variant holds beyond the original it shares tensors with, against "
+            f"the {pk['fp16_linear_mb']:.1f} MB of its quantizable Linears in fp16 (target "
+            "<= 20 % at 2 bits); the RSS change when the export is loaded back onto the "
+            "original cross-checks it.\n"
+        )
+        emit("| variant | in memory MB | share of fp16 Linears | RSS change MB | packed file MB |")
+        emit("|---|---|---|---|---|")
+        for k, m in pk["memory"].items():
+            name = m.get("variant", k)
+            file_mb = f"{m['packed_file_mb']:.1f}" if "packed_file_mb" in m else "-"
+            emit(
+                f"| {name} | {m['resident_mb']:.1f} | {100 * m['share_of_fp16_linears']:.1f} % "
+                f"| {m['rss_change_mb']:.1f} | {file_mb} |"
+            )
+        emit(
+            f"\nChat speed, greedy, batch 1, {pk['new_tokens']} new tokens after "
+            f"{pk['prompt']!r} (median of 3):\n"
+        )
+        emit("| model | tokens/s | vs dense 2-bit copy | first token s | compile s |")
+        emit("|---|---|---|---|---|")
+        for k, m in pk["speed"].items():
+            comp = f"{m['compile_s']:.1f}" if "compile_s" in m else "-"
+            emit(
+                f"| {k} | {m['tokens_per_s']:.1f} | {m['vs_dense']:.2f} | "
+                f"{m['first_token_s']:.3f} | {comp} |"
+            )
+        emit("")
     g = load("large_gpu")
     emit("## Large model on a GPU\n")
     if g:

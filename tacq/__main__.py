@@ -429,7 +429,8 @@ def cmd_quantize(args) -> None:
     v = study.quantize(sel, args.method, cli_progress("quantize"))
     print(
         f"{v.name}: quantized in {time.perf_counter() - t:.1f} s; BPW {v.size.bpw_paper:.4f} "
-        f"(paper), {v.size.bpw_honest:.3f} with scales and indices"
+        f"(paper), {v.size.bpw_honest:.3f} with scales and indices; holds "
+        f"{v.resident_bytes / 2**20:.1f} MB in memory beside the shared original"
     )
     from tacq import export
 

@@ -396,7 +396,10 @@ def load_check(folder: str | Path, prompt: str, device: str | None = None) -> Lo
 
     t = time.perf_counter()
     info = describe_packed(folder)
+    from tacq.memory import resident_bytes
+
     model = load_quantized(folder, device)
+    info["in memory MB"] = round(resident_bytes(model) / 2**20, 2)  # packed + the rest
     tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token

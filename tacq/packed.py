@@ -132,9 +132,12 @@ class PackedLinear(nn.Module):
         if _DECODE["compiled"] and x.numel() == x.shape[-1] and self._matvec_ok(x):
             y = _one_token(x.reshape(1, -1).float(), self._matvec_args())
             if y is not None:
-                y = y.to(x.dtype).view(*x.shape[:-1], self.out_features)
-                return y if self.bias is None else y + self.bias
-        return nn.functional.linear(x, self.dequantize().to(x.dtype), self.bias)
+                y = y.view(*x.shape[:-1], self.out_features)
+                return (y if self.bias is None else y + self.bias.float()).to(x.dtype)
+        # fp32 whatever the activations' dtype: on a bf16 model (CUDA) neither the grid
+        # values nor the fp16 kept weights are rounded to bf16; the output is cast back.
+        bias = None if self.bias is None else self.bias.float()
+        return nn.functional.linear(x.float(), self.dequantize(), bias).to(x.dtype)
 
     def _matvec_ok(self, x: Tensor) -> bool:
         g = self.group_size

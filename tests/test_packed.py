@@ -155,3 +155,14 @@ def test_variant_reports_what_it_holds(tiny_lm, tiny_task):
     assert resident_bytes(v.model) > own  # counted alone, it holds the shared tensors too
     estimate = packed_estimate(tiny_lm.model, 2, 0.02, None)
     assert abs(estimate - own) <= 0.02 * own
+
+
+def test_bf16_activations_meet_exact_weights():
+    """On a bf16 model (CUDA) the weight is not rounded to bf16: fp32 matmul, output cast."""
+    lq = _layer(2, None, keep=0.1, seed=3)
+    mod = PackedLinear.from_layer(lq)
+    x = torch.randn(2, 40).bfloat16()
+    exact = torch.nn.functional.linear(x.float(), lq.dequantize()).bfloat16()
+    rounded = torch.nn.functional.linear(x, lq.dequantize().bfloat16())
+    assert torch.equal(mod(x), exact) and mod(x).dtype == torch.bfloat16
+    assert not torch.equal(exact, rounded)  # what casting the weight would have given
