@@ -225,6 +225,12 @@ def test_whole_loop(page, small_task_file):
     name = re.search(r"Made (\S+):", made).group(1)
     assert name.startswith("msg-3bit-")
     assert name in page.inner_text("#variants-table")
+    # packed in memory: codes, scales and kept weights only (SmolLM2's 3-bit Linears in
+    # fp16 are 202 MB; the packed file also carries the fp16 embeddings)
+    on_disk, in_memory = map(
+        float, re.search(r"([\d.]+) MB packed, ([\d.]+) MB in memory", made).groups()
+    )
+    assert 30 < in_memory < 0.25 * 202.5 and in_memory < on_disk
     shot(page, "05_quantize")
 
     # a peer's variant, made by its package in a child process (the fake hqq: plain RTN)
