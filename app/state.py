@@ -21,7 +21,7 @@ from pathlib import Path
 
 from tacq.data import SPLITS, Example, TaskSet
 from tacq.errors import TacqError
-from tacq.memory import check_room, model_bytes
+from tacq.memory import check_room, megabytes_setting, model_bytes
 from tacq.models import DEFAULT_MODEL, LoadedModel, check_model_path, load_model
 from tacq.packed import warm_up
 from tacq.progress import Progress
@@ -247,12 +247,9 @@ class UserState:
 
 def variant_budget(lm: LoadedModel) -> int:
     """Bytes one user's variants may hold: TACQ_VARIANT_BUDGET_MB, else twice the model."""
-    setting = os.environ.get("TACQ_VARIANT_BUDGET_MB")
-    if setting:
-        try:
-            return int(float(setting) * 2**20)
-        except ValueError as e:
-            raise TacqError(f"TACQ_VARIANT_BUDGET_MB must be a number (got {setting!r}).") from e
+    setting = megabytes_setting("TACQ_VARIANT_BUDGET_MB")
+    if setting is not None:
+        return setting
     return int(VARIANT_BUDGET_FACTOR * model_bytes(lm.model))
 
 

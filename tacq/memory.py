@@ -15,14 +15,22 @@ from tacq.errors import TacqError
 HEADROOM = 1.25  # a copy needs its bytes plus working space
 
 
+def megabytes_setting(name: str) -> int | None:
+    """Bytes from an environment setting in MB (None when unset); a clear error if not a number."""
+    value = os.environ.get(name)
+    if not value:
+        return None
+    try:
+        return int(float(value) * 2**20)
+    except ValueError as e:
+        raise TacqError(f"{name} must be a number (got {value!r}).") from e
+
+
 def available_bytes() -> int | None:
     """Free memory in bytes: the budget setting, else MemAvailable (Linux), else None."""
-    budget = os.environ.get("TACQ_MEMORY_BUDGET_MB")
-    if budget:
-        try:
-            return int(float(budget) * 2**20)
-        except ValueError as e:
-            raise TacqError(f"TACQ_MEMORY_BUDGET_MB must be a number (got {budget!r}).") from e
+    budget = megabytes_setting("TACQ_MEMORY_BUDGET_MB")
+    if budget is not None:
+        return budget
     try:
         with open("/proc/meminfo") as f:
             for line in f:
