@@ -10,6 +10,7 @@ from tacq.evaluate import EvalConfig, evaluate
 from tacq.export import describe_packed, load_quantized, save_packed
 from tacq.models import load_model
 from tacq.select import Selection
+from tacq.variant import load_variant
 from tacq.workflow import Study
 
 pytestmark = pytest.mark.slow
@@ -52,12 +53,15 @@ def test_3bit_tacq_beats_2bit_rtn_on_heldout(study, lm, tmp_path):
     assert r3.exact_match >= r2.exact_match
     assert tacq3.size.bpw_paper == pytest.approx(3.1015, abs=1e-3)
 
-    # export -> load gives the same logits (packed folder is really small)
+    # export -> load onto the original (as the app restores it) gives the same logits; alone,
+    # the file's fp16 embeddings and norms (SmolLM2's are fp32) move them a little
     folder = save_packed(tmp_path / "tacq3", lm, tacq3)
-    loaded = load_quantized(folder)
     ids = lm.tokenizer("hot -> cold\nbig -> small\nfast ->", return_tensors="pt").input_ids
     with torch.no_grad():
-        assert torch.equal(loaded(ids).logits, tacq3.model(ids).logits)
+        mine = tacq3.model(ids).logits
+        assert torch.equal(load_variant(folder, lm.model).model(ids).logits, mine)
+        alone = load_quantized(folder)(ids).logits
+    assert (alone - mine).abs().max() < 0.05 and torch.equal(alone.argmax(-1), mine.argmax(-1))
     info = describe_packed(folder)
     on_disk = (folder / "model.safetensors").stat().st_size
     assert abs(on_disk - tacq3.size.total_bytes) / tacq3.size.total_bytes < 0.01
