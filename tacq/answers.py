@@ -12,6 +12,7 @@ row's first real token), so the numbers agree to float rounding.
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 from dataclasses import dataclass
 
@@ -58,16 +59,18 @@ def _right_padded(rows: list[list[int]], pad: int) -> tuple[Tensor, Tensor]:
     return ids, att
 
 
-def _cache_arg(model: nn.Module) -> str:
+@functools.lru_cache
+def _cache_arg(model_class: type) -> str:
     """The forward's name for the KV cache: `cache` from transformers 5.24 on (where
-    `past_key_values` is deprecated), `past_key_values` before."""
-    params = inspect.signature(model.forward).parameters
+    `past_key_values` is deprecated), `past_key_values` before. Once per model class: it
+    is asked at every decoding step."""
+    params = inspect.signature(model_class.forward).parameters
     return "cache" if "cache" in params else "past_key_values"
 
 
 def _step(model: nn.Module, ids: Tensor, att: Tensor, pos: Tensor, cache, keep: int = 0):
     """One forward extending `cache`; logits of the last `keep` positions (0: all)."""
-    kwargs = {_cache_arg(model): cache}
+    kwargs = {_cache_arg(type(model)): cache}
     return model(
         input_ids=ids,
         attention_mask=att,
