@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 
@@ -23,11 +25,13 @@ def lm():
 
 @pytest.fixture(scope="module")
 def study(lm, tmp_path_factory):
+    home = tmp_path_factory.mktemp("smollm2_home")
     with pytest.MonkeyPatch.context() as mp:  # undone when the module's tests are done
-        mp.setenv("TACQ_HOME", str(tmp_path_factory.mktemp("smollm2_home")))
+        mp.setenv("TACQ_HOME", str(home))
         s = Study(lm, load_task("antonyms"), DataConfig(max_length=128, max_examples=8))
         s.collect()
         yield s
+    shutil.rmtree(home, ignore_errors=True)  # a 1.3 GB gradient cache; CI disks are small
 
 
 def test_default_model_loads_with_its_facts(lm):
