@@ -1,4 +1,5 @@
-"""One-click demo: the whole loop on a bundled task, with a stage timeline, then the chat."""
+"""One-click demo: the whole loop on a bundled task, a stage timeline, then a gallery of
+answers and the chat with a suggested prompt."""
 
 from __future__ import annotations
 
@@ -11,24 +12,37 @@ from app.common import HEAVY, cancel_handler, gradio_progress, handles_errors, v
 from app.quantize_tab import variants_frame
 from app.state import ModelRegistry, UserState
 from tacq.data import DataConfig, list_tasks, load_task
-from tacq.demo import SUGGESTED_PROMPT, demo_specs, plan_demo, run_demo
+from tacq.demo import (
+    DEMO_HELDOUT,
+    DEMO_RATIO,
+    DEMO_TASK,
+    FULL_EXAMPLES,
+    QUICK_EXAMPLES,
+    demo_specs,
+    plan_demo,
+    run_demo,
+    suggested_prompt,
+)
 from tacq.memory import packed_estimate
-from tacq.select import DEFAULT_RATIO
-from tacq.tables import RESULT_COLUMNS, results_table
+from tacq.tables import GALLERY_SIZE, RESULT_COLUMNS, gallery, gallery_right, results_table
 from tacq.workflow import Study
 
-INTRO = """### One-click demo
+INTRO = f"""### One-click demo
 Runs the whole loop on the bundled model and a bundled task: collect gradients, quantize
-**TaCQ 3-bit** and **TaCQ 2-bit** (0.35 % of weights kept in 16 bits) and **GPTQ 2-bit**
-(nothing kept), evaluate all on held-out examples, then opens the side-by-side chat.
-About 5 minutes on a 2-core CPU; *quick* skips the 3-bit variant and uses 8 examples."""
+**TaCQ 3-bit** and **TaCQ 2-bit** ({100 * DEMO_RATIO:.2f} % of weights kept in 16 bits)
+and **GPTQ 2-bit** (per channel, nothing kept), evaluate all on {DEMO_HELDOUT} held-out
+examples and show a gallery of their answers; the side-by-side chat then has a suggested
+prompt ready (TaCQ 2-bit next to GPTQ 2-bit; pick any variant per column). The default task and
+ratio are where 2-bit TaCQ and GPTQ differ most on the tasks' dev examples
+(`bench/demo_pick.py`). *Quick* skips the 3-bit variant and uses {QUICK_EXAMPLES} examples
+instead of {FULL_EXAMPLES}."""
 
 
 def build() -> SimpleNamespace:
     gr.Markdown(INTRO)
     with gr.Row():
-        task = gr.Dropdown(list(list_tasks()), value="antonyms", label="Bundled task")
-        quick = gr.Checkbox(False, label="Quick (8 examples, no 3-bit)")
+        task = gr.Dropdown(list(list_tasks()), value=DEMO_TASK, label="Bundled task")
+        quick = gr.Checkbox(False, label=f"Quick ({QUICK_EXAMPLES} examples, no 3-bit)")
         run = gr.Button("Run the demo", variant="primary", elem_id="demo-run")
         cancel = gr.Button("Cancel")
     status = gr.Markdown(elem_id="demo-status")
@@ -44,7 +58,17 @@ def build() -> SimpleNamespace:
         interactive=False,
         elem_id="demo-eval",
     )
+    shown = gr.Markdown(elem_id="demo-gallery-summary")
+    answers = gr.Dataframe(
+        pd.DataFrame(columns=["prompt (last line)", "answer"]),
+        label=f"Gallery: the first {GALLERY_SIZE} held-out prompts, each model's answer (✓ right, ✗ wrong)",
+        interactive=False,
+        wrap=True,
+        elem_id="demo-gallery",
+    )
     return SimpleNamespace(
+        shown=shown,
+        answers=answers,
         task=task,
         quick=quick,
         run=run,
@@ -59,7 +83,6 @@ def wire(
     tab: SimpleNamespace,
     user_state: gr.State,
     registry: ModelRegistry,
-    tabs: gr.Tabs,
     chat: SimpleNamespace,
     variant_lists: list,
     eval_tables: list,
@@ -75,14 +98,15 @@ def wire(
         lm = registry.get(user.model_key)
         specs = demo_specs(quick)
         need_bytes = sum(
-            packed_estimate(lm.model, bits, DEFAULT_RATIO if kind == "tacq" else 0.0, None)
+            packed_estimate(lm.model, bits, DEMO_RATIO if kind == "tacq" else 0.0, None)
             for bits, kind in specs
         )
         user.check_room(lm, need_bytes, f"the demo's {len(specs)} variants")
-        study = Study(lm, load_task(task_name), DataConfig(max_examples=8 if quick else 32))
+        n = QUICK_EXAMPLES if quick else FULL_EXAMPLES
+        study = Study(lm, load_task(task_name), DataConfig(max_examples=n))
         demo = plan_demo(study, quick=quick)
         stop = user.jobs.start("demo")
-        keep = [gr.update()] * (n_lists + 3 + len(eval_tables))
+        keep = [gr.update()] * (n_lists + 2 + len(eval_tables))
         for d in run_demo(demo, gradio_progress(progress, stop)):
             running = next((s.name for s in d.stages if s.status == "running"), None)
             msg = (
@@ -91,7 +115,7 @@ def wire(
                 if running
                 else ""
             )
-            yield msg, pd.DataFrame(d.timeline()), gr.update(), *keep
+            yield msg, pd.DataFrame(d.timeline()), gr.update(), gr.update(), gr.update(), *keep
         # Only a finished demo changes the session: the examples (not saved over the
         # user's own), the study and the variants.
         user.task, user.study, user.fp_eval = study.task, study, None
@@ -99,16 +123,23 @@ def wire(
             user.add_variant(v, lm)
         user.last_eval = demo.results
         names = list(user.variants)
-        lists = variant_choices(names, n_lists, demo.variants[0].name, demo.variants[1].name)
+        tacq2 = next(v for v in demo.variants if v.spec.bits == 2 and v.spec.ratio > 0)
+        gptq2 = next(v for v in demo.variants if v.spec.ratio == 0)
+        lists = variant_choices(names, n_lists, tacq2.name, gptq2.name)
         table = results_table(demo.results)
+        bpw = {v.name: v.size.bpw_honest for v in demo.variants}
+        right = gallery_right(demo.results)
+        shown = min(GALLERY_SIZE, len(demo.results[0].rows))
+        said = ", ".join(f"{name} {k} of {shown}" for name, k in right.items())
         yield (
-            f"Done in **{demo.elapsed_s:.0f} s** (expected {demo.expected_s:.0f} s). The chat "
-            "opened with a suggested prompt: press Send.",
+            f"Done in **{demo.elapsed_s:.0f} s** (expected {demo.expected_s:.0f} s). "
+            "The **Chat** tab has a suggested prompt ready (press Send there).",
             pd.DataFrame(demo.timeline()),
             table,
+            f"Right answers in the gallery: {said}.",
+            gallery(demo.results, bpw),
             *lists,
-            gr.update(value=SUGGESTED_PROMPT),
-            gr.Tabs(selected="chat"),
+            gr.update(value=suggested_prompt(study.task)),
             *[table] * len(eval_tables),
             variants_frame(user),
         )
@@ -121,9 +152,10 @@ def wire(
         tab.status,
         tab.timeline,
         tab.table,
+        tab.shown,
+        tab.answers,
         *variant_lists,
         chat.prompt,
-        tabs,
         *eval_tables,
         variants_table,
     ]

@@ -32,7 +32,7 @@ def build_app(registry: ModelRegistry, workspace: Path) -> gr.Blocks:
         browser_id = gr.BrowserState(
             None, storage_key="tacq-studio-user", secret=browser_secret(workspace)
         )
-        with gr.Tabs(elem_id="tabs") as tabs:
+        with gr.Tabs(elem_id="tabs"):
             with gr.Tab("Model", id="model"):
                 mt = model_tab.build()
             with gr.Tab("One-click demo", id="demo"):
@@ -61,7 +61,6 @@ def build_app(registry: ModelRegistry, workspace: Path) -> gr.Blocks:
             dmt,
             user_state,
             registry,
-            tabs,
             cht,
             variant_lists,
             [cht.eval_table, et.table],

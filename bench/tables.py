@@ -476,6 +476,52 @@ def sections() -> str:
             o = d["top_k_overlap_vs_fp32"]
             emit(f"| {m} | {d['k']:,} | {o['fp32 on host']:.4f} | {o['bf16']:.4f} |")
         emit(f"\nbf16 sums: max relative error of G {a['bf16_max_rel_error_of_G']:.1e}.\n")
+    dp = load("demo_pick")
+    if dp:
+        emit("## One-click demo: which task and ratio, measured on dev\n")
+        emit(env_line(dp) + "\n")
+        emit(
+            "Exact match on the first dev examples (never the held-out split the demo "
+            "reports); GPTQ 2-bit is per channel, as in the demo; TaCQ 3-bit only with the "
+            "full demo's examples. `python bench/demo_pick.py`.\n"
+        )
+        emit(
+            "| task | examples | ratio | honest BPW | fp | TaCQ 3-bit | TaCQ 2-bit | GPTQ 2-bit | TaCQ - GPTQ |"
+        )
+        emit("|---|---|---|---|---|---|---|---|---|")
+        for r in sorted(dp["rows"], key=lambda r: (r["task"], r["examples"], r["ratio"])):
+            t3 = "-" if r["tacq3_em"] is None else f"{r['tacq3_em']:.2f}"
+            emit(
+                f"| {r['task']} | {r['examples']} | {100 * r['ratio']:.2f} % | "
+                f"{r['bpw_honest']:.3f} | {r['fp_em']:.2f} | {t3} | {r['tacq2_em']:.2f} | "
+                f"{r['gptq2_em']:.2f} | {r['tacq2_em'] - r['gptq2_em']:+.2f} |"
+            )
+        p = dp["pick"]
+        emit(
+            f"\nPick: **{p['task']}** at {100 * p['ratio']:.2f} % (honest BPW "
+            f"{p['bpw_honest']:.3f}); in its worse mode TaCQ 2-bit exact match "
+            f"{p['worst_tacq2_em']:.2f}, {p['worst_difference']:+.2f} over GPTQ 2-bit (target "
+            f">= 0.5 and >= +0.4: {'met' if p['meets_target'] else 'not met'}).\n"
+        )
+    dt = load("demo_time")
+    if dt:
+        emit("## One-click demo: expected against measured time\n")
+        emit(env_line(dt) + "\n")
+        emit(
+            f"A fresh $TACQ_HOME (empty caches), the default task, {dt['threads']} threads; "
+            f"speed probe {dt['probe_s']:.3f} s. First run: expected times are the first guess "
+            "(scaled by the probe); second run: the first run's measured times. "
+            "`python bench/demo_time.py`.\n"
+        )
+        emit("| demo | run | expected s | measured s | off | worst stage off |")
+        emit("|---|---|---|---|---|---|")
+        for r in dt["runs"]:
+            worst = max(r["stages"], key=lambda s: abs(s["off"]))
+            emit(
+                f"| {r['mode']} | {r['attempt']} | {r['expected_s']:.0f} | {r['actual_s']:.0f} | "
+                f"{100 * r['off']:+.0f} % | {worst['stage']} {100 * worst['off']:+.0f} % |"
+            )
+        emit("")
     pk = load("packed")
     if pk:
         emit("## Packed variants in memory (SmolLM2, TaCQ p = 0.35 %)\n")

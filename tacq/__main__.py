@@ -515,7 +515,7 @@ def cmd_run(args) -> None:
 def cmd_demo(args) -> None:
     from tacq.demo import plan_demo, run_demo
     from tacq.progress import cli_progress
-    from tacq.tables import results_table, variants_table
+    from tacq.tables import gallery, results_table, variants_table
 
     study = _study(args)
     demo = plan_demo(study, quick=args.quick)
@@ -526,6 +526,8 @@ def cmd_demo(args) -> None:
             print(f"  {s.name:<40} {s.elapsed_s:6.1f} s  (expected {s.expected_s:.0f} s)")
     print(variants_table(demo.variants).to_string(index=False))
     print(results_table(demo.results).to_string(index=False))
+    bpw = {v.name: v.size.bpw_honest for v in demo.variants}
+    print(gallery(demo.results, bpw).to_string(index=False))
     print(f"total {demo.elapsed_s:.1f} s ({demo.elapsed_s / 60:.2f} min)")
 
 

@@ -1,25 +1,54 @@
 """The one-click demo: collect, quantize TaCQ 3-bit and 2-bit plus GPTQ 2-bit, evaluate.
 
 A list of stages with expected times, run one after another with a timeline a UI or the
-CLI can show. Expected times were measured on the 2-core CPU this project is developed on
-(`python -m tacq demo` with empty caches: 214 s in all): gradients ~0.2 s per example, a
-TaCQ variant ~96 s (unmasked GPTQ for dW, then masked GPTQ). GPTQ 2-bit comes free after
-TaCQ 2-bit: it is the cached reference.
+CLI can show. The default task and kept ratio are the ones bench/demo_pick.py measured on
+the tasks' dev splits (bench/results/demo_pick.json; a test keeps them in step). Expected
+times are this machine's own: the stage times of the last finished demo of the same model
+and mode (kept in $TACQ_HOME), else a first guess scaled from the 2-core CPU this project
+is developed on. GPTQ 2-bit comes free after TaCQ 2-bit: it is the cached reference.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
+import torch
+
+from tacq.cache import tacq_home
+from tacq.data import TaskSet
 from tacq.evaluate import EvalResult, evaluate_variants
 from tacq.progress import Progress, no_progress, scaled
-from tacq.select import DEFAULT_RATIO, Selection
+from tacq.select import Selection
 from tacq.variant import Variant
 from tacq.workflow import Study
 
 SUGGESTED_PROMPT = "Give the opposite of each word.\nhot -> cold\nbig -> small\nearly ->"
+# Picked from measurements on dev (python bench/demo_pick.py; tests/test_demo_pick.py
+# checks these against bench/results/demo_pick.json).
+DEMO_TASK = "antonyms"
+DEMO_RATIO = 0.0035
+QUICK_EXAMPLES, FULL_EXAMPLES = 8, 32
+
+# First-run stage times on the development machine (2-core CPU, SmolLM2-135M, empty
+# caches; bench/demo_time.py) and its speed probe: a first guess elsewhere is these times
+# scaled by this machine's probe and the model's number of quantizable weights.
+REF_PROBE_S = 0.1
+REF_WEIGHTS = 106_168_320  # SmolLM2-135M's q/k/v/o/gate/up/down weights
+REF_STAGE_S = {
+    "gradients per example": 0.2,
+    "TaCQ, cold caches": 100.0,  # the unmasked reference (for dW) plus the masked run
+    "GPTQ, cached reference": 1.0,
+    "evaluation per model": 4.0,
+}
+
+
+def suggested_prompt(task: TaskSet) -> str:
+    """The chat's first prompt: the task's first held-out prompt (a real one, not picked)."""
+    return task.heldout[0].prompt if task.heldout else SUGGESTED_PROMPT
 
 
 @dataclass
@@ -34,6 +63,7 @@ class Stage:
 @dataclass
 class DemoRun:
     stages: list[Stage]
+    times_key: str = ""  # where this run's stage times are kept for the next estimate
     variants: list[Variant] = field(default_factory=list)
     results: list[EvalResult] = field(default_factory=list)  # original first
 
@@ -62,25 +92,64 @@ def demo_specs(quick: bool) -> list[tuple[int, str]]:
     return [(2, "tacq"), (2, "gptq")] if quick else [(3, "tacq"), (2, "tacq"), (2, "gptq")]
 
 
-def plan_demo(study: Study, quick: bool = False) -> DemoRun:
+def speed_probe() -> float:
+    """Seconds for a fixed GPTQ job (a 576 x 576 matrix, 2 bits): how fast this machine
+    runs the demo's main work, against REF_PROBE_S on the development machine."""
+    from tacq.gptq import GPTQConfig, gptq_stacked
+
+    if "s" not in _PROBE:
+        g = torch.Generator().manual_seed(0)
+        W = 0.02 * torch.randn(576, 576, generator=g)
+        X = torch.randn(1024, 576, generator=g)
+        H = 2 * X.T @ X / len(X)
+        times = []
+        for _ in range(3):  # the first is a warm-up
+            t = time.perf_counter()
+            gptq_stacked([W], H, [None], GPTQConfig(bits=2))
+            times.append(time.perf_counter() - t)
+        _PROBE["s"] = sorted(times[1:])[0]
+    return _PROBE["s"]
+
+
+_PROBE: dict[str, float] = {}
+
+
+def first_guess(study: Study) -> dict[str, float]:
+    """REF_STAGE_S scaled to this machine (speed probe) and model (quantizable weights)."""
+    from tacq.models import quantizable_linears
+
+    weights = sum(m.weight.numel() for m in quantizable_linears(study.lm.model).values())
+    scale = speed_probe() / REF_PROBE_S * weights / REF_WEIGHTS
+    return {k: v * scale for k, v in REF_STAGE_S.items()}
+
+
+def plan_demo(study: Study, quick: bool = False, ratio: float = DEMO_RATIO) -> DemoRun:
     """The stages: quick skips the 3-bit variant (for tests and slow machines)."""
-    demo = DemoRun([])
+    demo = DemoRun([], times_key=_times_key(study, quick))
+    last = _read_times().get(demo.times_key, {})
+    guess = first_guess(study) if not last else REF_STAGE_S
     n = len(study.calib_examples)
-    demo.stages.append(Stage("collect gradients", 2 + 0.2 * n, study.collect))
+    demo.stages.append(
+        Stage("collect gradients", guess["gradients per example"] * n, study.collect)
+    )
     specs = demo_specs(quick)
     for bits, kind in specs:
         if kind == "tacq":
 
             def make(p: Progress, bits: int = bits) -> Variant:
-                return study.quantize(Selection("tacq", bits, DEFAULT_RATIO), progress=p)
+                return study.quantize(Selection("tacq", bits, ratio), progress=p)
 
-            name, expected = f"quantize TaCQ {bits}-bit ({100 * DEFAULT_RATIO:.2f}%)", 100.0
+            name = f"quantize TaCQ {bits}-bit ({100 * ratio:.2f}%)"
+            expected = guess["TaCQ, cold caches"]
         else:
 
             def make(p: Progress, bits: int = bits) -> Variant:
                 return study.quantize(Selection(bits=bits, ratio=0.0), "gptq", p)
 
-            name, expected = f"quantize GPTQ {bits}-bit (no circuit)", 1.0
+            name, expected = (
+                f"quantize GPTQ {bits}-bit (no circuit)",
+                guess["GPTQ, cached reference"],
+            )
 
         def run(p: Progress, make=make) -> Variant:
             v = make(p)
@@ -88,10 +157,47 @@ def plan_demo(study: Study, quick: bool = False) -> DemoRun:
             return v
 
         demo.stages.append(Stage(name, expected, run))
+    per_model = guess["evaluation per model"]
     demo.stages.append(
-        Stage("evaluate on held-out", 4.0 * (len(specs) + 1), lambda p: _evaluate(study, demo, p))
+        Stage(
+            "evaluate on held-out",
+            per_model * (len(specs) + 1),
+            lambda p: _evaluate(study, demo, p),
+        )
     )
+    for stage in demo.stages:  # this machine's last measured time wins over the guess
+        stage.expected_s = last.get(stage.name, stage.expected_s)
     return demo
+
+
+def _times_key(study: Study, quick: bool) -> str:
+    threads = os.environ.get("OMP_NUM_THREADS") or str(os.cpu_count())
+    mode = "quick" if quick else "full"
+    # the task's examples too: a new task starts with empty caches, a repeat finds them
+    return f"{study.lm.fingerprint}|{study.digest()}|{mode}|{threads}"
+
+
+def _times_path():
+    return tacq_home() / "demo_times.json"
+
+
+def _read_times() -> dict:
+    try:
+        data = json.loads(_times_path().read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}  # none yet, or damaged: the first guess stands
+
+
+def _save_times(demo: DemoRun) -> None:
+    """Keep this run's stage times; the next demo of the same model and mode expects them."""
+    data = _read_times()
+    data[demo.times_key] = {s.name: round(s.elapsed_s, 1) for s in demo.stages}
+    path = _times_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
 
 
 DEMO_HELDOUT = 32  # the demo scores this many held-out examples, however large the task
@@ -119,4 +225,6 @@ def run_demo(demo: DemoRun, progress: Progress | None = None) -> Iterator[DemoRu
             raise
         stage.elapsed_s = time.perf_counter() - t
         stage.status = "done"
+        if i == total - 1:
+            _save_times(demo)
         yield demo

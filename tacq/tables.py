@@ -99,3 +99,38 @@ def variants_table(variants: Sequence[Variant]) -> pd.DataFrame:
         for v in variants
     ]
     return pd.DataFrame(rows, columns=VARIANT_COLUMNS)
+
+
+GALLERY_SIZE = 10  # held-out prompts the demo's gallery shows
+
+
+def model_label(name: str) -> str:
+    """A column title that says what a variant is: GPTQ without a group is per channel."""
+    if name.startswith(("gptq-", "rtn-")) and "-g" not in name:
+        return f"{name} (per channel)"
+    return name
+
+
+def gallery(
+    results: Sequence[EvalResult], bpw: dict[str, float] | None = None, n: int = GALLERY_SIZE
+) -> pd.DataFrame:
+    """The first n held-out prompts (not picked: the first of the split) with every
+    model's answer, marked right or wrong, original first: the difference at a glance.
+    bpw: honest bits per weight by variant name, shown in its column title."""
+    bpw = bpw or {}
+    first = results[0].rows[:n]
+    table = {
+        "prompt (last line)": [last_line(a["prompt"]) for a in first],
+        "answer": [a["answer"].strip() for a in first],
+    }
+    for r in results:
+        title = model_label(r.name) + (f" · {bpw[r.name]:.2f} BPW" if r.name in bpw else "")
+        table[title] = [
+            f"{'✓' if a['correct'] else '✗'} {a['prediction'] or '(nothing)'}" for a in r.rows[:n]
+        ]
+    return pd.DataFrame(table)
+
+
+def gallery_right(results: Sequence[EvalResult], n: int = GALLERY_SIZE) -> dict[str, int]:
+    """name -> how many of the gallery's prompts the model answers right."""
+    return {r.name: sum(a["correct"] for a in r.rows[:n]) for r in results}

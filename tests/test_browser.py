@@ -389,27 +389,38 @@ def test_how_it_works_toy_follows_the_formula(page):
 
 
 def test_one_click_demo_quick(page):
+    from tacq.data import load_task
+    from tacq.demo import DEMO_RATIO, DEMO_TASK
+
+    tacq2 = f"tacq-2bit-{100 * DEMO_RATIO:.2f}%"
     page.get_by_role("tab", name="One-click demo").click()
     page.get_by_label("Quick (8 examples, no 3-bit)").check()
     page.get_by_role("button", name="Run the demo").click()
     wait_text(page, "#demo-timeline", r"running", 120)
     shot(page, "12_demo_running")
-    # a finished demo opens the chat with a suggested prompt and the held-out table
-    wait_text(page, "#chat-eval", r"gptq-2bit", 900)
-    assert "hot -> cold" in page.locator("#chat-prompt textarea").input_value()
-    table = page.inner_text("#chat-eval")
-    nll = {
-        name: float(re.search(rf"{re.escape(name)}\s+([\d.]+)", table)[1])
-        for name in ("original", "tacq-2bit-0.35%", "gptq-2bit")
-    }
-    assert nll["original"] < nll["tacq-2bit-0.35%"] < nll["gptq-2bit"]
-    shot(page, "13_demo_chat")
-    page.get_by_role("tab", name="One-click demo").click()
-    # the Dataframe draws its rows a moment after its tab is shown again
+    # a finished demo shows the gallery: the first 10 held-out prompts, answers marked
+    said = wait_text(page, "#demo-gallery-summary", r"Right answers in the gallery", 900)
+    right = {m[1]: int(m[2]) for m in re.finditer(r"([\w.%-]+) (\d+) of 10", said)}
+    assert set(right) == {"original", tacq2, "gptq-2bit"}, said
+    assert right[tacq2] >= 5 and right[tacq2] > right["gptq-2bit"], said  # measured default
+    gallery = page.inner_text("#demo-gallery")
+    assert gallery.count("✓") + gallery.count("✗") == 30 and "(per channel)" in gallery
+    assert "BPW" in gallery
     timeline = wait_text(page, "#demo-timeline", r"(done[\s\S]*){4}", 30)
     assert timeline.count("done") == 4 and "running" not in timeline
     assert re.search(r"Done in \d+ s", page.inner_text("#demo-status"))
-    shot(page, "14_demo_done")
+    shot(page, "13_demo_gallery")
+    # the chat has the task's first held-out prompt ready and the held-out table
+    page.get_by_role("tab", name="Chat").click()
+    prompt = load_task(DEMO_TASK).heldout[0].prompt
+    assert page.locator("#chat-prompt textarea").input_value() == prompt
+    table = wait_text(page, "#chat-eval", r"gptq-2bit", 30)
+    nll = {
+        name: float(re.search(rf"{re.escape(name)}\s+([\d.]+)", table)[1])
+        for name in ("original", tacq2, "gptq-2bit")
+    }
+    assert nll["original"] < nll[tacq2] < nll["gptq-2bit"]
+    shot(page, "14_demo_chat")
 
 
 def test_eight_sessions_chat_while_one_quantizes(browser, app_url, tmp_path):

@@ -81,14 +81,15 @@ def test_explain_matches_ranking_and_formula(tiny_lm, tiny_task):
 
 
 def test_demo_runs_every_stage_in_order(tiny_lm, tiny_task):
-    from tacq.demo import plan_demo, run_demo
+    from tacq.demo import DEMO_RATIO, plan_demo, run_demo
 
     demo = plan_demo(Study(tiny_lm, tiny_task), quick=True)
     seen = [[s.status for s in d.stages] for d in run_demo(demo)]
     assert seen[0][0] == "running" and all(st == "done" for st in seen[-1])
     assert len(seen) == 2 * len(demo.stages)
-    assert [v.name for v in demo.variants] == ["tacq-2bit-0.35%", "gptq-2bit"]
-    assert [r.name for r in demo.results] == ["original", "tacq-2bit-0.35%", "gptq-2bit"]
+    tacq = f"tacq-2bit-{100 * DEMO_RATIO:.2f}%"
+    assert [v.name for v in demo.variants] == [tacq, "gptq-2bit"]
+    assert [r.name for r in demo.results] == ["original", tacq, "gptq-2bit"]
     assert demo.results[1].kl_to_fp > 0 and demo.results[0].kl_to_fp in (None, 0.0)
 
 

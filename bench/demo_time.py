@@ -1,0 +1,89 @@
+"""Is the demo's expected time honest? A first run with empty caches, expected vs actual.
+
+Runs the one-click demo (quick, then full) on its default task in a fresh $TACQ_HOME (the
+converted model is reused; every gradient and GPTQ cache starts empty), under the app's
+thread setting, and records each stage's expected seconds (the first guess: the
+development machine's stage times scaled by this machine's speed probe and the model's
+size, tacq.demo.first_guess) against the measured ones. Target: every stage and the total
+within 30 %. Then a second run of the same demo, whose expected times are the first run's
+measured ones (what the app shows from then on).
+
+    python bench/demo_time.py
+
+Writes bench/results/demo_time.json.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from _common import no_options, stamp, write_result
+
+
+def main() -> None:
+    no_options(__doc__)
+    models = os.environ.get("TACQ_MODELS_DIR") or str(Path.home() / ".cache" / "tacq" / "models")
+    os.environ["TACQ_MODELS_DIR"] = models
+    os.environ["TACQ_HOME"] = tempfile.mkdtemp(prefix="tacq-demo-time-")
+
+    from tacq.data import DataConfig, load_task
+    from tacq.demo import (
+        DEMO_TASK,
+        FULL_EXAMPLES,
+        QUICK_EXAMPLES,
+        plan_demo,
+        run_demo,
+        speed_probe,
+    )
+    from tacq.models import load_model
+    from tacq.workflow import Study
+
+    lm = load_model()
+    runs = []
+    for quick, n in ((True, QUICK_EXAMPLES), (False, FULL_EXAMPLES)):
+        for attempt in ("first run, empty caches", "second run"):
+            study = Study(lm, load_task(DEMO_TASK), DataConfig(max_examples=n))
+            demo = plan_demo(study, quick=quick)
+            for _ in run_demo(demo):
+                pass
+            stages = [
+                {
+                    "stage": s.name,
+                    "expected_s": s.expected_s,
+                    "actual_s": s.elapsed_s,
+                    "off": s.expected_s / s.elapsed_s - 1,
+                }
+                for s in demo.stages
+            ]
+            run = {
+                "mode": "quick" if quick else "full",
+                "attempt": attempt,
+                "task": DEMO_TASK,
+                "examples": n,
+                "expected_s": demo.expected_s,
+                "actual_s": demo.elapsed_s,
+                "off": demo.expected_s / demo.elapsed_s - 1,
+                "stages": stages,
+            }
+            print(
+                f"{run['mode']} ({attempt}): expected {demo.expected_s:.0f} s, actual "
+                f"{demo.elapsed_s:.0f} s ({100 * run['off']:+.0f} %)",
+                flush=True,
+            )
+            for s in stages:
+                print(f"  {s['stage']:<40} {s['expected_s']:7.1f} {s['actual_s']:7.1f}")
+            runs.append(run)
+    write_result(
+        "demo_time",
+        {
+            "probe_s": speed_probe(),
+            "threads": os.environ.get("OMP_NUM_THREADS") or os.cpu_count(),
+            "runs": stamp(runs),
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""The demo's settings come from measurements, its times from this machine, and its
+gallery shows each model's answers marked right or wrong."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tacq.evaluate import EvalResult
+from tacq.tables import gallery, gallery_right, model_label
+from tacq.workflow import Study
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_demo_defaults_are_the_measured_pick():
+    """DEMO_TASK and DEMO_RATIO are what bench/demo_pick.py chose on the dev splits."""
+    from tacq.demo import DEMO_RATIO, DEMO_TASK
+
+    pick = json.loads((ROOT / "bench" / "results" / "demo_pick.json").read_text())["pick"]
+    assert (DEMO_TASK, DEMO_RATIO) == (pick["task"], pick["ratio"])
+    assert pick["bpw_honest"] <= 2.3
+
+
+def test_next_demo_expects_the_last_measured_times(tiny_lm, tiny_task):
+    from tacq.demo import plan_demo, run_demo
+
+    first = plan_demo(Study(tiny_lm, tiny_task), quick=True)
+    for _ in run_demo(first):
+        pass
+    again = plan_demo(Study(tiny_lm, tiny_task), quick=True)
+    assert [s.expected_s for s in again.stages] == [round(s.elapsed_s, 1) for s in first.stages]
+
+
+def test_first_guess_scales_with_the_speed_probe(tiny_lm, tiny_task, monkeypatch):
+    import tacq.demo as demo
+
+    study = Study(tiny_lm, tiny_task)
+    monkeypatch.setattr(demo, "speed_probe", lambda: demo.REF_PROBE_S)
+    base = demo.first_guess(study)
+    monkeypatch.setattr(demo, "speed_probe", lambda: 3 * demo.REF_PROBE_S)
+    slow = demo.first_guess(study)
+    assert slow == pytest.approx({k: 3 * v for k, v in base.items()})
+    n_weights = 2 * (64 * 64 * 2 + 32 * 64 * 2 + 96 * 64 * 3)  # the tiny model's Linears
+    want = demo.REF_STAGE_S["TaCQ, cold caches"] * n_weights / demo.REF_WEIGHTS
+    assert base["TaCQ, cold caches"] == pytest.approx(want)
+
+
+def _result(name: str, preds: list[str], answers: list[str]) -> EvalResult:
+    rows = [
+        {
+            "prompt": f"shot\nq{i} ->",
+            "answer": f" {a}",
+            "prediction": p,
+            "correct": p == a,
+            "nll": 1.0,
+        }
+        for i, (p, a) in enumerate(zip(preds, answers))
+    ]
+    return EvalResult(name, 1.0, sum(r["correct"] for r in rows) / len(rows), None, rows)
+
+
+def test_gallery_marks_each_answer_and_says_what_each_model_is():
+    answers = ["a", "b", "c"]
+    results = [
+        _result("original", ["a", "b", "c"], answers),
+        _result("tacq-2bit-0.35%", ["a", "x", "c"], answers),
+        _result("gptq-2bit", ["", "y", "z"], answers),
+    ]
+    g = gallery(results, {"tacq-2bit-0.35%": 2.194, "gptq-2bit": 2.031}, n=2)
+    assert list(g.columns) == [
+        "prompt (last line)",
+        "answer",
+        "original",
+        "tacq-2bit-0.35% · 2.19 BPW",
+        "gptq-2bit (per channel) · 2.03 BPW",
+    ]
+    assert g["prompt (last line)"].tolist() == ["q0 ->", "q1 ->"]
+    assert g.iloc[:, 3].tolist() == ["✓ a", "✗ x"]
+    assert g.iloc[:, 4].tolist() == ["✗ (nothing)", "✗ y"]
+    assert gallery_right(results, n=2) == {"original": 2, "tacq-2bit-0.35%": 1, "gptq-2bit": 0}
+    assert model_label("gptq-2bit-g128") == "gptq-2bit-g128"
