@@ -19,7 +19,9 @@ import os
 import tempfile
 from pathlib import Path
 
-from _common import no_options, stamp, write_result
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # the app's thread setting (launch.py)
+
+from _common import no_options, stamp, write_result  # noqa: E402
 
 
 def main() -> None:
@@ -38,6 +40,7 @@ def main() -> None:
         speed_probe,
     )
     from tacq.models import load_model
+    from tacq.tables import gallery_right
     from tacq.workflow import Study
 
     lm = load_model()
@@ -66,6 +69,8 @@ def main() -> None:
                 "actual_s": demo.elapsed_s,
                 "off": demo.expected_s / demo.elapsed_s - 1,
                 "stages": stages,
+                "gallery_right": gallery_right(demo.results),
+                "heldout_em": {r.name: r.exact_match for r in demo.results},
             }
             print(
                 f"{run['mode']} ({attempt}): expected {demo.expected_s:.0f} s, actual "
@@ -74,12 +79,14 @@ def main() -> None:
             )
             for s in stages:
                 print(f"  {s['stage']:<40} {s['expected_s']:7.1f} {s['actual_s']:7.1f}")
+            print(f"  gallery right: {run['gallery_right']}; held-out EM {run['heldout_em']}")
             runs.append(run)
     write_result(
         "demo_time",
         {
             "probe_s": speed_probe(),
             "threads": os.environ.get("OMP_NUM_THREADS") or os.cpu_count(),
+            "omp_wait_policy": os.environ["OMP_WAIT_POLICY"],
             "runs": stamp(runs),
         },
     )

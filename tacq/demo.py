@@ -29,8 +29,8 @@ from tacq.workflow import Study
 SUGGESTED_PROMPT = "Give the opposite of each word.\nhot -> cold\nbig -> small\nearly ->"
 # Picked from measurements on dev (python bench/demo_pick.py; tests/test_demo_pick.py
 # checks these against bench/results/demo_pick.json).
-DEMO_TASK = "antonyms"
-DEMO_RATIO = 0.0035
+DEMO_TASK = "records"
+DEMO_RATIO = 0.005
 QUICK_EXAMPLES, FULL_EXAMPLES = 8, 32
 
 # First-run stage times on the development machine (2-core CPU, SmolLM2-135M, empty
@@ -41,6 +41,7 @@ REF_WEIGHTS = 106_168_320  # SmolLM2-135M's q/k/v/o/gate/up/down weights
 REF_STAGE_S = {
     "gradients per example": 0.2,
     "TaCQ, cold caches": 100.0,  # the unmasked reference (for dW) plus the masked run
+    "TaCQ per example": 0.0,  # calibration passes grow with the examples
     "GPTQ, cached reference": 1.0,
     "evaluation per model": 4.0,
 }
@@ -140,7 +141,7 @@ def plan_demo(study: Study, quick: bool = False, ratio: float = DEMO_RATIO) -> D
                 return study.quantize(Selection("tacq", bits, ratio), progress=p)
 
             name = f"quantize TaCQ {bits}-bit ({100 * ratio:.2f}%)"
-            expected = guess["TaCQ, cold caches"]
+            expected = guess["TaCQ, cold caches"] + n * guess["TaCQ per example"]
         else:
 
             def make(p: Progress, bits: int = bits) -> Variant:
