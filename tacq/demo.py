@@ -36,14 +36,14 @@ QUICK_EXAMPLES, FULL_EXAMPLES = 8, 32
 # First-run stage times on the development machine (2-core CPU, SmolLM2-135M, empty
 # caches; bench/demo_time.py) and its speed probe: a first guess elsewhere is these times
 # scaled by this machine's probe and the model's number of quantizable weights.
-REF_PROBE_S = 0.1
+REF_PROBE_S = 0.169  # bench/results/demo_time.json "probe_s" of the calibrating run
 REF_WEIGHTS = 106_168_320  # SmolLM2-135M's q/k/v/o/gate/up/down weights
-REF_STAGE_S = {
-    "gradients per example": 0.2,
-    "TaCQ, cold caches": 100.0,  # the unmasked reference (for dW) plus the masked run
-    "TaCQ per example": 0.0,  # calibration passes grow with the examples
-    "GPTQ, cached reference": 1.0,
-    "evaluation per model": 4.0,
+REF_STAGE_S = {  # fitted to that run's first (empty-cache) quick and full demos on records
+    "gradients per example": 1.25,
+    "TaCQ, cold caches": 81.0,  # the unmasked reference (for dW) plus the masked run
+    "TaCQ per example": 1.36,  # calibration passes grow with the examples
+    "GPTQ, cached reference": 0.5,
+    "evaluation per model": 10.5,
 }
 
 
@@ -115,20 +115,26 @@ def speed_probe() -> float:
 _PROBE: dict[str, float] = {}
 
 
-def first_guess(study: Study) -> dict[str, float]:
-    """REF_STAGE_S scaled to this machine (speed probe) and model (quantizable weights)."""
+WARM_SHARE = {"gradients per example": 0.03, "TaCQ, cold caches": 0.53, "TaCQ per example": 0.53}
+
+
+def first_guess(study: Study, warm: bool = False) -> dict[str, float]:
+    """REF_STAGE_S scaled to this machine (speed probe) and model (quantizable weights);
+    warm: gradients and references are cached (read, not computed; WARM_SHARE of the
+    time, as bench/demo_time.py's second runs measured)."""
     from tacq.models import quantizable_linears
 
     weights = sum(m.weight.numel() for m in quantizable_linears(study.lm.model).values())
     scale = speed_probe() / REF_PROBE_S * weights / REF_WEIGHTS
-    return {k: v * scale for k, v in REF_STAGE_S.items()}
+    share = WARM_SHARE if warm else {}
+    return {k: v * scale * share.get(k, 1.0) for k, v in REF_STAGE_S.items()}
 
 
 def plan_demo(study: Study, quick: bool = False, ratio: float = DEMO_RATIO) -> DemoRun:
     """The stages: quick skips the 3-bit variant (for tests and slow machines)."""
     demo = DemoRun([], times_key=_times_key(study, quick))
     last = _read_times().get(demo.times_key, {})
-    guess = first_guess(study) if not last else REF_STAGE_S
+    guess = first_guess(study, demo.times_key.endswith("warm")) if not last else REF_STAGE_S
     n = len(study.calib_examples)
     demo.stages.append(
         Stage("collect gradients", guess["gradients per example"] * n, study.collect)
@@ -172,10 +178,16 @@ def plan_demo(study: Study, quick: bool = False, ratio: float = DEMO_RATIO) -> D
 
 
 def _times_key(study: Study, quick: bool) -> str:
+    """Model, examples, mode, threads, and whether this study's caches are filled already:
+    a first demo computes gradients and references, a repeat reads them (about 40 % less
+    time), so each kind of run expects what the same kind took last time."""
+    from tacq.gradients import grads_cache_path, grads_key
+
     threads = os.environ.get("OMP_NUM_THREADS") or str(os.cpu_count())
     mode = "quick" if quick else "full"
-    # the task's examples too: a new task starts with empty caches, a repeat finds them
-    return f"{study.lm.fingerprint}|{study.digest()}|{mode}|{threads}"
+    key = grads_key(study.lm.fingerprint, study.digest(), study.data_cfg, study.grad_cfg)
+    caches = "warm" if grads_cache_path(key).exists() else "cold"
+    return f"{study.lm.fingerprint}|{study.digest()}|{mode}|{threads}|{caches}"
 
 
 def _times_path():

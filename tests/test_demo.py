@@ -27,11 +27,14 @@ def test_demo_defaults_are_the_measured_pick():
 def test_next_demo_expects_the_last_measured_times(tiny_lm, tiny_task):
     from tacq.demo import plan_demo, run_demo
 
-    first = plan_demo(Study(tiny_lm, tiny_task), quick=True)
-    for _ in run_demo(first):
-        pass
+    runs = []
+    for _ in range(2):  # empty caches, then filled ones: each kind keeps its own times
+        runs.append(plan_demo(Study(tiny_lm, tiny_task), quick=True))
+        assert runs[-1].times_key.endswith("cold" if len(runs) == 1 else "warm")
+        for _ in run_demo(runs[-1]):
+            pass
     again = plan_demo(Study(tiny_lm, tiny_task), quick=True)
-    assert [s.expected_s for s in again.stages] == [round(s.elapsed_s, 1) for s in first.stages]
+    assert [s.expected_s for s in again.stages] == [round(s.elapsed_s, 1) for s in runs[1].stages]
 
 
 def test_first_guess_scales_with_the_speed_probe(tiny_lm, tiny_task, monkeypatch):
