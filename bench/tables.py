@@ -510,7 +510,8 @@ def sections() -> str:
         emit(
             f"A fresh $TACQ_HOME (empty caches), the default task, {dt['threads']} threads; "
             f"speed probe {dt['probe_s']:.3f} s. First run: expected times are the first guess "
-            "(scaled by the probe); second run: the first run's measured times. "
+            "(scaled by the probe); second run (caches filled): the guess for filled caches; later runs "
+            "of either kind expect what the last run of that kind took. "
             "`python bench/demo_time.py`.\n"
         )
         emit("| demo | run | expected s | measured s | off | worst stage off |")
