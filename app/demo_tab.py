@@ -61,7 +61,7 @@ def build() -> SimpleNamespace:
     shown = gr.Markdown(elem_id="demo-gallery-summary")
     answers = gr.Dataframe(
         pd.DataFrame(columns=["prompt (last line)", "answer"]),
-        label=f"Gallery: the first {GALLERY_SIZE} held-out prompts, each model's answer (✓ right, ✗ wrong)",
+        label=f"Gallery: the first {GALLERY_SIZE} held-out prompts, each model's answer marked right or wrong",
         interactive=False,
         wrap=True,
         elem_id="demo-gallery",
