@@ -24,9 +24,14 @@ NOT_OURS = ("PYTEST_CURRENT_TEST", "TORCHINDUCTOR_", "_TORCHINDUCTOR_", "TRITON_
 
 @pytest.fixture(autouse=True)
 def _environment_restored():
-    """A test that sets an environment variable must restore it (monkeypatch does)."""
-    before = dict(os.environ)
+    """A test that sets an environment variable or tempfile's folder must restore it
+    (monkeypatch does): its temp folder is removed when it passes, so a later test would
+    write into a folder that is gone."""
+    import tempfile
+
+    before, tempdir = dict(os.environ), tempfile.tempdir
     yield
+    assert tempfile.tempdir == tempdir, f"the test left tempfile.tempdir at {tempfile.tempdir}"
     after = dict(os.environ)
     changed = sorted(
         k

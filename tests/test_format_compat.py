@@ -44,8 +44,10 @@ def test_format1_checkpoint_loads_with_the_same_spec_and_logits():
     assert v.size.n_kept == EXPECTED["n_kept"]
     assert v.size.bpw_paper == pytest.approx(EXPECTED["bpw_paper"], abs=1e-12)
     logits = _logits(v.model)
-    assert float(logits.sum()) == pytest.approx(EXPECTED["logits_sum"], abs=1e-9)
-    assert float(logits.abs().sum()) == pytest.approx(EXPECTED["logits_abs_sum"], abs=1e-9)
+    # fp32 matmuls sum in a CPU-dependent order (seen: 1.5e-7 apart on another Xeon); a
+    # misread code, scale or kept weight moves these sums by far more than 1e-5
+    assert float(logits.sum()) == pytest.approx(EXPECTED["logits_sum"], abs=1e-5)
+    assert float(logits.abs().sum()) == pytest.approx(EXPECTED["logits_abs_sum"], rel=1e-6)
 
 
 def test_format1_saved_variant_restores_in_the_app(tmp_path, tiny_lm):

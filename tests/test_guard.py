@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import tempfile
 import uuid
 
 import pytest
@@ -76,6 +77,7 @@ def test_guard_answers_403_before_the_route_runs():
 
 def test_serving_beyond_loopback_needs_allow_list_and_auth(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(os, "environ", os.environ.copy())  # launch sets process variables
+    monkeypatch.setattr(tempfile, "tempdir", tempfile.tempdir)  # and tempfile's folder
     import launch
 
     assert launch.main(["--host", "0.0.0.0", "--port", "1"]) == 1
