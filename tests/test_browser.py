@@ -39,9 +39,13 @@ if not Path(CHROMIUM).exists():
     pytest.skip(_missing, allow_module_level=True)
 
 
+APP_HOME: list[Path] = []  # the running app's TACQ_HOME (the library reads its caches)
+
+
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
     home = tmp_path_factory.mktemp("app_home")
+    APP_HOME[:] = [home]
     proc, url = start_app(home, {"PYTHONPATH": str(FAKE_PEERS)})  # a stand-in hqq package
     yield url
     stop_app(proc)
@@ -92,13 +96,24 @@ def small_task_file(tmp_path):
 @functools.lru_cache(maxsize=1)
 def _small_study(task_file: Path):
     """A Study of the page's 12-example upload (9 calibration examples), in this process
-    (one for every comparison: loading and collecting once)."""
+    (one for every comparison: loading and collecting once). Its gradients come from the
+    app's own cache when the keys agree (they should: same model, examples and settings),
+    so the run writes one 1.3 GB gradient file, not two."""
     from tacq.data import read_examples, task_from_examples
     from tacq.models import load_model
     from tacq.workflow import Study
 
     study = Study(load_model(), task_from_examples("small", read_examples(task_file)))
-    study.collect()
+    before = os.environ.get("TACQ_HOME")
+    os.environ["TACQ_HOME"] = str(APP_HOME[0])
+    try:
+        study.collect()
+        print(f"library study: gradients from the app's cache: {study.stats.from_cache}")
+    finally:
+        if before is None:
+            os.environ.pop("TACQ_HOME")
+        else:
+            os.environ["TACQ_HOME"] = before
     return study
 
 
