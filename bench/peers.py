@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import statistics
 import time
 import traceback
 
@@ -36,6 +37,18 @@ from tacq.peers import PEER_POINTS, PEERS, dequantized_model, honest_bpw, packag
 def method_name(peer: str, group: int, iters: int) -> str:
     """'autoround_g128'; AutoRound with no tuning steps is its RTN mode: 'autoround-rtn_g128'."""
     return f"{peer}-rtn_g{group}" if peer == "autoround" and iters == 0 else f"{peer}_g{group}"
+
+
+def weight_error(model, weights: dict) -> dict:
+    """How far the peer moved each Linear: ||W_peer - W|| / ||W||, median and worst. A model
+    that breaks although no Linear is far off points at an interaction, not a bad layer."""
+    mods = dict(model.named_modules())
+    rel = {
+        n: float((w.float() - mods[n].weight.float()).norm() / mods[n].weight.float().norm())
+        for n, w in weights.items()
+    }
+    worst = max(rel, key=rel.get)
+    return {"median": statistics.median(rel.values()), "max": rel[worst], "worst": worst}
 
 
 def run_point(peer: str, bits: int, group: int, ctx: dict, args) -> dict:
@@ -86,6 +99,7 @@ def run_point(peer: str, bits: int, group: int, ctx: dict, args) -> dict:
         "used": run.used,
         "bpw": float(bits),
         "bpw_honest": honest_bpw(lm.model, ctx["names"], bits, group, run.fmt),
+        "weight_rel_err": weight_error(lm.model, run.weights),
         "answer_nll": r.answer_nll,
         "exact_match": r.exact_match,
         "kl_to_fp": r.kl_to_fp,
