@@ -131,8 +131,9 @@ def wire(
         msg = (
             f"Made **{v.name}**: BPW {v.size.bpw_paper:.4f} (paper formula), "
             f"{v.size.bpw_honest:.3f} with its scales and indices, "
-            f"{v.size.total_bytes / 2**20:.1f} MB packed, "
-            f"{v.resident_bytes / 2**20:.1f} MB in memory, in {v.result.seconds:.0f} s."
+            f"{v.size.total_bytes / 2**20:.1f} MB as a packed file (the whole model), "
+            f"{v.resident_bytes / 2**20:.1f} MB of its own in memory (the rest is shared with "
+            f"the original), in {v.result.seconds:.0f} s."
         )
         return msg, variants_frame(user), *choices(user)
 

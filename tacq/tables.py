@@ -31,8 +31,8 @@ VARIANT_COLUMNS = [
     "kept %",
     "BPW (paper)",
     "BPW (honest)",
-    "size MB",
-    "in memory MB",
+    "file MB",
+    "own memory MB",
     "seconds",
     "made by",
 ]
@@ -91,8 +91,8 @@ def variants_table(variants: Sequence[Variant]) -> pd.DataFrame:
             "kept %": round(100 * v.size.ratio, 3),
             "BPW (paper)": round(v.size.bpw_paper, 4),
             "BPW (honest)": round(v.size.bpw_honest, 3),
-            "size MB": round(v.size.total_bytes / 2**20, 1),
-            "in memory MB": round(v.resident_bytes / 2**20, 1),
+            "file MB": round(v.size.total_bytes / 2**20, 1),
+            "own memory MB": round(v.resident_bytes / 2**20, 1),
             "seconds": round(v.result.seconds, 1),
             "made by": v.peer["package"] if v.peer else "TaCQ Studio",
         }
