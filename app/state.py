@@ -19,6 +19,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tacq.cache import write_text_atomic
 from tacq.data import SPLITS, Example, TaskSet
 from tacq.errors import TacqError
 from tacq.memory import check_room, megabytes_setting, model_bytes
@@ -224,9 +225,7 @@ class UserState:
         ]
         blob = {"name": self.task.name, "style": self.task.style, "rows": rows}
         self.own_folder()
-        tmp = self.folder / f".examples.{os.getpid()}.part"
-        tmp.write_text(json.dumps(blob))
-        os.replace(tmp, self.folder / "examples.json")
+        write_text_atomic(self.folder / "examples.json", json.dumps(blob))
 
     def load_examples(self) -> TaskSet | None:
         path = self.folder / "examples.json"

@@ -42,6 +42,17 @@ def checksum(tensors: dict[str, Tensor]) -> str:
     return f"{crc:08x}"
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write text to a temp file in the same folder, then rename: a crash leaves old or none."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def save_atomic(path: Path, tensors: dict[str, Tensor], meta: dict[str, str]) -> None:
     """Write to a temp file in the same folder, then rename: a crash leaves old or none."""
     path.parent.mkdir(parents=True, exist_ok=True)

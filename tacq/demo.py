@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from tacq.cache import tacq_home
+from tacq.cache import tacq_home, write_text_atomic
 from tacq.data import TaskSet
 from tacq.evaluate import EvalResult, evaluate_variants
 from tacq.progress import Progress, no_progress, scaled
@@ -206,11 +206,7 @@ def _save_times(demo: DemoRun) -> None:
     """Keep this run's stage times; the next demo of the same model and mode expects them."""
     data = _read_times()
     data[demo.times_key] = {s.name: round(s.elapsed_s, 1) for s in demo.stages}
-    path = _times_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+    write_text_atomic(_times_path(), json.dumps(data, indent=1))
 
 
 DEMO_HELDOUT = 32  # the demo scores this many held-out examples, however large the task
