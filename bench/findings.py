@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from quality import method_order, paired_rows, parse_method
 
+from tacq.data import list_tasks
 from tacq.gptq import GROUP_SIZES
 from tacq.runs import PLAIN_METHODS
 from tacq.saliency import METRICS, metrics_in
@@ -136,9 +137,75 @@ def matched_bits(res: Results) -> list[str]:
         out.append(
             f"- Matched bits, {bits}-bit: every peer point (AutoRound, HQQ) is beaten by a TaCQ "
             f"point at equal or lower honest BPW, decided on the same held-out examples, on "
-            f"{len(won)} of {total} tasks ({', '.join(won) or '-'}; target 80 %)"
+            f"{len(won)} of {total} tasks measured ({', '.join(won) or '-'}; target 80 % of "
+            f"the {len(list_tasks())} bundled tasks)"
             + (f"; not on {'; '.join(lost)}" if lost else "")
             + "."
+        )
+    return out
+
+
+EM_KEPT_TARGET = 0.85  # issue 18: a 3-bit TaCQ point keeps this share of fp exact match
+
+
+def three_bit_exact_match(res: Results) -> list[str]:
+    """Issue target: at 3 bits some TaCQ point keeps >= 85 % of fp's exact match, on every
+    bundled task, counted only on the held-out sets large enough to decide (150+)."""
+    q = res.get("quality")
+    if not q:
+        return []
+    rows = [r for r in q["rows"] if r["bits"] == 3 and r.get("seed", 0) == 0]
+    kept, missed = [], []
+    for task in sorted({r["task"] for r in rows}):
+        fp = _row(rows, task, 3, "fp")
+        if fp is None or fp["heldout_examples"] < 150 or not fp["exact_match"]:
+            continue
+        tacqs = [
+            r
+            for r in rows
+            if r["task"] == task
+            and parse_method(r["method"])[0] == "tacq"
+            and r["heldout_examples"] == fp["heldout_examples"]
+        ]
+        if not tacqs:
+            continue
+        best = max(tacqs, key=lambda r: (r["exact_match"], -r["bpw_honest"]))
+        share = best["exact_match"] / fp["exact_match"]
+        text = (
+            f"{task} {share:.0%} ({label(best['method'])}, {best['exact_match']:.3f} vs fp "
+            f"{fp['exact_match']:.3f}, honest BPW {best['bpw_honest']:.3f})"
+        )
+        (kept if share >= EM_KEPT_TARGET else missed).append(text)
+    if not kept and not missed:
+        return []
+    bundled = len(list_tasks())
+    return [
+        f"- 3-bit exact match kept by the best TaCQ point, of fp's, on the 150+ held-out sets "
+        f"(target >= {EM_KEPT_TARGET:.0%} on every task; {len(kept) + len(missed)} of "
+        f"{bundled} bundled tasks measured): met on {len(kept)}"
+        + (f" ({'; '.join(kept)})" if kept else "")
+        + (f"; missed on {len(missed)} ({'; '.join(missed)})" if missed else "")
+        + "."
+    ]
+
+
+def one_task_time(res: Results) -> list[str]:
+    """Issue target: one task's core table (every method once, both bit widths) in under
+    90 minutes on the 2-core CPU, measured by bench/one_task.py."""
+    ot = res.get("one_task")
+    if not ot:
+        return []
+    out = []
+    for r in ot["rows"]:
+        parts = ", ".join(
+            f"{s['command'].split()[1].removesuffix('.py')} {s['minutes']:.1f} min"
+            + ("" if s["rc"] == 0 else f" (exit {s['rc']})")
+            for s in r["steps"]
+        )
+        out.append(
+            f"- One task's core table regenerated ({r['task']}: every method once, 2 and 3 "
+            f"bits, peers included) in {r['minutes']:.0f} min on this CPU (target < "
+            f"{r['target_minutes']:.0f}): {parts}."
         )
     return out
 
@@ -510,6 +577,8 @@ def tuned_peer_broke(res: Results) -> list[str]:
 MET: list[Callable[[Results], list[str]]] = [
     quality_targets,
     matched_bits,
+    three_bit_exact_match,
+    one_task_time,
     circuit_causal,
     packed_memory,
     demo,

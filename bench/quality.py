@@ -119,6 +119,7 @@ def run_task(
     from tacq.evaluate import evaluate, perplexity
     from tacq.export import save_packed
     from tacq.models import load_model
+    from tacq.packed import dense_copy
     from tacq.select import DEFAULT_RATIO, Selection
     from tacq.workflow import Study
 
@@ -179,7 +180,10 @@ def run_task(
             else:
                 v = study.quantize(Selection(base_m, bits, ratio or DEFAULT_RATIO, group))
             secs = time.perf_counter() - t
-            r, _ = evaluate(v.model, lm.tokenizer, held, task.style, v.name, fp_logprobs=lp)
+            # Scored as plain Linears holding the dequantized weights: the same logits as the
+            # packed variant (tests/test_packed.py), without dequantizing at every forward.
+            model = dense_copy(v.model)
+            r, _ = evaluate(model, lm.tokenizer, held, task.style, v.name, fp_logprobs=lp)
             row = {
                 **base,
                 "method": m,
@@ -190,15 +194,15 @@ def run_task(
                 "answer_nll": r.answer_nll,
                 "exact_match": r.exact_match,
                 "kl_to_fp": r.kl_to_fp,
-                "ppl": perplexity(v.model, lm.tokenizer, text, max_chunks=ppl_chunks),
+                "ppl": perplexity(model, lm.tokenizer, text, max_chunks=ppl_chunks),
                 "control_task": control.name,
-                "control_nll": control_nll(v.model, lm.tokenizer, control),
+                "control_nll": control_nll(model, lm.tokenizer, control),
                 "seconds": secs,
                 **per_example(r),
             }
             for name, (other, olp) in others.items() if m in ("gptq", "tacq") else ():
                 o, _ = evaluate(
-                    v.model, lm.tokenizer, list(other.heldout), other.style, v.name, fp_logprobs=olp
+                    model, lm.tokenizer, list(other.heldout), other.style, v.name, fp_logprobs=olp
                 )
                 cross_rows.append(
                     {
@@ -224,7 +228,7 @@ def run_task(
                 f"({secs:.0f} s)",
                 flush=True,
             )
-            del v
+            del v, model
         gptq = next((r for r in rows if r["bits"] == bits and r["method"] == "gptq"), None)
         for r in rows:
             if gptq and r["bits"] == bits and gptq["answer_nll"] != fp.answer_nll:

@@ -62,6 +62,12 @@ SCRIPTS = [  # (command, what it measures, result topic)
         "peers",
     ),
     (
+        "python bench/one_task.py --task past_tense",
+        "one task's core table regenerated and timed: bench/quality.py (every method of ours "
+        "once, 2 and 3 bits) then bench/peers.py (both bit widths)",
+        "one_task",
+    ),
+    (
         "python bench/ablations.py --tasks capitals,antonyms",
         "TaCQ / MSG with answer-only loss and with all calibration examples; ratio sweep",
         "ablations",

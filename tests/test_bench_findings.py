@@ -1,0 +1,68 @@
+"""bench/findings.py: target lines computed from result rows, checked on made-up rows."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+@pytest.fixture()
+def findings(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+    for name in ("findings", "quality", "_common"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    import findings
+
+    return findings
+
+
+def _row(task: str, method: str, em: float, held: int = 160, bits: int = 3, bpw: float = 3.2):
+    return {
+        "task": task,
+        "bits": bits,
+        "method": method,
+        "exact_match": em,
+        "heldout_examples": held,
+        "bpw_honest": bpw,
+        "answer_nll": 1.0,
+    }
+
+
+def test_three_bit_exact_match_takes_the_best_tacq_point_and_counts_misses(findings):
+    rows = [
+        _row("antonyms", "fp", 0.40),
+        _row("antonyms", "tacq", 0.30),  # 75 %
+        _row("antonyms", "tacq_g128", 0.36, bpw=3.3),  # 90 %: the best point
+        _row("antonyms", "gptq", 0.40),  # not TaCQ: never counted
+        _row("capitals", "fp", 0.50),
+        _row("capitals", "tacq", 0.40),  # 80 %: missed
+        _row("plurals", "fp", 0.50, held=24),  # small held-out set: left out
+        _row("plurals", "tacq", 0.50, held=24),
+        _row("dates", "fp", 0.50, bits=2),  # 2-bit: not this target
+        _row("dates", "tacq", 0.50, bits=2),
+    ]
+    (line,) = findings.three_bit_exact_match({"quality": {"rows": rows}})
+    assert "2 of 7 bundled tasks measured" in line
+    assert "met on 1 (antonyms 90% (TaCQ g128, 0.360 vs fp 0.400" in line
+    assert "missed on 1 (capitals 80% (TaCQ, 0.400 vs fp 0.500" in line
+    assert "plurals" not in line and "dates" not in line
+
+
+def test_three_bit_exact_match_is_silent_without_large_sets(findings):
+    rows = [_row("antonyms", "fp", 0.4, held=24), _row("antonyms", "tacq", 0.4, held=24)]
+    assert findings.three_bit_exact_match({"quality": {"rows": rows}}) == []
+
+
+def test_one_task_time_names_each_step_and_a_failed_one(findings):
+    steps = [
+        {"command": "python quality.py --tasks x", "rc": 0, "minutes": 40.0},
+        {"command": "python peers.py --task x", "rc": 1, "minutes": 12.5},
+    ]
+    row = {"task": "x", "steps": steps, "minutes": 52.5, "target_minutes": 90.0}
+    (line,) = findings.one_task_time({"one_task": {"rows": [row]}})
+    assert "(x: every method once" in line and "in 52 min" in line and "target < 90" in line
+    assert "quality 40.0 min, peers 12.5 min (exit 1)" in line
