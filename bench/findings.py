@@ -149,44 +149,44 @@ EM_KEPT_TARGET = 0.85  # issue 18: a 3-bit TaCQ point keeps this share of fp exa
 
 
 def three_bit_exact_match(res: Results) -> list[str]:
-    """Issue target: at 3 bits some TaCQ point keeps >= 85 % of fp's exact match, on every
-    bundled task, counted only on the held-out sets large enough to decide (150+)."""
+    """Issue target: at 3 bits TaCQ keeps >= 85 % of fp's exact match on every bundled task,
+    on the held-out sets large enough to decide (150+). Counted per fixed setting (method,
+    group, ratio), the same on every task: picking each task's best point on its held-out
+    set would be tuning on the test."""
     q = res.get("quality")
     if not q:
         return []
     rows = [r for r in q["rows"] if r["bits"] == 3 and r.get("seed", 0) == 0]
-    kept, missed = [], []
-    for task in sorted({r["task"] for r in rows}):
-        fp = _row(rows, task, 3, "fp")
-        if fp is None or fp["heldout_examples"] < 150 or not fp["exact_match"]:
-            continue
-        tacqs = [
-            r
-            for r in rows
-            if r["task"] == task
-            and parse_method(r["method"])[0] == "tacq"
-            and r["heldout_examples"] == fp["heldout_examples"]
-        ]
-        if not tacqs:
-            continue
-        best = max(tacqs, key=lambda r: (r["exact_match"], -r["bpw_honest"]))
-        share = best["exact_match"] / fp["exact_match"]
-        text = (
-            f"{task} {share:.0%} ({label(best['method'])}, {best['exact_match']:.3f} vs fp "
-            f"{fp['exact_match']:.3f}, honest BPW {best['bpw_honest']:.3f})"
-        )
-        (kept if share >= EM_KEPT_TARGET else missed).append(text)
-    if not kept and not missed:
+    fps = {
+        r["task"]: r
+        for r in rows
+        if r["method"] == "fp" and r["heldout_examples"] >= 150 and r["exact_match"]
+    }
+    shares: dict[str, dict[str, tuple[float, dict]]] = {}  # method -> task -> (share, row)
+    for r in rows:
+        fp = fps.get(r["task"])
+        if fp and parse_method(r["method"])[0] == "tacq":
+            if r["heldout_examples"] == fp["heldout_examples"]:
+                share = r["exact_match"] / fp["exact_match"]
+                shares.setdefault(r["method"], {})[r["task"]] = (share, r)
+    if not shares:
         return []
     bundled = len(list_tasks())
-    return [
-        f"- 3-bit exact match kept by the best TaCQ point, of fp's, on the 150+ held-out sets "
-        f"(target >= {EM_KEPT_TARGET:.0%} on every task; {len(kept) + len(missed)} of "
-        f"{bundled} bundled tasks measured): met on {len(kept)}"
-        + (f" ({'; '.join(kept)})" if kept else "")
-        + (f"; missed on {len(missed)} ({'; '.join(missed)})" if missed else "")
-        + "."
-    ]
+    out = []
+    for method in sorted(shares, key=method_order):
+        per_task = shares[method]
+        met = [t for t, (sh, _) in per_task.items() if sh >= EM_KEPT_TARGET]
+        worst = min(per_task, key=lambda t: per_task[t][0])
+        bpw = statistics.median(r["bpw_honest"] for _, r in per_task.values())
+        out.append(
+            f"- 3-bit exact match kept, of fp's, by {label(method)} (honest BPW {bpw:.3f}) "
+            f"on the 150+ held-out sets (target >= {EM_KEPT_TARGET:.0%} on every task): "
+            f"met on {len(met)} of {len(per_task)} tasks measured ({bundled} bundled): "
+            + ", ".join(f"{t} {per_task[t][0]:.0%}" for t in sorted(per_task))
+            + f"; lowest {worst} ({per_task[worst][1]['exact_match']:.3f} vs fp "
+            f"{fps[worst]['exact_match']:.3f})."
+        )
+    return out
 
 
 def one_task_time(res: Results) -> list[str]:

@@ -32,24 +32,28 @@ def _row(task: str, method: str, em: float, held: int = 160, bits: int = 3, bpw:
     }
 
 
-def test_three_bit_exact_match_takes_the_best_tacq_point_and_counts_misses(findings):
+def test_three_bit_exact_match_counts_each_setting_on_every_task(findings):
     rows = [
         _row("antonyms", "fp", 0.40),
         _row("antonyms", "tacq", 0.30),  # 75 %
-        _row("antonyms", "tacq_g128", 0.36, bpw=3.3),  # 90 %: the best point
+        _row("antonyms", "tacq_g128", 0.36, bpw=3.3),  # 90 %
         _row("antonyms", "gptq", 0.40),  # not TaCQ: never counted
         _row("capitals", "fp", 0.50),
-        _row("capitals", "tacq", 0.40),  # 80 %: missed
+        _row("capitals", "tacq", 0.45),  # 90 %
+        _row("capitals", "tacq_g128", 0.40, bpw=3.3),  # 80 %
         _row("plurals", "fp", 0.50, held=24),  # small held-out set: left out
         _row("plurals", "tacq", 0.50, held=24),
         _row("dates", "fp", 0.50, bits=2),  # 2-bit: not this target
         _row("dates", "tacq", 0.50, bits=2),
     ]
-    (line,) = findings.three_bit_exact_match({"quality": {"rows": rows}})
-    assert "2 of 7 bundled tasks measured" in line
-    assert "met on 1 (antonyms 90% (TaCQ g128, 0.360 vs fp 0.400" in line
-    assert "missed on 1 (capitals 80% (TaCQ, 0.400 vs fp 0.500" in line
-    assert "plurals" not in line and "dates" not in line
+    plain, grouped = findings.three_bit_exact_match({"quality": {"rows": rows}})
+    # no task's best point is picked: each setting is judged on every task
+    assert "by TaCQ (honest BPW 3.200)" in plain
+    assert "met on 1 of 2 tasks measured (7 bundled): antonyms 75%, capitals 90%" in plain
+    assert "lowest antonyms (0.300 vs fp 0.400)" in plain
+    assert "by TaCQ g128 (honest BPW 3.300)" in grouped
+    assert "met on 1 of 2 tasks measured (7 bundled): antonyms 90%, capitals 80%" in grouped
+    assert "plurals" not in plain + grouped and "dates" not in plain + grouped
 
 
 def test_three_bit_exact_match_is_silent_without_large_sets(findings):
