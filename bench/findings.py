@@ -210,6 +210,39 @@ def one_task_time(res: Results) -> list[str]:
     return out
 
 
+def levers(res: Results) -> list[str]:
+    """What each lever did where TaCQ misses a target, on dev, and the dev pick on held-out."""
+    lv, q = res.get("levers"), res.get("quality")
+    if not lv:
+        return []
+    out = []
+    for run in lv["runs"]:
+        fp = run["fp"]
+        parts = ", ".join(
+            f"{r['lever']} {r['dev']['answer_nll']:.3f} ({r['dev']['exact_match']:.3f}, "
+            f"{r['bpw_honest']:.2f} BPW)"
+            for r in run["levers"]
+        )
+        best = next(r for r in run["levers"] if r["lever"] == run["best_on_dev"])
+        held = best["heldout"]
+        default = _row(q["rows"], run["task"], run["bits"], "tacq") if q else None
+        versus = (
+            f", against {default['answer_nll']:.3f} ({default['exact_match']:.3f}) for the "
+            "default TaCQ row"
+            if default and default.get("heldout_examples") == held["examples"]
+            else ""
+        )
+        out.append(
+            f"- Levers, {run['task']} {run['bits']}-bit, TaCQ, chosen on the dev split "
+            f"({best['dev']['examples']} examples; dev answer NLL (exact match); fp "
+            f"{fp['dev']['answer_nll']:.3f} ({fp['dev']['exact_match']:.3f})): {parts}. Best on "
+            f"dev: {run['best_on_dev']}; scored once on held-out: {held['answer_nll']:.3f} "
+            f"({held['exact_match']:.3f} = {held['exact_match'] / fp['heldout']['exact_match']:.0%}"
+            f" of fp's exact match){versus}."
+        )
+    return out
+
+
 def circuit_causal(res: Results) -> list[str]:
     """Damage-only causal test: task vs random, magnitude and the control task."""
     c = res.get("causal")
@@ -589,6 +622,7 @@ OPEN: list[Callable[[Results], list[str]]] = [
     capitals,
     noise,
     three_bit,
+    levers,
     tuned_peer_broke,
     omp,
     large_models,

@@ -68,6 +68,13 @@ SCRIPTS = [  # (command, what it measures, result topic)
         "one_task",
     ),
     (
+        "python bench/levers.py --task antonyms --bits 3",
+        "TaCQ under each lever (kept ratio, answer-only loss, all calibration examples, "
+        "group size, act-order, Hessians from the original activations) on the dev split; "
+        "the dev pick scored once on held-out",
+        "levers",
+    ),
+    (
         "python bench/ablations.py --tasks capitals,antonyms",
         "TaCQ / MSG with answer-only loss and with all calibration examples; ratio sweep",
         "ablations",

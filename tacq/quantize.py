@@ -184,6 +184,7 @@ def quantize_model(
     exec_device: str | torch.device | None = None,
     unmasked: dict[str, QParams] | None = None,
     fast: bool = True,
+    sequential: bool = True,
 ) -> QuantResult:
     """Quantize every decoder q/k/v/o/gate/up/down Linear, block by block, true-sequential.
 
@@ -197,7 +198,12 @@ def quantize_model(
     bits (e.g. `QuantResult.qparams()` of the reference); rows with no kept weight reuse
     them instead of searching again (same values).
     fast=False runs the slower pre-stacking path (bit-identical; for tests and benches).
+    sequential=False takes every Hessian from the original model's activations (each group
+    and block sees unquantized inputs) instead of true-sequential ones: a lever measured by
+    bench/levers.py, not the paper's default.
     """
+    if not sequential and in_place:
+        raise ValueError("Hessians from the original activations need in_place=False.")
     progress = progress or no_progress
     t0 = time.perf_counter()
     layers = decoder_layers(model)
@@ -215,6 +221,8 @@ def quantize_model(
             try:
                 if exec_device is not None:
                     block.to(exec_device)
+                fp_hidden = None if sequential else _run_block(block, inputs)
+                pending: list[tuple[dict, dict]] = []  # stored after the block (sequential=False)
                 for group in SEQUENTIAL_GROUPS:
                     progress(
                         (i + 0.1) / len(layers),
@@ -229,8 +237,13 @@ def quantize_model(
                         done = _quantize_group(
                             members, inputs, cfg, keep_masks, unmasked, fast, block
                         )
-                        _store_(members, done, result)
-                new_hidden = _run_block(block, inputs)
+                        if sequential:
+                            _store_(members, done, result)
+                        else:
+                            pending.append((members, done))
+                for members, done in pending:
+                    _store_(members, done, result)
+                new_hidden = _run_block(block, inputs) if fp_hidden is None else fp_hidden
             except torch.OutOfMemoryError as e:
                 raise TacqError(
                     "Out of memory during quantization; use fewer calibration "

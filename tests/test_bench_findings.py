@@ -70,3 +70,37 @@ def test_one_task_time_names_each_step_and_a_failed_one(findings):
     (line,) = findings.one_task_time({"one_task": {"rows": [row]}})
     assert "(x: every method once" in line and "in 52 min" in line and "target < 90" in line
     assert "quality 40.0 min, peers 12.5 min (exit 1)" in line
+
+
+def test_levers_line_reports_each_lever_and_the_dev_pick_on_held_out(findings):
+    def lever(name, nll, em, held=None):
+        row = {
+            "lever": name,
+            "bpw_honest": 3.2,
+            "dev": {"examples": 48, "answer_nll": nll, "exact_match": em},
+        }
+        return row | ({"heldout": held} if held else {})
+
+    held = {"examples": 160, "answer_nll": 4.5, "exact_match": 0.2}
+    run = {
+        "task": "antonyms",
+        "bits": 3,
+        "fp": {
+            "dev": {"answer_nll": 3.0, "exact_match": 0.4},
+            "heldout": {"answer_nll": 3.4, "exact_match": 0.25},
+        },
+        "levers": [lever("default", 5.0, 0.1), lever("act-order", 4.0, 0.2, held)],
+        "best_on_dev": "act-order",
+    }
+    tacq = {
+        "task": "antonyms",
+        "bits": 3,
+        "method": "tacq",
+        "answer_nll": 4.7,
+        "exact_match": 0.16,
+        "heldout_examples": 160,
+    }
+    (line,) = findings.levers({"levers": {"runs": [run]}, "quality": {"rows": [tacq]}})
+    assert "default 5.000 (0.100, 3.20 BPW), act-order 4.000 (0.200, 3.20 BPW)" in line
+    assert "Best on dev: act-order; scored once on held-out: 4.500 (0.200 = 80% of fp's" in line
+    assert "against 4.700 (0.160) for the default TaCQ row" in line

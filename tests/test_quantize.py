@@ -86,3 +86,43 @@ def test_streaming_blocks_gives_the_same_result(tiny_llama):
     for name, lq in resident.layers.items():
         assert torch.equal(lq.codes, streamed.layers[name].codes)
     assert next(tiny_llama.parameters()).device.type == "cpu"
+
+
+def test_hessians_from_the_original_activations(tiny_llama):
+    """sequential=False: every Linear is GPTQ on the Hessian of the *original* model's inputs
+    to it (walked here by hand on the untouched model), not on its quantized predecessors'."""
+    from tacq.gptq import gptq_stacked
+    from tacq.models import SEQUENTIAL_GROUPS, decoder_layers, module_kind
+    from tacq.quantize import _run_block, capture_block_inputs, group_hessians
+
+    cfg = GPTQConfig(bits=2)
+    before = {n: p.clone() for n, p in tiny_llama.state_dict().items()}
+    res = quantize_model(tiny_llama, _batches(), cfg, sequential=False)
+    seq = quantize_model(tiny_llama, _batches(), cfg)
+    for n, p in tiny_llama.state_dict().items():
+        assert torch.equal(p, before[n]), n  # the original is untouched
+
+    names = {id(m): n for n, m in quantizable_linears(tiny_llama).items()}
+    inputs = capture_block_inputs(tiny_llama, _batches())
+    checked = 0
+    for block in decoder_layers(tiny_llama):
+        for group in SEQUENTIAL_GROUPS:
+            members = {
+                names[id(m)]: m
+                for m in block.modules()
+                if id(m) in names and module_kind(names[id(m)]) in group
+            }
+            for shared in group_hessians(block, members, inputs):
+                weights = [members[n].weight.data for n in shared.names]
+                lqs = gptq_stacked(weights, shared.H, [None] * len(weights), cfg, None)
+                for n, lq in zip(shared.names, lqs):
+                    assert torch.equal(res.layers[n].dequantize(), lq.dequantize()), n
+                    checked += 1
+        inputs = [(h, kw, m) for h, (_, kw, m) in zip(_run_block(block, inputs), inputs)]
+    assert checked == len(res.layers)
+    # the first group sees the same inputs either way; later ones do not
+    first = next(iter(res.layers))
+    assert torch.equal(res.layers[first].dequantize(), seq.layers[first].dequantize())
+    assert any(
+        not torch.equal(lq.dequantize(), seq.layers[n].dequantize()) for n, lq in res.layers.items()
+    )

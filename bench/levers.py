@@ -1,0 +1,153 @@
+"""Levers for where TaCQ misses a target, chosen on the dev split only.
+
+For one task and bit width, TaCQ (p = 0.35 % unless the lever changes it) under each lever:
+a larger kept ratio, the loss on answer tokens only, all calibration examples, a group size,
+GPTQ's act-order, and Hessians from the original model's activations instead of
+true-sequential ones. Each is scored on the task's **dev** split (never used for
+calibration, never the held-out set); the lever with the lowest dev answer NLL is then
+scored once on the held-out split, so the held-out number is not picked by looking at it.
+Writes bench/results/levers.json (merged by task and bit width).
+
+    python bench/levers.py --task antonyms --bits 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+from dataclasses import dataclass
+
+from _common import ROOT, stamp, write_result
+from quality import per_example
+
+
+@dataclass(frozen=True)
+class Lever:
+    ratio: float = 0.0035
+    answer_only: bool = False
+    examples: int = 32
+    group_size: int | None = None
+    act_order: bool = False
+    sequential: bool = True
+
+
+LEVERS = {
+    "default": Lever(),
+    "kept 1 %": Lever(ratio=0.01),
+    "kept 2 %": Lever(ratio=0.02),
+    "answer-only loss": Lever(answer_only=True),
+    "all calibration examples": Lever(examples=64),
+    "group size 128": Lever(group_size=128),
+    "act-order": Lever(act_order=True),
+    "Hessians from the original activations": Lever(sequential=False),
+}
+
+
+def dequantized(model, layers):
+    """A copy of the model holding each quantized Linear's dequantized weight."""
+    out = copy.deepcopy(model)
+    for name, lq in layers.items():
+        out.get_submodule(name).weight.data = lq.dequantize()
+    return out
+
+
+def run_lever(lm, task, bits: int, lever: Lever):
+    """Quantize with one lever -> (its honest BPW and time, the dequantized model)."""
+    from tacq.data import DataConfig
+    from tacq.gptq import GPTQConfig
+    from tacq.gradients import GradientConfig
+    from tacq.quantize import quantize_model
+    from tacq.select import Selection
+    from tacq.workflow import Study
+
+    t = time.perf_counter()
+    data = DataConfig(max_examples=lever.examples)
+    study = Study(lm, task, data, GradientConfig(answer_only=lever.answer_only))
+    study.collect()
+    sel = Selection("tacq", bits, lever.ratio, lever.group_size)
+    ranking = study.ranking(sel)
+    cfg = GPTQConfig(bits=bits, group_size=lever.group_size, act_order=lever.act_order)
+    res = quantize_model(
+        lm.model,
+        study.batches(answer_only=False),
+        cfg,
+        ranking.masks(lever.ratio),
+        sequential=lever.sequential,
+    )
+    model = dequantized(lm.model, res.layers)
+    row = {
+        "bpw_honest": study.size_at(sel, ranking).bpw_honest,
+        "seconds": time.perf_counter() - t,
+    }
+    return row, model
+
+
+def score(lm, task, model, examples: list, fp_lp, keep_each: bool = False) -> dict:
+    from tacq.evaluate import evaluate
+
+    r, _ = evaluate(model, lm.tokenizer, examples, task.style, "lever", fp_logprobs=fp_lp)
+    return {
+        "examples": len(examples),
+        "answer_nll": r.answer_nll,
+        "exact_match": r.exact_match,
+        **(per_example(r) if keep_each else {}),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--task", default="antonyms")
+    ap.add_argument("--bits", type=int, default=3)
+    ap.add_argument("--levers", default=",".join(LEVERS), help="comma list of lever names")
+    args = ap.parse_args()
+    names = args.levers.split(",")
+    if unknown := [n for n in names if n not in LEVERS]:
+        ap.error(f"unknown lever(s) {unknown}; choose from {', '.join(LEVERS)}")
+
+    from tacq.data import load_task
+    from tacq.evaluate import evaluate
+    from tacq.models import load_model
+
+    lm = load_model()
+    task = load_task(args.task)
+    dev, held = list(task.split("dev")), list(task.heldout)
+    fp_dev, dev_lp = evaluate(lm.model, lm.tokenizer, dev, task.style, "fp")
+    rows, best, best_model = [], None, None
+    for name in names:
+        row, model = run_lever(lm, task, args.bits, LEVERS[name])
+        row = {"lever": name, **row, "dev": score(lm, task, model, dev, dev_lp)}
+        rows.append(row)
+        print(
+            f"{args.task} {args.bits}-bit {name:<40} dev NLL {row['dev']['answer_nll']:.3f} "
+            f"EM {row['dev']['exact_match']:.3f}  BPW {row['bpw_honest']:.3f}",
+            flush=True,
+        )
+        if best is None or row["dev"]["answer_nll"] < best["dev"]["answer_nll"]:
+            best, best_model = row, model  # only the best model so far stays in memory
+        del model
+    fp_held, held_lp = evaluate(lm.model, lm.tokenizer, held, task.style, "fp")
+    best["heldout"] = score(lm, task, best_model, held, held_lp, keep_each=True)
+    print(f"best on dev: {best['lever']}; held-out NLL {best['heldout']['answer_nll']:.3f}")
+    result = {
+        "task": args.task,
+        "bits": args.bits,
+        "fp": {
+            "dev": {"answer_nll": fp_dev.answer_nll, "exact_match": fp_dev.exact_match},
+            "heldout": {"answer_nll": fp_held.answer_nll, "exact_match": fp_held.exact_match},
+        },
+        "levers": rows,
+        "best_on_dev": best["lever"],
+    }
+    stamp([result])
+    path = ROOT / "bench" / "results" / "levers.json"
+    saved = json.loads(path.read_text())["runs"] if path.exists() else []
+    runs = [r for r in saved if (r["task"], r["bits"]) != (args.task, args.bits)] + [result]
+    write_result("levers", {"runs": sorted(runs, key=lambda r: (r["task"], r["bits"]))})
+
+
+if __name__ == "__main__":
+    main()
