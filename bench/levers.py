@@ -74,6 +74,9 @@ def run_lever(lm, task, bits: int, lever: Lever):
         study.batches(answer_only=False),
         cfg,
         ranking.masks(lever.ratio),
+        # the unmasked grid the reference already searched (per channel it depends on the
+        # weights alone): the default lever is then Study.quantize's TaCQ, bit for bit
+        unmasked=study.references.unmasked_grid(cfg),
         sequential=lever.sequential,
     )
     model = dequantized(lm.model, res.layers)
