@@ -219,7 +219,9 @@ def levers(res: Results) -> list[str]:
     for run in lv["runs"]:
         fp = run["fp"]
         parts = ", ".join(
-            f"{r['lever']} {r['dev']['answer_nll']:.3f} ({r['dev']['exact_match']:.3f}, "
+            f"{r['lever']} not run: {r['error']}"
+            if "error" in r
+            else f"{r['lever']} {r['dev']['answer_nll']:.3f} ({r['dev']['exact_match']:.3f}, "
             f"{r['bpw_honest']:.2f} BPW)"
             for r in run["levers"]
         )

@@ -2,11 +2,14 @@
 
 For one task and bit width, TaCQ (p = 0.35 % unless the lever changes it) under each lever:
 a larger kept ratio, the loss on answer tokens only, all calibration examples, a group size,
-GPTQ's act-order, and Hessians from the original model's activations instead of
-true-sequential ones. Each is scored on the task's **dev** split (never used for
+GPTQ's act-order, Hessians from the original model's activations instead of
+true-sequential ones, and TaCQ's kept weights put back on a peer's rounding (HQQ or
+AutoRound run by their own packages; those two levers need bench/requirements-peers.txt and
+are recorded with the reason when it is missing). Each is scored on the task's **dev** split (never used for
 calibration, never the held-out set); the lever with the lowest dev answer NLL is then
 scored once on the held-out split, so the held-out number is not picked by looking at it.
-Writes bench/results/levers.json (merged by task and bit width).
+Writes bench/results/levers.json (merged by task, bit width and lever: levers not named
+in --levers keep their earlier rows, and the dev pick is made over all).
 
     python bench/levers.py --task antonyms --bits 3
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import sys
 import time
 from dataclasses import dataclass
 
@@ -31,6 +35,10 @@ class Lever:
     group_size: int | None = None
     act_order: bool = False
     sequential: bool = True
+    peer: str | None = None  # keep TaCQ's weights on this peer's rounding instead of GPTQ's
+
+
+PEER_ITERS = 50  # AutoRound's tuning steps, as in the peers table (bench/one_task.py)
 
 
 LEVERS = {
@@ -42,6 +50,8 @@ LEVERS = {
     "group size 128": Lever(group_size=128),
     "act-order": Lever(act_order=True),
     "Hessians from the original activations": Lever(sequential=False),
+    "kept weights on HQQ g64's rounding": Lever(group_size=64, peer="hqq"),
+    "kept weights on AutoRound g128's rounding": Lever(group_size=128, peer="autoround"),
 }
 
 
@@ -68,6 +78,8 @@ def run_lever(lm, task, bits: int, lever: Lever):
     study.collect()
     sel = Selection("tacq", bits, lever.ratio, lever.group_size)
     ranking = study.ranking(sel)
+    if lever.peer:
+        return on_peer_rounding(lm, study, ranking, bits, lever, t)
     cfg = GPTQConfig(bits=bits, group_size=lever.group_size, act_order=lever.act_order)
     res = quantize_model(
         lm.model,
@@ -85,6 +97,36 @@ def run_lever(lm, task, bits: int, lever: Lever):
         "seconds": time.perf_counter() - t,
     }
     return row, model
+
+
+def on_peer_rounding(lm, study, ranking, bits: int, lever: Lever, start: float):
+    """The peer's dequantized weights with TaCQ's kept weights put back at full precision
+    (no error compensation: the peer's rounding of the rest is left as it chose it)."""
+    import torch
+
+    from tacq.peers import PEERS, dequantized_model, honest_bpw, package_version
+
+    run = PEERS[lever.peer][2](
+        copy.deepcopy(lm.model),
+        ranking.names,
+        bits,
+        lever.group_size,
+        tokenizer=lm.tokenizer,
+        texts=[e.prompt + e.answer for e in study.calib_examples],
+        iters=PEER_ITERS,
+        seed=0,
+    )
+    masks = ranking.masks(lever.ratio)
+    original = {n: lm.model.get_submodule(n).weight.detach().float() for n in run.weights}
+    weights = {n: torch.where(masks[n], original[n], w) for n, w in run.weights.items()}
+    kept = {n: int(m.sum()) for n, m in masks.items()}
+    row = {
+        "bpw_honest": honest_bpw(lm.model, ranking.names, bits, lever.group_size, run.fmt, kept),
+        "seconds": time.perf_counter() - start,
+        "peer": package_version(lever.peer),
+        "peer_settings": run.settings,
+    }
+    return row, dequantized_model(lm.model, weights)
 
 
 def score(lm, task, model, examples: list, fp_lp, keep_each: bool = False) -> dict:
@@ -114,16 +156,24 @@ def main() -> None:
     from tacq.data import load_task
     from tacq.evaluate import evaluate
     from tacq.models import load_model
+    from tacq.peers import INSTALL, package_version
 
     lm = load_model()
     task = load_task(args.task)
     dev, held = list(task.split("dev")), list(task.heldout)
+    path = ROOT / "bench" / "results" / "levers.json"
+    saved = json.loads(path.read_text())["runs"] if path.exists() else []
+    before = next((r for r in saved if (r["task"], r["bits"]) == (args.task, args.bits)), None)
     fp_dev, dev_lp = evaluate(lm.model, lm.tokenizer, dev, task.style, "fp")
     rows, best, best_model = [], None, None
     for name in names:
+        if (peer := LEVERS[name].peer) and package_version(peer) is None:
+            rows.append({"lever": name, "error": f"{peer} is not installed ({INSTALL})"})
+            print(f"{name}: skipped, {rows[-1]['error']}", flush=True)
+            continue
         row, model = run_lever(lm, task, args.bits, LEVERS[name])
         row = {"lever": name, **row, "dev": score(lm, task, model, dev, dev_lp)}
-        rows.append(row)
+        rows.append(stamp([row])[0])
         print(
             f"{args.task} {args.bits}-bit {name:<40} dev NLL {row['dev']['answer_nll']:.3f} "
             f"EM {row['dev']['exact_match']:.3f}  BPW {row['bpw_honest']:.3f}",
@@ -132,9 +182,20 @@ def main() -> None:
         if best is None or row["dev"]["answer_nll"] < best["dev"]["answer_nll"]:
             best, best_model = row, model  # only the best model so far stays in memory
         del model
+    # levers not rerun now keep their earlier rows; the dev pick is made over all of them
+    kept = [r for r in (before or {}).get("levers", []) if r["lever"] not in names]
+    order = list(LEVERS)
+    rows = sorted(kept + rows, key=lambda r: order.index(r["lever"]) if r["lever"] in order else 99)
+    scored = [r for r in rows if "dev" in r]
+    if not scored:
+        sys.exit("No lever ran; nothing to write.")
+    pick = min(scored, key=lambda r: r["dev"]["answer_nll"])
     fp_held, held_lp = evaluate(lm.model, lm.tokenizer, held, task.style, "fp")
-    best["heldout"] = score(lm, task, best_model, held, held_lp, keep_each=True)
-    print(f"best on dev: {best['lever']}; held-out NLL {best['heldout']['answer_nll']:.3f}")
+    if pick is not best and "heldout" not in pick:  # an earlier row never scored on held-out
+        _, best_model = run_lever(lm, task, args.bits, LEVERS[pick["lever"]])
+    if "heldout" not in pick or pick is best:
+        pick["heldout"] = score(lm, task, best_model, held, held_lp, keep_each=True)
+    print(f"best on dev: {pick['lever']}; held-out NLL {pick['heldout']['answer_nll']:.3f}")
     result = {
         "task": args.task,
         "bits": args.bits,
@@ -143,11 +204,9 @@ def main() -> None:
             "heldout": {"answer_nll": fp_held.answer_nll, "exact_match": fp_held.exact_match},
         },
         "levers": rows,
-        "best_on_dev": best["lever"],
+        "best_on_dev": pick["lever"],
     }
     stamp([result])
-    path = ROOT / "bench" / "results" / "levers.json"
-    saved = json.loads(path.read_text())["runs"] if path.exists() else []
     runs = [r for r in saved if (r["task"], r["bits"]) != (args.task, args.bits)] + [result]
     write_result("levers", {"runs": sorted(runs, key=lambda r: (r["task"], r["bits"]))})
 

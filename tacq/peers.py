@@ -202,14 +202,21 @@ def peer_format(bits: int, group: int, fmt: dict) -> NumberFormat:
     return NumberFormat(bits, group, fmt["scale_bytes"], fmt["zero_bytes"])
 
 
-def honest_bpw(model: nn.Module, names: list[str], bits: int, group: int, fmt: dict) -> float:
-    """Bits per quantized weight with the peer's scales and zeros counted."""
+def honest_bpw(
+    model: nn.Module,
+    names: list[str],
+    bits: int,
+    group: int,
+    fmt: dict,
+    kept: dict[str, int] | None = None,
+) -> float:
+    """Bits per quantized weight with the peer's scales and zeros counted, plus any weights
+    kept at full precision on top of its rounding (kept: Linear name -> count), as CSR."""
     number = peer_format(bits, group, fmt)
     mods = dict(model.named_modules())
     total = n = 0
     for name in names:
         out_f, in_f = mods[name].weight.shape
-        code, qparam, _ = linear_bytes(out_f, in_f, 0, number)
-        total += code + qparam
+        total += sum(linear_bytes(out_f, in_f, (kept or {}).get(name, 0), number))
         n += out_f * in_f
     return 8 * total / n

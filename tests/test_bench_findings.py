@@ -89,7 +89,11 @@ def test_levers_line_reports_each_lever_and_the_dev_pick_on_held_out(findings):
             "dev": {"answer_nll": 3.0, "exact_match": 0.4},
             "heldout": {"answer_nll": 3.4, "exact_match": 0.25},
         },
-        "levers": [lever("default", 5.0, 0.1), lever("act-order", 4.0, 0.2, held)],
+        "levers": [
+            lever("default", 5.0, 0.1),
+            lever("act-order", 4.0, 0.2, held),
+            {"lever": "kept weights on HQQ g64's rounding", "error": "hqq is not installed"},
+        ],
         "best_on_dev": "act-order",
     }
     tacq = {
@@ -102,5 +106,6 @@ def test_levers_line_reports_each_lever_and_the_dev_pick_on_held_out(findings):
     }
     (line,) = findings.levers({"levers": {"runs": [run]}, "quality": {"rows": [tacq]}})
     assert "default 5.000 (0.100, 3.20 BPW), act-order 4.000 (0.200, 3.20 BPW)" in line
+    assert "kept weights on HQQ g64's rounding not run: hqq is not installed." in line
     assert "Best on dev: act-order; scored once on held-out: 4.500 (0.200 = 80% of fp's" in line
     assert "against 4.700 (0.160) for the default TaCQ row" in line

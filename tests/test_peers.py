@@ -82,3 +82,20 @@ def test_cancel_ends_the_child(fake_hqq, tiny_folder):
     with pytest.raises(Cancelled):
         make_peer_variant(tiny_folder, "hqq", 2, 64, [], progress=stop)
     assert time.perf_counter() - t < 10
+
+
+def test_honest_bpw_counts_the_peers_qparams_and_the_weights_kept_on_top(tiny_lm):
+    from tacq.peers import honest_bpw
+    from tacq.select import NumberFormat, linear_bytes
+
+    lm = tiny_lm
+    names = list(quantizable_linears(lm.model))
+    shapes = {n: lm.model.get_submodule(n).weight.shape for n in names}
+    fmt = {"scale_bytes": 2, "zero_bytes": 2}
+    kept = {names[0]: 7, names[-1]: 3}
+    number = NumberFormat(2, 16, 2, 2)
+    by_hand = sum(sum(linear_bytes(*shapes[n], kept.get(n, 0), number)) for n in names)
+    n_weights = sum(s.numel() for s in shapes.values())
+    assert honest_bpw(lm.model, names, 2, 16, fmt, kept) == 8 * by_hand / n_weights
+    plain = honest_bpw(lm.model, names, 2, 16, fmt)
+    assert honest_bpw(lm.model, names, 2, 16, fmt, kept) > plain

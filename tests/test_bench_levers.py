@@ -1,0 +1,47 @@
+"""bench/levers.py: TaCQ's kept weights put back on a peer's rounding (here the fake hqq)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tacq.peers import PEERS
+from tacq.select import Selection
+from tacq.workflow import Study
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+FAKE = Path(__file__).parent / "fixtures" / "fake_peers"
+
+
+@pytest.fixture()
+def levers(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+    monkeypatch.syspath_prepend(str(FAKE))
+    monkeypatch.delitem(sys.modules, "levers", raising=False)
+    import levers
+
+    return levers
+
+
+def test_kept_weights_on_a_peers_rounding(levers, tiny_lm, tiny_task):
+    lever = levers.Lever(ratio=0.02, group_size=32, peer="hqq")
+    study = Study(tiny_lm, tiny_task)
+    study.collect()
+    ranking = study.ranking(Selection("tacq", 2, lever.ratio, lever.group_size))
+    row, model = levers.on_peer_rounding(tiny_lm, study, ranking, 2, lever, time.perf_counter())
+    masks = ranking.masks(lever.ratio)
+    peer = PEERS["hqq"][2](tiny_lm.model, ranking.names, 2, 32).weights
+    for name in ranking.names:
+        got = model.get_submodule(name).weight
+        orig = tiny_lm.model.get_submodule(name).weight
+        m = masks[name]
+        assert torch.equal(got[m], orig[m])  # the circuit at full precision
+        assert torch.equal(got[~m], peer[name][~m])  # the rest exactly as the peer rounded it
+    assert sum(int(m.sum()) for m in masks.values()) > 0
+    plain = 2 + 8 * (2 + 2) / 32  # codes, fp16 scale and zero per 32 weights
+    assert row["bpw_honest"] > plain
+    assert row["peer"] == "hqq 0.0.0+fake"
