@@ -234,6 +234,12 @@ def levers(res: Results) -> list[str]:
             if default and default.get("heldout_examples") == held["examples"]
             else ""
         )
+        base = next((r for r in run["levers"] if r["lever"] == "default" and "dev" in r), None)
+        if versus and base and best is not base:
+            versus += (
+                f" ({held['answer_nll'] - default['answer_nll']:+.3f} on held-out where dev "
+                f"said {best['dev']['answer_nll'] - base['dev']['answer_nll']:+.3f})"
+            )
         out.append(
             f"- Levers, {run['task']} {run['bits']}-bit, TaCQ, chosen on the dev split "
             f"({best['dev']['examples']} examples; dev answer NLL (exact match); fp "
@@ -616,6 +622,69 @@ def tuned_peer_broke(res: Results) -> list[str]:
     return out
 
 
+def peer_breakdown(res: Results) -> list[str]:
+    """Why a tuned peer broke (bench/peer_breakdown.py): not our reading of it, then where."""
+    pb = res.get("peer_breakdown")
+    if not pb:
+        return []
+    peers = (res.get("peers") or {}).get("rows", [])
+    out = []
+    for r in [r for r in pb["rows"] if not r.get("generic_calibration")]:
+        d, rtn, j, swap = r["layer_drift"], r["rtn_mode"], r["largest_jump_layer"], r["swap_ppl"]
+        rd = rtn["layer_drift"]
+        below = next((i for i, (a, b) in enumerate(zip(d, rd)) if a > b), len(d))
+        table = next(
+            (
+                x
+                for x in peers
+                if (x["task"], x["bits"], x.get("group_size"), x["peer"])
+                == (r["task"], r["bits"], r["group_size"], r["peer"])
+                and x.get("settings", {}).get("iters") == r["iters"]
+            ),
+            {},
+        )
+        line = (
+            f"- Why AutoRound tuned ({r['iters']} steps) {r['bits']}-bit g{r['group_size']} "
+            f"breaks on {r['task']}: not our reading of it. Its own model and our copy of its "
+            f"weights score the same generic perplexity ({r['peer_own_model_ppl']:.3g} and "
+            f"{r['peer_ppl']:.3g}; fp {r['fp_ppl']:.3g}), and no group holds more than "
+            f"{r['max_levels']} values (its {2 ** r['bits']}-level grid). On held-out prompts its "
+            f"hidden states stay closer to fp's than its RTN mode's do up to layer {below - 1} "
+            f"(relative drift {d[below - 1]:.2f} vs {rd[below - 1]:.2f}), then drift further: "
+            f"{d[-3]:.2f} vs {rd[-3]:.2f} at layer {len(d) - 3} and {d[-1]:.2f} vs {rd[-1]:.2f} "
+            f"at the last. Block {j} adds the most, yet alone in the fp model it costs little "
+            f"(ppl {swap[f'fp model + peer block {j}']:.3g}) and putting it back to fp does not "
+            f"repair the tuned model ({swap[f'peer model + fp block {j}']:.3g}): the damage is "
+            "spread over many blocks' rounding, each tuned on its own block loss"
+            + (
+                f" on {table['used']['tokens']} calibration tokens."
+                if table.get("used", {}).get("tokens")
+                else "."
+            )
+        )
+        gen = next(
+            (
+                g
+                for g in pb["rows"]
+                if g.get("generic_calibration")
+                and (g["task"], g["bits"], g["group_size"], g["iters"])
+                == (r["task"], r["bits"], r["group_size"], r["iters"])
+            ),
+            None,
+        )
+        if gen:
+            line += (
+                f" Calibrated on {gen['calibration_tokens']} tokens instead (the task examples "
+                "plus the part of the generic text perplexity does not read): generic ppl "
+                f"{gen['peer_ppl']:.3g} and answer NLL {gen['answer_nll']:.2f}"
+                + (f" (vs {table['answer_nll']:.2f})" if "answer_nll" in table else "")
+                + f"; its RTN mode {gen['rtn_mode']['ppl']:.3g} and "
+                f"{gen['rtn_mode']['answer_nll']:.2f}."
+            )
+        out.append(line)
+    return out
+
+
 MET: list[Callable[[Results], list[str]]] = [
     quality_targets,
     matched_bits,
@@ -633,6 +702,7 @@ OPEN: list[Callable[[Results], list[str]]] = [
     three_bit,
     levers,
     tuned_peer_broke,
+    peer_breakdown,
     omp,
     large_models,
 ]

@@ -70,9 +70,17 @@ SCRIPTS = [  # (command, what it measures, result topic)
     (
         "python bench/levers.py --task antonyms --bits 3",
         "TaCQ under each lever (kept ratio, answer-only loss, all calibration examples, "
-        "group size, act-order, Hessians from the original activations) on the dev split; "
-        "the dev pick scored once on held-out",
+        "group size, act-order, Hessians from the original activations, TaCQ's kept weights "
+        "on HQQ's / AutoRound's rounding) on the dev split; the dev pick scored once on "
+        "held-out",
         "levers",
+    ),
+    (
+        "python bench/peer_breakdown.py --task antonyms --bits 3 --iters 50` (and "
+        "`--generic-calibration",
+        "why a tuned peer breaks: its own model vs our copy, levels per group, hidden-state "
+        "drift per layer beside its RTN mode, block swaps",
+        "peer_breakdown",
     ),
     (
         "python bench/ablations.py --tasks capitals,antonyms",

@@ -38,6 +38,9 @@ class PeerRun:
     settings: dict
     fmt: dict  # bytes per scale and per zero in the peer's own storage
     used: dict = field(default_factory=dict)  # samples / tokens the peer really used
+    # the peer's own model after quantizing, where it has one (AutoRound): lets a bench check
+    # that our copy of its weights behaves as its own model does
+    model: nn.Module | None = None
 
 
 # ------------------------------------------------------------ HQQ
@@ -147,7 +150,7 @@ def run_autoround(
         "calibration": "task examples joined by blank lines, cut into seqlen-token chunks",
     }
     # fp16 scale per group; zero points packed to `bits` bits (auto_round export format)
-    return PeerRun(weights, settings, {"scale_bytes": 2, "zero_bytes": bits / 8}, used)
+    return PeerRun(weights, settings, {"scale_bytes": 2, "zero_bytes": bits / 8}, used, qmodel)
 
 
 # name -> (package on PyPI, module to import, runner)

@@ -108,4 +108,54 @@ def test_levers_line_reports_each_lever_and_the_dev_pick_on_held_out(findings):
     assert "default 5.000 (0.100, 3.20 BPW), act-order 4.000 (0.200, 3.20 BPW)" in line
     assert "kept weights on HQQ g64's rounding not run: hqq is not installed." in line
     assert "Best on dev: act-order; scored once on held-out: 4.500 (0.200 = 80% of fp's" in line
-    assert "against 4.700 (0.160) for the default TaCQ row" in line
+    assert (
+        "against 4.700 (0.160) for the default TaCQ row (-0.200 on held-out where dev said -1.000)"
+        in line
+    )
+
+
+def test_peer_breakdown_line_checks_our_reading_then_says_where_it_breaks(findings):
+    drift = [0.1, 0.1, 0.3, 0.4, 1.0]
+    rtn = {"ppl": 150.0, "answer_nll": 8.0, "layer_drift": [0.2, 0.2, 0.2, 0.2, 0.5]}
+    row = {
+        "task": "antonyms",
+        "peer": "autoround",
+        "bits": 3,
+        "group_size": 128,
+        "iters": 50,
+        "fp_ppl": 40.0,
+        "peer_ppl": 7.0e5,
+        "peer_own_model_ppl": 7.0e5,
+        "max_levels": 8,
+        "layer_drift": drift,
+        "largest_jump_layer": 4,
+        "swap_ppl": {"fp model + peer block 4": 42.0, "peer model + fp block 4": 1.1e6},
+        "rtn_mode": rtn,
+    }
+    gen = row | {
+        "generic_calibration": True,
+        "calibration_tokens": 8000,
+        "peer_ppl": 90.0,
+        "answer_nll": 5.0,
+        "rtn_mode": rtn | {"ppl": 160.0, "answer_nll": 8.5},
+    }
+    peer = {
+        "task": "antonyms",
+        "bits": 3,
+        "group_size": 128,
+        "peer": "autoround",
+        "settings": {"iters": 50},
+        "used": {"tokens": 640},
+        "answer_nll": 31.4,
+    }
+    (line,) = findings.peer_breakdown(
+        {"peer_breakdown": {"rows": [row, gen]}, "peers": {"rows": [peer]}}
+    )
+    assert "same generic perplexity (7e+05 and 7e+05; fp 40)" in line
+    assert "no group holds more than 8 values (its 8-level grid)" in line
+    assert "up to layer 1 (relative drift 0.10 vs 0.20)" in line
+    assert "0.30 vs 0.20 at layer 2 and 1.00 vs 0.50 at the last" in line
+    assert "alone in the fp model it costs little (ppl 42)" in line
+    assert "on 640 calibration tokens." in line
+    assert "Calibrated on 8000 tokens instead" in line
+    assert "generic ppl 90 and answer NLL 5.00 (vs 31.40); its RTN mode 160 and 8.50." in line
