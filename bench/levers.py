@@ -3,7 +3,8 @@
 For one task and bit width, TaCQ (p = 0.35 % unless the lever changes it) under each lever:
 a larger kept ratio, the loss on answer tokens only, all calibration examples, a group size,
 GPTQ's act-order, Hessians from the original model's activations instead of
-true-sequential ones, and TaCQ's kept weights put back on a peer's rounding (HQQ or
+true-sequential ones, the generic text (the part perplexity does not read) added to
+GPTQ's Hessians, and TaCQ's kept weights put back on a peer's rounding (HQQ or
 AutoRound run by their own packages; those two levers need bench/requirements-peers.txt and
 are recorded with the reason when it is missing). Each is scored on the task's **dev** split (never used for
 calibration, never the held-out set); the lever with the lowest dev answer NLL is then
@@ -24,7 +25,7 @@ import time
 from dataclasses import dataclass
 
 from _common import ROOT, stamp, write_result
-from quality import per_example
+from quality import generic_calibration_texts, per_example
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class Lever:
     act_order: bool = False
     sequential: bool = True
     peer: str | None = None  # keep TaCQ's weights on this peer's rounding instead of GPTQ's
+    generic: bool = False  # GPTQ's Hessians also from the generic text (saliency stays task-only)
 
 
 PEER_ITERS = 50  # AutoRound's tuning steps, as in the peers table (bench/one_task.py)
@@ -50,9 +52,27 @@ LEVERS = {
     "group size 128": Lever(group_size=128),
     "act-order": Lever(act_order=True),
     "Hessians from the original activations": Lever(sequential=False),
+    "generic text in the Hessians": Lever(generic=True),
     "kept weights on HQQ g64's rounding": Lever(group_size=64, peer="hqq"),
     "kept weights on AutoRound g128's rounding": Lever(group_size=128, peer="autoround"),
 }
+
+
+def generic_batches(tokenizer, length: int = 256) -> list:
+    """The generic text perplexity does not read, as [1, length] batches for the Hessians."""
+    import torch
+
+    from tacq.data import Batch
+
+    ids: list[int] = []
+    for p in generic_calibration_texts(tokenizer):
+        ids += tokenizer(p + "\n\n", add_special_tokens=False)["input_ids"]
+    out = []
+    for i in range(0, len(ids) - length + 1, length):
+        chunk = torch.tensor(ids[i : i + length]).unsqueeze(0)
+        ones = torch.ones_like(chunk)
+        out.append(Batch(chunk, ones, ones.bool()))
+    return out
 
 
 def dequantized(model, layers):
@@ -81,9 +101,10 @@ def run_lever(lm, task, bits: int, lever: Lever):
     if lever.peer:
         return on_peer_rounding(lm, study, ranking, bits, lever, t)
     cfg = GPTQConfig(bits=bits, group_size=lever.group_size, act_order=lever.act_order)
+    extra = generic_batches(lm.tokenizer) if lever.generic else []
     res = quantize_model(
         lm.model,
-        study.batches(answer_only=False),
+        study.batches(answer_only=False) + extra,
         cfg,
         ranking.masks(lever.ratio),
         # the unmasked grid the reference already searched (per channel it depends on the
@@ -95,6 +116,7 @@ def run_lever(lm, task, bits: int, lever: Lever):
     row = {
         "bpw_honest": study.size_at(sel, ranking).bpw_honest,
         "seconds": time.perf_counter() - t,
+        "hessian_tokens": sum(b.n_tokens for b in study.batches(answer_only=False) + extra),
     }
     return row, model
 

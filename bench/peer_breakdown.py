@@ -27,6 +27,7 @@ import time
 
 import torch
 from _common import ROOT, stamp, write_result
+from quality import generic_calibration_texts
 
 PPL_CHUNKS = 2  # 256-token chunks of the generic text perplexity reads
 
@@ -120,10 +121,8 @@ def main() -> None:
     study = Study(lm, task, DataConfig(max_examples=args.examples))
     texts = [e.prompt + e.answer for e in study.calib_examples]
     text = generic_text()
-    if args.generic_calibration:
-        ids = lm.tokenizer(text, add_special_tokens=False)["input_ids"]
-        unread = lm.tokenizer.decode(ids[PPL_CHUNKS * 256 :])  # perplexity reads the start
-        texts += [p for p in unread.split("\n\n") if p.strip()]
+    if args.generic_calibration:  # perplexity reads only the first PPL_CHUNKS chunks
+        texts += generic_calibration_texts(lm.tokenizer, PPL_CHUNKS * 256)
     names = list(quantizable_linears(lm.model))
     held = list(task.heldout)
     _, fp_lp = evaluate(lm.model, lm.tokenizer, held, task.style, "fp")

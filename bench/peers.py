@@ -13,6 +13,7 @@ counted by tacq.select.linear_bytes, the function that counts ours).
     python bench/peers.py --task antonyms --bits 2,3
     python bench/peers.py --task antonyms --peers hqq --bits 2 --iters 50
     python bench/peers.py --task antonyms --peers autoround --iters 0   # its RTN mode
+    python bench/peers.py --task antonyms --peers autoround --generic-calibration
 
 A peer whose package is missing or fails is recorded with its error instead of numbers;
 nothing is substituted under its name. Writes bench/results/peers.json (merged by task,
@@ -29,14 +30,16 @@ import time
 import traceback
 
 from _common import ROOT, stamp, write_result
-from quality import control_nll, per_example
+from quality import control_nll, generic_calibration_texts, per_example
 
 from tacq.peers import PEER_POINTS, PEERS, dequantized_model, honest_bpw, package_version
 
 
-def method_name(peer: str, group: int, iters: int) -> str:
-    """'autoround_g128'; AutoRound with no tuning steps is its RTN mode: 'autoround-rtn_g128'."""
-    return f"{peer}-rtn_g{group}" if peer == "autoround" and iters == 0 else f"{peer}_g{group}"
+def method_name(peer: str, group: int, iters: int, generic: bool = False) -> str:
+    """'autoround_g128'; AutoRound with no tuning steps is its RTN mode: 'autoround-rtn_g128';
+    calibrated on the generic text as well: 'autoround+generic_g128'."""
+    name = f"{peer}-rtn" if peer == "autoround" and iters == 0 else peer
+    return f"{name}{'+generic' if generic else ''}_g{group}"
 
 
 def weight_error(model, weights: dict) -> dict:
@@ -59,7 +62,7 @@ def run_point(peer: str, bits: int, group: int, ctx: dict, args) -> dict:
     base = {
         "task": args.task,
         "bits": bits,
-        "method": method_name(peer, group, args.iters),
+        "method": method_name(peer, group, args.iters, args.generic_calibration),
         "peer": peer,
         "group_size": group,
         "calib_examples": len(ctx["texts"]),
@@ -128,6 +131,12 @@ def main() -> None:
     ap.add_argument(
         "--iters", type=int, default=200, help="AutoRound tuning steps per block (its default)"
     )
+    ap.add_argument(
+        "--generic-calibration",
+        action="store_true",
+        help="give AutoRound the generic text past what perplexity reads as well (rows "
+        "named autoround+generic_g128...): what it does with more than the task's tokens",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ppl-chunks", type=int, default=8)
     args = ap.parse_args()
@@ -145,6 +154,8 @@ def main() -> None:
     task = load_task(args.task)
     study = Study(lm, task, DataConfig(max_examples=args.examples))
     texts = [e.prompt + e.answer for e in study.calib_examples]
+    if args.generic_calibration:
+        texts += generic_calibration_texts(lm.tokenizer, args.ppl_chunks * 256)
     held = list(task.heldout)
     _, fp_lp = evaluate(lm.model, lm.tokenizer, held, task.style, "fp")
     ctx = {

@@ -81,6 +81,20 @@ def per_example(result) -> dict:
     return {"nll_each": [round(x, 4) for x in nll], "correct_each": [int(c) for c in correct]}
 
 
+PPL_TOKENS = 8 * 256  # the start of the generic text that perplexity reads (8 chunks)
+
+
+def generic_calibration_texts(tokenizer, skip_tokens: int = PPL_TOKENS) -> list[str]:
+    """The generic text past the part perplexity reads, as paragraphs: extra calibration
+    text for a lever or a peer that wants more than a task's few hundred tokens, never the
+    tokens it is then scored on."""
+    from tacq.data import generic_text
+
+    ids = tokenizer(generic_text(), add_special_tokens=False)["input_ids"]
+    unread = tokenizer.decode(ids[skip_tokens:])
+    return [p for p in unread.split("\n\n") if p.strip()]
+
+
 CONTROL_EXAMPLES = 64  # first held-out examples of the control task scored per row
 
 
