@@ -240,6 +240,15 @@ def levers(res: Results) -> list[str]:
                 f" ({held['answer_nll'] - default['answer_nll']:+.3f} on held-out where dev "
                 f"said {best['dev']['answer_nll'] - base['dev']['answer_nll']:+.3f})"
             )
+        fixed = [r for r in run["levers"] if "heldout" in r and r is not best]
+        if fixed:
+            versus += (
+                ". Also scored on held-out as fixed settings (not used to pick): "
+                + ", ".join(
+                    f"{r['lever']} {r['heldout']['answer_nll']:.3f} ({r['heldout']['exact_match']:.3f})"
+                    for r in fixed
+                )
+            )
         out.append(
             f"- Levers, {run['task']} {run['bits']}-bit, TaCQ, chosen on the dev split "
             f"({best['dev']['examples']} examples; dev answer NLL (exact match); fp "

@@ -170,6 +170,12 @@ def main() -> None:
     ap.add_argument("--task", default="antonyms")
     ap.add_argument("--bits", type=int, default=3)
     ap.add_argument("--levers", default=",".join(LEVERS), help="comma list of lever names")
+    ap.add_argument(
+        "--heldout-all",
+        action="store_true",
+        help="also score every lever run now on held-out, as a fixed setting (for a "
+        "same-calibration comparison with a peer; never used to pick)",
+    )
     args = ap.parse_args()
     names = args.levers.split(",")
     if unknown := [n for n in names if n not in LEVERS]:
@@ -183,6 +189,7 @@ def main() -> None:
     lm = load_model()
     task = load_task(args.task)
     dev, held = list(task.split("dev")), list(task.heldout)
+    fp_held, held_lp = evaluate(lm.model, lm.tokenizer, held, task.style, "fp")
     path = ROOT / "bench" / "results" / "levers.json"
     saved = json.loads(path.read_text())["runs"] if path.exists() else []
     before = next((r for r in saved if (r["task"], r["bits"]) == (args.task, args.bits)), None)
@@ -195,6 +202,8 @@ def main() -> None:
             continue
         row, model = run_lever(lm, task, args.bits, LEVERS[name])
         row = {"lever": name, **row, "dev": score(lm, task, model, dev, dev_lp)}
+        if args.heldout_all:
+            row["heldout"] = score(lm, task, model, held, held_lp, keep_each=True)
         rows.append(stamp([row])[0])
         print(
             f"{args.task} {args.bits}-bit {name:<40} dev NLL {row['dev']['answer_nll']:.3f} "
@@ -212,7 +221,6 @@ def main() -> None:
     if not scored:
         sys.exit("No lever ran; nothing to write.")
     pick = min(scored, key=lambda r: r["dev"]["answer_nll"])
-    fp_held, held_lp = evaluate(lm.model, lm.tokenizer, held, task.style, "fp")
     if pick is not best and "heldout" not in pick:  # an earlier row never scored on held-out
         _, best_model = run_lever(lm, task, args.bits, LEVERS[pick["lever"]])
     if "heldout" not in pick or pick is best:
