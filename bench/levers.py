@@ -37,7 +37,9 @@ class Lever:
     act_order: bool = False
     sequential: bool = True
     peer: str | None = None  # keep TaCQ's weights on this peer's rounding instead of GPTQ's
-    generic: bool = False  # GPTQ's Hessians also from the generic text (saliency stays task-only)
+    # GPTQ's Hessians (or the peer's calibration) also from the generic text; saliency stays
+    # task-only
+    generic: bool = False
 
 
 PEER_ITERS = 50  # AutoRound's tuning steps, as in the peers table (bench/one_task.py)
@@ -55,6 +57,9 @@ LEVERS = {
     "generic text in the Hessians": Lever(generic=True),
     "kept weights on HQQ g64's rounding": Lever(group_size=64, peer="hqq"),
     "kept weights on AutoRound g128's rounding": Lever(group_size=128, peer="autoround"),
+    "kept weights on AutoRound g128's rounding, generic text too": Lever(
+        group_size=128, peer="autoround", generic=True
+    ),
 }
 
 
@@ -134,7 +139,8 @@ def on_peer_rounding(lm, study, ranking, bits: int, lever: Lever, start: float):
         bits,
         lever.group_size,
         tokenizer=lm.tokenizer,
-        texts=[e.prompt + e.answer for e in study.calib_examples],
+        texts=[e.prompt + e.answer for e in study.calib_examples]
+        + (generic_calibration_texts(lm.tokenizer) if lever.generic else []),
         iters=PEER_ITERS,
         seed=0,
     )
