@@ -57,7 +57,7 @@ LEVERS = {
     "generic text in the Hessians": Lever(generic=True),
     "kept weights on HQQ g64's rounding": Lever(group_size=64, peer="hqq"),
     "kept weights on AutoRound g128's rounding": Lever(group_size=128, peer="autoround"),
-    "kept weights on AutoRound g128's rounding, generic text too": Lever(
+    "kept weights on AutoRound g128's rounding with generic text": Lever(
         group_size=128, peer="autoround", generic=True
     ),
 }
