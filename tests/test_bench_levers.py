@@ -45,3 +45,7 @@ def test_kept_weights_on_a_peers_rounding(levers, tiny_lm, tiny_task):
     plain = 2 + 8 * (2 + 2) / 32  # codes, fp16 scale and zero per 32 weights
     assert row["bpw_honest"] > plain
     assert row["peer"] == "hqq 0.0.0+fake"
+
+
+def test_every_lever_can_be_named_on_the_command_line(levers):
+    assert all("," not in name for name in levers.LEVERS)  # --levers is a comma list
