@@ -2,17 +2,19 @@
 
 For one task and bit width, TaCQ (p = 0.35 % unless the lever changes it) under each lever:
 a larger kept ratio, the loss on answer tokens only, all calibration examples, a group size,
-GPTQ's act-order, Hessians from the original model's activations instead of
-true-sequential ones, the generic text (the part perplexity does not read) added to
-GPTQ's Hessians, and TaCQ's kept weights put back on a peer's rounding (HQQ or
-AutoRound run by their own packages; those two levers need bench/requirements-peers.txt and
-are recorded with the reason when it is missing). Each is scored on the task's **dev** split (never used for
+GPTQ's act-order, Hessians from the original model's activations instead of true-sequential
+ones, the generic text (the part perplexity does not read) added to GPTQ's Hessians, and
+TaCQ's kept weights put back on a peer's rounding (HQQ or AutoRound run by their own
+packages; those levers need bench/requirements-peers.txt and are recorded with the reason
+when it is missing). Each is scored on the task's **dev** split (never used for
 calibration, never the held-out set); the lever with the lowest dev answer NLL is then
 scored once on the held-out split, so the held-out number is not picked by looking at it.
 Writes bench/results/levers.json (merged by task, bit width and lever: levers not named
 in --levers keep their earlier rows, and the dev pick is made over all).
 
     python bench/levers.py --task antonyms --bits 3
+    python bench/levers.py --task antonyms --bits 3 --levers "generic text in the Hessians" \
+        --heldout-all    # also on held-out, as a fixed setting
 """
 
 from __future__ import annotations
