@@ -56,9 +56,11 @@ SCRIPTS = [  # (command, what it measures, result topic)
     ),
     (
         "python bench/peers.py --task antonyms --peers hqq --bits 2,3` and `--peers autoround "
-        "--bits 2,3 --iters 50",
+        "--bits 2,3 --iters 50` (and `--generic-calibration",
         "HQQ and AutoRound run by their own packages (`pip install -r "
-        "bench/requirements-peers.txt`), scored by our evaluator; matched-bits table",
+        "bench/requirements-peers.txt`), scored by our evaluator; matched-bits table; "
+        "`autoround+generic` rows: AutoRound also calibrated on the generic text perplexity "
+        "does not read",
         "peers",
     ),
     (
