@@ -210,6 +210,14 @@ def one_task_time(res: Results) -> list[str]:
     return out
 
 
+def _peer_alone(row: dict, split: str) -> str:
+    """The peer's own rounding from the same run as a kept-weights lever, where scored."""
+    alone = row.get("peer_alone", {}).get(split)
+    if not alone:
+        return ""
+    return f"; the peer alone in the same run {alone['answer_nll']:.3f} ({alone['exact_match']:.3f})"
+
+
 def levers(res: Results) -> list[str]:
     """What each lever did where TaCQ misses a target, on dev, and the dev pick on held-out."""
     lv, q = res.get("levers"), res.get("quality")
@@ -222,7 +230,7 @@ def levers(res: Results) -> list[str]:
             f"{r['lever']} not run: {r['error']}"
             if "error" in r
             else f"{r['lever']} {r['dev']['answer_nll']:.3f} ({r['dev']['exact_match']:.3f}, "
-            f"{r['bpw_honest']:.2f} BPW)"
+            f"{r['bpw_honest']:.2f} BPW{_peer_alone(r, 'dev')})"
             for r in run["levers"]
         )
         best = next(r for r in run["levers"] if r["lever"] == run["best_on_dev"])
@@ -245,7 +253,8 @@ def levers(res: Results) -> list[str]:
             versus += (
                 ". Also scored on held-out as fixed settings (not used to pick): "
                 + ", ".join(
-                    f"{r['lever']} {r['heldout']['answer_nll']:.3f} ({r['heldout']['exact_match']:.3f})"
+                    f"{r['lever']} {r['heldout']['answer_nll']:.3f} ({r['heldout']['exact_match']:.3f}"
+                    f"{_peer_alone(r, 'heldout')})"
                     for r in fixed
                 )
             )

@@ -66,17 +66,15 @@ LEVERS = {
 
 
 def generic_batches(tokenizer, length: int = 256) -> list:
-    """The generic text perplexity does not read, as [1, length] batches for the Hessians."""
+    """The generic text perplexity does not read, as [1, length] batches for the Hessians
+    (cut as the peers' calibration is, by tacq.peers.calibration_chunks)."""
     import torch
 
     from tacq.data import Batch
+    from tacq.peers import calibration_chunks
 
-    ids: list[int] = []
-    for p in generic_calibration_texts(tokenizer):
-        ids += tokenizer(p + "\n\n", add_special_tokens=False)["input_ids"]
     out = []
-    for i in range(0, len(ids) - length + 1, length):
-        chunk = torch.tensor(ids[i : i + length]).unsqueeze(0)
+    for chunk in calibration_chunks(tokenizer, generic_calibration_texts(tokenizer), length):
         ones = torch.ones_like(chunk)
         out.append(Batch(chunk, ones, ones.bool()))
     return out
@@ -91,7 +89,8 @@ def dequantized(model, layers):
 
 
 def run_lever(lm, task, bits: int, lever: Lever):
-    """Quantize with one lever -> (its honest BPW and time, the dequantized model)."""
+    """Quantize with one lever -> (its honest BPW and time, the dequantized model, and for a
+    peer lever the peer's own model from the same run, else None)."""
     from tacq.data import DataConfig
     from tacq.gptq import GPTQConfig
     from tacq.gradients import GradientConfig
@@ -125,12 +124,14 @@ def run_lever(lm, task, bits: int, lever: Lever):
         "seconds": time.perf_counter() - t,
         "hessian_tokens": sum(b.n_tokens for b in study.batches(answer_only=False) + extra),
     }
-    return row, model
+    return row, model, None
 
 
 def on_peer_rounding(lm, study, ranking, bits: int, lever: Lever, start: float):
     """The peer's dequantized weights with TaCQ's kept weights put back at full precision
-    (no error compensation: the peer's rounding of the rest is left as it chose it)."""
+    (no error compensation: the peer's rounding of the rest is left as it chose it), and
+    the peer's own weights from the same run: AutoRound's tuning is not repeatable from run
+    to run, so only this pair tells what putting the weights back did."""
     import torch
 
     from tacq.peers import PEERS, dequantized_model, honest_bpw, package_version
@@ -155,8 +156,9 @@ def on_peer_rounding(lm, study, ranking, bits: int, lever: Lever, start: float):
         "seconds": time.perf_counter() - start,
         "peer": package_version(lever.peer),
         "peer_settings": run.settings,
+        "peer_bpw_honest": honest_bpw(lm.model, ranking.names, bits, lever.group_size, run.fmt),
     }
-    return row, dequantized_model(lm.model, weights)
+    return row, dequantized_model(lm.model, weights), dequantized_model(lm.model, run.weights)
 
 
 def score(lm, task, model, examples: list, fp_lp, keep_each: bool = False) -> dict:
@@ -208,10 +210,15 @@ def main() -> None:
             rows.append({"lever": name, "error": f"{peer} is not installed ({INSTALL})"})
             print(f"{name}: skipped, {rows[-1]['error']}", flush=True)
             continue
-        row, model = run_lever(lm, task, args.bits, LEVERS[name])
+        row, model, peer_alone = run_lever(lm, task, args.bits, LEVERS[name])
         row = {"lever": name, **row, "dev": score(lm, task, model, dev, dev_lp)}
         if args.heldout_all:
             row["heldout"] = score(lm, task, model, held, held_lp, keep_each=True)
+        if peer_alone is not None:  # the same run without the kept weights put back
+            row["peer_alone"] = {"dev": score(lm, task, peer_alone, dev, dev_lp)}
+            if args.heldout_all:
+                row["peer_alone"]["heldout"] = score(lm, task, peer_alone, held, held_lp)
+            del peer_alone
         rows.append(stamp([row])[0])
         print(
             f"{args.task} {args.bits}-bit {name:<40} dev NLL {row['dev']['answer_nll']:.3f} "
@@ -230,7 +237,7 @@ def main() -> None:
         sys.exit("No lever ran; nothing to write.")
     pick = min(scored, key=lambda r: r["dev"]["answer_nll"])
     if pick is not best and "heldout" not in pick:  # an earlier row never scored on held-out
-        _, best_model = run_lever(lm, task, args.bits, LEVERS[pick["lever"]])
+        _, best_model, _ = run_lever(lm, task, args.bits, LEVERS[pick["lever"]])
     if "heldout" not in pick or pick is best:
         pick["heldout"] = score(lm, task, best_model, held, held_lp, keep_each=True)
     print(f"best on dev: {pick['lever']}; held-out NLL {pick['heldout']['answer_nll']:.3f}")

@@ -94,6 +94,13 @@ def test_levers_line_reports_each_lever_and_the_dev_pick_on_held_out(findings):
             lever("act-order", 4.0, 0.2, held),
             {"lever": "kept weights on HQQ g64's rounding", "error": "hqq is not installed"},
             lever("generic text in the Hessians", 4.5, 0.1, held | {"answer_nll": 4.25}),
+            lever("kept weights on AutoRound g128's rounding", 6.0, 0.1, held)
+            | {
+                "peer_alone": {
+                    "dev": {"examples": 48, "answer_nll": 5.5, "exact_match": 0.15},
+                    "heldout": {"examples": 160, "answer_nll": 4.125, "exact_match": 0.25},
+                }
+            },
         ],
         "best_on_dev": "act-order",
     }
@@ -108,7 +115,15 @@ def test_levers_line_reports_each_lever_and_the_dev_pick_on_held_out(findings):
     (line,) = findings.levers({"levers": {"runs": [run]}, "quality": {"rows": [tacq]}})
     assert "default 5.000 (0.100, 3.20 BPW), act-order 4.000 (0.200, 3.20 BPW)" in line
     assert "kept weights on HQQ g64's rounding not run: hqq is not installed, generic" in line
-    assert "fixed settings (not used to pick): generic text in the Hessians 4.250 (0.200)." in line
+    assert "fixed settings (not used to pick): generic text in the Hessians 4.250 (0.200), " in line
+    assert (
+        "kept weights on AutoRound g128's rounding 6.000 (0.100, 3.20 BPW; the peer alone in "
+        "the same run 5.500 (0.150))" in line
+    )
+    assert (
+        "AutoRound g128's rounding 4.500 (0.200; the peer alone in the same run 4.125 (0.250))."
+        in line
+    )
     assert "Best on dev: act-order; scored once on held-out: 4.500 (0.200 = 80% of fp's" in line
     assert (
         "against 4.700 (0.160) for the default TaCQ row (-0.200 on held-out where dev said -1.000)"

@@ -32,7 +32,9 @@ def test_kept_weights_on_a_peers_rounding(levers, tiny_lm, tiny_task):
     study = Study(tiny_lm, tiny_task)
     study.collect()
     ranking = study.ranking(Selection("tacq", 2, lever.ratio, lever.group_size))
-    row, model = levers.on_peer_rounding(tiny_lm, study, ranking, 2, lever, time.perf_counter())
+    row, model, alone = levers.on_peer_rounding(
+        tiny_lm, study, ranking, 2, lever, time.perf_counter()
+    )
     masks = ranking.masks(lever.ratio)
     peer = PEERS["hqq"][2](tiny_lm.model, ranking.names, 2, 32).weights
     for name in ranking.names:
@@ -41,11 +43,28 @@ def test_kept_weights_on_a_peers_rounding(levers, tiny_lm, tiny_task):
         m = masks[name]
         assert torch.equal(got[m], orig[m])  # the circuit at full precision
         assert torch.equal(got[~m], peer[name][~m])  # the rest exactly as the peer rounded it
+        assert torch.equal(alone.get_submodule(name).weight, peer[name])  # same run, no kept
     assert sum(int(m.sum()) for m in masks.values()) > 0
     plain = 2 + 8 * (2 + 2) / 32  # codes, fp16 scale and zero per 32 weights
     assert row["bpw_honest"] > plain
+    assert row["peer_bpw_honest"] == pytest.approx(plain)
     assert row["peer"] == "hqq 0.0.0+fake"
 
 
 def test_every_lever_can_be_named_on_the_command_line(levers):
     assert all("," not in name for name in levers.LEVERS)  # --levers is a comma list
+
+
+def test_generic_batches_are_full_chunks_of_the_generic_text(levers, monkeypatch):
+    class Tok:  # one id per character, so the chunking can be counted
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": [ord(c) for c in text]}
+
+    monkeypatch.setattr(levers, "generic_calibration_texts", lambda tok: ["abc", "defg"])
+    batches = levers.generic_batches(Tok(), length=4)
+    # "abc\n\ndefg\n\n" is 11 ids: two full chunks of 4, the short tail dropped
+    assert [b.input_ids.tolist() for b in batches] == [
+        [[97, 98, 99, 10]],
+        [[10, 100, 101, 102]],
+    ]
+    assert all(b.attention_mask.bool().all() and b.loss_mask.all() for b in batches)
