@@ -215,7 +215,9 @@ def _peer_alone(row: dict, split: str) -> str:
     alone = row.get("peer_alone", {}).get(split)
     if not alone:
         return ""
-    return f"; the peer alone in the same run {alone['answer_nll']:.3f} ({alone['exact_match']:.3f})"
+    return (
+        f"; the peer alone in the same run {alone['answer_nll']:.3f} ({alone['exact_match']:.3f})"
+    )
 
 
 def levers(res: Results) -> list[str]:
