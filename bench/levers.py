@@ -3,7 +3,9 @@
 For one task and bit width, TaCQ (p = 0.35 % unless the lever changes it) under each lever:
 a larger kept ratio, the loss on answer tokens only, all calibration examples, a group size,
 GPTQ's act-order, Hessians from the original model's activations instead of true-sequential
-ones, the generic text (the part perplexity does not read) added to GPTQ's Hessians, and
+ones, the generic text (the part perplexity does not read) added to GPTQ's Hessians, more
+damping of GPTQ's Hessians (a calibration split holds ~1,000 tokens, fewer than the 1,536
+inputs of an MLP down projection, so its Hessian is rank-deficient), and
 TaCQ's kept weights put back on a peer's rounding (HQQ or AutoRound run by their own
 packages; those levers need bench/requirements-peers.txt and are recorded with the reason
 when it is missing). Each is scored on the task's **dev** split (never used for
@@ -42,6 +44,7 @@ class Lever:
     # GPTQ's Hessians (or the peer's calibration) also from the generic text; saliency stays
     # task-only
     generic: bool = False
+    damp: float = 0.01  # GPTQ's damping of diag(H); more trusts the few task tokens less
 
 
 PEER_ITERS = 50  # AutoRound's tuning steps, as in the peers table (bench/one_task.py)
@@ -57,6 +60,7 @@ LEVERS = {
     "act-order": Lever(act_order=True),
     "Hessians from the original activations": Lever(sequential=False),
     "generic text in the Hessians": Lever(generic=True),
+    "GPTQ damping 10 %": Lever(damp=0.1),
     "kept weights on HQQ g64's rounding": Lever(group_size=64, peer="hqq"),
     "kept weights on AutoRound g128's rounding": Lever(group_size=128, peer="autoround"),
     "kept weights on AutoRound g128's rounding with generic text": Lever(
@@ -106,7 +110,9 @@ def run_lever(lm, task, bits: int, lever: Lever):
     ranking = study.ranking(sel)
     if lever.peer:
         return on_peer_rounding(lm, study, ranking, bits, lever, t)
-    cfg = GPTQConfig(bits=bits, group_size=lever.group_size, act_order=lever.act_order)
+    cfg = GPTQConfig(
+        bits=bits, group_size=lever.group_size, act_order=lever.act_order, damp=lever.damp
+    )
     extra = generic_batches(lm.tokenizer) if lever.generic else []
     res = quantize_model(
         lm.model,
