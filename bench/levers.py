@@ -4,7 +4,7 @@ For one task and bit width, TaCQ (p = 0.35 % unless the lever changes it) under 
 a larger kept ratio, the loss on answer tokens only, all calibration examples, a group size,
 GPTQ's act-order, Hessians from the original model's activations instead of true-sequential
 ones, the generic text (the part perplexity does not read) added to GPTQ's Hessians, more
-damping of GPTQ's Hessians (a calibration split holds ~1,000 tokens, fewer than the 1,536
+damping of GPTQ's Hessians (32 calibration examples hold ~650 tokens, fewer than the 1,536
 inputs of an MLP down projection, so its Hessian is rank-deficient), and
 TaCQ's kept weights put back on a peer's rounding (HQQ or AutoRound run by their own
 packages; those levers need bench/requirements-peers.txt and are recorded with the reason
