@@ -61,6 +61,7 @@ LEVERS = {
     "Hessians from the original activations": Lever(sequential=False),
     "generic text in the Hessians": Lever(generic=True),
     "GPTQ damping 10 %": Lever(damp=0.1),
+    "GPTQ damping 100 %": Lever(damp=1.0),
     "kept weights on HQQ g64's rounding": Lever(group_size=64, peer="hqq"),
     "kept weights on AutoRound g128's rounding": Lever(group_size=128, peer="autoround"),
     "kept weights on AutoRound g128's rounding with generic text": Lever(
