@@ -11,8 +11,10 @@ Packed sizes of the TaCQ variants are written too.
     python bench/quality.py --tasks antonyms,capitals --bits 2 --methods gptq,gptq_g128,tacq
 A method name ending in _g32/_g64/_g128/_g256 runs it group-wise (one scale and zero per
 that many input columns); a final _p0.25 keeps 0.25 % instead of 0.35 % (tacq_p0.25,
-tacq_g128_p0.1), for points at a peer's honest bits per weight. Each row keeps its per-example NLL and exact match, so the
-tables show 95 % bootstrap intervals and paired comparisons (bench/tables.py).
+tacq_g128_p0.1), for points at a peer's honest bits per weight; a last _d0.1 sets GPTQ's
+Hessian damping (default 0.01; tacq_d0.1, tacq_p0.2_d0.1, gptq_g128_d0.1). Each row keeps
+its per-example NLL and exact match, so the tables show 95 % bootstrap intervals and paired
+comparisons (bench/tables.py).
 Writes bench/results/quality.json (merged per task/bits) and prints a Markdown table.
 """
 
@@ -43,11 +45,22 @@ PER_CHANNEL = [
 ALL = PER_CHANNEL + [f"{m}_g{g}" for g in GROUP_SIZES for m in PER_CHANNEL if m != "fp"]
 
 
+def split_damp(name: str) -> tuple[str, float | None]:
+    """'tacq_p0.2_d0.1' -> ('tacq_p0.2', 0.1): a final _d sets GPTQ's Hessian damping
+    (None: the default, tacq.gptq.DEFAULT_DAMP)."""
+    head, sep, damp = name.rpartition("_d")
+    if sep and re.fullmatch(r"\d+(\.\d+)?", damp) and 0 < float(damp) < 10:
+        return head, float(damp)
+    return name, None
+
+
 def parse_method(name: str) -> tuple[str, int | None, float | None]:
     """'gptq_g128' -> ('gptq', 128, None); 'tacq_p0.25' -> ('tacq', None, 0.0025).
 
-    The ratio is None for the default (the paper's 0.35 %) and for plain quantizers.
+    The ratio is None for the default (the paper's 0.35 %) and for plain quantizers; a
+    damping suffix (split_damp) is ignored here.
     """
+    name, _ = split_damp(name)
     ratio = None
     head, sep, pct = name.rpartition("_p")
     if sep and re.fullmatch(r"\d+(\.\d+)?", pct) and 0 < float(pct) < 100:
@@ -60,6 +73,9 @@ def parse_method(name: str) -> tuple[str, int | None, float | None]:
 
 def known_method(name: str) -> bool:
     """A table method, or a saliency method with a _p ratio suffix."""
+    rest, damp = split_damp(name)
+    if damp is not None:  # damping is GPTQ's: not for fp or RTN
+        return known_method(rest) and parse_method(rest)[0] not in ("fp", "rtn")
     base, group, ratio = parse_method(name)
     plain = f"{base}_g{group}" if group else base
     return name in ALL or (
@@ -67,10 +83,15 @@ def known_method(name: str) -> bool:
     )
 
 
-def method_order(name: str) -> tuple[int, float]:
-    """Table position: the method's place in ALL, ratios after their default row."""
+def method_order(name: str) -> tuple[int, float, float]:
+    """Table position: the method's place in ALL, ratios after their default row, then
+    damping after the default damping."""
     base, group, ratio = parse_method(name)
-    return ALL.index(f"{base}_g{group}" if group else base), ratio or 0.0
+    return (
+        ALL.index(f"{base}_g{group}" if group else base),
+        ratio or 0.0,
+        split_damp(name)[1] or 0.0,
+    )
 
 
 def per_example(result) -> dict:
@@ -132,6 +153,7 @@ def run_task(
     from tacq.data import DataConfig, generic_text, load_task
     from tacq.evaluate import evaluate, perplexity
     from tacq.export import save_packed
+    from tacq.gptq import DEFAULT_DAMP
     from tacq.models import load_model
     from tacq.packed import dense_copy
     from tacq.select import DEFAULT_RATIO, Selection
@@ -189,10 +211,14 @@ def run_task(
         for m in [m for m in methods if m != "fp"]:
             t = time.perf_counter()
             base_m, group, ratio = parse_method(m)
+            damp = split_damp(m)[1] or DEFAULT_DAMP
             if base_m in PLAIN_METHODS:
-                v = study.quantize(Selection(bits=bits, ratio=0.0, group_size=group), base_m)
+                sel = Selection(bits=bits, ratio=0.0, group_size=group)
+                v = study.quantize(sel, base_m, damp=damp)
             else:
-                v = study.quantize(Selection(base_m, bits, ratio or DEFAULT_RATIO, group))
+                v = study.quantize(
+                    Selection(base_m, bits, ratio or DEFAULT_RATIO, group), damp=damp
+                )
             secs = time.perf_counter() - t
             # Scored as plain Linears holding the dequantized weights: the same logits as the
             # packed variant (tests/test_packed.py), without dequantizing at every forward.
@@ -205,6 +231,7 @@ def run_task(
                 "bpw_honest": v.size.bpw_honest,
                 "group_size": group,
                 "ratio": 0.0 if base_m in PLAIN_METHODS else ratio or DEFAULT_RATIO,
+                "damp": damp,
                 "answer_nll": r.answer_nll,
                 "exact_match": r.exact_match,
                 "kl_to_fp": r.kl_to_fp,

@@ -188,6 +188,13 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     _quant(p)
     p.add_argument("--method", default="gptq", choices=("gptq", "rtn"))
+    p.add_argument(
+        "--damp",
+        type=float,
+        default=0.01,
+        help="GPTQ's Hessian damping, a share of mean diag(H) (default 0.01, as the paper; "
+        "more trusts short calibration text less: see bench/levers.py)",
+    )
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument(
         "--format",
@@ -426,7 +433,7 @@ def cmd_quantize(args) -> None:
     if sel.ratio > 0 and METRICS[sel.metric].needs_grads:
         _collect(study)
     t = time.perf_counter()
-    v = study.quantize(sel, args.method, cli_progress("quantize"))
+    v = study.quantize(sel, args.method, cli_progress("quantize"), damp=args.damp)
     print(
         f"{v.name}: quantized in {time.perf_counter() - t:.1f} s; BPW {v.size.bpw_paper:.4f} "
         f"(paper), {v.size.bpw_honest:.3f} with scales and indices; holds "

@@ -16,7 +16,7 @@ import torch
 
 from tacq.cache import cache_key, load_checked, save_atomic, tacq_home
 from tacq.calibration import CalibrationSet
-from tacq.gptq import GPTQConfig, LayerQuant, QParams
+from tacq.gptq import DEFAULT_DAMP, GPTQConfig, LayerQuant, QParams
 from tacq.models import LoadedModel, quantizable_linears
 from tacq.progress import Progress
 from tacq.quantize import QuantResult, quantize_model
@@ -38,11 +38,13 @@ class References:
         method: str = "gptq",
         progress: Progress | None = None,
         group_size: int | None = None,
+        damp: float = DEFAULT_DAMP,
     ) -> QuantResult:
-        """The reference at `bits` (and group size): from memory, the disk cache, or computed."""
-        if (bits, method, group_size) in self.done:
-            return self.done[(bits, method, group_size)]
-        cfg = GPTQConfig(bits=bits, method=method, group_size=group_size)
+        """The reference at `bits` (group size, damping): from memory, the disk cache, or
+        computed."""
+        if (bits, method, group_size, damp) in self.done:
+            return self.done[(bits, method, group_size, damp)]
+        cfg = GPTQConfig(bits=bits, method=method, group_size=group_size, damp=damp)
         key = cache_key(
             "ref", self.lm.fingerprint, self.calib.digest, asdict(self.calib.data_cfg), asdict(cfg)
         )
@@ -66,7 +68,7 @@ class References:
                 save_grid(qp_path, qp_key, res)
         elif progress:
             progress(1.0, f"{method} {bits}-bit reference: loaded from cache")
-        self.done[(bits, method, group_size)] = res
+        self.done[(bits, method, group_size, damp)] = res
         return res
 
     def reuses_grid(self, cfg: GPTQConfig) -> bool:
@@ -78,7 +80,8 @@ class References:
         """The unmasked grid for a masked run, if a reference already found it (no work)."""
         if not self.reuses_grid(cfg):
             return None
-        ref = self.done.get((cfg.bits, cfg.method, None))
+        # per channel the grid depends on the weights alone, so any damping's reference has it
+        ref = next((r for k, r in self.done.items() if k[:3] == (cfg.bits, cfg.method, None)), None)
         if ref is not None:
             return ref.qparams()
         path, key = self._grid_entry(cfg)

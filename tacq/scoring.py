@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from torch import Tensor
 
 from tacq.errors import TacqError
+from tacq.gptq import DEFAULT_DAMP
 from tacq.gradients import GradStats
 from tacq.models import LoadedModel, quantizable_linears
 from tacq.progress import Progress
@@ -51,7 +52,9 @@ class Scorer:
     def module_scores(self, sel: Selection, name: str) -> tuple[Tensor, Tensor | None]:
         """One Linear's scores and its dW (None when no reference exists at these bits)."""
         self.check(sel)
-        ref = self._ref(sel) or self.references.done.get((sel.bits, "gptq", sel.group_size))
+        ref = self._ref(sel) or self.references.done.get(
+            (sel.bits, "gptq", sel.group_size, DEFAULT_DAMP)
+        )
         x = layer_inputs(name, quantizable_linears(self.lm.model)[name].weight, self.stats, ref)
         dW = x.W - x.W_q if x.W_q is not None else None
         return layer_scores(sel.metric, x), dW

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from torch import nn
 
-from tacq.gptq import GPTQConfig
+from tacq.gptq import DEFAULT_DAMP, GPTQConfig
 from tacq.memory import resident_bytes
 from tacq.models import quantizable_linears, unquantized_params
 from tacq.packed import PackedLayers, packed_model, packed_modules
@@ -29,11 +29,14 @@ class VariantSpec:
     task: str | None = None
     examples: str | None = None  # digest of the calibration examples
     base_model: str | None = None  # fingerprint of the model it was made from
+    damp: float = DEFAULT_DAMP  # GPTQ's Hessian damping (files before stop 29: the default)
 
     @property
     def name(self) -> str:
         """'tacq-3bit-0.35%' or 'gptq-2bit': the variant's default display name."""
         fmt = f"{self.bits}bit" + (f"-g{self.group_size}" if self.group_size else "")
+        if self.damp != DEFAULT_DAMP and self.method == "gptq":
+            fmt += f"-d{self.damp:g}"
         if not self.ratio:
             return f"{self.method}-{fmt}"
         return f"{self.metric}-{fmt}-{100 * self.ratio:.2f}%"

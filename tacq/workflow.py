@@ -17,7 +17,7 @@ from tacq.anatomy import Geometry, aggregate
 from tacq.calibration import CalibrationSet
 from tacq.data import Batch, DataConfig, TaskSet
 from tacq.explain import ModuleExplanation, explain_module, row_col_saliency
-from tacq.gptq import GPTQConfig
+from tacq.gptq import DEFAULT_DAMP, GPTQConfig
 from tacq.gradients import GradientConfig, GradStats, collect_cached, grads_key
 from tacq.memory import check_room, packed_estimate
 from tacq.models import LoadedModel, quantizable_linears, unquantized_params
@@ -124,17 +124,22 @@ class Study:
 
     # ------------------------------------------------------------ variants
     def quantize(
-        self, sel: Selection, method: str = "gptq", progress: Progress | None = None
+        self,
+        sel: Selection,
+        method: str = "gptq",
+        progress: Progress | None = None,
+        damp: float = DEFAULT_DAMP,
     ) -> Variant:
         """A packed variant: masked GPTQ keeping the top sel.ratio weights under sel.metric.
 
         ratio 0 gives plain GPTQ (or RTN) and reuses the cached reference quantization.
+        damp: GPTQ's damping of its Hessians (the saliency's reference keeps the default).
         """
-        cfg = GPTQConfig(bits=sel.bits, method=method, group_size=sel.group_size)
+        cfg = GPTQConfig(bits=sel.bits, method=method, group_size=sel.group_size, damp=damp)
         estimate = packed_estimate(self.lm.model, sel.bits, sel.ratio, sel.group_size)
         check_room(estimate, "a packed quantized variant")
         if sel.ratio == 0:
-            result = self.references.get(sel.bits, method, progress, sel.group_size)
+            result = self.references.get(sel.bits, method, progress, sel.group_size, damp)
             kept = [0] * len(result.layers)
         else:
             ranking = self.ranking(sel, scaled(progress, 0.0, 0.3))
@@ -153,5 +158,6 @@ class Study:
         spec = VariantSpec(
             sel.bits, sel.ratio, metric, method, sel.group_size,
             task=self.task.name, examples=self.digest(), base_model=self.lm.fingerprint,
+            damp=damp,
         )  # fmt: skip
         return build_variant(self.lm.model, result, spec, kept)

@@ -30,6 +30,12 @@ def quality(monkeypatch):
         ("tacq_g99", ("tacq_g99", None, None), False),
         ("tacq_p", ("tacq_p", None, None), False),
         ("tacq_p100", ("tacq_p100", None, None), False),
+        ("tacq_d0.1", ("tacq", None, None), True),
+        ("tacq_p0.2_d0.1", ("tacq", None, 0.002), True),
+        ("gptq_g128_d0.1", ("gptq", 128, None), True),
+        ("rtn_d0.1", ("rtn", None, None), False),  # RTN has no Hessian to damp
+        ("fp_d0.1", ("fp", None, None), False),
+        ("tacq_d20", ("tacq_d20", None, None), False),
     ],
 )
 def test_method_names(quality, name, parsed, known):
@@ -40,12 +46,19 @@ def test_method_names(quality, name, parsed, known):
 
 
 def test_ratio_rows_sort_after_their_default_row(quality):
-    names = ["tacq_p0.25", "tacq_g128", "tacq", "gptq", "tacq_p0.1", "fp"]
+    names = ["tacq_p0.25", "tacq_g128", "tacq_d0.1", "tacq", "gptq", "tacq_p0.1", "fp"]
     assert sorted(names, key=quality.method_order) == [
         "fp",
         "gptq",
         "tacq",
+        "tacq_d0.1",
         "tacq_p0.1",
         "tacq_p0.25",
         "tacq_g128",
     ]
+
+
+def test_damping_suffix_is_split_off_last(quality):
+    assert quality.split_damp("tacq_p0.2_d0.1") == ("tacq_p0.2", 0.1)
+    assert quality.split_damp("tacq_g128") == ("tacq_g128", None)
+    assert quality.split_damp("signed_grad") == ("signed_grad", None)

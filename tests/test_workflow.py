@@ -7,6 +7,7 @@ import torch
 
 from tacq.errors import TacqError
 from tacq.explain import explain_module
+from tacq.gptq import DEFAULT_DAMP
 from tacq.models import quantizable_linears
 from tacq.select import Selection
 from tacq.workflow import Study
@@ -42,7 +43,7 @@ def test_variant_keeps_top_scores_and_reference_is_reused(tiny_lm, tiny_task):
         assert torch.equal(lq.keep_mask, masks[name])
     ref = study.quantize(Selection(bits=2, ratio=0.0))
     assert ref.name == "gptq-2bit"
-    reused = study.references.done[(2, "gptq", None)]
+    reused = study.references.done[(2, "gptq", None, DEFAULT_DAMP)]
     for name, lq in ref.result.layers.items():
         assert torch.equal(lq.codes, reused.layers[name].codes), name
     assert ref.spec.metric is None and v.spec.metric == "qal"
