@@ -10,7 +10,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable
 
-from quality import method_order, paired_rows, parse_method
+from quality import method_order, paired_rows, parse_method, split_damp
 
 from tacq.data import list_tasks
 from tacq.gptq import GROUP_SIZES
@@ -25,10 +25,12 @@ LABEL |= {f"{m}_g{g}": f"{LABEL[m]} g{g}" for m in LABEL for g in GROUP_SIZES}
 
 
 def label(method: str) -> str:
-    """'TaCQ', 'GPTQ g128', 'TaCQ 0.20 %': a method's short name with its group and ratio."""
+    """'TaCQ', 'GPTQ g128', 'TaCQ 0.20 % damp 0.1': a method's short name with its group,
+    ratio and GPTQ damping."""
     base, group, ratio = parse_method(method)
     out = LABEL.get(base, base) + (f" g{group}" if group else "")
-    return out + (f" {100 * ratio:.2f} %" if ratio else "")
+    damp = split_damp(method)[1]
+    return out + (f" {100 * ratio:.2f} %" if ratio else "") + (f" damp {damp:g}" if damp else "")
 
 
 Results = dict[str, dict]  # topic -> the parsed JSON of bench/results/<topic>.json
@@ -86,6 +88,7 @@ def quality_targets(res: Results) -> list[str]:
         + f", and is the best of all methods on {', '.join(best_of_all) or 'none'}."
     ]
     out += paired_summary(rows)
+    out += damping_summary(rows)
     for task in ("antonyms", "capitals"):
         seeds = _seed_summary(rows, task, 2, ("tacq", "msg", "gptq_g128", "gptq"))
         if seeds:
@@ -328,6 +331,40 @@ def paired_summary(rows: list[dict]) -> list[str]:
                 f"{len(won)} of {n} tasks ({', '.join(won) or '-'}), worse on "
                 f"{len(lost)} ({', '.join(lost) or '-'}), undecided on {len(open_)} "
                 f"({', '.join(open_) or '-'})."
+            )
+    return out
+
+
+def damping_summary(rows: list[dict]) -> list[str]:
+    """Each damped TaCQ row against the same TaCQ point at the paper's damping, paired per
+    task: does more damping of GPTQ's Hessians carry over from the dev split it was picked
+    on (bench/levers.py) to every task's held-out set?"""
+    seed0 = [r for r in rows if r.get("seed", 0) == 0 and "nll_each" in r]
+    pairs = sorted(
+        {
+            (r["bits"], r["method"], split_damp(r["method"])[0])
+            for r in seed0
+            if split_damp(r["method"])[1] and parse_method(r["method"])[0] == "tacq"
+        },
+        key=lambda p: (p[0], method_order(p[1])),
+    )
+    out = []
+    for bits, damped, plain in pairs:
+        won, lost, open_ = [], [], []
+        for t in sorted({r["task"] for r in seed0}):
+            a, b = _row(seed0, t, bits, damped), _row(seed0, t, bits, plain)
+            if a is None or b is None or len(a["nll_each"]) != len(b["nll_each"]):
+                continue
+            p = paired_rows(a, b)
+            {damped: won, plain: lost}.get(p.better, open_).append(f"{t} {p.nll.mean:+.2f}")
+        n = len(won) + len(lost) + len(open_)
+        if n:
+            out.append(
+                f"- {label(damped)} vs {label(plain)} (GPTQ damping {split_damp(damped)[1]:g} "
+                f"instead of the paper's 0.01), {bits}-bit, "
+                f"paired on held-out: better on {len(won)} of {n} tasks "
+                f"({', '.join(won) or '-'}), worse on {len(lost)} ({', '.join(lost) or '-'}), "
+                f"undecided on {len(open_)} ({', '.join(open_) or '-'})."
             )
     return out
 

@@ -176,3 +176,33 @@ def test_peer_breakdown_line_checks_our_reading_then_says_where_it_breaks(findin
     assert "on 640 calibration tokens." in line
     assert "Calibrated on 8000 tokens instead" in line
     assert "generic ppl 90 and answer NLL 5.00 (vs 31.40); its RTN mode 160 and 8.50." in line
+
+
+def test_damping_line_pairs_each_damped_tacq_row_with_its_plain_twin(findings):
+    def row(task, method, nll):
+        return {
+            "task": task,
+            "bits": 2,
+            "method": method,
+            "answer_nll": sum(nll) / len(nll),
+            "nll_each": nll,
+            "correct_each": [0] * len(nll),
+        }
+
+    lower, higher = [1.0 + 0.01 * i for i in range(40)], [2.0 + 0.01 * i for i in range(40)]
+    rows = [
+        row("a", "tacq", higher),
+        row("a", "tacq_d0.1", lower),
+        row("b", "tacq", lower),
+        row("b", "tacq_d0.1", higher),
+        row("c", "tacq_p0.2", lower),
+        row("c", "tacq_p0.2_d0.1", lower),
+    ]
+    lines = findings.damping_summary(rows)
+    assert lines == [
+        "- TaCQ damp 0.1 vs TaCQ (GPTQ damping 0.1 instead of the paper's 0.01), 2-bit, paired "
+        "on held-out: better on 1 of 2 tasks (a -1.00), worse on 1 (b +1.00), undecided on 0 (-).",
+        "- TaCQ 0.20 % damp 0.1 vs TaCQ 0.20 % (GPTQ damping 0.1 instead of the paper's 0.01), "
+        "2-bit, paired on held-out: better on 0 of 1 tasks (-), worse on 0 (-), undecided on 1 "
+        "(c +0.00).",
+    ]
