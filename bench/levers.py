@@ -63,10 +63,10 @@ LEVERS = {
     "GPTQ damping 10 %": Lever(damp=0.1),
     "GPTQ damping 100 %": Lever(damp=1.0),
     # at 0.20 % kept TaCQ fits under AutoRound g128's honest BPW at 2 bits (2.146 vs 2.152)
-    "kept 0.20 %, damping 10 %": Lever(ratio=0.002, damp=0.1),
-    "kept 0.20 %, damping 30 %": Lever(ratio=0.002, damp=0.3),
-    "kept 0.20 %, damping 10 %, act-order": Lever(ratio=0.002, damp=0.1, act_order=True),
-    "kept 0.20 %, damping 10 %, generic text in the Hessians": Lever(
+    "kept 0.20 % + damping 10 %": Lever(ratio=0.002, damp=0.1),
+    "kept 0.20 % + damping 30 %": Lever(ratio=0.002, damp=0.3),
+    "kept 0.20 % + damping 10 % + act-order": Lever(ratio=0.002, damp=0.1, act_order=True),
+    "kept 0.20 % + damping 10 % + generic text in the Hessians": Lever(
         ratio=0.002, damp=0.1, generic=True
     ),
     "kept weights on HQQ g64's rounding": Lever(group_size=64, peer="hqq"),

@@ -68,3 +68,8 @@ def test_generic_batches_are_full_chunks_of_the_generic_text(levers, monkeypatch
         [[10, 100, 101, 102]],
     ]
     assert all(b.attention_mask.bool().all() and b.loss_mask.all() for b in batches)
+
+
+def test_lever_names_survive_the_comma_list(levers):
+    """--levers is a comma list: a name with a comma could never be asked for."""
+    assert all("," not in name for name in levers.LEVERS)
