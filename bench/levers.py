@@ -52,6 +52,8 @@ PEER_ITERS = 50  # AutoRound's tuning steps, as in the peers table (bench/one_ta
 
 LEVERS = {
     "default": Lever(),
+    "kept 0.50 %": Lever(ratio=0.005),
+    "kept 0.60 %": Lever(ratio=0.006),
     "kept 1 %": Lever(ratio=0.01),
     "kept 2 %": Lever(ratio=0.02),
     "answer-only loss": Lever(answer_only=True),
