@@ -64,6 +64,8 @@ LEVERS = {
     "generic text in the Hessians": Lever(generic=True),
     "GPTQ damping 10 %": Lever(damp=0.1),
     "GPTQ damping 100 %": Lever(damp=1.0),
+    "GPTQ damping 10 % + act-order": Lever(damp=0.1, act_order=True),
+    "kept 1 % + damping 10 %": Lever(ratio=0.01, damp=0.1),
     # at 0.20 % kept TaCQ fits under AutoRound g128's honest BPW at 2 bits (2.146 vs 2.152)
     "kept 0.20 % + damping 10 %": Lever(ratio=0.002, damp=0.1),
     "kept 0.20 % + damping 30 %": Lever(ratio=0.002, damp=0.3),
