@@ -206,3 +206,22 @@ def test_damping_line_pairs_each_damped_tacq_row_with_its_plain_twin(findings):
         "2-bit, paired on held-out: better on 0 of 1 tasks (-), worse on 0 (-), undecided on 1 "
         "(c +0.00).",
     ]
+
+
+def test_matched_bits_needs_a_decided_win_at_equal_or_lower_bits(findings):
+    def row(task, method, nll, bpw):
+        r = _row(task, method, 0.5, held=4, bits=2, bpw=bpw)
+        each = [nll + d for d in (0, 0.1, 0, 0.1)]
+        return {**r, "seed": 0, "answer_nll": nll, "nll_each": each, "correct_each": [1, 0, 1, 0]}
+
+    quality = [
+        row("antonyms", "tacq", 1.0, 2.19),  # beats the peer by 1 on every example
+        row("antonyms", "tacq_p0.2", 1.5, 2.15),
+        row("capitals", "tacq", 1.0, 2.19),  # better, but more bits than the peer
+        row("capitals", "tacq_p0.2", 3.0, 2.15),  # fits, worse
+    ]
+    peers = [row("antonyms", "autoround_g128", 2.0, 2.152), row("capitals", "hqq_g64", 2.0, 2.16)]
+    [line] = findings.matched_bits({"quality": {"rows": quality}, "peers": {"rows": peers}})
+    assert "on 1 of 2 tasks measured (antonyms;" in line
+    assert "not on capitals: hqq_g64 (TaCQ 0.20 % undecided or worse)" in line
+    assert "lowest held-out NLL of those that fit (1 to 1 points)" in line
