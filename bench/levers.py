@@ -66,6 +66,8 @@ LEVERS = {
     "GPTQ damping 100 %": Lever(damp=1.0),
     "GPTQ damping 10 % + act-order": Lever(damp=0.1, act_order=True),
     "kept 1 % + damping 10 %": Lever(ratio=0.01, damp=0.1),
+    "group size 128 + damping 10 %": Lever(group_size=128, damp=0.1),
+    "group size 128 + damping 10 % + act-order": Lever(group_size=128, damp=0.1, act_order=True),
     # at 0.20 % kept TaCQ fits under AutoRound g128's honest BPW at 2 bits (2.146 vs 2.152)
     "kept 0.20 % + damping 10 %": Lever(ratio=0.002, damp=0.1),
     "kept 0.20 % + damping 30 %": Lever(ratio=0.002, damp=0.3),
