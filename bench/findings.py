@@ -168,31 +168,44 @@ def three_bit_exact_match(res: Results) -> list[str]:
         for r in rows
         if r["method"] == "fp" and r["heldout_examples"] >= 150 and r["exact_match"]
     }
-    shares: dict[str, dict[str, tuple[float, dict]]] = {}  # method -> task -> (share, row)
-    for r in rows:
-        fp = fps.get(r["task"])
-        if fp and parse_method(r["method"])[0] == "tacq":
-            if r["heldout_examples"] == fp["heldout_examples"]:
-                share = r["exact_match"] / fp["exact_match"]
-                shares.setdefault(r["method"], {})[r["task"]] = (share, r)
+    peer_rows = [
+        r for r in (res.get("peers") or {}).get("rows", []) if r["bits"] == 3 and "error" not in r
+    ]
+    ours = [r for r in rows if parse_method(r["method"])[0] == "tacq"]
+    shares = _em_shares(ours, fps)  # method -> task -> (share, row)
     if not shares:
         return []
     bundled = len(list_tasks())
     out = []
-    for method in sorted(shares, key=method_order):
-        per_task = shares[method]
+    theirs = _em_shares(peer_rows, fps)
+    for method in [*sorted(shares, key=method_order), *sorted(theirs)]:
+        per_task = shares.get(method) or theirs[method]
+        who = label(method) if method in shares else f"the peer {method} (for comparison)"
         met = [t for t, (sh, _) in per_task.items() if sh >= EM_KEPT_TARGET]
         worst = min(per_task, key=lambda t: per_task[t][0])
         bpw = statistics.median(r["bpw_honest"] for _, r in per_task.values())
         out.append(
-            f"- 3-bit exact match kept, of fp's, by {label(method)} (honest BPW {bpw:.3f}) "
+            f"- 3-bit exact match kept, of fp's, by {who} (honest BPW {bpw:.3f}) "
             f"on the 150+ held-out sets (target >= {EM_KEPT_TARGET:.0%} on every task): "
             f"met on {len(met)} of {len(per_task)} tasks measured ({bundled} bundled): "
-            + ", ".join(f"{t} {per_task[t][0]:.0%}" for t in sorted(per_task))
+            + ", ".join(f"{t} {per_task[t][0]:.1%}" for t in sorted(per_task))
             + f"; lowest {worst} ({per_task[worst][1]['exact_match']:.3f} vs fp "
             f"{fps[worst]['exact_match']:.3f})."
         )
     return out
+
+
+def _em_shares(rows: list[dict], fps: dict) -> dict[str, dict[str, tuple[float, dict]]]:
+    """method -> task -> (exact match / fp's, row), on the fp row's held-out examples only."""
+    shares: dict[str, dict[str, tuple[float, dict]]] = {}
+    for r in rows:
+        fp = fps.get(r["task"])
+        if fp and r["heldout_examples"] == fp["heldout_examples"]:
+            shares.setdefault(r["method"], {})[r["task"]] = (
+                r["exact_match"] / fp["exact_match"],
+                r,
+            )
+    return shares
 
 
 def one_task_time(res: Results) -> list[str]:

@@ -46,13 +46,21 @@ def test_three_bit_exact_match_counts_each_setting_on_every_task(findings):
         _row("dates", "fp", 0.50, bits=2),  # 2-bit: not this target
         _row("dates", "tacq", 0.50, bits=2),
     ]
-    plain, grouped = findings.three_bit_exact_match({"quality": {"rows": rows}})
+    peers = [
+        _row("antonyms", "autoround+generic_g128", 0.34, bpw=3.16),  # 85 %
+        _row("capitals", "autoround+generic_g128", 0.20, bpw=3.16),  # 40 %
+        _row("dates", "hqq_g64", 0.50, bits=2),  # 2-bit: not this target
+    ]
+    res = {"quality": {"rows": rows}, "peers": {"rows": peers}}
+    plain, grouped, peer = findings.three_bit_exact_match(res)
+    assert "by the peer autoround+generic_g128 (for comparison) (honest BPW 3.160)" in peer
+    assert "met on 1 of 2 tasks measured (7 bundled): antonyms 85.0%, capitals 40.0%" in peer
     # no task's best point is picked: each setting is judged on every task
     assert "by TaCQ (honest BPW 3.200)" in plain
-    assert "met on 1 of 2 tasks measured (7 bundled): antonyms 75%, capitals 90%" in plain
+    assert "met on 1 of 2 tasks measured (7 bundled): antonyms 75.0%, capitals 90.0%" in plain
     assert "lowest antonyms (0.300 vs fp 0.400)" in plain
     assert "by TaCQ g128 (honest BPW 3.300)" in grouped
-    assert "met on 1 of 2 tasks measured (7 bundled): antonyms 90%, capitals 80%" in grouped
+    assert "met on 1 of 2 tasks measured (7 bundled): antonyms 90.0%, capitals 80.0%" in grouped
     assert "plurals" not in plain + grouped and "dates" not in plain + grouped
 
 
