@@ -141,8 +141,7 @@ def wire(
         stop = user.jobs.start("quantize")
         if sel.ratio > 0 and METRICS[metric].needs_grads and study.stats is None:
             study.collect(gradio_progress(progress, stop))
-        damp = float(damp) if method == "gptq" else DEFAULT_DAMP  # RTN has no Hessian
-        v = study.quantize(sel, method, gradio_progress(progress, stop), damp=damp)
+        v = study.quantize(sel, method, gradio_progress(progress, stop), damp=float(damp))
         user.add_variant(v, study.lm)  # saved packed: a restart finds it again
         msg = (
             f"Made **{v.name}**: BPW {v.size.bpw_paper:.4f} (paper formula), "

@@ -134,7 +134,11 @@ class Study:
 
         ratio 0 gives plain GPTQ (or RTN) and reuses the cached reference quantization.
         damp: GPTQ's damping of its Hessians (the saliency's reference keeps the default).
+        RTN has no Hessian: it always records the default, so every front end gets one
+        cache entry and one spec for it.
         """
+        if method == "rtn":
+            damp = DEFAULT_DAMP
         cfg = GPTQConfig(bits=sel.bits, method=method, group_size=sel.group_size, damp=damp)
         estimate = packed_estimate(self.lm.model, sel.bits, sel.ratio, sel.group_size)
         check_room(estimate, "a packed quantized variant")

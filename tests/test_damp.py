@@ -49,3 +49,10 @@ def test_plain_gptq_references_are_kept_apart_by_damping(tiny_lm, tiny_task):
     assert any(not torch.equal(a[n], b[n]) for n in a)
     assert all(torch.equal(a[n], c[n]) for n in a)  # the default reference, not the damped one
     assert damped.name == "gptq-3bit-d0.5" and plain.name == "gptq-3bit"
+
+
+def test_rtn_ignores_damping_and_records_the_default(tiny_lm, tiny_task):
+    study = Study(tiny_lm, tiny_task)
+    v = study.quantize(Selection("tacq", 2, 0.0), "rtn", damp=0.1)
+    assert v.spec.damp == DEFAULT_DAMP and v.name == "rtn-2bit"
+    assert len(study.references.done) == 1  # the one plain RTN reference, not a damped twin
