@@ -233,3 +233,41 @@ def test_matched_bits_needs_a_decided_win_at_equal_or_lower_bits(findings):
     assert "on 1 of 2 tasks measured (antonyms;" in line
     assert "not on capitals: hqq_g64 (TaCQ 0.20 % undecided or worse)" in line
     assert "lowest held-out NLL of those that fit (1 to 1 points)" in line
+
+
+def test_exact_match_ceiling_names_the_most_kept_where_no_setting_meets_85(findings):
+    rows = [
+        _row("antonyms", "fp", 0.40),
+        _row("antonyms", "tacq", 0.20),  # 50 %
+        _row("antonyms", "tacq_g128_d0.1", 0.28, bpw=3.36),  # 70 %
+        _row("antonyms", "gptq", 0.39),  # not TaCQ: never counted
+        _row("antonyms", "tacq", 0.38, bits=4, bpw=4.2),  # 95 % at 4 bits
+        _row("antonyms", "tacq_d0.1", 0.30, bits=4, bpw=4.19),  # 75 %: not the target
+        _row("capitals", "fp", 0.50),
+        _row("capitals", "tacq", 0.45),  # 90 %: met, so no line
+        _row("dates", "fp", 0.50, held=24),  # small held-out set: left out
+        _row("dates", "tacq", 0.10, held=24),
+    ]
+    lever = {
+        "lever": "group size 32 + damping 10 %",
+        "bpw_honest": 3.91,
+        "heldout": {"examples": 160, "answer_nll": 4.0, "exact_match": 0.30},  # 75 %
+    }
+    small = lever | {"lever": "kept 2 %", "heldout": {"examples": 24, "exact_match": 0.40}}
+    runs = [{"task": "antonyms", "bits": 3, "levers": [lever, small, {"lever": "x"}]}]
+    peers = [
+        _row("antonyms", "autoround+generic_g128", 0.32, bpw=3.16),  # 80 %
+        _row("antonyms", "hqq_g64", 0.02, bpw=3.5),
+        _row("antonyms", "hqq_g64", 0.39, bits=2),  # 2-bit: not this target
+    ]
+    res = {"quality": {"rows": rows}, "levers": {"runs": runs}, "peers": {"rows": peers}}
+    (line,) = findings.exact_match_ceiling(res)
+    assert line.startswith("- 3-bit exact match on antonyms: no TaCQ setting keeps 85% of fp")
+    assert (
+        "the most any of the 3 settings scored on held-out kept is 75.0% (lever group size 32 "
+        "+ damping 10 %, 3.910 BPW)" in line
+    )
+    assert "the most a peer kept is 80.0% (autoround+generic_g128, 3.160 BPW)" in line
+    assert line.endswith("; at 4 bits TaCQ keeps 95.0% (4.200 BPW).")
+    res["quality"]["rows"].append(_row("antonyms", "tacq_p0.5", 0.36))  # 90 %: met at 3 bits
+    assert findings.exact_match_ceiling(res) == []
