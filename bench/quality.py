@@ -105,6 +105,15 @@ def per_example(result) -> dict:
 PPL_TOKENS = 8 * 256  # the start of the generic text that perplexity reads (8 chunks)
 
 
+def dev_scores(result) -> dict:
+    """A row's dev-split answer NLL and exact match: what a point is picked by."""
+    return {
+        "examples": len(result.rows),
+        "answer_nll": result.answer_nll,
+        "exact_match": result.exact_match,
+    }
+
+
 def generic_calibration_texts(tokenizer, skip_tokens: int = PPL_TOKENS) -> list[str]:
     """The generic text past the part perplexity reads, as paragraphs: extra calibration
     text for a lever or a peer that wants more than a task's few hundred tokens, never the
@@ -165,6 +174,9 @@ def run_task(
     study.collect()
     held, text = list(task.heldout), generic_text()
     fp, lp = evaluate(lm.model, lm.tokenizer, held, task.style, "fp")
+    # the dev split (never calibration, never held-out): where a matched-bits point is picked
+    dev = list(task.split("dev"))
+    fp_dev, dev_lp = evaluate(lm.model, lm.tokenizer, dev, task.style, "fp")
     fp_ppl = perplexity(lm.model, lm.tokenizer, text, max_chunks=ppl_chunks)
     control = load_task(default_control(task))
     fp_control = control_nll(lm.model, lm.tokenizer, control)
@@ -205,6 +217,7 @@ def run_task(
                     "control_task": control.name,
                     "control_nll": fp_control,
                     "seconds": 0.0,
+                    "dev": dev_scores(fp),
                     **per_example(fp),
                 }
             )
@@ -224,6 +237,7 @@ def run_task(
             # packed variant (tests/test_packed.py), without dequantizing at every forward.
             model = dense_copy(v.model)
             r, _ = evaluate(model, lm.tokenizer, held, task.style, v.name, fp_logprobs=lp)
+            d, _ = evaluate(model, lm.tokenizer, dev, task.style, v.name, fp_logprobs=dev_lp)
             row = {
                 **base,
                 "method": m,
@@ -239,6 +253,7 @@ def run_task(
                 "control_task": control.name,
                 "control_nll": control_nll(model, lm.tokenizer, control),
                 "seconds": secs,
+                "dev": dev_scores(d),
                 **per_example(r),
             }
             for name, (other, olp) in others.items() if m in ("gptq", "tacq") else ():

@@ -233,6 +233,12 @@ def test_matched_bits_needs_a_decided_win_at_equal_or_lower_bits(findings):
     assert "on 1 of 2 tasks measured (antonyms;" in line
     assert "not on capitals: hqq_g64 (TaCQ 0.20 % undecided or worse)" in line
     assert "lowest held-out NLL of those that fit (1 to 1 points)" in line
+    assert "no choice per task), the best is TaCQ 0.20 %: 1 of 2 (antonyms)." in line
+    # each task won by a different setting: the per-task choice wins both, no one setting does
+    quality.append(row("capitals", "tacq_d0.1", 1.0, 2.15))
+    [line] = findings.matched_bits({"quality": {"rows": quality}, "peers": {"rows": peers}})
+    assert "on 2 of 2 tasks measured (antonyms, capitals;" in line
+    assert "no choice per task), the best is TaCQ damp 0.1: 1 of 2 (capitals)." in line
 
 
 def test_exact_match_ceiling_names_the_most_kept_where_no_setting_meets_85(findings):
@@ -271,3 +277,29 @@ def test_exact_match_ceiling_names_the_most_kept_where_no_setting_meets_85(findi
     assert line.endswith("; at 4 bits TaCQ keeps 95.0% (4.200 BPW).")
     res["quality"]["rows"].append(_row("antonyms", "tacq_p0.5", 0.36))  # 90 %: met at 3 bits
     assert findings.exact_match_ceiling(res) == []
+
+
+def test_matched_bits_picks_each_point_on_dev_where_rows_were_scored_there(findings):
+    def row(task, method, nll, bpw, dev=None):
+        r = _row(task, method, 0.5, held=4, bits=2, bpw=bpw)
+        each = [nll + d for d in (0, 0.1, 0, 0.1)]
+        r |= {"seed": 0, "answer_nll": nll, "nll_each": each, "correct_each": [1, 0, 1, 0]}
+        return r | ({"dev": {"examples": 48, "answer_nll": dev, "exact_match": 0.3}} if dev else {})
+
+    quality = [
+        row("antonyms", "tacq_p0.2", 1.0, 2.15, dev=3.0),  # best on held-out, worse on dev
+        row("antonyms", "tacq_p0.2_d0.1", 2.5, 2.15, dev=2.0),  # dev pick: loses
+        row("capitals", "tacq_p0.2", 1.0, 2.15, dev=2.0),  # both picks win
+        row("capitals", "tacq_p0.2_d0.1", 1.2, 2.15),  # never scored on dev: not a dev choice
+    ]
+    peers = [row("antonyms", "hqq_g64", 2.0, 2.16), row("capitals", "hqq_g64", 2.0, 2.16)]
+    [line] = findings.matched_bits({"quality": {"rows": quality}, "peers": {"rows": peers}})
+    assert (
+        "the TaCQ point picked on the dev split (the lowest dev NLL of the points that fit and "
+        "were scored on dev), on 1 of 2 tasks measured (capitals; target 80 % of the 7 bundled "
+        "tasks); not on antonyms: hqq_g64 (TaCQ 0.20 % damp 0.1 undecided or worse)." in line
+    )
+    assert (
+        "Picked by the held-out NLL instead, the best of 2 to 2 points that fit (a look at the "
+        "test, so optimistic): 2 of 2 tasks measured (antonyms, capitals)." in line
+    )
