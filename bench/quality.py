@@ -14,7 +14,8 @@ that many input columns); a final _p0.25 keeps 0.25 % instead of 0.35 % (tacq_p0
 tacq_g128_p0.1), for points at a peer's honest bits per weight; a last _d0.1 sets GPTQ's
 Hessian damping (default 0.01; tacq_d0.1, tacq_p0.2_d0.1, gptq_g128_d0.1). Each row keeps
 its per-example NLL and exact match, so the tables show 95 % bootstrap intervals and paired
-comparisons (bench/tables.py).
+comparisons (bench/tables.py), and its answer NLL and exact match on the task's dev split
+(never calibration, never held-out), by which a matched-bits point is picked.
 Writes bench/results/quality.json (merged per task/bits) and prints a Markdown table.
 """
 
@@ -217,7 +218,7 @@ def run_task(
                     "control_task": control.name,
                     "control_nll": fp_control,
                     "seconds": 0.0,
-                    "dev": dev_scores(fp),
+                    "dev": dev_scores(fp_dev),
                     **per_example(fp),
                 }
             )
