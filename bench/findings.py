@@ -203,6 +203,19 @@ def _one_setting(fixed: dict[str, list[str]], total: int) -> str:
 EM_KEPT_TARGET = 0.85  # issue 18: a 3-bit TaCQ point keeps this share of fp exact match
 
 
+def _three_bit_fp(rows: list[dict]) -> dict[str, dict]:
+    """task -> its 3-bit fp row on a held-out set large enough to decide (150+), where fp
+    gets some answers right: the base of every exact-match share."""
+    return {
+        r["task"]: r
+        for r in rows
+        if r["method"] == "fp"
+        and r["bits"] == 3
+        and r["heldout_examples"] >= 150
+        and r["exact_match"]
+    }
+
+
 def three_bit_exact_match(res: Results) -> list[str]:
     """Issue target: at 3 bits TaCQ keeps >= 85 % of fp's exact match on every bundled task,
     on the held-out sets large enough to decide (150+). Counted per fixed setting (method,
@@ -212,11 +225,7 @@ def three_bit_exact_match(res: Results) -> list[str]:
     if not q:
         return []
     rows = [r for r in q["rows"] if r["bits"] == 3 and r.get("seed", 0) == 0]
-    fps = {
-        r["task"]: r
-        for r in rows
-        if r["method"] == "fp" and r["heldout_examples"] >= 150 and r["exact_match"]
-    }
+    fps = _three_bit_fp(rows)
     peer_rows = [
         r for r in (res.get("peers") or {}).get("rows", []) if r["bits"] == 3 and "error" not in r
     ]
@@ -253,14 +262,7 @@ def exact_match_ceiling(res: Results) -> list[str]:
     if not q:
         return []
     rows = [r for r in q["rows"] if r.get("seed", 0) == 0]
-    fps = {
-        r["task"]: r
-        for r in rows
-        if r["method"] == "fp"
-        and r["bits"] == 3
-        and r["heldout_examples"] >= 150
-        and r["exact_match"]
-    }
+    fps = _three_bit_fp(rows)
     levers = [run for run in (res.get("levers") or {}).get("runs", []) if run["bits"] == 3]
     peers = [r for r in (res.get("peers") or {}).get("rows", []) if "error" not in r]
     out = []
