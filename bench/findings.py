@@ -10,7 +10,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable
 
-from quality import method_order, paired_rows, parse_method, split_damp
+from quality import method_order, paired_rows, parse_method, split_damp, split_rounding
 
 from tacq.data import list_tasks
 from tacq.gptq import GROUP_SIZES
@@ -29,8 +29,9 @@ def label(method: str) -> str:
     ratio and GPTQ damping."""
     base, group, ratio = parse_method(method)
     out = LABEL.get(base, base) + (f" g{group}" if group else "")
-    damp = split_damp(method)[1]
-    return out + (f" {100 * ratio:.2f} %" if ratio else "") + (f" damp {damp:g}" if damp else "")
+    damp, steps = split_damp(method)[1], split_rounding(method)[1]
+    out += (f" {100 * ratio:.2f} %" if ratio else "") + (f" damp {damp:g}" if damp else "")
+    return out + (f" rounding {steps}" if steps else "")
 
 
 Results = dict[str, dict]  # topic -> the parsed JSON of bench/results/<topic>.json
@@ -89,6 +90,7 @@ def quality_targets(res: Results) -> list[str]:
     ]
     out += paired_summary(rows)
     out += damping_summary(rows)
+    out += rounding_summary(rows)
     for task in ("antonyms", "capitals"):
         seeds = _seed_summary(rows, task, 2, ("tacq", "msg", "gptq_g128", "gptq"))
         if seeds:
@@ -472,29 +474,49 @@ def damping_summary(rows: list[dict]) -> list[str]:
     """Each damped TaCQ row against the same TaCQ point at the paper's damping, paired per
     task: does more damping of GPTQ's Hessians carry over from the dev split it was picked
     on (bench/levers.py) to every task's held-out set?"""
+    plain = [r for r in rows if not split_rounding(r["method"])[1]]
+    return _paired_with_and_without(
+        plain,
+        lambda m: split_damp(m)[0] if split_damp(m)[1] else None,
+        lambda m: f"GPTQ damping {split_damp(m)[1]:g} instead of the paper's 0.01",
+    )
+
+
+def rounding_summary(rows: list[dict]) -> list[str]:
+    """Each TaCQ row with tuned rounding (tacq.rounding) against the same point with GPTQ's
+    rounding as it is, paired per task: what the rounding pass buys on held-out."""
+    return _paired_with_and_without(
+        rows,
+        lambda m: split_rounding(m)[0] if split_rounding(m)[1] else None,
+        lambda m: f"rounding tuned {split_rounding(m)[1]} steps per block after GPTQ",
+    )
+
+
+def _paired_with_and_without(rows: list[dict], without, what) -> list[str]:
+    """Every TaCQ row whose method has a variant `without(method)` (None: not one), paired
+    with that row per task on the same held-out examples."""
     seed0 = [r for r in rows if r.get("seed", 0) == 0 and "nll_each" in r]
     pairs = sorted(
         {
-            (r["bits"], r["method"], split_damp(r["method"])[0])
+            (r["bits"], r["method"], without(r["method"]))
             for r in seed0
-            if split_damp(r["method"])[1] and parse_method(r["method"])[0] == "tacq"
+            if without(r["method"]) and parse_method(r["method"])[0] == "tacq"
         },
         key=lambda p: (p[0], method_order(p[1])),
     )
     out = []
-    for bits, damped, plain in pairs:
+    for bits, changed, plain in pairs:
         won, lost, open_ = [], [], []
         for t in sorted({r["task"] for r in seed0}):
-            a, b = _row(seed0, t, bits, damped), _row(seed0, t, bits, plain)
+            a, b = _row(seed0, t, bits, changed), _row(seed0, t, bits, plain)
             if a is None or b is None or len(a["nll_each"]) != len(b["nll_each"]):
                 continue
             p = paired_rows(a, b)
-            {damped: won, plain: lost}.get(p.better, open_).append(f"{t} {p.nll.mean:+.2f}")
+            {changed: won, plain: lost}.get(p.better, open_).append(f"{t} {p.nll.mean:+.2f}")
         n = len(won) + len(lost) + len(open_)
         if n:
             out.append(
-                f"- {label(damped)} vs {label(plain)} (GPTQ damping {split_damp(damped)[1]:g} "
-                f"instead of the paper's 0.01), {bits}-bit, "
+                f"- {label(changed)} vs {label(plain)} ({what(changed)}), {bits}-bit, "
                 f"paired on held-out: better on {len(won)} of {n} tasks "
                 f"({', '.join(won) or '-'}), worse on {len(lost)} ({', '.join(lost) or '-'}), "
                 f"undecided on {len(open_)} ({', '.join(open_) or '-'})."

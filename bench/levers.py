@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 
 from _common import ROOT, stamp, write_result
-from quality import generic_calibration_texts, per_example
+from quality import generic_batches, generic_calibration_texts, per_example
 
 
 @dataclass(frozen=True)
@@ -87,21 +87,6 @@ LEVERS = {
         group_size=128, peer="autoround", generic=True
     ),
 }
-
-
-def generic_batches(tokenizer, length: int = 256) -> list:
-    """The generic text perplexity does not read, as [1, length] batches for the Hessians
-    (cut as the peers' calibration is, by tacq.peers.calibration_chunks)."""
-    import torch
-
-    from tacq.data import Batch
-    from tacq.peers import calibration_chunks
-
-    out = []
-    for chunk in calibration_chunks(tokenizer, generic_calibration_texts(tokenizer), length):
-        ones = torch.ones_like(chunk)
-        out.append(Batch(chunk, ones, ones.bool()))
-    return out
 
 
 def dequantized(model, layers):

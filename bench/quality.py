@@ -12,7 +12,10 @@ Packed sizes of the TaCQ variants are written too.
 A method name ending in _g32/_g64/_g128/_g256 runs it group-wise (one scale and zero per
 that many input columns); a final _p0.25 keeps 0.25 % instead of 0.35 % (tacq_p0.25,
 tacq_g128_p0.1), for points at a peer's honest bits per weight; a last _d0.1 sets GPTQ's
-Hessian damping (default 0.01; tacq_d0.1, tacq_p0.2_d0.1, gptq_g128_d0.1). Each row keeps
+Hessian damping (default 0.01; tacq_d0.1, tacq_p0.2_d0.1, gptq_g128_d0.1); a very last _r200
+tunes the unkept weights' rounding after GPTQ for that many steps per block (tacq.rounding),
+on the calibration examples plus the generic text perplexity does not read (tacq_p0.2_d0.1_r200).
+Each row keeps
 its per-example NLL and exact match, so the tables show 95 % bootstrap intervals and paired
 comparisons (bench/tables.py), and its answer NLL and exact match on the task's dev split
 (never calibration, never held-out), by which a matched-bits point is picked.
@@ -46,9 +49,19 @@ PER_CHANNEL = [
 ALL = PER_CHANNEL + [f"{m}_g{g}" for g in GROUP_SIZES for m in PER_CHANNEL if m != "fp"]
 
 
+def split_rounding(name: str) -> tuple[str, int | None]:
+    """'tacq_d0.1_r200' -> ('tacq_d0.1', 200): a final _r tunes the rounding after GPTQ for
+    that many steps per block (None: GPTQ's rounding as it is)."""
+    head, sep, steps = name.rpartition("_r")
+    if sep and steps.isdigit() and int(steps) > 0:
+        return head, int(steps)
+    return name, None
+
+
 def split_damp(name: str) -> tuple[str, float | None]:
-    """'tacq_p0.2_d0.1' -> ('tacq_p0.2', 0.1): a final _d sets GPTQ's Hessian damping
-    (None: the default, tacq.gptq.DEFAULT_DAMP)."""
+    """'tacq_p0.2_d0.1' -> ('tacq_p0.2', 0.1): a final _d (before any _r) sets GPTQ's
+    Hessian damping (None: the default, tacq.gptq.DEFAULT_DAMP)."""
+    name, _ = split_rounding(name)
     head, sep, damp = name.rpartition("_d")
     if sep and re.fullmatch(r"\d+(\.\d+)?", damp) and 0 < float(damp) < 10:
         return head, float(damp)
@@ -74,6 +87,9 @@ def parse_method(name: str) -> tuple[str, int | None, float | None]:
 
 def known_method(name: str) -> bool:
     """A table method, or a saliency method with a _p ratio suffix."""
+    rest, steps = split_rounding(name)
+    if steps is not None:  # tuned rounding starts from GPTQ's codes
+        return known_method(rest) and parse_method(rest)[0] not in ("fp", "rtn")
     rest, damp = split_damp(name)
     if damp is not None:  # damping is GPTQ's: not for fp or RTN
         return known_method(rest) and parse_method(rest)[0] not in ("fp", "rtn")
@@ -84,14 +100,15 @@ def known_method(name: str) -> bool:
     )
 
 
-def method_order(name: str) -> tuple[int, float, float]:
+def method_order(name: str) -> tuple[int, float, float, int]:
     """Table position: the method's place in ALL, ratios after their default row, then
-    damping after the default damping."""
+    damping after the default damping, then tuned rounding after GPTQ's."""
     base, group, ratio = parse_method(name)
     return (
         ALL.index(f"{base}_g{group}" if group else base),
         ratio or 0.0,
         split_damp(name)[1] or 0.0,
+        split_rounding(name)[1] or 0,
     )
 
 
@@ -113,6 +130,14 @@ def dev_scores(result) -> dict:
         "answer_nll": result.answer_nll,
         "exact_match": result.exact_match,
     }
+
+
+def generic_batches(tokenizer, length: int = 256) -> list:
+    """The generic text perplexity does not read, as [1, length] batches (cut as the peers'
+    calibration is): extra Hessian or rounding tokens."""
+    from tacq.rounding import text_batches
+
+    return text_batches(tokenizer, generic_calibration_texts(tokenizer), length)
 
 
 def generic_calibration_texts(tokenizer, skip_tokens: int = PPL_TOKENS) -> list[str]:
@@ -166,6 +191,7 @@ def run_task(
     from tacq.gptq import DEFAULT_DAMP
     from tacq.models import load_model
     from tacq.packed import dense_copy
+    from tacq.rounding import RoundingConfig
     from tacq.select import DEFAULT_RATIO, Selection
     from tacq.workflow import Study
 
@@ -226,12 +252,20 @@ def run_task(
             t = time.perf_counter()
             base_m, group, ratio = parse_method(m)
             damp = split_damp(m)[1] or DEFAULT_DAMP
+            steps = split_rounding(m)[1]
+            tuned = {}
+            if steps:
+                tuned = {
+                    "rounding": RoundingConfig(steps),
+                    "rounding_batches": study.batches(answer_only=False)
+                    + generic_batches(lm.tokenizer),
+                }
             if base_m in PLAIN_METHODS:
                 sel = Selection(bits=bits, ratio=0.0, group_size=group)
-                v = study.quantize(sel, base_m, damp=damp)
+                v = study.quantize(sel, base_m, damp=damp, **tuned)
             else:
                 v = study.quantize(
-                    Selection(base_m, bits, ratio or DEFAULT_RATIO, group), damp=damp
+                    Selection(base_m, bits, ratio or DEFAULT_RATIO, group), damp=damp, **tuned
                 )
             secs = time.perf_counter() - t
             # Scored as plain Linears holding the dequantized weights: the same logits as the
@@ -247,6 +281,14 @@ def run_task(
                 "group_size": group,
                 "ratio": 0.0 if base_m in PLAIN_METHODS else ratio or DEFAULT_RATIO,
                 "damp": damp,
+                **(
+                    {
+                        "rounding_steps": steps,
+                        "rounding_tokens": sum(b.n_tokens for b in tuned["rounding_batches"]),
+                    }
+                    if steps
+                    else {}
+                ),
                 "answer_nll": r.answer_nll,
                 "exact_match": r.exact_match,
                 "kl_to_fp": r.kl_to_fp,

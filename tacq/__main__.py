@@ -195,6 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="GPTQ's Hessian damping, a share of mean diag(H) (default 0.01, as the paper; "
         "more trusts short calibration text less: see bench/levers.py)",
     )
+    p.add_argument(
+        "--rounding-steps",
+        type=int,
+        default=0,
+        help="then tune the unkept weights' rounding, this many steps per block, on the "
+        "calibration examples plus the bundled generic text (default 0: GPTQ's rounding)",
+    )
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument(
         "--format",
@@ -433,7 +440,17 @@ def cmd_quantize(args) -> None:
     if sel.ratio > 0 and METRICS[sel.metric].needs_grads:
         _collect(study)
     t = time.perf_counter()
-    v = study.quantize(sel, args.method, cli_progress("quantize"), damp=args.damp)
+    tuned = {}
+    if args.rounding_steps:
+        from tacq.data import generic_text
+        from tacq.rounding import RoundingConfig, text_batches
+
+        extra = text_batches(study.lm.tokenizer, generic_text().split("\n\n"))
+        tuned = {
+            "rounding": RoundingConfig(args.rounding_steps),
+            "rounding_batches": study.batches(answer_only=False) + extra,
+        }
+    v = study.quantize(sel, args.method, cli_progress("quantize"), damp=args.damp, **tuned)
     print(
         f"{v.name}: quantized in {time.perf_counter() - t:.1f} s; BPW {v.size.bpw_paper:.4f} "
         f"(paper), {v.size.bpw_honest:.3f} with scales and indices; holds "

@@ -43,6 +43,8 @@ class QuantResult:
     cfg: GPTQConfig
     seconds: float = 0.0
     layer_seconds: dict[str, float] = field(default_factory=dict)
+    # (before, after) calibration loss per block of a rounding pass (tacq.rounding)
+    block_losses: list[tuple[float, float]] = field(default_factory=list)
 
     def dequantized(self) -> dict[str, Tensor]:
         return {n: lq.dequantize() for n, lq in self.layers.items()}

@@ -30,6 +30,7 @@ class VariantSpec:
     examples: str | None = None  # digest of the calibration examples
     base_model: str | None = None  # fingerprint of the model it was made from
     damp: float = DEFAULT_DAMP  # GPTQ's Hessian damping (files before stop 29: the default)
+    rounding_steps: int = 0  # steps of tuned rounding after GPTQ (tacq.rounding); 0: none
 
     @property
     def name(self) -> str:
@@ -37,6 +38,8 @@ class VariantSpec:
         fmt = f"{self.bits}bit" + (f"-g{self.group_size}" if self.group_size else "")
         if self.damp != DEFAULT_DAMP and self.method == "gptq":
             fmt += f"-d{self.damp:g}"
+        if self.rounding_steps:
+            fmt += f"-r{self.rounding_steps}"
         if not self.ratio:
             return f"{self.method}-{fmt}"
         return f"{self.metric}-{fmt}-{100 * self.ratio:.2f}%"

@@ -16,6 +16,7 @@ from torch import Tensor
 from tacq.anatomy import Geometry, aggregate
 from tacq.calibration import CalibrationSet
 from tacq.data import Batch, DataConfig, TaskSet
+from tacq.errors import TacqError
 from tacq.explain import ModuleExplanation, explain_module, row_col_saliency
 from tacq.gptq import DEFAULT_DAMP, GPTQConfig
 from tacq.gradients import GradientConfig, GradStats, collect_cached, grads_key
@@ -24,6 +25,7 @@ from tacq.models import LoadedModel, quantizable_linears, unquantized_params
 from tacq.progress import Progress, scaled
 from tacq.quantize import quantize_model
 from tacq.reference import References
+from tacq.rounding import RoundingConfig, tune_rounding
 from tacq.scoring import Scorer
 from tacq.select import DEFAULT_RATIO, SLIDER_MAX_RATIO, Ranking, Selection, SizeReport, size_report
 from tacq.variant import Variant, VariantSpec, build_variant, load_variant
@@ -129,6 +131,8 @@ class Study:
         method: str = "gptq",
         progress: Progress | None = None,
         damp: float = DEFAULT_DAMP,
+        rounding: RoundingConfig | None = None,
+        rounding_batches: list[Batch] | None = None,
     ) -> Variant:
         """A packed variant: masked GPTQ keeping the top sel.ratio weights under sel.metric.
 
@@ -136,14 +140,20 @@ class Study:
         damp: GPTQ's damping of its Hessians (the saliency's reference keeps the default).
         RTN has no Hessian: it always records the default, so every front end gets one
         cache entry and one spec for it.
+        rounding: then tune the unkept weights' rounding block by block (tacq.rounding) on
+        rounding_batches (None: the calibration batches; a few hundred task tokens are few
+        for it, so the bench adds generic text).
         """
         if method == "rtn":
             damp = DEFAULT_DAMP
         cfg = GPTQConfig(bits=sel.bits, method=method, group_size=sel.group_size, damp=damp)
         estimate = packed_estimate(self.lm.model, sel.bits, sel.ratio, sel.group_size)
         check_room(estimate, "a packed quantized variant")
+        gptq_end = 1.0 if rounding is None else 0.6  # the rounding pass takes the rest
         if sel.ratio == 0:
-            result = self.references.get(sel.bits, method, progress, sel.group_size, damp)
+            result = self.references.get(
+                sel.bits, method, scaled(progress, 0.0, gptq_end), sel.group_size, damp
+            )
             kept = [0] * len(result.layers)
         else:
             ranking = self.ranking(sel, scaled(progress, 0.0, 0.3))
@@ -152,16 +162,23 @@ class Study:
                 self.batches(answer_only=False),
                 cfg,
                 ranking.masks(sel.ratio),
-                progress=scaled(progress, 0.3, 1.0),
+                progress=scaled(progress, 0.3, gptq_end),
                 exec_device=self.exec_device,
                 unmasked=self.references.unmasked_grid(cfg),
                 fast=self.fast_gptq,
             )
             kept = ranking.counts(sel.ratio).tolist()
+        if rounding is not None:
+            if method != "gptq":
+                raise TacqError("Tuned rounding starts from GPTQ's codes, not RTN's.")
+            batches = rounding_batches or self.batches(answer_only=False)
+            result = tune_rounding(
+                self.lm.model, batches, result, rounding, scaled(progress, gptq_end, 1.0)
+            )
         metric = sel.metric if sel.ratio else None
         spec = VariantSpec(
             sel.bits, sel.ratio, metric, method, sel.group_size,
             task=self.task.name, examples=self.digest(), base_model=self.lm.fingerprint,
-            damp=damp,
+            damp=damp, rounding_steps=rounding.steps if rounding else 0,
         )  # fmt: skip
         return build_variant(self.lm.model, result, spec, kept)

@@ -216,6 +216,36 @@ def test_damping_line_pairs_each_damped_tacq_row_with_its_plain_twin(findings):
     ]
 
 
+def test_rounding_summary_pairs_each_tuned_row_with_its_untuned_point(findings):
+    def row(task, method, nll):
+        return {
+            "task": task,
+            "bits": 2,
+            "method": method,
+            "answer_nll": sum(nll) / len(nll),
+            "nll_each": nll,
+            "correct_each": [0] * len(nll),
+        }
+
+    lower, higher = [1.0 + 0.01 * i for i in range(40)], [2.0 + 0.01 * i for i in range(40)]
+    rows = [
+        row("a", "tacq_p0.2_d0.1", higher),
+        row("a", "tacq_p0.2_d0.1_r200", lower),
+        row("a", "tacq_p0.2", lower),  # not the untuned twin of the tuned row: ignored
+    ]
+    assert findings.rounding_summary(rows) == [
+        "- TaCQ 0.20 % damp 0.1 rounding 200 vs TaCQ 0.20 % damp 0.1 (rounding tuned 200 steps "
+        "per block after GPTQ), 2-bit, paired on held-out: better on 1 of 1 tasks (a -1.00), "
+        "worse on 0 (-), undecided on 0 (-)."
+    ]
+    # a tuned row is no damping evidence: damping_summary pairs only untuned rows
+    assert findings.damping_summary(rows) == [
+        "- TaCQ 0.20 % damp 0.1 vs TaCQ 0.20 % (GPTQ damping 0.1 instead of the paper's 0.01), "
+        "2-bit, paired on held-out: better on 0 of 1 tasks (-), worse on 1 (a +1.00), "
+        "undecided on 0 (-)."
+    ]
+
+
 def test_matched_bits_needs_a_decided_win_at_equal_or_lower_bits(findings):
     def row(task, method, nll, bpw):
         r = _row(task, method, 0.5, held=4, bits=2, bpw=bpw)

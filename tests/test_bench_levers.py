@@ -55,21 +55,6 @@ def test_every_lever_can_be_named_on_the_command_line(levers):
     assert all("," not in name for name in levers.LEVERS)  # --levers is a comma list
 
 
-def test_generic_batches_are_full_chunks_of_the_generic_text(levers, monkeypatch):
-    class Tok:  # one id per character, so the chunking can be counted
-        def __call__(self, text, add_special_tokens=False):
-            return {"input_ids": [ord(c) for c in text]}
-
-    monkeypatch.setattr(levers, "generic_calibration_texts", lambda tok: ["abc", "defg"])
-    batches = levers.generic_batches(Tok(), length=4)
-    # "abc\n\ndefg\n\n" is 11 ids: two full chunks of 4, the short tail dropped
-    assert [b.input_ids.tolist() for b in batches] == [
-        [[97, 98, 99, 10]],
-        [[10, 100, 101, 102]],
-    ]
-    assert all(b.attention_mask.bool().all() and b.loss_mask.all() for b in batches)
-
-
 def test_lever_names_survive_the_comma_list(levers):
     """--levers is a comma list: a name with a comma could never be asked for."""
     assert all("," not in name for name in levers.LEVERS)

@@ -36,6 +36,10 @@ def quality(monkeypatch):
         ("rtn_d0.1", ("rtn", None, None), False),  # RTN has no Hessian to damp
         ("fp_d0.1", ("fp", None, None), False),
         ("tacq_d20", ("tacq_d20", None, None), False),
+        ("tacq_p0.2_d0.1_r200", ("tacq", None, 0.002), True),
+        ("gptq_g128_r50", ("gptq", 128, None), True),
+        ("rtn_r50", ("rtn", None, None), False),  # tuned rounding starts from GPTQ's codes
+        ("tacq_r0", ("tacq_r0", None, None), False),
     ],
 )
 def test_method_names(quality, name, parsed, known):
@@ -58,7 +62,35 @@ def test_ratio_rows_sort_after_their_default_row(quality):
     ]
 
 
+def test_rounding_suffix_is_split_off_before_damping(quality):
+    assert quality.split_rounding("tacq_p0.2_d0.1_r200") == ("tacq_p0.2_d0.1", 200)
+    assert quality.split_damp("tacq_p0.2_d0.1_r200") == ("tacq_p0.2", 0.1)
+    assert quality.split_rounding("rtn_g128") == ("rtn_g128", None)
+    names = ["tacq_d0.1_r200", "tacq_d0.1", "tacq_r200", "tacq"]
+    assert sorted(names, key=quality.method_order) == [
+        "tacq",
+        "tacq_r200",
+        "tacq_d0.1",
+        "tacq_d0.1_r200",
+    ]
+
+
 def test_damping_suffix_is_split_off_last(quality):
     assert quality.split_damp("tacq_p0.2_d0.1") == ("tacq_p0.2", 0.1)
     assert quality.split_damp("tacq_g128") == ("tacq_g128", None)
     assert quality.split_damp("signed_grad") == ("signed_grad", None)
+
+
+def test_generic_batches_are_full_chunks_of_the_generic_text(quality, monkeypatch):
+    class Tok:  # one id per character, so the chunking can be counted
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": [ord(c) for c in text]}
+
+    monkeypatch.setattr(quality, "generic_calibration_texts", lambda tok: ["abc", "defg"])
+    batches = quality.generic_batches(Tok(), length=4)
+    # "abc\n\ndefg\n\n" is 11 ids: two full chunks of 4, the short tail dropped
+    assert [b.input_ids.tolist() for b in batches] == [
+        [[97, 98, 99, 10]],
+        [[10, 100, 101, 102]],
+    ]
+    assert all(b.attention_mask.bool().all() and b.loss_mask.all() for b in batches)
