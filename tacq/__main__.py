@@ -433,6 +433,7 @@ def cmd_export_scores(args) -> None:
 
 def cmd_quantize(args) -> None:
     from tacq.progress import cli_progress
+    from tacq.rounding import RoundingConfig
     from tacq.saliency import METRICS
 
     study = _study(args)
@@ -440,16 +441,7 @@ def cmd_quantize(args) -> None:
     if sel.ratio > 0 and METRICS[sel.metric].needs_grads:
         _collect(study)
     t = time.perf_counter()
-    tuned = {}
-    if args.rounding_steps:
-        from tacq.data import generic_text
-        from tacq.rounding import RoundingConfig, text_batches
-
-        extra = text_batches(study.lm.tokenizer, generic_text().split("\n\n"))
-        tuned = {
-            "rounding": RoundingConfig(args.rounding_steps),
-            "rounding_batches": study.batches(answer_only=False) + extra,
-        }
+    tuned = {"rounding": RoundingConfig(args.rounding_steps)} if args.rounding_steps else {}
     v = study.quantize(sel, args.method, cli_progress("quantize"), damp=args.damp, **tuned)
     print(
         f"{v.name}: quantized in {time.perf_counter() - t:.1f} s; BPW {v.size.bpw_paper:.4f} "

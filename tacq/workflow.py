@@ -15,7 +15,7 @@ from torch import Tensor
 
 from tacq.anatomy import Geometry, aggregate
 from tacq.calibration import CalibrationSet
-from tacq.data import Batch, DataConfig, TaskSet
+from tacq.data import Batch, DataConfig, TaskSet, generic_text
 from tacq.errors import TacqError
 from tacq.explain import ModuleExplanation, explain_module, row_col_saliency
 from tacq.gptq import DEFAULT_DAMP, GPTQConfig
@@ -25,7 +25,7 @@ from tacq.models import LoadedModel, quantizable_linears, unquantized_params
 from tacq.progress import Progress, scaled
 from tacq.quantize import quantize_model
 from tacq.reference import References
-from tacq.rounding import RoundingConfig, tune_rounding
+from tacq.rounding import RoundingConfig, text_batches, tune_rounding
 from tacq.scoring import Scorer
 from tacq.select import DEFAULT_RATIO, SLIDER_MAX_RATIO, Ranking, Selection, SizeReport, size_report
 from tacq.variant import Variant, VariantSpec, build_variant, load_variant
@@ -141,8 +141,8 @@ class Study:
         RTN has no Hessian: it always records the default, so every front end gets one
         cache entry and one spec for it.
         rounding: then tune the unkept weights' rounding block by block (tacq.rounding) on
-        rounding_batches (None: the calibration batches; a few hundred task tokens are few
-        for it, so the bench adds generic text).
+        rounding_batches (None: the calibration batches plus the bundled generic text; a
+        task's few hundred tokens are few to fit every weight of a block to).
         """
         if method == "rtn":
             damp = DEFAULT_DAMP
@@ -171,7 +171,9 @@ class Study:
         if rounding is not None:
             if method != "gptq":
                 raise TacqError("Tuned rounding starts from GPTQ's codes, not RTN's.")
-            batches = rounding_batches or self.batches(answer_only=False)
+            batches = rounding_batches or self.batches(answer_only=False) + text_batches(
+                self.lm.tokenizer, generic_text().split("\n\n")
+            )
             result = tune_rounding(
                 self.lm.model, batches, result, rounding, scaled(progress, gptq_end, 1.0)
             )

@@ -472,6 +472,7 @@ def test_eight_sessions_chat_while_one_quantizes(browser, app_url, tmp_path):
         from playwright.sync_api import expect
 
         expect(worker.locator("#quant-damp input")).to_be_disabled()  # RTN has no Hessian
+        expect(worker.locator("#quant-rounding input")).to_be_disabled()  # nor GPTQ's grid
         worker.get_by_label("Keep the circuit (ratio from the slider)").uncheck()
         worker.get_by_role("button", name="Quantize").click()
         for i, p in enumerate(pages[:8]):

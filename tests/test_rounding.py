@@ -111,3 +111,59 @@ def test_rounding_needs_a_quantized_model_and_a_step(tiny_llama):
     gptq.layers.pop(next(iter(gptq.layers)))
     with pytest.raises(TacqError, match="quantize the model first"):
         tune_rounding(tiny_llama, _batches(), gptq, RoundingConfig(steps=1))
+
+
+def test_study_variant_with_tuned_rounding_is_named_sized_and_exported(
+    tmp_path, tiny_lm, tiny_task
+):
+    from tacq.export import save_packed
+    from tacq.select import Selection
+    from tacq.variant import load_variant
+    from tacq.workflow import Study
+    from tests.tiny import fp16_exact
+
+    fp16_exact(tiny_lm.model)
+    study = Study(tiny_lm, tiny_task)
+    study.collect()
+    sel = Selection("tacq", 2, 0.01)
+    plain = study.quantize(sel)
+    batches = study.batches(answer_only=False)  # the default adds the generic text: slower
+    tuned = study.quantize(sel, rounding=RoundingConfig(100, 0.02), rounding_batches=batches)
+    assert tuned.name == "tacq-2bit-r100-1.00%" and tuned.spec.rounding_steps == 100
+    assert tuned.size == plain.size  # the same format: codes, one scale per row, kept weights
+    a, b = plain.result.layers, tuned.result.layers
+    for n, lq in a.items():  # the same circuit at the same 16-bit values
+        assert torch.equal(lq.keep_mask, b[n].keep_mask), n
+        assert torch.equal(lq.kept_values, b[n].kept_values), n
+    assert any(not torch.equal(lq.dequantize(), b[n].dequantize()) for n, lq in a.items())
+    save_packed(tmp_path / "r", tiny_lm, tuned)
+    back = load_variant(tmp_path / "r")
+    assert back.spec == tuned.spec and back.name == tuned.name
+    for n, lq in b.items():  # export -> load is bit-identical, tuned scales included
+        assert torch.equal(back.result.layers[n].dequantize(), lq.dequantize()), n
+    with pytest.raises(TacqError, match="not RTN"):
+        study.quantize(Selection("tacq", 2, 0.0), "rtn", rounding=RoundingConfig(steps=1))
+
+
+def test_default_rounding_text_is_the_examples_plus_the_generic_text(
+    tiny_lm, tiny_task, monkeypatch
+):
+    import tacq.workflow as workflow
+    from tacq.data import generic_text
+    from tacq.select import Selection
+
+    seen = []
+
+    def spy(model, batches, result, cfg, progress=None):
+        seen.append(batches)
+        return result
+
+    monkeypatch.setattr(workflow, "tune_rounding", spy)
+    study = workflow.Study(tiny_lm, tiny_task)
+    study.quantize(Selection("tacq", 3, 0.0), rounding=RoundingConfig(steps=1))
+    calib = study.batches(answer_only=False)
+    (batches,) = seen
+    assert all(torch.equal(a.input_ids, b.input_ids) for a, b in zip(batches, calib))
+    extra = sum(b.n_tokens for b in batches[len(calib) :])
+    text_ids = len(tiny_lm.tokenizer(generic_text(), add_special_tokens=False)["input_ids"])
+    assert 0.9 * text_ids < extra <= text_ids  # all of it but a last partial chunk
