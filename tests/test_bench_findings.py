@@ -186,25 +186,30 @@ def test_peer_breakdown_line_checks_our_reading_then_says_where_it_breaks(findin
     assert "generic ppl 90 and answer NLL 5.00 (vs 31.40); its RTN mode 160 and 8.50." in line
 
 
-def test_damping_line_pairs_each_damped_tacq_row_with_its_plain_twin(findings):
-    def row(task, method, nll):
-        return {
-            "task": task,
-            "bits": 2,
-            "method": method,
-            "answer_nll": sum(nll) / len(nll),
-            "nll_each": nll,
-            "correct_each": [0] * len(nll),
-        }
+LOWER, HIGHER = [1.0 + 0.01 * i for i in range(40)], [2.0 + 0.01 * i for i in range(40)]
 
-    lower, higher = [1.0 + 0.01 * i for i in range(40)], [2.0 + 0.01 * i for i in range(40)]
+
+def _paired_row(task: str, method: str, nll: list[float]) -> dict:
+    """A 2-bit quality row with per-example NLLs, for the paired lines."""
+    return {
+        "task": task,
+        "bits": 2,
+        "method": method,
+        "answer_nll": sum(nll) / len(nll),
+        "nll_each": nll,
+        "correct_each": [0] * len(nll),
+    }
+
+
+def test_damping_line_pairs_each_damped_tacq_row_with_its_plain_twin(findings):
+    lower, higher = LOWER, HIGHER
     rows = [
-        row("a", "tacq", higher),
-        row("a", "tacq_d0.1", lower),
-        row("b", "tacq", lower),
-        row("b", "tacq_d0.1", higher),
-        row("c", "tacq_p0.2", lower),
-        row("c", "tacq_p0.2_d0.1", lower),
+        _paired_row("a", "tacq", higher),
+        _paired_row("a", "tacq_d0.1", lower),
+        _paired_row("b", "tacq", lower),
+        _paired_row("b", "tacq_d0.1", higher),
+        _paired_row("c", "tacq_p0.2", lower),
+        _paired_row("c", "tacq_p0.2_d0.1", lower),
     ]
     lines = findings.damping_summary(rows)
     assert lines == [
@@ -217,21 +222,11 @@ def test_damping_line_pairs_each_damped_tacq_row_with_its_plain_twin(findings):
 
 
 def test_rounding_summary_pairs_each_tuned_row_with_its_untuned_point(findings):
-    def row(task, method, nll):
-        return {
-            "task": task,
-            "bits": 2,
-            "method": method,
-            "answer_nll": sum(nll) / len(nll),
-            "nll_each": nll,
-            "correct_each": [0] * len(nll),
-        }
-
-    lower, higher = [1.0 + 0.01 * i for i in range(40)], [2.0 + 0.01 * i for i in range(40)]
+    lower, higher = LOWER, HIGHER
     rows = [
-        row("a", "tacq_p0.2_d0.1", higher),
-        row("a", "tacq_p0.2_d0.1_r200", lower),
-        row("a", "tacq_p0.2", lower),  # not the untuned twin of the tuned row: ignored
+        _paired_row("a", "tacq_p0.2_d0.1", higher),
+        _paired_row("a", "tacq_p0.2_d0.1_r200", lower),
+        _paired_row("a", "tacq_p0.2", lower),  # not the untuned twin of the tuned row: ignored
     ]
     assert findings.rounding_summary(rows) == [
         "- TaCQ 0.20 % damp 0.1 rounding 200 vs TaCQ 0.20 % damp 0.1 (rounding tuned 200 steps "
