@@ -127,8 +127,12 @@ def matched_bits(res: Results) -> list[str]:
                 and r.get("heldout_examples") == n
                 and "nll_each" in r
             ]
-            dev_scored |= any("dev" in t for t in tacqs)
             rivals = [r for r in peers if (r["task"], r["bits"]) == (task, bits)]
+            # a dev pick is made where some point that fits a peer point was scored on dev
+            dev_scored |= any(
+                "dev" in t and any(t["bpw_honest"] <= p["bpw_honest"] for p in rivals)
+                for t in tacqs
+            )
             for t in tacqs:  # one setting that beats every peer point of the task
                 if all(
                     t["bpw_honest"] <= p["bpw_honest"] and paired_rows(t, p).better == t["method"]
@@ -137,7 +141,7 @@ def matched_bits(res: Results) -> list[str]:
                     fixed.setdefault(t["method"], []).append(task)
             choices += [sum(t["bpw_honest"] <= p["bpw_honest"] for t in tacqs) for p in rivals]
             _tally(task, tacqs, rivals, lambda t: t["answer_nll"], by_held)
-            _tally(task, [t for t in tacqs if "dev" in t], rivals, _dev_nll, by_dev)
+            _tally(task, tacqs, rivals, _dev_nll, by_dev, scored=lambda t: "dev" in t)
         total = len(by_held[0]) + len(by_held[1])
         goal = f"target 80 % of the {len(list_tasks())} bundled tasks"
         line = (
@@ -165,17 +169,22 @@ def _dev_nll(row: dict) -> float:
     return row["dev"]["answer_nll"]
 
 
-def _tally(task: str, tacqs: list[dict], rivals: list[dict], key, tally: tuple) -> None:
+def _tally(
+    task: str, tacqs: list[dict], rivals: list[dict], key, tally: tuple, scored=None
+) -> None:
     """Add the task to tally's won or lost list: does the TaCQ point picked by key among
-    those that fit beat each peer point, decided by the paired interval?"""
+    those that fit (and pass `scored`: can be picked by key) beat each peer point, decided
+    by the paired interval?"""
     misses = []
     for p in rivals:
         fit = [t for t in tacqs if t["bpw_honest"] <= p["bpw_honest"]]
-        best = min(fit, key=key) if fit else None
+        pickable = [t for t in fit if scored is None or scored(t)]
+        best = min(pickable, key=key) if pickable else None
         if best is None or paired_rows(best, p).better != best["method"]:
-            what = (
-                "no TaCQ point" if best is None else f"{label(best['method'])} undecided or worse"
-            )
+            if best is not None:
+                what = f"{label(best['method'])} undecided or worse"
+            else:
+                what = "no TaCQ point scored on dev fits" if fit else "no TaCQ point fits"
             misses.append(f"{p['method']} ({what})")
     won, lost = tally
     (lost if misses else won).append(f"{task}" + (f": {', '.join(misses)}" if misses else ""))

@@ -121,7 +121,8 @@ class _Tunable:
 
 def text_batches(tokenizer, texts: list[str], length: int = 256) -> list[Batch]:
     """Texts joined and cut into full [1, length] batches: tokens for the rounding pass
-    beyond a task's few hundred (it fits every weight of a block; bench/levers.py)."""
+    beyond a task's few hundred: it fits every weight of a block, and on a task's text alone
+    a peer doing the same overfits (bench/README.md)."""
     from tacq.peers import calibration_chunks
 
     out = []
