@@ -115,7 +115,7 @@ def matched_bits(res: Results) -> list[str]:
     out = []
     peers = [r for r in pe["rows"] if "error" not in r and "nll_each" in r]
     for bits in sorted({r["bits"] for r in peers}):
-        by_held, by_dev, choices, dev_scored = ([], []), ([], []), [], False
+        by_held, by_dev, choices, covered = ([], []), ([], []), [], []
         fixed: dict[str, list[str]] = {}  # TaCQ setting -> tasks it wins on its own
         for task in sorted({r["task"] for r in peers if r["bits"] == bits}):
             n = next(r["heldout_examples"] for r in peers if (r["task"], r["bits"]) == (task, bits))
@@ -128,11 +128,11 @@ def matched_bits(res: Results) -> list[str]:
                 and "nll_each" in r
             ]
             rivals = [r for r in peers if (r["task"], r["bits"]) == (task, bits)]
-            # a dev pick is made where some point that fits a peer point was scored on dev
-            dev_scored |= any(
-                "dev" in t and any(t["bpw_honest"] <= p["bpw_honest"] for p in rivals)
-                for t in tacqs
-            )
+            # peer points that some point scored on dev fits: the dev pick needs all of them
+            covered += [
+                any("dev" in t and t["bpw_honest"] <= p["bpw_honest"] for t in tacqs)
+                for p in rivals
+            ]
             for t in tacqs:  # one setting that beats every peer point of the task
                 if all(
                     t["bpw_honest"] <= p["bpw_honest"] and paired_rows(t, p).better == t["method"]
@@ -141,14 +141,14 @@ def matched_bits(res: Results) -> list[str]:
                     fixed.setdefault(t["method"], []).append(task)
             choices += [sum(t["bpw_honest"] <= p["bpw_honest"] for t in tacqs) for p in rivals]
             _tally(task, tacqs, rivals, lambda t: t["answer_nll"], by_held)
-            _tally(task, tacqs, rivals, _dev_nll, by_dev, scored=lambda t: "dev" in t)
+            _tally(task, [t for t in tacqs if "dev" in t], rivals, _dev_nll, by_dev)
         total = len(by_held[0]) + len(by_held[1])
         goal = f"target 80 % of the {len(list_tasks())} bundled tasks"
         line = (
             f"- Matched bits, {bits}-bit: every peer point (AutoRound, HQQ) is beaten by a TaCQ "
             "point at equal or lower honest BPW, decided on the same held-out examples"
         )
-        if dev_scored:
+        if covered and all(covered):
             line += (
                 ", the TaCQ point picked on the dev split (the lowest dev NLL of the points that "
                 f"fit and were scored on dev), on {_count(by_dev, total, goal)}. Picked by the "
@@ -161,6 +161,11 @@ def matched_bits(res: Results) -> list[str]:
                 f"the lowest held-out NLL of those that fit ({min(choices)} to {max(choices)} "
                 "points): a best-of-several choice, so a narrow win is optimistic."
             )
+            if any(covered):
+                line += (
+                    f" (A pick on the dev split needs a point scored on dev that fits each peer "
+                    f"point; {sum(covered)} of {len(covered)} have one.)"
+                )
         out.append(line + _one_setting(fixed, total))
     return out
 
@@ -169,22 +174,17 @@ def _dev_nll(row: dict) -> float:
     return row["dev"]["answer_nll"]
 
 
-def _tally(
-    task: str, tacqs: list[dict], rivals: list[dict], key, tally: tuple, scored=None
-) -> None:
+def _tally(task: str, tacqs: list[dict], rivals: list[dict], key, tally: tuple) -> None:
     """Add the task to tally's won or lost list: does the TaCQ point picked by key among
-    those that fit (and pass `scored`: can be picked by key) beat each peer point, decided
-    by the paired interval?"""
+    those that fit beat each peer point, decided by the paired interval?"""
     misses = []
     for p in rivals:
         fit = [t for t in tacqs if t["bpw_honest"] <= p["bpw_honest"]]
-        pickable = [t for t in fit if scored is None or scored(t)]
-        best = min(pickable, key=key) if pickable else None
+        best = min(fit, key=key) if fit else None
         if best is None or paired_rows(best, p).better != best["method"]:
-            if best is not None:
-                what = f"{label(best['method'])} undecided or worse"
-            else:
-                what = "no TaCQ point scored on dev fits" if fit else "no TaCQ point fits"
+            what = (
+                "no TaCQ point" if best is None else f"{label(best['method'])} undecided or worse"
+            )
             misses.append(f"{p['method']} ({what})")
     won, lost = tally
     (lost if misses else won).append(f"{task}" + (f": {', '.join(misses)}" if misses else ""))
