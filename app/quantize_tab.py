@@ -31,7 +31,7 @@ DAMP_CHOICES = [("1 % (paper)", DEFAULT_DAMP), ("10 %", 0.1), ("30 %", 0.3), ("1
 # Tuned rounding after GPTQ (tacq.rounding): each block's rounding and scales fit to its
 # fp output on the examples plus the bundled generic text. On antonyms' dev split (2-bit,
 # 0.20 % kept) it lowered the answer NLL from 6.93 to 6.33; it adds minutes on a CPU.
-ROUNDING_CHOICES = [("GPTQ's (paper)", 0), ("tuned, 100 steps per block", 100)]
+ROUNDING_CHOICES = [("GPTQ's (paper)", 0), ("tuned, 100 steps", 100)]
 
 PEER_LABELS = {"autoround": "AutoRound", "hqq": "HQQ"}
 PEER_ITERS = 50  # AutoRound tuning steps per block (its default 200 is slow on a CPU)
