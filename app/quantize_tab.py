@@ -29,8 +29,9 @@ GROUP_CHOICES = [("one per row (paper)", 0)] + [(f"per {g} inputs", g) for g in 
 DAMP_CHOICES = [("1 % (paper)", DEFAULT_DAMP), ("10 %", 0.1), ("30 %", 0.3), ("100 %", 1.0)]
 
 # Tuned rounding after GPTQ (tacq.rounding): each block's rounding and scales fit to its
-# fp output on the examples plus the bundled generic text. On antonyms' dev split (2-bit,
-# 0.20 % kept) it lowered the answer NLL from 6.93 to 6.33; it adds minutes on a CPU.
+# fp output on the examples plus the bundled generic text. At 2 bits it helped on antonyms
+# and plurals and hurt on four other bundled tasks (bench/README.md): compare it with
+# GPTQ's in the Evaluate tab. It adds minutes on a CPU.
 ROUNDING_CHOICES = [("GPTQ's (paper)", 0), ("tuned, 100 steps", 100)]
 
 PEER_LABELS = {"autoround": "AutoRound", "hqq": "HQQ"}
