@@ -12,13 +12,13 @@ Packed sizes of the TaCQ variants are written too.
 A method name ending in _g32/_g64/_g128/_g256 runs it group-wise (one scale and zero per
 that many input columns); a final _p0.25 keeps 0.25 % instead of 0.35 % (tacq_p0.25,
 tacq_g128_p0.1), for points at a peer's honest bits per weight; a last _d0.1 sets GPTQ's
-Hessian damping (default 0.01; tacq_d0.1, tacq_p0.2_d0.1, gptq_g128_d0.1); a very last _r200
+Hessian damping (default 0.01; tacq_d0.1, tacq_p0.2_d0.1, gptq_g128_d0.1); a very last _r100
 tunes the unkept weights' rounding after GPTQ for that many steps per block (tacq.rounding),
-on the calibration examples plus the generic text perplexity does not read (tacq_p0.2_d0.1_r200).
-Each row keeps
-its per-example NLL and exact match, so the tables show 95 % bootstrap intervals and paired
-comparisons (bench/tables.py), and its answer NLL and exact match on the task's dev split
-(never calibration, never held-out), by which a matched-bits point is picked.
+on the calibration examples plus the generic text perplexity does not read
+(tacq_p0.2_d0.1_r100). Each row keeps its per-example NLL and exact match, so the tables show
+95 % bootstrap intervals and paired comparisons (bench/tables.py), and its answer NLL and
+exact match on the task's dev split (never calibration, never held-out), by which a
+matched-bits point is picked.
 Writes bench/results/quality.json (merged per task/bits) and prints a Markdown table.
 """
 
@@ -88,7 +88,7 @@ def parse_method(name: str) -> tuple[str, int | None, float | None]:
 def known_method(name: str) -> bool:
     """A table method, or a saliency method with a _p ratio suffix."""
     rest, steps = split_rounding(name)
-    if steps is not None:  # tuned rounding starts from GPTQ's codes
+    if steps is not None:  # tuned rounding works on GPTQ's result (its grid), not RTN's
         return known_method(rest) and parse_method(rest)[0] not in ("fp", "rtn")
     rest, damp = split_damp(name)
     if damp is not None:  # damping is GPTQ's: not for fp or RTN

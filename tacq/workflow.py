@@ -170,7 +170,7 @@ class Study:
             kept = ranking.counts(sel.ratio).tolist()
         if rounding is not None:
             if method != "gptq":
-                raise TacqError("Tuned rounding starts from GPTQ's codes, not RTN's.")
+                raise TacqError("Tuned rounding works on GPTQ's result (its grid), not RTN's.")
             batches = rounding_batches or self.batches(answer_only=False) + text_batches(
                 self.lm.tokenizer, generic_text().split("\n\n")
             )

@@ -38,7 +38,7 @@ def quality(monkeypatch):
         ("tacq_d20", ("tacq_d20", None, None), False),
         ("tacq_p0.2_d0.1_r200", ("tacq", None, 0.002), True),
         ("gptq_g128_r50", ("gptq", 128, None), True),
-        ("rtn_r50", ("rtn", None, None), False),  # tuned rounding starts from GPTQ's codes
+        ("rtn_r50", ("rtn", None, None), False),  # tuned rounding works on GPTQ's result
         ("tacq_r0", ("tacq_r0", None, None), False),
     ],
 )
