@@ -304,12 +304,17 @@ def test_exact_match_ceiling_names_the_most_kept_where_no_setting_meets_85(findi
     assert findings.exact_match_ceiling(res) == []
 
 
+def _dev_row(task, method, nll, bpw, dev, bits):
+    """A matched-bits row on 4 held-out examples, with dev scores when dev is given."""
+    r = _row(task, method, 0.5, held=4, bits=bits, bpw=bpw)
+    each = [nll + d for d in (0, 0.1, 0, 0.1)]
+    r |= {"seed": 0, "answer_nll": nll, "nll_each": each, "correct_each": [1, 0, 1, 0]}
+    return r | ({"dev": {"examples": 48, "answer_nll": dev, "exact_match": 0.3}} if dev else {})
+
+
 def test_matched_bits_picks_each_point_on_dev_where_rows_were_scored_there(findings):
     def row(task, method, nll, bpw, dev=None):
-        r = _row(task, method, 0.5, held=4, bits=2, bpw=bpw)
-        each = [nll + d for d in (0, 0.1, 0, 0.1)]
-        r |= {"seed": 0, "answer_nll": nll, "nll_each": each, "correct_each": [1, 0, 1, 0]}
-        return r | ({"dev": {"examples": 48, "answer_nll": dev, "exact_match": 0.3}} if dev else {})
+        return _dev_row(task, method, nll, bpw, dev, bits=2)
 
     quality = [
         row("antonyms", "tacq_p0.2", 1.0, 2.15, dev=3.0),  # best on held-out, worse on dev
@@ -332,10 +337,7 @@ def test_matched_bits_picks_each_point_on_dev_where_rows_were_scored_there(findi
 
 def test_matched_bits_picks_on_dev_only_where_every_peer_point_can_be_faced(findings):
     def row(task, method, nll, bpw, dev=None):
-        r = _row(task, method, 0.5, held=4, bits=3, bpw=bpw)
-        each = [nll + d for d in (0, 0.1, 0, 0.1)]
-        r |= {"seed": 0, "answer_nll": nll, "nll_each": each, "correct_each": [1, 0, 1, 0]}
-        return r | ({"dev": {"examples": 48, "answer_nll": dev, "exact_match": 0.3}} if dev else {})
+        return _dev_row(task, method, nll, bpw, dev, bits=3)
 
     quality = [
         row("antonyms", "tacq_p0.2", 1.0, 3.146),  # fits both peer points, not scored on dev
