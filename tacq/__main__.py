@@ -325,12 +325,15 @@ def cmd_gradients(args) -> None:
         sys.stdout = open(os.devnull, "w")  # one rank reports  # noqa: SIM115
     import torch.distributed as dist
 
+    from tacq.distributed import leave_process_group
+
     try:
         _collect(_study(args))
         print(f"(data-parallel over {world} processes; sums all-reduced once)")
-        dist.barrier()  # no rank tears down while another still finishes its last collective
-    finally:
+    except BaseException:
         dist.destroy_process_group()
+        raise
+    leave_process_group()  # the cache is written; gloo's teardown can abort (see there)
 
 
 def cmd_scores(args) -> None:

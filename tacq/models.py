@@ -129,11 +129,25 @@ def models_dir() -> Path:
     return Path(os.environ.get("TACQ_MODELS_DIR") or tacq_home() / "models")
 
 
+def _converted(folder: Path) -> bool:
+    return (folder / "config.json").exists() and bool(list(folder.glob("*.safetensors")))
+
+
 def default_model_dir(progress: Progress | None = None) -> Path:
-    """Cached safetensors folder of the bundled model, converting the GGUF on first use."""
+    """Cached safetensors folder of the bundled model, converting the GGUF on first use.
+
+    A file lock makes processes starting together (torchrun's ranks, two app windows)
+    wait for one conversion instead of each replacing the folder another is reading.
+    """
+    from filelock import FileLock
+
     out = models_dir() / DEFAULT_MODEL
-    if not (out / "config.json").exists() or not list(out.glob("*.safetensors")):
-        _convert_gguf(bundled_gguf(), out, progress or no_progress)
+    if _converted(out):
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(out.with_name(out.name + ".lock"))):
+        if not _converted(out):
+            _convert_gguf(bundled_gguf(), out, progress or no_progress)
     return out
 
 

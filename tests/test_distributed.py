@@ -20,9 +20,12 @@ def _batches():
 
 
 def _worker(rank: int, world: int, out: str) -> None:
-    from tacq.distributed import collect_abs_grads_distributed
+    import faulthandler
+
+    from tacq.distributed import collect_abs_grads_distributed, leave_process_group
     from tests.tiny import make_tiny_llama
 
+    faulthandler.enable(all_threads=True)  # an abort prints where each thread was
     torch.set_num_threads(1)
     # A file store: no TCP store server on rank 0 that could go away while rank 1 still
     # talks to it at teardown (and no port to race for).
@@ -30,14 +33,15 @@ def _worker(rank: int, world: int, out: str) -> None:
     dist.init_process_group("gloo", init_method=store, rank=rank, world_size=world)
     try:
         stats = collect_abs_grads_distributed(make_tiny_llama(), _batches(), GradientConfig())
-        tensors = {f"abs.{k}": v for k, v in stats.abs_grad.items()}
-        tensors |= {f"sq.{k}": v for k, v in stats.sq_grad.items()}
-        tensors["counts"] = torch.tensor([stats.n_samples, stats.n_tokens], dtype=torch.float64)
-        tensors["loss"] = torch.tensor([stats.mean_loss], dtype=torch.float64)
-        save_file(tensors, f"{out}/rank{rank}.safetensors")
-        dist.barrier()  # as the CLI: nobody tears down while the other still communicates
-    finally:
+    except BaseException:
         dist.destroy_process_group()
+        raise
+    tensors = {f"abs.{k}": v for k, v in stats.abs_grad.items()}
+    tensors |= {f"sq.{k}": v for k, v in stats.sq_grad.items()}
+    tensors["counts"] = torch.tensor([stats.n_samples, stats.n_tokens], dtype=torch.float64)
+    tensors["loss"] = torch.tensor([stats.mean_loss], dtype=torch.float64)
+    save_file(tensors, f"{out}/rank{rank}.safetensors")
+    leave_process_group()  # as the CLI: barrier, then exit without gloo's teardown
 
 
 def test_two_process_gloo_equals_single_process(tmp_path, tiny_llama):

@@ -192,6 +192,44 @@ def test_model_folder_refusals(tmp_path, config, files, message):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["config.json", *files])
 
 
+def test_processes_starting_together_convert_the_bundled_model_once(tmp_path, monkeypatch):
+    """torchrun's ranks on a fresh machine: each used to convert the GGUF and replace the
+    folder the other was reading ("has no config.json"). Now one converts, the rest wait."""
+    import threading
+    import time
+
+    from tacq import models
+
+    calls = []
+
+    def slow_convert(gguf, out, progress):
+        calls.append(out)
+        time.sleep(0.5)  # the window in which a second process used to start its own
+        out.mkdir(parents=True)
+        (out / "config.json").write_text("{}")
+        (out / "model.safetensors").write_bytes(b"\0" * 16)
+
+    monkeypatch.setenv("TACQ_MODELS_DIR", str(tmp_path / "models"))
+    monkeypatch.setattr(models, "_convert_gguf", slow_convert)
+    monkeypatch.setattr(models, "bundled_gguf", lambda: tmp_path / "model.gguf")
+    found, errors = [], []
+
+    def start():
+        try:
+            found.append(models.default_model_dir())
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=start) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(calls) == 1
+    assert found == [tmp_path / "models" / models.DEFAULT_MODEL] * 3
+    assert (found[0] / "config.json").read_text() == "{}"
+
+
 def test_cli_lists_every_command():
     """Every command the README names is wired into the parser."""
     from tacq.__main__ import COMMANDS, build_parser
