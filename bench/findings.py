@@ -10,7 +10,14 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable
 
-from quality import method_order, paired_rows, parse_method, split_damp, split_rounding
+from quality import (
+    method_order,
+    paired_rows,
+    parse_method,
+    rounding_checked,
+    split_damp,
+    split_rounding,
+)
 
 from tacq.data import list_tasks
 from tacq.gptq import GROUP_SIZES
@@ -31,7 +38,8 @@ def label(method: str) -> str:
     out = LABEL.get(base, base) + (f" g{group}" if group else "")
     damp, steps = split_damp(method)[1], split_rounding(method)[1]
     out += (f" {100 * ratio:.2f} %" if ratio else "") + (f" damp {damp:g}" if damp else "")
-    return out + (f" rounding {steps}" if steps else "")
+    checked = " checked" if rounding_checked(method) else ""
+    return out + (f" rounding {steps}{checked}" if steps else "")
 
 
 Results = dict[str, dict]  # topic -> the parsed JSON of bench/results/<topic>.json

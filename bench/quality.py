@@ -51,11 +51,19 @@ ALL = PER_CHANNEL + [f"{m}_g{g}" for g in GROUP_SIZES for m in PER_CHANNEL if m 
 
 def split_rounding(name: str) -> tuple[str, int | None]:
     """'tacq_d0.1_r200' -> ('tacq_d0.1', 200): a final _r tunes the rounding after GPTQ for
-    that many steps per block (None: GPTQ's rounding as it is)."""
+    that many steps per block (None: GPTQ's rounding as it is); _r200c checks each block on
+    held-aside calibration examples (rounding_checked)."""
     head, sep, steps = name.rpartition("_r")
+    steps = steps.removesuffix("c")
     if sep and steps.isdigit() and int(steps) > 0:
         return head, int(steps)
     return name, None
+
+
+def rounding_checked(name: str) -> bool:
+    """'tacq_r100c': a block's tuned rounding is kept only where the model's answer loss on
+    held-aside calibration examples does not rise (tacq.rounding.tune_rounding's check)."""
+    return split_rounding(name)[1] is not None and name.endswith("c")
 
 
 def split_damp(name: str) -> tuple[str, float | None]:
@@ -100,7 +108,7 @@ def known_method(name: str) -> bool:
     )
 
 
-def method_order(name: str) -> tuple[int, float, float, int]:
+def method_order(name: str) -> tuple[int, float, float, int, bool]:
     """Table position: the method's place in ALL, ratios after their default row, then
     damping after the default damping, then tuned rounding after GPTQ's."""
     base, group, ratio = parse_method(name)
@@ -109,6 +117,7 @@ def method_order(name: str) -> tuple[int, float, float, int]:
         ratio or 0.0,
         split_damp(name)[1] or 0.0,
         split_rounding(name)[1] or 0,
+        rounding_checked(name),
     )
 
 
@@ -191,7 +200,7 @@ def run_task(
     from tacq.gptq import DEFAULT_DAMP
     from tacq.models import load_model
     from tacq.packed import dense_copy
-    from tacq.rounding import RoundingConfig
+    from tacq.rounding import RoundingConfig, hold_aside
     from tacq.select import DEFAULT_RATIO, Selection
     from tacq.workflow import Study
 
@@ -255,10 +264,13 @@ def run_task(
             steps = split_rounding(m)[1]
             tuned = {}
             if steps:
+                fit, check = study.batches(answer_only=False), None
+                if rounding_checked(m):
+                    fit, check = hold_aside(fit, study.batches(answer_only=True))
                 tuned = {
-                    "rounding": RoundingConfig(steps),
-                    "rounding_batches": study.batches(answer_only=False)
-                    + generic_batches(lm.tokenizer),
+                    "rounding": RoundingConfig(steps, check=check is not None),
+                    "rounding_batches": fit + generic_batches(lm.tokenizer),
+                    "rounding_check": check,
                 }
             if base_m in PLAIN_METHODS:
                 sel = Selection(bits=bits, ratio=0.0, group_size=group)
@@ -285,6 +297,18 @@ def run_task(
                     {
                         "rounding_steps": steps,
                         "rounding_tokens": sum(b.n_tokens for b in tuned["rounding_batches"]),
+                        **(
+                            {
+                                "rounding_check_tokens": sum(
+                                    int(b.loss_mask.sum()) for b in tuned["rounding_check"]
+                                ),
+                                "rounding_blocks_tuned": sum(
+                                    a < b for b, a in v.result.block_losses
+                                ),
+                            }
+                            if tuned["rounding_check"]
+                            else {}
+                        ),
                     }
                     if steps
                     else {}

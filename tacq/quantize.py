@@ -45,6 +45,8 @@ class QuantResult:
     layer_seconds: dict[str, float] = field(default_factory=dict)
     # (before, after) calibration loss per block of a rounding pass (tacq.rounding)
     block_losses: list[tuple[float, float]] = field(default_factory=list)
+    # (with GPTQ's, with the tuned) model loss on held-aside check batches, per block
+    check_losses: list[tuple[float, float]] = field(default_factory=list)
 
     def dequantized(self) -> dict[str, Tensor]:
         return {n: lq.dequantize() for n, lq in self.layers.items()}

@@ -31,6 +31,7 @@ class VariantSpec:
     base_model: str | None = None  # fingerprint of the model it was made from
     damp: float = DEFAULT_DAMP  # GPTQ's Hessian damping (files before stop 29: the default)
     rounding_steps: int = 0  # steps of tuned rounding after GPTQ (tacq.rounding); 0: none
+    rounding_check: bool = False  # tuning kept per block only where held-aside loss fell
 
     @property
     def name(self) -> str:
@@ -39,7 +40,7 @@ class VariantSpec:
         if self.damp != DEFAULT_DAMP and self.method == "gptq":
             fmt += f"-d{self.damp:g}"
         if self.rounding_steps:
-            fmt += f"-r{self.rounding_steps}"
+            fmt += f"-r{self.rounding_steps}" + ("c" if self.rounding_check else "")
         if not self.ratio:
             return f"{self.method}-{fmt}"
         return f"{self.metric}-{fmt}-{100 * self.ratio:.2f}%"

@@ -25,7 +25,7 @@ from tacq.models import LoadedModel, quantizable_linears, unquantized_params
 from tacq.progress import Progress, scaled
 from tacq.quantize import quantize_model
 from tacq.reference import References
-from tacq.rounding import RoundingConfig, text_batches, tune_rounding
+from tacq.rounding import RoundingConfig, hold_aside, text_batches, tune_rounding
 from tacq.scoring import Scorer
 from tacq.select import DEFAULT_RATIO, SLIDER_MAX_RATIO, Ranking, Selection, SizeReport, size_report
 from tacq.variant import Variant, VariantSpec, build_variant, load_variant
@@ -133,6 +133,7 @@ class Study:
         damp: float = DEFAULT_DAMP,
         rounding: RoundingConfig | None = None,
         rounding_batches: list[Batch] | None = None,
+        rounding_check: list[Batch] | None = None,
     ) -> Variant:
         """A packed variant: masked GPTQ keeping the top sel.ratio weights under sel.metric.
 
@@ -142,7 +143,9 @@ class Study:
         cache entry and one spec for it.
         rounding: then tune the unkept weights' rounding block by block (tacq.rounding) on
         rounding_batches (None: the calibration batches plus the bundled generic text; a
-        task's few hundred tokens are few to fit every weight of a block to).
+        task's few hundred tokens are few to fit every weight of a block to). With
+        rounding.check, rounding_check are the held-aside batches (None: every 4th
+        calibration batch, then left out of the default fit).
         """
         if method == "rtn":
             damp = DEFAULT_DAMP
@@ -171,16 +174,29 @@ class Study:
         if rounding is not None:
             if method != "gptq":
                 raise TacqError("Tuned rounding works on GPTQ's result (its grid), not RTN's.")
-            batches = rounding_batches or self.batches(answer_only=False) + text_batches(
-                self.lm.tokenizer, generic_text().split("\n\n")
-            )
+            batches, check = rounding_batches, rounding_check
+            if batches is None:
+                batches = self.batches(answer_only=False)
+                if rounding.check and check is None:
+                    batches, check = hold_aside(batches, self.batches(answer_only=True))
+                batches = batches + text_batches(self.lm.tokenizer, generic_text().split("\n\n"))
+            if rounding.check and not check:
+                raise TacqError(
+                    "Checked rounding needs held-aside batches: give two or more calibration batches."
+                )
             result = tune_rounding(
-                self.lm.model, batches, result, rounding, scaled(progress, gptq_end, 1.0)
+                self.lm.model,
+                batches,
+                result,
+                rounding,
+                scaled(progress, gptq_end, 1.0),
+                check=check if rounding.check else None,
             )
         metric = sel.metric if sel.ratio else None
         spec = VariantSpec(
             sel.bits, sel.ratio, metric, method, sel.group_size,
             task=self.task.name, examples=self.digest(), base_model=self.lm.fingerprint,
             damp=damp, rounding_steps=rounding.steps if rounding else 0,
+            rounding_check=bool(rounding and rounding.check),
         )  # fmt: skip
         return build_variant(self.lm.model, result, spec, kept)

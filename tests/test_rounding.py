@@ -10,7 +10,7 @@ from tacq.errors import TacqError
 from tacq.gptq import GPTQConfig
 from tacq.models import decoder_layers
 from tacq.quantize import _run_block, capture_block_inputs, quantize_model
-from tacq.rounding import RoundingConfig, tune_rounding
+from tacq.rounding import RoundingConfig, hold_aside, model_loss, tune_rounding
 from tests.test_quantize import _batches, _masks
 
 
@@ -150,20 +150,100 @@ def test_default_rounding_text_is_the_examples_plus_the_generic_text(
 ):
     import tacq.workflow as workflow
     from tacq.data import generic_text
+    from tacq.gradients import GradientConfig
     from tacq.select import Selection
 
     seen = []
 
-    def spy(model, batches, result, cfg, progress=None):
-        seen.append(batches)
+    def spy(model, batches, result, cfg, progress=None, check=None):
+        seen.append((batches, check))
         return result
 
     monkeypatch.setattr(workflow, "tune_rounding", spy)
     study = workflow.Study(tiny_lm, tiny_task)
     study.quantize(Selection("tacq", 3, 0.0), rounding=RoundingConfig(steps=1))
     calib = study.batches(answer_only=False)
-    (batches,) = seen
+    ((batches, check),) = seen
+    assert check is None
     assert all(torch.equal(a.input_ids, b.input_ids) for a, b in zip(batches, calib))
     extra = sum(b.n_tokens for b in batches[len(calib) :])
     text_ids = len(tiny_lm.tokenizer(generic_text(), add_special_tokens=False)["input_ids"])
     assert 0.9 * text_ids < extra <= text_ids  # all of it but a last partial chunk
+    # checked: every 4th calibration batch leaves the fit and is checked on its answers
+    with pytest.raises(TacqError, match="two or more calibration batches"):
+        study.quantize(Selection("tacq", 3, 0.0), rounding=RoundingConfig(steps=1, check=True))
+    study = workflow.Study(tiny_lm, tiny_task, grad_cfg=GradientConfig(batch_size=2))
+    calib = study.batches(answer_only=False)
+    study.quantize(Selection("tacq", 3, 0.0), rounding=RoundingConfig(steps=1, check=True))
+    batches, check = seen[1]
+    answers = study.batches(answer_only=True)
+    held = list(range(3, len(calib), 4)) or [len(calib) - 1]
+    assert [b.input_ids.tolist() for b in check] == [calib[i].input_ids.tolist() for i in held]
+    assert all(torch.equal(c.loss_mask, answers[i].loss_mask) for c, i in zip(check, held))
+    fit = [b for i, b in enumerate(calib) if i not in held]
+    assert all(torch.equal(a.input_ids, b.input_ids) for a, b in zip(batches, fit))
+    assert sum(b.n_tokens for b in batches) - sum(b.n_tokens for b in fit) == extra
+
+
+def _answer_batches(seed=1):
+    from tacq.data import Encoded, make_batches
+
+    g = torch.Generator().manual_seed(seed)
+    enc = [Encoded(tuple(torch.randint(3, 128, (n,), generator=g).tolist()), 4) for n in (14, 19)]
+    return make_batches(enc, batch_size=2, pad_id=0, answer_only=True)
+
+
+def _loss_with(model, result, batches) -> float:
+    """The model's loss on batches with result's weights in place (then restored)."""
+    originals = {n: model.get_submodule(n).weight.detach().clone() for n in result.layers}
+    try:
+        with torch.no_grad():
+            for n, lq in result.layers.items():
+                model.get_submodule(n).weight.copy_(lq.dequantize())
+        return model_loss(model, batches)
+    finally:
+        with torch.no_grad():
+            for n, w in originals.items():
+                model.get_submodule(n).weight.copy_(w)
+
+
+def test_checked_rounding_never_raises_the_held_aside_loss(tiny_llama):
+    before = {n: p.clone() for n, p in tiny_llama.state_dict().items()}
+    batches, check = _batches(), _answer_batches()
+    gptq = quantize_model(tiny_llama, batches, GPTQConfig(bits=2), _masks(tiny_llama))
+    tuned = tune_rounding(tiny_llama, batches, gptq, RoundingConfig(100, check=True), check=check)
+    for n, p in tiny_llama.state_dict().items():  # the whole model is restored
+        assert torch.equal(p, before[n]), n
+    first, last = _loss_with(tiny_llama, gptq, check), _loss_with(tiny_llama, tuned, check)
+    losses = tuned.check_losses
+    assert len(losses) == len(decoder_layers(tiny_llama))
+    assert losses[0][0] == pytest.approx(first, rel=1e-5)
+    kept = [min(pair) for pair in losses]  # each block starts where the last one ended
+    for i in range(1, len(losses)):
+        assert losses[i][0] == pytest.approx(kept[i - 1], rel=1e-5)
+    assert last == pytest.approx(kept[-1], rel=1e-5) and last <= first
+
+
+def test_checked_rounding_keeps_gptq_where_the_held_aside_loss_rises(tiny_llama, monkeypatch):
+    import tacq.rounding as rounding
+
+    calls = iter(range(100))
+    monkeypatch.setattr(rounding, "model_loss", lambda model, batches: float(next(calls)))
+    batches = _batches()
+    gptq = quantize_model(tiny_llama, batches, GPTQConfig(bits=2), _masks(tiny_llama))
+    cfg = RoundingConfig(100, check=True)
+    tuned = tune_rounding(tiny_llama, batches, gptq, cfg, check=_answer_batches())
+    assert any(a < b for b, a in tune_rounding(tiny_llama, batches, gptq, cfg).block_losses)
+    for n, lq in gptq.layers.items():  # every tuning made the check worse: GPTQ's stays
+        assert torch.equal(tuned.layers[n].codes, lq.codes), n
+        assert torch.equal(tuned.layers[n].scale, lq.scale), n
+    assert all(a == b for b, a in tuned.block_losses)
+
+
+def test_hold_aside_takes_every_fourth_batch():
+    full, answers = list("abcdefghij"), list("ABCDEFGHIJ")
+    assert hold_aside(full, answers) == (list("abcefgij"), list("DH"))
+    assert hold_aside(full[:2], answers[:2]) == (["a"], ["B"])
+    assert hold_aside(full[:1], answers[:1]) == (["a"], [])
+    with pytest.raises(TacqError, match="two loss masks"):
+        hold_aside(full, answers[:3])
