@@ -31,8 +31,19 @@ DAMP_CHOICES = [("1 % (paper)", DEFAULT_DAMP), ("10 %", 0.1), ("30 %", 0.3), ("1
 # Tuned rounding after GPTQ (tacq.rounding): each block's rounding and scales fit to its
 # fp output on the examples plus the bundled generic text. At 2 bits it helped on antonyms
 # and plurals and hurt on four other bundled tasks (bench/README.md): compare it with
-# GPTQ's in the Evaluate tab. It adds minutes on a CPU.
-ROUNDING_CHOICES = [("GPTQ's (paper)", 0), ("tuned, 100 steps", 100)]
+# GPTQ's in the Evaluate tab. It adds minutes on a CPU. "checked" holds every 4th
+# calibration batch out of the fit and keeps a block's tuning only where the model's answer
+# loss on those does not rise.
+ROUNDINGS = {
+    "gptq": None,
+    "tuned": RoundingConfig(100),
+    "checked": RoundingConfig(100, check=True),
+}
+ROUNDING_CHOICES = [
+    ("GPTQ's (paper)", "gptq"),
+    ("tuned, 100 steps", "tuned"),
+    ("tuned + checked", "checked"),
+]
 
 PEER_LABELS = {"autoround": "AutoRound", "hqq": "HQQ"}
 PEER_ITERS = 50  # AutoRound tuning steps per block (its default 200 is slow on a CPU)
@@ -82,7 +93,7 @@ def build() -> SimpleNamespace:
         )
         rounding = gr.Dropdown(
             ROUNDING_CHOICES,
-            value=0,
+            value="gptq",
             label="Rounding",
             info="tuned: fit each block to the fp output (slower; GPTQ only)",
             elem_id="quant-rounding",
@@ -146,7 +157,7 @@ def wire(
         circuit: bool,
         group: int,
         damp: float,
-        rounding_steps: int,
+        rounding: str,
         pct: float,
         progress=gr.Progress(),
     ):
@@ -158,7 +169,8 @@ def wire(
         stop = user.jobs.start("quantize")
         if sel.ratio > 0 and METRICS[metric].needs_grads and study.stats is None:
             study.collect(gradio_progress(progress, stop))
-        tuned = {"rounding": RoundingConfig(int(rounding_steps))} if rounding_steps else {}
+        cfg = ROUNDINGS.get(rounding)
+        tuned = {"rounding": cfg} if cfg else {}
         v = study.quantize(sel, method, gradio_progress(progress, stop), damp=float(damp), **tuned)
         user.add_variant(v, study.lm)  # saved packed: a restart finds it again
         msg = (

@@ -501,11 +501,16 @@ def damping_summary(rows: list[dict]) -> list[str]:
 
 def rounding_summary(rows: list[dict]) -> list[str]:
     """Each TaCQ row with tuned rounding (tacq.rounding) against the same point with GPTQ's
-    rounding as it is, paired per task: what the rounding pass buys on held-out."""
+    rounding as it is, paired per task: what the rounding pass buys on held-out; then each
+    checked row against the same tuning unchecked: what the held-aside check buys."""
     return _paired_with_and_without(
         rows,
         lambda m: split_rounding(m)[0] if split_rounding(m)[1] else None,
         lambda m: f"rounding tuned {split_rounding(m)[1]} steps per block after GPTQ",
+    ) + _paired_with_and_without(
+        rows,
+        lambda m: m.removesuffix("c") if rounding_checked(m) else None,
+        lambda m: "each block's tuning kept only where the held-aside answer loss did not rise",
     )
 
 

@@ -202,6 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="then tune the unkept weights' rounding, this many steps per block, on the "
         "calibration examples plus the bundled generic text (default 0: GPTQ's rounding)",
     )
+    p.add_argument(
+        "--rounding-check",
+        action="store_true",
+        help="with --rounding-steps: hold every 4th calibration batch out of the fit and keep "
+        "a block's tuned rounding only if the model's answer loss on those does not rise",
+    )
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument(
         "--format",
@@ -439,12 +445,16 @@ def cmd_quantize(args) -> None:
     from tacq.rounding import RoundingConfig
     from tacq.saliency import METRICS
 
+    if args.rounding_check and not args.rounding_steps:
+        raise TacqError("--rounding-check needs --rounding-steps (how many steps to tune).")
     study = _study(args)
     sel = _selection(args)
     if sel.ratio > 0 and METRICS[sel.metric].needs_grads:
         _collect(study)
     t = time.perf_counter()
-    tuned = {"rounding": RoundingConfig(args.rounding_steps)} if args.rounding_steps else {}
+    tuned = {}
+    if args.rounding_steps:
+        tuned = {"rounding": RoundingConfig(args.rounding_steps, check=args.rounding_check)}
     v = study.quantize(sel, args.method, cli_progress("quantize"), damp=args.damp, **tuned)
     print(
         f"{v.name}: quantized in {time.perf_counter() - t:.1f} s; BPW {v.size.bpw_paper:.4f} "

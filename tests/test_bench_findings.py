@@ -233,6 +233,17 @@ def test_rounding_summary_pairs_each_tuned_row_with_its_untuned_point(findings):
         "per block after GPTQ), 2-bit, paired on held-out: better on 1 of 1 tasks (a -1.00), "
         "worse on 0 (-), undecided on 0 (-)."
     ]
+    # a checked row: against the untuned point, then against the same tuning unchecked
+    rows.append(_paired_row("a", "tacq_p0.2_d0.1_r200c", [x - 0.5 for x in lower]))
+    assert findings.rounding_summary(rows)[1:] == [
+        "- TaCQ 0.20 % damp 0.1 rounding 200 checked vs TaCQ 0.20 % damp 0.1 (rounding tuned "
+        "200 steps per block after GPTQ), 2-bit, paired on held-out: better on 1 of 1 tasks "
+        "(a -1.50), worse on 0 (-), undecided on 0 (-).",
+        "- TaCQ 0.20 % damp 0.1 rounding 200 checked vs TaCQ 0.20 % damp 0.1 rounding 200 "
+        "(each block's tuning kept only where the held-aside answer loss did not rise), 2-bit, paired "
+        "on held-out: better on 1 of 1 tasks (a -0.50), worse on 0 (-), undecided on 0 (-).",
+    ]
+    rows.pop()
     # a tuned row is no damping evidence: damping_summary pairs only untuned rows
     assert findings.damping_summary(rows) == [
         "- TaCQ 0.20 % damp 0.1 vs TaCQ 0.20 % (GPTQ damping 0.1 instead of the paper's 0.01), "

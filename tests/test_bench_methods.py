@@ -40,6 +40,9 @@ def quality(monkeypatch):
         ("gptq_g128_r50", ("gptq", 128, None), True),
         ("rtn_r50", ("rtn", None, None), False),  # tuned rounding works on GPTQ's result
         ("tacq_r0", ("tacq_r0", None, None), False),
+        ("tacq_p0.2_d0.1_r100c", ("tacq", None, 0.002), True),
+        ("rtn_r50c", ("rtn", None, None), False),
+        ("tacq_rc", ("tacq_rc", None, None), False),
     ],
 )
 def test_method_names(quality, name, parsed, known):
@@ -66,12 +69,16 @@ def test_rounding_suffix_is_split_off_before_damping(quality):
     assert quality.split_rounding("tacq_p0.2_d0.1_r200") == ("tacq_p0.2_d0.1", 200)
     assert quality.split_damp("tacq_p0.2_d0.1_r200") == ("tacq_p0.2", 0.1)
     assert quality.split_rounding("rtn_g128") == ("rtn_g128", None)
-    names = ["tacq_d0.1_r200", "tacq_d0.1", "tacq_r200", "tacq"]
+    assert quality.split_rounding("tacq_p0.2_r100c") == ("tacq_p0.2", 100)
+    assert quality.rounding_checked("tacq_p0.2_r100c")
+    assert not quality.rounding_checked("tacq_p0.2_r100") and not quality.rounding_checked("tacq_c")
+    names = ["tacq_d0.1_r200c", "tacq_d0.1_r200", "tacq_d0.1", "tacq_r200", "tacq"]
     assert sorted(names, key=quality.method_order) == [
         "tacq",
         "tacq_r200",
         "tacq_d0.1",
         "tacq_d0.1_r200",
+        "tacq_d0.1_r200c",
     ]
 
 

@@ -238,6 +238,14 @@ def test_cli_lists_every_command():
     assert set(COMMANDS) == set(choices)
 
 
+def test_cli_rounding_check_without_steps_is_refused_before_loading(tmp_path, capsys):
+    from tacq.__main__ import main
+
+    assert main(["quantize", "--rounding-check", "--out", str(tmp_path / "v")]) == 1
+    assert "--rounding-check needs --rounding-steps" in capsys.readouterr().err
+    assert not (tmp_path / "v").exists()
+
+
 def test_chat_longer_than_the_context_gets_a_message(tiny_lm):
     from tacq.evaluate import stream_chat
 
