@@ -6,7 +6,7 @@ field for field, so a variant restored from disk says exactly what the in-memory
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from torch import nn
@@ -112,6 +112,7 @@ def build_variant(
 
 
 def _packed_result(packed: nn.Module, result: QuantResult) -> QuantResult:
-    """The same result read from the packed modules (no unpacked codes held)."""
+    """The same result read from the packed modules (no unpacked codes held); timings and
+    a rounding pass's losses carried over."""
     layers = PackedLayers(packed_modules(packed))
-    return QuantResult(layers, result.cfg, result.seconds, dict(result.layer_seconds))
+    return replace(result, layers=layers, layer_seconds=dict(result.layer_seconds))

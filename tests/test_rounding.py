@@ -131,6 +131,7 @@ def test_study_variant_with_tuned_rounding_is_named_sized_and_exported(
     tuned = study.quantize(sel, rounding=RoundingConfig(100, 0.02), rounding_batches=batches)
     assert tuned.name == "tacq-2bit-r100-1.00%" and tuned.spec.rounding_steps == 100
     assert tuned.size == plain.size  # the same format: codes, one scale per row, kept weights
+    assert len(tuned.result.block_losses) == len(decoder_layers(tiny_lm.model))  # kept
     a, b = plain.result.layers, tuned.result.layers
     for n, lq in a.items():  # the same circuit at the same 16-bit values
         assert torch.equal(lq.keep_mask, b[n].keep_mask), n
