@@ -248,3 +248,13 @@ def test_hold_aside_takes_every_fourth_batch():
     assert hold_aside(full[:1], answers[:1]) == (["a"], [])
     with pytest.raises(TacqError, match="two loss masks"):
         hold_aside(full, answers[:3])
+
+
+def test_app_rounding_choices_each_name_a_config():
+    from app.quantize_tab import ROUNDING_CHOICES, ROUNDINGS
+
+    assert [v for _, v in ROUNDING_CHOICES] == ["gptq", "checked", "tuned"]
+    assert set(ROUNDINGS) == {"gptq", "checked", "tuned"}  # no choice falls back silently
+    assert ROUNDINGS["gptq"] is None
+    assert ROUNDINGS["checked"] == RoundingConfig(100, check=True)
+    assert ROUNDINGS["tuned"] == RoundingConfig(100)
