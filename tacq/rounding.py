@@ -250,7 +250,8 @@ def tune_rounding(
 
     check: batches held out of `batches` (loss on their answers); a block's tuning is kept
     only if the quantized model's loss on them does not rise. The whole model then runs
-    quantized during the pass, and a copy of its Linear weights is held to restore them.
+    quantized during the pass, and a copy of its Linear weights is held in host memory to
+    restore them.
     The model's weights are left as they were; the returned result's block_losses hold
     each block's calibration loss before and after, check_losses the model's check loss
     with GPTQ's and with the tuned rounding of that block.
@@ -265,7 +266,8 @@ def tune_rounding(
     blocks = decoder_layers(model)
     fp_inputs = capture_block_inputs(model, batches)
     q_inputs = fp_inputs
-    fp = {n: m.weight.detach().clone() for n, m in linears.items()} if check else {}
+    # in host memory: on a GPU the model's own weights would otherwise take twice the room
+    fp = {n: m.weight.detach().to("cpu", copy=True) for n, m in linears.items()} if check else {}
     tuned: dict[str, LayerQuant] = {}
     losses: list[tuple[float, float]] = []
     checks: list[tuple[float, float]] = []
