@@ -152,6 +152,10 @@ class Study:
         cfg = GPTQConfig(bits=sel.bits, method=method, group_size=sel.group_size, damp=damp)
         estimate = packed_estimate(self.lm.model, sel.bits, sel.ratio, sel.group_size)
         check_room(estimate, "a packed quantized variant")
+        if rounding is not None:  # refused before minutes of GPTQ, not after
+            batches, check = self._rounding_batches(
+                method, rounding, rounding_batches, rounding_check
+            )
         gptq_end = 1.0 if rounding is None else 0.6  # the rounding pass takes the rest
         if sel.ratio == 0:
             result = self.references.get(
@@ -172,25 +176,13 @@ class Study:
             )
             kept = ranking.counts(sel.ratio).tolist()
         if rounding is not None:
-            if method != "gptq":
-                raise TacqError("Tuned rounding works on GPTQ's result (its grid), not RTN's.")
-            batches, check = rounding_batches, rounding_check
-            if batches is None:
-                batches = self.batches(answer_only=False)
-                if rounding.check and check is None:
-                    batches, check = hold_aside(batches, self.batches(answer_only=True))
-                batches = batches + text_batches(self.lm.tokenizer, generic_text().split("\n\n"))
-            if rounding.check and not check:
-                raise TacqError(
-                    "Checked rounding needs held-aside batches: give two or more calibration batches."
-                )
             result = tune_rounding(
                 self.lm.model,
                 batches,
                 result,
                 rounding,
                 scaled(progress, gptq_end, 1.0),
-                check=check if rounding.check else None,
+                check=check,
             )
         metric = sel.metric if sel.ratio else None
         spec = VariantSpec(
@@ -200,3 +192,27 @@ class Study:
             rounding_check=bool(rounding and rounding.check),
         )  # fmt: skip
         return build_variant(self.lm.model, result, spec, kept)
+
+    def _rounding_batches(
+        self,
+        method: str,
+        rounding: RoundingConfig,
+        batches: list[Batch] | None,
+        check: list[Batch] | None,
+    ) -> tuple[list[Batch], list[Batch] | None]:
+        """(fit, check) batches of a rounding pass: by default the calibration batches (less
+        every 4th when checked) plus the bundled generic text."""
+        if method != "gptq":
+            raise TacqError("Tuned rounding works on GPTQ's result (its grid), not RTN's.")
+        if batches is None:
+            batches = self.batches(answer_only=False)
+            if rounding.check and check is None:
+                batches, check = hold_aside(batches, self.batches(answer_only=True))
+            batches = batches + text_batches(self.lm.tokenizer, generic_text().split("\n\n"))
+        if rounding.check and not check:
+            size = self.grad_cfg.batch_size
+            raise TacqError(
+                f"Checked rounding holds a batch of {size} calibration examples aside: use "
+                f"more than {size} examples, or tuned rounding without the check."
+            )
+        return batches, check if rounding.check else None
