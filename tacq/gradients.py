@@ -63,13 +63,20 @@ class GradStats:
     seconds: float = 0.0
 
 
-def per_sample_loss(logits: Tensor, input_ids: Tensor, loss_mask: Tensor) -> Tensor:
-    """Mean next-token cross-entropy of each sample over its loss tokens. -> (B,) fp32."""
+def token_loss(logits: Tensor, input_ids: Tensor, loss_mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Next-token cross-entropy at every position and which positions are loss tokens.
+    -> (ce, mask), both (B, T-1) fp32."""
     targets = input_ids[:, 1:]
     mask = loss_mask[:, 1:].float()
     ce = nn.functional.cross_entropy(
         logits[:, :-1].float().transpose(1, 2), targets, reduction="none"
-    )  # (B, T-1)
+    )
+    return ce, mask
+
+
+def per_sample_loss(logits: Tensor, input_ids: Tensor, loss_mask: Tensor) -> Tensor:
+    """Mean next-token cross-entropy of each sample over its loss tokens. -> (B,) fp32."""
+    ce, mask = token_loss(logits, input_ids, loss_mask)
     return (ce * mask).sum(1) / mask.sum(1).clamp(min=1)
 
 

@@ -34,6 +34,7 @@ from torch.func import functional_call
 from tacq.data import Batch
 from tacq.errors import TacqError
 from tacq.gptq import LayerQuant, per_column
+from tacq.gradients import token_loss
 from tacq.models import decoder_layers, input_device, quantizable_linears
 from tacq.progress import Progress, no_progress
 from tacq.quantize import QuantResult, _run_block, capture_block_inputs
@@ -161,11 +162,8 @@ def model_loss(model: nn.Module, batches: list[Batch]) -> float:
     for b in batches:
         ids = b.input_ids.to(device)
         logits = model(input_ids=ids, attention_mask=b.attention_mask.to(device)).logits
-        mask = b.loss_mask[:, 1:].to(device)
-        ce = nn.functional.cross_entropy(
-            logits[:, :-1].float().transpose(1, 2), ids[:, 1:], reduction="none"
-        )
-        total += float(ce[mask].sum())
+        ce, mask = token_loss(logits, ids, b.loss_mask.to(device))
+        total += float((ce * mask).sum())
         count += int(mask.sum())
     return total / max(count, 1)
 
