@@ -11,9 +11,11 @@ import statistics
 from collections.abc import Callable
 
 from quality import (
+    ROTATED,
     method_order,
     paired_rows,
     parse_method,
+    rotated,
     rounding_checked,
     split_damp,
     split_rounding,
@@ -39,7 +41,8 @@ def label(method: str) -> str:
     damp, steps = split_damp(method)[1], split_rounding(method)[1]
     out += (f" {100 * ratio:.2f} %" if ratio else "") + (f" damp {damp:g}" if damp else "")
     checked = " checked" if rounding_checked(method) else ""
-    return out + (f" rounding {steps}{checked}" if steps else "")
+    out += f" rounding {steps}{checked}" if steps else ""
+    return out + (" rotated" if rotated(method) else "")
 
 
 Results = dict[str, dict]  # topic -> the parsed JSON of bench/results/<topic>.json
@@ -99,6 +102,7 @@ def quality_targets(res: Results) -> list[str]:
     out += paired_summary(rows)
     out += damping_summary(rows)
     out += rounding_summary(rows)
+    out += rotation_summary(rows)
     for task in ("antonyms", "capitals"):
         seeds = _seed_summary(rows, task, 2, ("tacq", "msg", "gptq_g128", "gptq"))
         if seeds:
@@ -491,7 +495,7 @@ def damping_summary(rows: list[dict]) -> list[str]:
     """Each damped TaCQ row against the same TaCQ point at the paper's damping, paired per
     task: does more damping of GPTQ's Hessians carry over from the dev split it was picked
     on (bench/levers.py) to every task's held-out set?"""
-    plain = [r for r in rows if not split_rounding(r["method"])[1]]
+    plain = [r for r in rows if not split_rounding(r["method"])[1] and not rotated(r["method"])]
     return _paired_with_and_without(
         plain,
         lambda m: split_damp(m)[0] if split_damp(m)[1] else None,
@@ -511,6 +515,16 @@ def rounding_summary(rows: list[dict]) -> list[str]:
         rows,
         lambda m: m.removesuffix("c") if rounding_checked(m) else None,
         lambda m: "each block's tuning kept only where the held-aside answer loss did not rise",
+    )
+
+
+def rotation_summary(rows: list[dict]) -> list[str]:
+    """Each rotated TaCQ row (tacq.rotation) against the same point quantized in the
+    original basis, paired per task: what the rotation buys on held-out."""
+    return _paired_with_and_without(
+        rows,
+        lambda m: m.removesuffix(ROTATED) if rotated(m) else None,
+        lambda m: "the unkept weights quantized by GPTQ in a random rotated basis",
     )
 
 

@@ -29,6 +29,7 @@ import json
 import re
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from _common import ROOT, stamp, write_result
@@ -49,10 +50,20 @@ PER_CHANNEL = [
 ALL = PER_CHANNEL + [f"{m}_g{g}" for g in GROUP_SIZES for m in PER_CHANNEL if m != "fp"]
 
 
+ROTATED = "_rot"
+
+
+def rotated(name: str) -> bool:
+    """'tacq_d0.1_rot': the unkept weights quantized by GPTQ in a random rotated input basis,
+    the kept ones exact in the original one (tacq.rotation). The suffix comes last."""
+    return name.endswith(ROTATED)
+
+
 def split_rounding(name: str) -> tuple[str, int | None]:
     """'tacq_d0.1_r200' -> ('tacq_d0.1', 200): a final _r tunes the rounding after GPTQ for
     that many steps per block (None: GPTQ's rounding as it is); _r200c checks each block on
-    held-aside calibration examples (rounding_checked)."""
+    held-aside calibration examples (rounding_checked). A rotation suffix is dropped."""
+    name = name.removesuffix(ROTATED)
     head, sep, steps = name.rpartition("_r")
     steps = steps.removesuffix("c")
     if sep and steps.isdigit() and int(steps) > 0:
@@ -95,6 +106,15 @@ def parse_method(name: str) -> tuple[str, int | None, float | None]:
 
 def known_method(name: str) -> bool:
     """A table method, or a saliency method with a _p ratio suffix."""
+    if ROTATED in name and not rotated(name):
+        return False  # the rotation suffix comes last
+    if rotated(name):  # GPTQ's (masked or not) in the rotated basis; not with tuned rounding
+        rest = name.removesuffix(ROTATED)
+        return (
+            known_method(rest)
+            and parse_method(rest)[0] not in ("fp", "rtn")
+            and split_rounding(rest)[1] is None
+        )
     rest, steps = split_rounding(name)
     if steps is not None:  # tuned rounding works on GPTQ's result (its grid), not RTN's
         return known_method(rest) and parse_method(rest)[0] not in ("fp", "rtn")
@@ -108,9 +128,9 @@ def known_method(name: str) -> bool:
     )
 
 
-def method_order(name: str) -> tuple[int, float, float, int, bool]:
+def method_order(name: str) -> tuple[int, float, float, int, bool, bool]:
     """Table position: the method's place in ALL, ratios after their default row, then
-    damping after the default damping, then tuned rounding after GPTQ's."""
+    damping after the default damping, then tuned rounding after GPTQ's, rotated last."""
     base, group, ratio = parse_method(name)
     return (
         ALL.index(f"{base}_g{group}" if group else base),
@@ -118,6 +138,7 @@ def method_order(name: str) -> tuple[int, float, float, int, bool]:
         split_damp(name)[1] or 0.0,
         split_rounding(name)[1] or 0,
         rounding_checked(name),
+        rotated(name),
     )
 
 
@@ -272,7 +293,9 @@ def run_task(
                     "rounding_batches": fit + generic_batches(lm.tokenizer),
                     "rounding_check": check,
                 }
-            if base_m in PLAIN_METHODS:
+            if rotated(m):
+                v = rotated_variant(study, m, bits, base_m, group, ratio, damp)
+            elif base_m in PLAIN_METHODS:
                 sel = Selection(bits=bits, ratio=0.0, group_size=group)
                 v = study.quantize(sel, base_m, damp=damp, **tuned)
             else:
@@ -282,7 +305,7 @@ def run_task(
             secs = time.perf_counter() - t
             # Scored as plain Linears holding the dequantized weights: the same logits as the
             # packed variant (tests/test_packed.py), without dequantizing at every forward.
-            model = dense_copy(v.model)
+            model = v.model if rotated(m) else dense_copy(v.model)
             r, _ = evaluate(model, lm.tokenizer, held, task.style, v.name, fp_logprobs=lp)
             d, _ = evaluate(model, lm.tokenizer, dev, task.style, v.name, fp_logprobs=dev_lp)
             row = {
@@ -359,6 +382,40 @@ def run_task(
                     gptq["answer_nll"] - fp.answer_nll
                 )
     return rows
+
+
+@dataclass
+class RotatedVariant:
+    """What run_task reads of a variant, for a rotated one: the packed export does not hold
+    that format yet, so its model is a dense copy holding W_k + Q(W_r R) R^T."""
+
+    name: str
+    model: object
+    size: object  # tacq.size.SizeReport: the rotation adds one seed, no bytes
+    result: object
+
+
+def rotated_variant(study, method: str, bits, base, group, ratio, damp) -> RotatedVariant:
+    """GPTQ (masked by the method's saliency, or plain for gptq) in the rotated basis."""
+    import copy
+
+    from tacq.gptq import GPTQConfig
+    from tacq.rotation import quantize_rotated
+    from tacq.select import DEFAULT_RATIO, Selection
+
+    plain = base in PLAIN_METHODS
+    sel = Selection(
+        "tacq" if plain else base, bits, 0.0 if plain else ratio or DEFAULT_RATIO, group
+    )
+    ranking = study.ranking(sel)
+    cfg = GPTQConfig(bits=bits, group_size=group, damp=damp)
+    masks = None if plain else ranking.masks(sel.ratio)
+    res = quantize_rotated(study.lm.model, study.batches(answer_only=False), cfg, masks)
+    model = copy.deepcopy(study.lm.model)
+    for name, W in res.dequantized().items():
+        lin = model.get_submodule(name)
+        lin.weight.data = W.to(lin.weight.dtype)
+    return RotatedVariant(method, model, study.size_at(sel, ranking), res.result)
 
 
 def _interval(r: dict, key: str) -> str:

@@ -252,6 +252,22 @@ def test_rounding_summary_pairs_each_tuned_row_with_its_untuned_point(findings):
     ]
 
 
+def test_rotation_summary_pairs_each_rotated_row_with_its_twin_only(findings):
+    rows = [
+        _paired_row("a", "tacq", LOWER),
+        _paired_row("a", "tacq_d0.1", HIGHER),
+        _paired_row("a", "tacq_d0.1_rot", LOWER),
+    ]
+    assert findings.rotation_summary(rows) == [
+        "- TaCQ damp 0.1 rotated vs TaCQ damp 0.1 (the unkept weights quantized by GPTQ in a "
+        "random rotated basis), 2-bit, paired on held-out: better on 1 of 1 tasks (a -1.00), "
+        "worse on 0 (-), undecided on 0 (-)."
+    ]
+    # a rotated row is no damping evidence: only tacq_d0.1 is paired with tacq
+    assert len(findings.damping_summary(rows)) == 1
+    assert "worse on 1 (a +1.00)" in findings.damping_summary(rows)[0]
+
+
 def test_matched_bits_needs_a_decided_win_at_equal_or_lower_bits(findings):
     def row(task, method, nll, bpw):
         r = _row(task, method, 0.5, held=4, bits=2, bpw=bpw)

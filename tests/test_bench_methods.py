@@ -43,6 +43,12 @@ def quality(monkeypatch):
         ("tacq_p0.2_d0.1_r100c", ("tacq", None, 0.002), True),
         ("rtn_r50c", ("rtn", None, None), False),
         ("tacq_rc", ("tacq_rc", None, None), False),
+        ("tacq_g128_d0.1_rot", ("tacq", 128, None), True),
+        ("gptq_d0.1_rot", ("gptq", None, None), True),
+        ("rtn_rot", ("rtn", None, None), False),  # the rotation is GPTQ's
+        ("fp_rot", ("fp", None, None), False),
+        ("tacq_d0.1_r100_rot", ("tacq", None, None), False),  # not with tuned rounding
+        ("tacq_rot_d0.1", ("tacq_rot", None, None), False),  # the suffix comes last
     ],
 )
 def test_method_names(quality, name, parsed, known):
@@ -79,6 +85,19 @@ def test_rounding_suffix_is_split_off_before_damping(quality):
         "tacq_d0.1",
         "tacq_d0.1_r200",
         "tacq_d0.1_r200c",
+    ]
+
+
+def test_rotated_rows_sort_after_their_twin_and_keep_its_settings(quality):
+    assert quality.rotated("tacq_p0.2_d0.1_rot") and not quality.rotated("tacq_p0.2_d0.1")
+    assert quality.split_damp("tacq_p0.2_d0.1_rot") == ("tacq_p0.2", 0.1)
+    names = ["tacq_d0.1_rot", "tacq_g128_d0.1", "tacq_d0.1", "tacq_rot", "tacq"]
+    assert sorted(names, key=quality.method_order) == [
+        "tacq",
+        "tacq_rot",
+        "tacq_d0.1",
+        "tacq_d0.1_rot",
+        "tacq_g128_d0.1",
     ]
 
 
