@@ -15,7 +15,10 @@ tacq_g128_p0.1), for points at a peer's honest bits per weight; a last _d0.1 set
 Hessian damping (default 0.01; tacq_d0.1, tacq_p0.2_d0.1, gptq_g128_d0.1); a very last _r100
 tunes the unkept weights' rounding after GPTQ for that many steps per block (tacq.rounding),
 on the calibration examples plus the generic text perplexity does not read
-(tacq_p0.2_d0.1_r100). Each row keeps its per-example NLL and exact match, so the tables show
+(tacq_p0.2_d0.1_r100; _r100c keeps a block's tuning only where held-aside calibration
+examples' answer loss does not rise); a final _rot quantizes the unkept weights by GPTQ in a
+random rotated input basis, the kept ones staying exact in the original one (tacq.rotation;
+tacq_d0.1_rot, gptq_d0.1_rot). Each row keeps its per-example NLL and exact match, so the tables show
 95 % bootstrap intervals and paired comparisons (bench/tables.py), and its answer NLL and
 exact match on the task's dev split (never calibration, never held-out), by which a
 matched-bits point is picked.

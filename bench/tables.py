@@ -162,7 +162,12 @@ def header() -> str:
         "",
         f"Methods: `rtn` and `gptq` quantize everything; the others run masked GPTQ keeping the "
         f"top 0.35 % of weights (one global ranking) by their score: {methods}. Gap closed = "
-        "(NLL_GPTQ − NLL) / (NLL_GPTQ − NLL_fp).",
+        "(NLL_GPTQ − NLL) / (NLL_GPTQ − NLL_fp). Suffixes: `_g128` one scale and zero per 128 "
+        "input columns, `_p0.2` keeps 0.20 %, `_d0.1` GPTQ's damping 0.1 (the paper's 0.01), "
+        "`_r100` rounding tuned 100 steps per block after GPTQ (`_r100c`: each block's tuning "
+        "kept only where held-aside calibration examples' answer loss does not rise), `_rot` the "
+        "unkept weights quantized in a random rotated input basis, the kept ones exact in the "
+        "original one (tacq.rotation; not yet in the packed export).",
         "",
     ]
     return "\n".join(lines)
