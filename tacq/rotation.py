@@ -81,8 +81,9 @@ def rotated_linears(
     """Inside: each decoder Linear holds W_r R and rotates its input by R (a pre-hook); a
     forward hook adds W_k x from the unrotated input, so the model computes what it did (with
     the kept weights rounded to fp16, as stored).
-    Yields name -> W_k (dense, zero off the mask). On exit the hooks go and every Linear
-    holds its original weight tensor again."""
+    Yields name -> W_k (dense, zero off the mask) for the Linears with a mask; one without
+    gets no kept part and no second hook. On exit the hooks go and every Linear holds its
+    original weight tensor again."""
     linears = quantizable_linears(model)
     originals = {n: lin.weight.data for n, lin in linears.items()}
     handles = []
@@ -94,9 +95,10 @@ def rotated_linears(
             M = keep_masks.get(name) if keep_masks else None
             rest = W.float() if M is None else torch.where(M.to(W.device), 0.0, W.float())
             lin.weight.data = (rest @ R).to(W.dtype)
-            kept[name] = kept_in_fp16(W.float() - rest).to(W.dtype)  # stored in fp16
-            handles.append(lin.register_forward_pre_hook(_rotate_input(R)))
-            handles.append(lin.register_forward_hook(_add_kept(kept[name])))
+            handles.append(lin.register_forward_pre_hook(_rotate_input(R, stash=M is not None)))
+            if M is not None:
+                kept[name] = kept_in_fp16(W.float() - rest).to(W.dtype)  # stored in fp16
+                handles.append(lin.register_forward_hook(_add_kept(kept[name])))
         yield kept
     finally:
         for h in handles:
@@ -105,10 +107,11 @@ def rotated_linears(
             lin.weight.data = originals[name]
 
 
-def _rotate_input(R: Tensor):
+def _rotate_input(R: Tensor, stash: bool):
     def hook(mod: nn.Module, args: tuple) -> tuple:
         x = args[0]
-        mod._tacq_unrotated = x  # the kept part reads the original basis (_add_kept)
+        if stash:  # the kept part reads the original basis (_add_kept)
+            mod._tacq_unrotated = x
         return (x @ R.to(x.device, x.dtype), *args[1:])
 
     return hook
@@ -138,13 +141,11 @@ def quantize_rotated(
     with rotated_linears(model, keep_masks, seed) as kept:
         res = quantize_model(model, batches, cfg, None, progress=progress)
     index, value = {}, {}
-    for name, K in kept.items():
-        flat = K.reshape(-1)
-        M = keep_masks.get(name) if keep_masks else None
-        idx = (
-            M.reshape(-1).nonzero().squeeze(1).cpu()
-            if M is not None
-            else torch.zeros(0, dtype=torch.long)
-        )
-        index[name], value[name] = idx, flat.cpu()[idx].float()
+    for name in res.layers:
+        K = kept.get(name)
+        if K is None:  # no mask: nothing kept
+            index[name], value[name] = torch.zeros(0, dtype=torch.long), torch.zeros(0)
+            continue
+        idx = keep_masks[name].reshape(-1).nonzero().squeeze(1).cpu()
+        index[name], value[name] = idx, K.reshape(-1).cpu()[idx].float()
     return RotatedResult(res, index, value, seed)
