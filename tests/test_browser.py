@@ -493,7 +493,9 @@ def test_eight_sessions_chat_while_one_quantizes(browser, app_url, tmp_path):
         wait_text(worker, "#quant-status", r"Made rtn-\dbit", 600)
         for i, p in enumerate(pages[:8]):  # nobody's examples leaked into another session
             p.get_by_role("tab", name="Examples & gradients").click()
-            seen = set(re.findall(r"session(\d)", p.inner_text("#examples-table")))
+            # the tab renders its table after the click: read it once it shows rows
+            table = wait_text(p, "#examples-table", r"session\d", 60)
+            seen = set(re.findall(r"session(\d)", table))
             assert seen == {str(i)}, f"session {i} sees examples of sessions {seen}"
         shot(pages[3], "15_load_session")
     finally:
