@@ -16,9 +16,11 @@ from quality import (
     paired_rows,
     parse_method,
     rotated,
+    rotation_kind,
     rounding_checked,
     split_damp,
     split_rounding,
+    unrotated,
 )
 
 from tacq.data import list_tasks
@@ -42,7 +44,8 @@ def label(method: str) -> str:
     out += (f" {100 * ratio:.2f} %" if ratio else "") + (f" damp {damp:g}" if damp else "")
     checked = " checked" if rounding_checked(method) else ""
     out += f" rounding {steps}{checked}" if steps else ""
-    return out + (" rotated" if rotated(method) else "")
+    kind = rotation_kind(method)
+    return out + ("" if kind is None else " rotated" + (" (Hadamard)" if kind != "haar" else ""))
 
 
 Results = dict[str, dict]  # topic -> the parsed JSON of bench/results/<topic>.json
@@ -521,11 +524,17 @@ def rounding_summary(rows: list[dict]) -> list[str]:
 def rotation_summary(rows: list[dict]) -> list[str]:
     """Each rotated TaCQ row (tacq.rotation) against the same point quantized in the
     original basis, paired per task: what the rotation buys on held-out."""
-    return _paired_with_and_without(
+    basis = _paired_with_and_without(
         rows,
-        lambda m: m.removesuffix(ROTATED) if rotated(m) else None,
+        lambda m: unrotated(m) if rotated(m) else None,
         lambda m: "the unkept weights quantized by GPTQ in a random rotated basis",
     )
+    structured = _paired_with_and_without(
+        rows,
+        lambda m: unrotated(m) + ROTATED if rotation_kind(m) == "hadamard" else None,
+        lambda m: "random signs, a small Haar matrix Kronecker a Hadamard one, vs a dense Haar R",
+    )
+    return basis + structured
 
 
 def _paired_with_and_without(rows: list[dict], without, what) -> list[str]:

@@ -54,19 +54,30 @@ ALL = PER_CHANNEL + [f"{m}_g{g}" for g in GROUP_SIZES for m in PER_CHANNEL if m 
 
 
 ROTATED = "_rot"
+ROTATIONS = {"_rot": "haar", "_roth": "hadamard"}  # suffix -> tacq.rotation.Rotation kind
+
+
+def rotation_kind(name: str) -> str | None:
+    """'tacq_d0.1_rot': the unkept weights quantized by GPTQ in a random rotated input basis
+    (a dense Haar one; _roth a structured Hadamard one), the kept ones exact in the original
+    basis (tacq.rotation). The suffix comes last. None: not rotated."""
+    return next((k for s, k in ROTATIONS.items() if name.endswith(s)), None)
 
 
 def rotated(name: str) -> bool:
-    """'tacq_d0.1_rot': the unkept weights quantized by GPTQ in a random rotated input basis,
-    the kept ones exact in the original one (tacq.rotation). The suffix comes last."""
-    return name.endswith(ROTATED)
+    return rotation_kind(name) is not None
+
+
+def unrotated(name: str) -> str:
+    """The same method in the original basis: 'tacq_d0.1_roth' -> 'tacq_d0.1'."""
+    return name[: name.rindex(ROTATED)] if rotated(name) else name
 
 
 def split_rounding(name: str) -> tuple[str, int | None]:
     """'tacq_d0.1_r200' -> ('tacq_d0.1', 200): a final _r tunes the rounding after GPTQ for
     that many steps per block (None: GPTQ's rounding as it is); _r200c checks each block on
     held-aside calibration examples (rounding_checked). A rotation suffix is dropped."""
-    name = name.removesuffix(ROTATED)
+    name = unrotated(name)
     head, sep, steps = name.rpartition("_r")
     steps = steps.removesuffix("c")
     if sep and steps.isdigit() and int(steps) > 0:
@@ -112,7 +123,7 @@ def known_method(name: str) -> bool:
     if ROTATED in name and not rotated(name):
         return False  # the rotation suffix comes last
     if rotated(name):  # GPTQ's (masked or not) in the rotated basis; not with tuned rounding
-        rest = name.removesuffix(ROTATED)
+        rest = unrotated(name)
         return (
             known_method(rest)
             and parse_method(rest)[0] not in ("fp", "rtn")
@@ -131,7 +142,7 @@ def known_method(name: str) -> bool:
     )
 
 
-def method_order(name: str) -> tuple[int, float, float, int, bool, bool]:
+def method_order(name: str) -> tuple[int, float, float, int, bool, int]:
     """Table position: the method's place in ALL, ratios after their default row, then
     damping after the default damping, then tuned rounding after GPTQ's, rotated last."""
     base, group, ratio = parse_method(name)
@@ -141,7 +152,7 @@ def method_order(name: str) -> tuple[int, float, float, int, bool, bool]:
         split_damp(name)[1] or 0.0,
         split_rounding(name)[1] or 0,
         rounding_checked(name),
-        rotated(name),
+        list(ROTATIONS.values()).index(rotation_kind(name)) + 1 if rotated(name) else 0,
     )
 
 
@@ -413,7 +424,8 @@ def rotated_variant(study, method: str, bits, base, group, ratio, damp) -> Rotat
     ranking = study.ranking(sel)
     cfg = GPTQConfig(bits=bits, group_size=group, damp=damp)
     masks = None if plain else ranking.masks(sel.ratio)
-    res = quantize_rotated(study.lm.model, study.batches(answer_only=False), cfg, masks)
+    batches = study.batches(answer_only=False)
+    res = quantize_rotated(study.lm.model, batches, cfg, masks, kind=rotation_kind(method))
     model = copy.deepcopy(study.lm.model)
     for name, W in res.dequantized().items():
         lin = model.get_submodule(name)

@@ -167,7 +167,8 @@ def header() -> str:
         "`_r100` rounding tuned 100 steps per block after GPTQ (`_r100c`: each block's tuning "
         "kept only where held-aside calibration examples' answer loss does not rise), `_rot` the "
         "unkept weights quantized in a random rotated input basis, the kept ones exact in the "
-        "original one (tacq.rotation; not yet in the packed export).",
+        "original one (tacq.rotation; a dense Haar rotation), `_roth` the same with a "
+        "structured one (random signs, a small Haar matrix Kronecker a Hadamard matrix).",
         "",
     ]
     return "\n".join(lines)

@@ -266,6 +266,14 @@ def test_rotation_summary_pairs_each_rotated_row_with_its_twin_only(findings):
     # a rotated row is no damping evidence: only tacq_d0.1 is paired with tacq
     assert len(findings.damping_summary(rows)) == 1
     assert "worse on 1 (a +1.00)" in findings.damping_summary(rows)[0]
+    # a structured (Hadamard) rotation: paired with the unrotated twin and the dense Haar one
+    rows.append(_paired_row("a", "tacq_d0.1_roth", HIGHER))
+    out = findings.rotation_summary(rows)
+    assert len(out) == 3
+    assert out[1].startswith("- TaCQ damp 0.1 rotated (Hadamard) vs TaCQ damp 0.1 (")
+    assert "undecided on 1 (a +0.00)" in out[1]
+    assert out[2].startswith("- TaCQ damp 0.1 rotated (Hadamard) vs TaCQ damp 0.1 rotated (")
+    assert "worse on 1 (a +1.00)" in out[2]
 
 
 def test_matched_bits_needs_a_decided_win_at_equal_or_lower_bits(findings):

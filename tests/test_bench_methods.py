@@ -91,14 +91,21 @@ def test_rounding_suffix_is_split_off_before_damping(quality):
 def test_rotated_rows_sort_after_their_twin_and_keep_its_settings(quality):
     assert quality.rotated("tacq_p0.2_d0.1_rot") and not quality.rotated("tacq_p0.2_d0.1")
     assert quality.split_damp("tacq_p0.2_d0.1_rot") == ("tacq_p0.2", 0.1)
-    names = ["tacq_d0.1_rot", "tacq_g128_d0.1", "tacq_d0.1", "tacq_rot", "tacq"]
+    names = ["tacq_d0.1_roth", "tacq_d0.1_rot", "tacq_g128_d0.1", "tacq_d0.1", "tacq_rot", "tacq"]
     assert sorted(names, key=quality.method_order) == [
         "tacq",
         "tacq_rot",
         "tacq_d0.1",
         "tacq_d0.1_rot",
+        "tacq_d0.1_roth",
         "tacq_g128_d0.1",
     ]
+    assert quality.rotation_kind("tacq_d0.1_roth") == "hadamard"
+    assert quality.rotation_kind("tacq_d0.1_rot") == "haar"
+    assert quality.unrotated("tacq_p0.2_d0.1_roth") == "tacq_p0.2_d0.1"
+    assert quality.split_damp("tacq_p0.2_d0.1_roth") == ("tacq_p0.2", 0.1)
+    assert quality.known_method("tacq_p0.2_d0.1_roth") and quality.known_method("gptq_roth")
+    assert not quality.known_method("tacq_roth_d0.1") and not quality.known_method("rtn_roth")
 
 
 def test_damping_suffix_is_split_off_last(quality):
@@ -122,7 +129,7 @@ def test_generic_batches_are_full_chunks_of_the_generic_text(quality, monkeypatc
     assert all(b.attention_mask.bool().all() and b.loss_mask.all() for b in batches)
 
 
-@pytest.mark.parametrize("method", ["tacq_p2_d0.1_rot", "gptq_rot"])
+@pytest.mark.parametrize("method", ["tacq_p2_d0.1_rot", "gptq_rot", "tacq_p2_roth"])
 def test_rotated_variant_holds_the_rotated_weights_and_the_paper_size(
     quality, tiny_lm, tiny_task, method
 ):
@@ -140,8 +147,9 @@ def test_rotated_variant_holds_the_rotated_weights_and_the_paper_size(
     v = quality.rotated_variant(study, method, 2, base, group, ratio, damp)
     sel = Selection("tacq", 2, ratio or 0.0, group)
     masks = None if base == "gptq" else study.ranking(sel).masks(ratio)
+    kind = quality.rotation_kind(method)
     want = quantize_rotated(tiny_lm.model, study.batches(answer_only=False),
-                            GPTQConfig(bits=2, damp=damp), masks).dequantized()  # fmt: skip
+                            GPTQConfig(bits=2, damp=damp), masks, kind=kind).dequantized()  # fmt: skip
     for name, W in want.items():
         assert torch.equal(v.model.get_submodule(name).weight, W), name
         assert not torch.equal(W, tiny_lm.model.get_submodule(name).weight)

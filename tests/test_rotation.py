@@ -6,12 +6,20 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 
+from tacq.errors import TacqError
 from tacq.gptq import GPTQConfig, gptq_matrix, hessian_error, kept_in_fp16
 from tacq.models import quantizable_linears
 from tacq.quantize import quantize_model
-from tacq.rotation import quantize_rotated, random_rotation, rotated_linears, rotation_for
+from tacq.rotation import (
+    Rotation,
+    quantize_rotated,
+    random_rotation,
+    rotated_linears,
+    rotation_for,
+)
 from tests.test_quantize import _batches, _masks
 
 
@@ -24,12 +32,36 @@ def test_rotation_is_orthogonal_repeatable_and_differs_per_linear():
     R = random_rotation(48, seed=3)
     assert torch.allclose(R @ R.T, torch.eye(48), atol=1e-5)
     assert torch.equal(R, random_rotation(48, seed=3))
-    a, b = rotation_for("model.layers.0.mlp.up_proj", 48, 0), rotation_for("q_proj", 48, 0)
+    up = "model.layers.0.mlp.up_proj"
+    a, b = rotation_for(up, 48, 0).matrix(), rotation_for("q_proj", 48, 0).matrix()
     assert not torch.allclose(a, b)
-    assert not torch.allclose(a, rotation_for("model.layers.0.mlp.up_proj", 48, 1))
+    assert not torch.allclose(a, rotation_for(up, 48, 1).matrix())
 
 
-def test_hooked_model_computes_the_original_and_is_restored(tiny_llama):
+@pytest.mark.parametrize("n", [48, 64, 576])
+@pytest.mark.parametrize("kind", ["haar", "hadamard"])
+def test_rotation_apply_and_unapply_are_the_matrix_and_its_transpose(n, kind):
+    rot = Rotation.draw(n, seed=7, kind=kind)
+    R = rot.matrix()
+    assert torch.allclose(R @ R.T, torch.eye(n), atol=1e-5)
+    x = torch.randn(2, 5, n)
+    assert torch.allclose(rot.apply(x), x @ R, atol=1e-5)
+    assert torch.allclose(rot.unapply(x), x @ R.T, atol=1e-5)
+    assert torch.allclose(rot.unapply(rot.apply(x)), x, atol=1e-5)
+    if kind == "hadamard":  # 576 = 9 x 64: a 9 x 9 mix, not a dense 576 x 576 one
+        assert (R.abs() > 1e-6).all()  # still every input reaches every output
+        assert rot.mix.shape[0] == n // (n & -n) and rot.hadamard.shape[0] == n & -n
+        assert set(rot.signs.tolist()) == {-1.0, 1.0}
+        assert torch.equal(R, Rotation.draw(n, seed=7, kind=kind).matrix())
+
+
+def test_unknown_rotation_kind_is_refused():
+    with pytest.raises(TacqError, match="Unknown rotation"):
+        Rotation.draw(8, 0, "givens")
+
+
+@pytest.mark.parametrize("kind", ["haar", "hadamard"])
+def test_hooked_model_computes_the_original_and_is_restored(tiny_llama, kind):
     batches, masks = _batches(), _masks(tiny_llama)
     before = {n: p.clone() for n, p in tiny_llama.state_dict().items()}
     # the kept weights are rounded to fp16 inside, as stored: compare with that model
@@ -38,7 +70,7 @@ def test_hooked_model_computes_the_original_and_is_restored(tiny_llama):
         W = lin.weight.data
         lin.weight.data = torch.where(masks[name], kept_in_fp16(W), W)
     want = _logits(reference, batches)
-    with rotated_linears(tiny_llama, masks, seed=0) as kept:
+    with rotated_linears(tiny_llama, masks, seed=0, kind=kind) as kept:
         q = tiny_llama.get_submodule("model.layers.0.self_attn.q_proj")
         assert not torch.allclose(q.weight, before["model.layers.0.self_attn.q_proj.weight"])
         assert torch.equal(kept["model.layers.0.self_attn.q_proj"] != 0, masks[q_name()])
