@@ -430,7 +430,7 @@ def rotated_variant(study, method: str, bits, base, group, ratio, damp) -> Rotat
     for name, W in res.dequantized().items():
         lin = model.get_submodule(name)
         lin.weight.data = W.to(lin.weight.dtype)
-    return RotatedVariant(method, model, study.size_at(sel, ranking), res.result)
+    return RotatedVariant(method, model, study.size_at(sel, ranking), res)
 
 
 def _interval(r: dict, key: str) -> str:

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from tacq.errors import TacqError
 from tacq.gptq import LayerQuant, check_group_size, n_groups
+from tacq.orthogonal import ROTATION_KINDS, rotation_seed
 from tacq.packed import dense_copy, packed_model
 
 FORMAT_VERSION = 1
@@ -115,6 +116,7 @@ def layer_from_tensors(
     shape: tuple[int, int],
     bits: int,
     group_size: int | None = None,
+    rotation: tuple[str, int] | None = None,
 ) -> LayerQuant:
     """Rebuild one LayerQuant, checking every shape, dtype and index first."""
     if bits not in PACK:
@@ -155,7 +157,7 @@ def layer_from_tensors(
             raise TacqError(f"{name}: duplicate kept-weight indices; the file is damaged.")
         order = torch.argsort(rows * in_f + cols)  # row-major, as LayerQuant expects
         values = values[order]
-    return LayerQuant(codes, scale, zero.float(), mask, values, bits, None, group_size)
+    return LayerQuant(codes, scale, zero.float(), mask, values, bits, None, group_size, rotation)
 
 
 # ---------------------------------------------------------------- folders
@@ -279,13 +281,17 @@ def _read_layers(qc: dict, t: dict[str, Tensor], model) -> dict[str, LayerQuant]
     layers = qc["layers"]
     if set(layers) != set(linears):
         raise TacqError("The checkpoint's layer list does not match its config.")
+    kind, seed = qc.get("rotation"), qc.get("rotation_seed", 0)
+    if kind is not None and (kind not in ROTATION_KINDS or not isinstance(seed, int)):
+        raise TacqError(f"Unknown rotation {kind!r} (seed {seed!r}); the config is damaged.")
     quant = {}
     for name, lin in linears.items():
         out_f, in_f, bits = layers[name]
         if (out_f, in_f) != tuple(lin.weight.shape):
             raise TacqError(f"{name}: stored shape {(out_f, in_f)} does not match the config.")
         group = qc.get("group_size")  # absent in format 1: per channel
-        quant[name] = layer_from_tensors(name, t, (out_f, in_f), int(bits), group)
+        rotation = None if kind is None else (kind, rotation_seed(seed, name))
+        quant[name] = layer_from_tensors(name, t, (out_f, in_f), int(bits), group, rotation)
     return quant
 
 

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from tacq.errors import TacqError
+from tacq.orthogonal import Rotation
 
 log = logging.getLogger(__name__)
 
@@ -93,13 +94,25 @@ class LayerQuant:
     bits: int
     hinv_diag: Tensor | None = None  # (in,) diag of the inverse-Hessian Cholesky (SpQR-like)
     group_size: int | None = None  # input columns per scale/zero; None: per channel
+    # (kind, seed) of a tacq.orthogonal.Rotation R: the codes are then those of W_r R (the
+    # unkept weights in the rotated basis) and the kept values add to W_r's approximation
+    rotation: tuple[str, int] | None = None
 
-    def dequantize(self) -> Tensor:
-        """W_q (out, in) fp32: grid values, with kept weights put back."""
+    def grid(self) -> Tensor:
+        """s (codes - z), (out, in) fp32: the codes' values, without kept weights."""
         n = self.codes.shape[1]
         s, z = (per_column(t, n, self.group_size) for t in (self.scale, self.zero))
-        W_q = s * (self.codes.float() - z)
-        W_q[self.keep_mask] = self.kept_values.float()
+        return s * (self.codes.float() - z)
+
+    def dequantize(self) -> Tensor:
+        """W_q (out, in) fp32: grid values with kept weights put back in their place; for
+        a rotated layer, the grid taken back to the original basis plus the kept weights."""
+        W_q = self.grid()
+        if self.rotation is None:
+            W_q[self.keep_mask] = self.kept_values.float()
+            return W_q
+        W_q = Rotation.draw(W_q.shape[1], self.rotation[1], self.rotation[0]).unapply(W_q)
+        W_q[self.keep_mask] += self.kept_values.float()
         return W_q
 
 

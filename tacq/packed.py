@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from tacq.errors import TacqError
 from tacq.gptq import LayerQuant, per_column
+from tacq.orthogonal import Rotation
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,7 @@ class PackedLinear(nn.Module):
         in_features: int,
         group_size: int | None = None,
         bias: nn.Parameter | None = None,
+        rotation: tuple[str, int] | None = None,
     ) -> None:
         super().__init__()
         if packed.dtype != torch.uint8 or packed.shape[1] != packed_row_bytes(in_features, bits):
@@ -82,6 +84,12 @@ class PackedLinear(nn.Module):
         self.register_buffer("kept_index", kept_index.to(torch.int32))
         self.register_buffer("kept_values", kept_values.to(torch.float16))
         self.bias = bias  # the original Linear's own Parameter (shared), or None
+        self.rotation = rotation  # (kind, seed): the codes are of W_r R (LayerQuant.rotation)
+        if rotation is not None:  # drawn from the seed: nothing of it is stored in the file
+            R = Rotation.draw(in_features, rotation[1], rotation[0])
+            self.register_buffer("rot_signs", R.signs, persistent=False)
+            self.register_buffer("rot_mix", R.mix, persistent=False)
+            self.register_buffer("rot_hadamard", R.hadamard, persistent=False)
 
     @classmethod
     def from_layer(cls, lq: LayerQuant, bias: nn.Parameter | None = None) -> PackedLinear:
@@ -99,6 +107,7 @@ class PackedLinear(nn.Module):
             in_f,
             lq.group_size,
             bias,
+            lq.rotation,
         )
 
     def layer(self) -> LayerQuant:
@@ -115,29 +124,62 @@ class PackedLinear(nn.Module):
             self.bits,
             None,
             self.group_size,
+            self.rotation,
         )
 
-    def dequantize(self) -> Tensor:
-        """W_q (out, in) fp32, equal to LayerQuant.dequantize of the same layer."""
+    def _rotation(self) -> Rotation:
+        return Rotation(self.rot_signs, self.rot_mix, self.rot_hadamard)
+
+    def grid(self) -> Tensor:
+        """s (codes - z), (out, in) fp32, without kept weights (LayerQuant.grid)."""
         codes = unpack_rows(self.packed, self.bits, self.in_features)
         s, z = (
             per_column(t.float(), self.in_features, self.group_size)
             for t in (self.scale, self.zero)
         )
-        W = s * (codes.float() - z)
-        W.view(-1)[self.kept_index] = self.kept_values.float()
+        return s * (codes.float() - z)
+
+    def dequantize(self) -> Tensor:
+        """W_q (out, in) fp32, equal to LayerQuant.dequantize of the same layer."""
+        W = self.grid()
+        if self.rotation is None:
+            W.view(-1)[self.kept_index] = self.kept_values.float()
+            return W
+        W = self._rotation().unapply(W)
+        W.view(-1).index_add_(0, self.kept_index.long(), self.kept_values.float())
         return W
 
     def forward(self, x: Tensor) -> Tensor:
+        # fp32 whatever the activations' dtype: on a bf16 model (CUDA) neither the grid
+        # values nor the fp16 kept weights are rounded to bf16; the output is cast back.
+        bias = None if self.bias is None else self.bias.float()
+        if self.rotation is not None:  # x R through the grid, the kept weights on x itself
+            xf = x.float()
+            y = self._grid_product(self._rotation().apply(xf)) + self._kept_product(xf)
+            return (y if bias is None else y + bias).to(x.dtype)
         if _DECODE["compiled"] and x.numel() == x.shape[-1] and self._matvec_ok(x):
             y = _one_token(x.reshape(1, -1).float(), self._matvec_args())
             if y is not None:
                 y = y.view(*x.shape[:-1], self.out_features)
-                return (y if self.bias is None else y + self.bias.float()).to(x.dtype)
-        # fp32 whatever the activations' dtype: on a bf16 model (CUDA) neither the grid
-        # values nor the fp16 kept weights are rounded to bf16; the output is cast back.
-        bias = None if self.bias is None else self.bias.float()
+                return (y if bias is None else y + bias).to(x.dtype)
         return nn.functional.linear(x.float(), self.dequantize(), bias).to(x.dtype)
+
+    def _grid_product(self, x: Tensor) -> Tensor:
+        """x (..., in) fp32 @ grid^T: through the compiled kernel for one token when on."""
+        if _DECODE["compiled"] and x.numel() == x.shape[-1] and self._matvec_ok(x):
+            none = self.kept_index[:0], self.kept_values[:0]
+            args = self._matvec_args()
+            y = _one_token(x.reshape(1, -1), (*args[:3], *none, *args[5:]))
+            if y is not None:
+                return y.view(*x.shape[:-1], self.out_features)
+        return nn.functional.linear(x, self.grid())
+
+    def _kept_product(self, x: Tensor) -> Tensor:
+        """x (..., in) fp32 @ W_k^T for the sparse kept weights (a rotated layer's)."""
+        idx = self.kept_index.long()
+        rows, cols = idx // self.in_features, idx % self.in_features
+        y = x.new_zeros(*x.shape[:-1], self.out_features)
+        return y.index_add_(-1, rows, x[..., cols] * self.kept_values.float())
 
     def _matvec_ok(self, x: Tensor) -> bool:
         g = self.group_size
@@ -150,30 +192,12 @@ class PackedLinear(nn.Module):
         return (self.packed, self.scale, self.zero, self.kept_index, self.kept_values,
                 self.bits, per_group)  # fmt: skip
 
-    def _kept_correction(self, x: Tensor) -> Tensor:
-        """(1, out): what the kept weights add over their grid values, x_col (kept - grid).
-        Eager: the kept count differs per Linear, which would recompile a compiled kernel."""
-        y = torch.zeros(1, self.out_features, device=x.device)
-        if not len(self.kept_index):
-            return y
-        idx = self.kept_index.long()
-        rows, cols = idx // self.in_features, idx % self.in_features
-        word = torch.zeros_like(rows)
-        for i in range(self.bits):  # the bytes of each kept weight's packed word
-            byte = self.packed[rows, (cols // CODES_PER_WORD) * self.bits + i]
-            word |= byte.long() << (8 * i)
-        code = (word >> (self.bits * (cols % CODES_PER_WORD))) & (2**self.bits - 1)
-        g = torch.zeros_like(cols) if self.scale.dim() == 1 else cols // self.group_size
-        s = self.scale.float().view(self.out_features, -1)[rows, g]
-        z = self.zero.float().view(self.out_features, -1)[rows, g]
-        delta = self.kept_values.float() - s * (code.float() - z)
-        return y.index_add_(1, rows, x[:, cols] * delta)
-
     def extra_repr(self) -> str:
         g = f", group_size={self.group_size}" if self.group_size else ""
+        r = f", rotation={self.rotation[0]}" if self.rotation else ""
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, "
-            f"bits={self.bits}{g}, kept={len(self.kept_index)}"
+            f"bits={self.bits}{g}, kept={len(self.kept_index)}{r}"
         )
 
 

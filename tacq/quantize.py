@@ -354,4 +354,5 @@ def _to_cpu(lq: LayerQuant) -> LayerQuant:
         lq.bits,
         None if lq.hinv_diag is None else lq.hinv_diag.cpu(),
         lq.group_size,
+        lq.rotation,
     )

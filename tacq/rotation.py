@@ -18,11 +18,8 @@ Measured as a lever for issue 18 (bench/quality.py's `_rot` and `_roth` methods)
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -32,111 +29,9 @@ from tacq.data import Batch
 from tacq.errors import TacqError
 from tacq.gptq import GPTQConfig, kept_in_fp16
 from tacq.models import quantizable_linears
+from tacq.orthogonal import ROTATION_KINDS, Rotation, rotation_for, rotation_seed
 from tacq.progress import Progress
 from tacq.quantize import QuantResult, quantize_model
-
-ROTATION_KINDS = ("haar", "hadamard")
-
-
-def random_rotation(n: int, seed: int) -> Tensor:
-    """(n, n) Haar-random orthogonal matrix, fp32, the same for the same (n, seed) on any
-    machine (drawn and factorized in float64 on the CPU)."""
-    g = torch.Generator().manual_seed(seed)
-    q, r = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
-    return (q * torch.sign(torch.diagonal(r))).float().contiguous()  # sign fix: Haar
-
-
-@lru_cache(maxsize=8)
-def hadamard(h: int) -> Tensor:
-    """(h, h) Sylvester Hadamard matrix over sqrt(h) (orthogonal, symmetric); h a power of 2."""
-    H = torch.ones(1, 1, dtype=torch.float64)
-    while H.shape[0] < h:
-        H = torch.cat([torch.cat([H, H], 1), torch.cat([H, -H], 1)])
-    return (H / h**0.5).float()
-
-
-@dataclass(frozen=True)
-class Rotation:
-    """R = diag(signs) (mix ⊗ hadamard), (n, n) orthogonal, applied without forming it.
-
-    "haar": mix is a dense (n, n) Haar-random matrix (hadamard 1 x 1, no signs): n^2 floats
-    per Linear. "hadamard": n = a * h with h the largest power of two dividing n; mix is a
-    small (a, a) Haar matrix and the signs random, so each output mixes every input (every
-    entry of R is nonzero) while the variant holds a few kilobytes per Linear (576 = 9 x 64,
-    1536 = 3 x 512 on SmolLM2).
-    """
-
-    signs: Tensor  # (n,) +-1
-    mix: Tensor  # (a, a) Haar-random orthogonal
-    hadamard: Tensor  # (h, h) normalized Hadamard
-
-    @classmethod
-    def draw(cls, n: int, seed: int, kind: str = "haar") -> Rotation:
-        if kind == "haar":
-            return cls(torch.ones(n), random_rotation(n, seed), torch.ones(1, 1))
-        if kind != "hadamard":
-            raise TacqError(f"Unknown rotation {kind!r}: one of {', '.join(ROTATION_KINDS)}.")
-        h = n & -n  # the largest power of two dividing n
-        g = torch.Generator().manual_seed(seed)
-        signs = torch.randint(0, 2, (n,), generator=g).float() * 2 - 1
-        return cls(signs, random_rotation(n // h, seed), hadamard(h))
-
-    def to(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> Rotation:
-        return Rotation(*(t.to(device, dtype) for t in (self.signs, self.mix, self.hadamard)))
-
-    def apply(self, x: Tensor) -> Tensor:
-        """x @ R over x's last dimension."""
-        x = x * self.signs
-        if len(self.hadamard) == 1:
-            return x @ self.mix
-        z = x.unflatten(-1, (len(self.mix), len(self.hadamard))) @ self.hadamard
-        return (self.mix.T @ z).flatten(-2)
-
-    def unapply(self, x: Tensor) -> Tensor:
-        """x @ R^T: W R^T takes a weight quantized in the rotated basis back."""
-        if len(self.hadamard) == 1:
-            return (x @ self.mix.T) * self.signs
-        z = x.unflatten(-1, (len(self.mix), len(self.hadamard))) @ self.hadamard
-        return (self.mix @ z).flatten(-2) * self.signs
-
-    def matrix(self) -> Tensor:
-        """R itself (n, n): for tests and small checks."""
-        return self.apply(torch.eye(len(self.signs), device=self.signs.device))
-
-
-def rotation_seed(seed: int, name: str) -> int:
-    """One Linear's rotation seed: a variant's seed mixed with the module name."""
-    return (seed * 1_000_003 + zlib.crc32(name.encode())) % 2**63
-
-
-def rotation_for(name: str, n: int, seed: int, kind: str = "haar") -> Rotation:
-    return Rotation.draw(n, rotation_seed(seed, name), kind)
-
-
-@dataclass
-class RotatedResult:
-    """Codes of each rotated residual W_r R (GPTQ's result) and the kept weights as
-    (flat index, 16-bit value) pairs in the original basis."""
-
-    result: QuantResult
-    kept_index: dict[str, Tensor]  # name -> (k,) int64 flat positions in (out, in)
-    kept_value: dict[str, Tensor]  # name -> (k,) fp32 values, each exact in fp16
-    seed: int
-    kind: str = "haar"
-
-    def dequantized(self) -> dict[str, Tensor]:
-        """name -> W_k + Q(W_r R) R^T, fp32 (out, in): what the model computes with."""
-        out = {}
-        for name, lq in self.result.layers.items():
-            W = rotation_for(name, lq.codes.shape[1], self.seed, self.kind).unapply(
-                lq.dequantize().float()
-            )
-            W.view(-1).index_add_(0, self.kept_index[name], self.kept_value[name])
-            out[name] = W
-        return out
-
-    def kept(self) -> int:
-        return sum(int(i.numel()) for i in self.kept_index.values())
 
 
 @contextmanager
@@ -198,20 +93,31 @@ def quantize_rotated(
     seed: int = 0,
     progress: Progress | None = None,
     kind: str = "haar",
-) -> RotatedResult:
+    exec_device: str | torch.device | None = None,
+) -> QuantResult:
     """GPTQ (true-sequential, block by block) on every decoder Linear's rotated residual.
 
-    The model is unchanged afterwards; its weights are RotatedResult.dequantized(). Needs a
-    second copy of the Linear weights (the rotated residuals) while it runs.
+    Returns rotated LayerQuants: codes of W_r R, the kept weights (fp16) in the original
+    basis, and each Linear's (kind, seed) of R, so lq.dequantize() is W_k + Q(W_r R) R^T.
+    The model is unchanged afterwards. Needs a second copy of the Linear weights (the
+    rotated residuals) while it runs.
     """
     with rotated_linears(model, keep_masks, seed, kind) as kept:
-        res = quantize_model(model, batches, cfg, None, progress=progress)
-    index, value = {}, {}
-    for name in res.layers:
+        res = quantize_model(model, batches, cfg, None, progress=progress, exec_device=exec_device)
+    for name, lq in res.layers.items():
         K = kept.get(name)
-        if K is None:  # no mask: nothing kept
-            index[name], value[name] = torch.zeros(0, dtype=torch.long), torch.zeros(0)
-            continue
-        idx = keep_masks[name].reshape(-1).nonzero().squeeze(1).cpu()
-        index[name], value[name] = idx, K.reshape(-1).cpu()[idx].float()
-    return RotatedResult(res, index, value, seed, kind)
+        if K is not None:
+            lq.keep_mask = keep_masks[name].cpu()
+            lq.kept_values = K.cpu()[lq.keep_mask].half()  # row-major, as LayerQuant's
+        lq.rotation = (kind, rotation_seed(seed, name))
+    return res
+
+
+def check_rotation(kind: str, method: str, rounding: object | None) -> None:
+    """Refuse, before any work, what a rotated basis does not combine with."""
+    if kind not in ROTATION_KINDS:
+        raise TacqError(f"Unknown rotation {kind!r}: one of {', '.join(ROTATION_KINDS)}.")
+    if method != "gptq":
+        raise TacqError("A rotated basis is for GPTQ, which uses the rotated inputs' Hessians.")
+    if rounding is not None:
+        raise TacqError("Tuned rounding does not work in a rotated basis yet: pick one of them.")

@@ -32,6 +32,8 @@ class VariantSpec:
     damp: float = DEFAULT_DAMP  # GPTQ's Hessian damping (files before stop 29: the default)
     rounding_steps: int = 0  # steps of tuned rounding after GPTQ (tacq.rounding); 0: none
     rounding_check: bool = False  # tuning kept per block only where held-aside loss fell
+    rotation: str | None = None  # unkept weights quantized in a rotated basis (tacq.rotation)
+    rotation_seed: int = 0  # each Linear's R is drawn from this and its name
 
     @property
     def name(self) -> str:
@@ -41,6 +43,8 @@ class VariantSpec:
             fmt += f"-d{self.damp:g}"
         if self.rounding_steps:
             fmt += f"-r{self.rounding_steps}" + ("c" if self.rounding_check else "")
+        if self.rotation:
+            fmt += "-roth" if self.rotation == "hadamard" else f"-rot-{self.rotation}"
         if not self.ratio:
             return f"{self.method}-{fmt}"
         return f"{self.metric}-{fmt}-{100 * self.ratio:.2f}%"

@@ -25,6 +25,7 @@ from tacq.models import LoadedModel, quantizable_linears, unquantized_params
 from tacq.progress import Progress, scaled
 from tacq.quantize import quantize_model
 from tacq.reference import References
+from tacq.rotation import check_rotation, quantize_rotated
 from tacq.rounding import RoundingConfig, hold_aside, text_batches, tune_rounding
 from tacq.scoring import Scorer
 from tacq.select import DEFAULT_RATIO, SLIDER_MAX_RATIO, Ranking, Selection, SizeReport, size_report
@@ -134,6 +135,7 @@ class Study:
         rounding: RoundingConfig | None = None,
         rounding_batches: list[Batch] | None = None,
         rounding_check: list[Batch] | None = None,
+        rotation: str | None = None,
     ) -> Variant:
         """A packed variant: masked GPTQ keeping the top sel.ratio weights under sel.metric.
 
@@ -146,18 +148,34 @@ class Study:
         task's few hundred tokens are few to fit every weight of a block to). With
         rounding.check, rounding_check are the held-aside batches (None: every 4th
         calibration batch, then left out of the default fit).
+        rotation: a tacq.orthogonal kind ("hadamard"): GPTQ quantizes the unkept weights in
+        a randomly rotated input basis, the kept ones stay exact (tacq.rotation).
         """
         if method == "rtn":
             damp = DEFAULT_DAMP
         cfg = GPTQConfig(bits=sel.bits, method=method, group_size=sel.group_size, damp=damp)
         estimate = packed_estimate(self.lm.model, sel.bits, sel.ratio, sel.group_size)
         check_room(estimate, "a packed quantized variant")
+        if rotation is not None:
+            check_rotation(rotation, method, rounding)
         if rounding is not None:  # refused before minutes of GPTQ, not after
             batches, check = self._rounding_batches(
                 method, rounding, rounding_batches, rounding_check
             )
         gptq_end = 1.0 if rounding is None else 0.6  # the rounding pass takes the rest
-        if sel.ratio == 0:
+        if rotation is not None:
+            ranking = self.ranking(sel, scaled(progress, 0.0, 0.3)) if sel.ratio else None
+            result = quantize_rotated(
+                self.lm.model,
+                self.batches(answer_only=False),
+                cfg,
+                ranking.masks(sel.ratio) if ranking else None,
+                progress=scaled(progress, 0.3 if ranking else 0.0, 1.0),
+                kind=rotation,
+                exec_device=self.exec_device,
+            )
+            kept = ranking.counts(sel.ratio).tolist() if ranking else [0] * len(result.layers)
+        elif sel.ratio == 0:
             result = self.references.get(
                 sel.bits, method, scaled(progress, 0.0, gptq_end), sel.group_size, damp
             )
@@ -189,7 +207,7 @@ class Study:
             sel.bits, sel.ratio, metric, method, sel.group_size,
             task=self.task.name, examples=self.digest(), base_model=self.lm.fingerprint,
             damp=damp, rounding_steps=rounding.steps if rounding else 0,
-            rounding_check=bool(rounding and rounding.check),
+            rounding_check=bool(rounding and rounding.check), rotation=rotation,
         )  # fmt: skip
         return build_variant(self.lm.model, result, spec, kept)
 

@@ -166,3 +166,33 @@ def test_bf16_activations_meet_exact_weights():
     rounded = torch.nn.functional.linear(x, lq.dequantize().bfloat16())
     assert torch.equal(mod(x), exact) and mod(x).dtype == torch.bfloat16
     assert not torch.equal(exact, rounded)  # what casting the weight would have given
+
+
+@pytest.mark.parametrize("kind", ["haar", "hadamard"])
+@pytest.mark.parametrize("group_size", [None, 8])
+def test_rotated_packed_linear_computes_its_dequantized_weight(kind, group_size):
+    """Codes of W_r R: the forward rotates x for the grid and adds the kept weights on x."""
+    from tacq.packed import use_compiled_decoding
+
+    lq = _layer(3, group_size, keep=0.1, seed=4)
+    lq.rotation = (kind, 11)
+    mod = PackedLinear.from_layer(lq, bias=torch.nn.Parameter(torch.randn(6)))
+    W = lq.dequantize()
+    assert torch.equal(mod.dequantize(), W)
+    plain = _layer(3, group_size, keep=0.1, seed=4).dequantize()
+    assert not torch.allclose(W, plain, atol=1e-2)  # the rotation is not a no-op
+    # kept weights add to the rotated grid's value at their place, not replace it
+    assert not torch.allclose(W[lq.keep_mask], lq.kept_values.float(), atol=1e-3)
+    assert mod.layer().rotation == (kind, 11) and "rotation=" in repr(mod)
+    x = torch.randn(2, 3, 40)
+    want = torch.nn.functional.linear(x, W, mod.bias)
+    torch.testing.assert_close(mod(x), want, atol=1e-5, rtol=1e-5)
+    one = torch.randn(1, 1, 40)
+    try:
+        use_compiled_decoding(True)
+        got = mod(one)
+    finally:
+        use_compiled_decoding(False)
+    torch.testing.assert_close(
+        got, torch.nn.functional.linear(one, W, mod.bias), atol=1e-5, rtol=1e-5
+    )

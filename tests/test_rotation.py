@@ -12,14 +12,9 @@ import torch
 from tacq.errors import TacqError
 from tacq.gptq import GPTQConfig, gptq_matrix, hessian_error, kept_in_fp16
 from tacq.models import quantizable_linears
+from tacq.orthogonal import Rotation, random_rotation, rotation_for, rotation_seed
 from tacq.quantize import quantize_model
-from tacq.rotation import (
-    Rotation,
-    quantize_rotated,
-    random_rotation,
-    rotated_linears,
-    rotation_for,
-)
+from tacq.rotation import quantize_rotated, rotated_linears
 from tests.test_quantize import _batches, _masks
 
 
@@ -93,14 +88,21 @@ def test_quantize_rotated_keeps_the_circuit_exact_and_the_model_unchanged(tiny_l
     res = quantize_rotated(tiny_llama, batches, GPTQConfig(bits=2), masks, seed=5)
     for n, p in tiny_llama.state_dict().items():
         assert torch.equal(p, before[n]), n
-    assert res.kept() == sum(int(m.sum()) for m in masks.values())
+    assert res.kept == sum(int(m.sum()) for m in masks.values())
     W = before[q_name() + ".weight"]
     M = masks[q_name()]
-    assert torch.equal(res.kept_value[q_name()], kept_in_fp16(W[M]))
+    lq = res.layers[q_name()]
+    assert torch.equal(lq.keep_mask, M) and lq.kept_values.dtype == torch.float16
+    assert torch.equal(lq.kept_values.float(), kept_in_fp16(W[M]))
+    assert lq.rotation == ("haar", rotation_seed(5, q_name()))
     dq = res.dequantized()
     assert set(dq) == set(masks) and dq[q_name()].shape == W.shape
-    # the residual is on a rotated grid: the dequantized weight is not on a per-row grid
-    codes = res.result.layers[q_name()].codes
+    # W_k + Q(W_r R) R^T: the kept values add to the rotated residual's approximation
+    R = rotation_for(q_name(), W.shape[1], 5)
+    want = R.unapply(lq.grid())
+    want[M] += lq.kept_values.float()
+    assert torch.allclose(dq[q_name()], want, atol=1e-6)
+    codes = lq.codes
     assert codes.max() <= 3 and codes.min() >= 0
     assert (dq[q_name()][~M] - W[~M]).abs().mean() < W.abs().mean()
 

@@ -1,0 +1,87 @@
+"""A rotated variant end to end: made by Study.quantize, packed, exported and loaded back
+with the same weights and logits; what it does not combine with is refused up front."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tacq.errors import TacqError
+from tacq.export import describe_packed, load_quantized, save_packed
+from tacq.packed import packed_modules
+from tacq.rounding import RoundingConfig
+from tacq.select import Selection
+from tacq.variant import load_variant
+from tacq.workflow import Study
+from tests.tiny import fp16_exact
+
+
+@pytest.fixture
+def study(tiny_lm, tiny_task):
+    fp16_exact(tiny_lm.model)
+    s = Study(tiny_lm, tiny_task)
+    s.collect()
+    return s
+
+
+def _logits(model, ids):
+    with torch.no_grad():
+        return model(input_ids=ids).logits
+
+
+def test_rotated_variant_round_trips_bit_identically(study, tiny_lm, tmp_path):
+    sel = Selection("tacq", bits=3, ratio=0.02)
+    v = study.quantize(sel, rotation="hadamard")
+    plain = study.quantize(sel)
+    assert v.name == "tacq-3bit-roth-2.00%" and v.spec.rotation == "hadamard"
+    assert v.size.bpw_honest == plain.size.bpw_honest  # R is drawn from a seed: no bytes
+    mods = packed_modules(v.model)
+    assert all(m.rotation and m.rotation[0] == "hadamard" for m in mods.values())
+    assert sum(len(m.kept_index) for m in mods.values()) == v.size.n_kept > 0
+    ids = torch.randint(3, 99, (2, 16), generator=torch.Generator().manual_seed(0))
+    fp, got = _logits(tiny_lm.model, ids), _logits(v.model, ids)
+    assert not torch.allclose(got, _logits(plain.model, ids))  # another format, not a no-op
+    assert (got - fp).abs().mean() < (fp - fp.mean()).abs().mean()  # still near the model
+
+    folder = save_packed(tmp_path / "rot", tiny_lm, v)
+    qc = json.loads((folder / "config.json").read_text())["quantization_config"]
+    assert (qc["rotation"], qc["rotation_seed"]) == ("hadamard", 0)
+    assert describe_packed(folder)["kept weights"] == v.size.n_kept
+    loaded = load_quantized(folder)
+    for name, m in packed_modules(loaded).items():
+        assert torch.equal(m.dequantize(), mods[name].dequantize()), name
+    assert torch.equal(_logits(loaded, ids), got)
+    back = load_variant(folder, tiny_lm.model)
+    assert back.spec == v.spec and back.name == v.name
+    assert torch.equal(_logits(back.model, ids), got)
+
+
+def test_plain_gptq_rotated_keeps_nothing(study):
+    v = study.quantize(Selection(bits=2, ratio=0.0), rotation="hadamard")
+    assert v.name == "gptq-2bit-roth" and v.size.n_kept == 0
+    assert all(len(m.kept_index) == 0 for m in packed_modules(v.model).values())
+
+
+def test_damaged_rotation_in_config_is_refused(study, tiny_lm, tmp_path):
+    v = study.quantize(Selection("tacq", bits=2, ratio=0.02), rotation="hadamard")
+    folder = save_packed(tmp_path / "rot", tiny_lm, v)
+    config = json.loads((folder / "config.json").read_text())
+    config["quantization_config"]["rotation"] = "spiral"
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(TacqError, match="Unknown rotation 'spiral'"):
+        load_quantized(folder)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"rotation": "spiral"}, "Unknown rotation"),
+        ({"rotation": "hadamard", "method": "rtn"}, "for GPTQ"),
+        ({"rotation": "hadamard", "rounding": RoundingConfig(10)}, "Tuned rounding"),
+    ],
+)
+def test_what_a_rotation_does_not_combine_with_is_refused(study, kwargs, message):
+    with pytest.raises(TacqError, match=message):
+        study.quantize(Selection("tacq", bits=2, ratio=0.02), **kwargs)
