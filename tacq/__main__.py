@@ -208,6 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --rounding-steps: hold every 4th calibration batch out of the fit and keep "
         "a block's tuned rounding only if the model's answer loss on those does not rise",
     )
+    p.add_argument(
+        "--rotate",
+        choices=("hadamard", "haar"),
+        help="quantize the unkept weights in a random rotated input basis, the kept ones "
+        "exact (tacq.rotation): hadamard is structured (a few KB per Linear in memory), haar a "
+        "dense matrix per Linear (n^2 floats each); GPTQ only, not with --rounding-steps",
+    )
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument(
         "--format",
@@ -442,20 +449,24 @@ def cmd_export_scores(args) -> None:
 
 def cmd_quantize(args) -> None:
     from tacq.progress import cli_progress
+    from tacq.rotation import check_rotation
     from tacq.rounding import RoundingConfig
     from tacq.saliency import METRICS
 
     if args.rounding_check and not args.rounding_steps:
         raise TacqError("--rounding-check needs --rounding-steps (how many steps to tune).")
+    tuned = {}
+    if args.rounding_steps:
+        tuned = {"rounding": RoundingConfig(args.rounding_steps, check=args.rounding_check)}
+    if args.rotate:
+        check_rotation(args.rotate, args.method, tuned.get("rounding"))
     study = _study(args)
     sel = _selection(args)
     if sel.ratio > 0 and METRICS[sel.metric].needs_grads:
         _collect(study)
     t = time.perf_counter()
-    tuned = {}
-    if args.rounding_steps:
-        tuned = {"rounding": RoundingConfig(args.rounding_steps, check=args.rounding_check)}
-    v = study.quantize(sel, args.method, cli_progress("quantize"), damp=args.damp, **tuned)
+    progress = cli_progress("quantize")
+    v = study.quantize(sel, args.method, progress, damp=args.damp, rotation=args.rotate, **tuned)
     print(
         f"{v.name}: quantized in {time.perf_counter() - t:.1f} s; BPW {v.size.bpw_paper:.4f} "
         f"(paper), {v.size.bpw_honest:.3f} with scales and indices; holds "

@@ -239,10 +239,11 @@ def test_whole_loop(page, small_task_file):
     page.locator("#quant-bits").get_by_label("3", exact=True).check()
     pick(page, "Which weights stay in 16 bits", "MSG |G·W|")
     pick(page, "GPTQ damping", "10 %")
+    pick(page, "Basis of the unkept weights", "rotated (Hadamard)")
     page.get_by_role("button", name="Quantize").click()
     made = wait_text(page, "#quant-status", r"Made", 600)
     name = re.search(r"Made (\S+):", made).group(1)
-    assert name.startswith("msg-3bit-d0.1-")  # the damping reached the library
+    assert name.startswith("msg-3bit-d0.1-roth-")  # the damping and the basis reached it
     assert name in page.inner_text("#variants-table")
     # packed in memory: codes, scales and kept weights only (SmolLM2's 3-bit Linears in
     # fp16 are 202 MB; the packed file also carries the fp16 embeddings)
@@ -473,6 +474,7 @@ def test_eight_sessions_chat_while_one_quantizes(browser, app_url, tmp_path):
 
         expect(worker.locator("#quant-damp input")).to_be_disabled()  # RTN has no Hessian
         expect(worker.locator("#quant-rounding input")).to_be_disabled()  # nor GPTQ's grid
+        expect(worker.locator("#quant-basis input")).to_be_disabled()  # nor rotated inputs
         worker.get_by_label("Keep the circuit (ratio from the slider)").uncheck()
         worker.get_by_role("button", name="Quantize").click()
         for i, p in enumerate(pages[:8]):

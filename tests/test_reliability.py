@@ -246,6 +246,25 @@ def test_cli_rounding_check_without_steps_is_refused_before_loading(tmp_path, ca
     assert not (tmp_path / "v").exists()
 
 
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--method", "rtn"], "for GPTQ"),
+        (["--rounding-steps", "10"], "Tuned rounding does not work in a rotated basis"),
+    ],
+)
+def test_cli_rotation_with_what_it_cannot_combine_is_refused_before_loading(
+    tmp_path, capsys, extra, message
+):
+    from tacq.__main__ import main
+
+    out = tmp_path / "v"
+    assert main(["quantize", "--rotate", "hadamard", *extra, "--out", str(out)]) == 1
+    said = capsys.readouterr()
+    assert message in said.err and "loaded" not in said.out  # no model was loaded
+    assert not out.exists()
+
+
 def test_chat_longer_than_the_context_gets_a_message(tiny_lm):
     from tacq.evaluate import stream_chat
 
