@@ -32,7 +32,6 @@ import json
 import re
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from _common import ROOT, stamp, write_result
@@ -307,9 +306,9 @@ def run_task(
                     "rounding_batches": fit + generic_batches(lm.tokenizer),
                     "rounding_check": check,
                 }
-            if rotated(m):
-                v = rotated_variant(study, m, bits, base_m, group, ratio, damp)
-            elif base_m in PLAIN_METHODS:
+            if rotated(m):  # the unkept weights in a rotated basis (tacq.rotation)
+                tuned["rotation"] = rotation_kind(m)
+            if base_m in PLAIN_METHODS:
                 sel = Selection(bits=bits, ratio=0.0, group_size=group)
                 v = study.quantize(sel, base_m, damp=damp, **tuned)
             else:
@@ -319,7 +318,7 @@ def run_task(
             secs = time.perf_counter() - t
             # Scored as plain Linears holding the dequantized weights: the same logits as the
             # packed variant (tests/test_packed.py), without dequantizing at every forward.
-            model = v.model if rotated(m) else dense_copy(v.model)
+            model = dense_copy(v.model)
             r, _ = evaluate(model, lm.tokenizer, held, task.style, v.name, fp_logprobs=lp)
             d, _ = evaluate(model, lm.tokenizer, dev, task.style, v.name, fp_logprobs=dev_lp)
             row = {
@@ -396,41 +395,6 @@ def run_task(
                     gptq["answer_nll"] - fp.answer_nll
                 )
     return rows
-
-
-@dataclass
-class RotatedVariant:
-    """What run_task reads of a variant, for a rotated one: the packed export does not hold
-    that format yet, so its model is a dense copy holding W_k + Q(W_r R) R^T."""
-
-    name: str
-    model: object
-    size: object  # tacq.size.SizeReport: the rotation adds one seed, no bytes
-    result: object
-
-
-def rotated_variant(study, method: str, bits, base, group, ratio, damp) -> RotatedVariant:
-    """GPTQ (masked by the method's saliency, or plain for gptq) in the rotated basis."""
-    import copy
-
-    from tacq.gptq import GPTQConfig
-    from tacq.rotation import quantize_rotated
-    from tacq.select import DEFAULT_RATIO, Selection
-
-    plain = base in PLAIN_METHODS
-    sel = Selection(
-        "tacq" if plain else base, bits, 0.0 if plain else ratio or DEFAULT_RATIO, group
-    )
-    ranking = study.ranking(sel)
-    cfg = GPTQConfig(bits=bits, group_size=group, damp=damp)
-    masks = None if plain else ranking.masks(sel.ratio)
-    batches = study.batches(answer_only=False)
-    res = quantize_rotated(study.lm.model, batches, cfg, masks, kind=rotation_kind(method))
-    model = copy.deepcopy(study.lm.model)
-    for name, W in res.dequantized().items():
-        lin = model.get_submodule(name)
-        lin.weight.data = W.to(lin.weight.dtype)
-    return RotatedVariant(method, model, study.size_at(sel, ranking), res)
 
 
 def _interval(r: dict, key: str) -> str:

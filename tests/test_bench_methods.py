@@ -127,31 +127,3 @@ def test_generic_batches_are_full_chunks_of_the_generic_text(quality, monkeypatc
         [[10, 100, 101, 102]],
     ]
     assert all(b.attention_mask.bool().all() and b.loss_mask.all() for b in batches)
-
-
-@pytest.mark.parametrize("method", ["tacq_p2_d0.1_rot", "gptq_rot", "tacq_p2_roth"])
-def test_rotated_variant_holds_the_rotated_weights_and_the_paper_size(
-    quality, tiny_lm, tiny_task, method
-):
-    import torch
-
-    from tacq.gptq import GPTQConfig
-    from tacq.rotation import quantize_rotated
-    from tacq.select import Selection
-    from tacq.workflow import Study
-
-    study = Study(tiny_lm, tiny_task)
-    study.collect()
-    base, group, ratio = quality.parse_method(method)
-    damp = quality.split_damp(method)[1] or 0.01
-    v = quality.rotated_variant(study, method, 2, base, group, ratio, damp)
-    sel = Selection("tacq", 2, ratio or 0.0, group)
-    masks = None if base == "gptq" else study.ranking(sel).masks(ratio)
-    kind = quality.rotation_kind(method)
-    want = quantize_rotated(tiny_lm.model, study.batches(answer_only=False),
-                            GPTQConfig(bits=2, damp=damp), masks, kind=kind).dequantized()  # fmt: skip
-    for name, W in want.items():
-        assert torch.equal(v.model.get_submodule(name).weight, W), name
-        assert not torch.equal(W, tiny_lm.model.get_submodule(name).weight)
-    assert v.size.bpw_honest == study.size_at(sel).bpw_honest
-    assert (v.size.n_kept > 0) is (base == "tacq")  # gptq keeps none
