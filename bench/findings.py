@@ -662,8 +662,21 @@ def packed_memory(res: Results) -> list[str]:
         f"at {comp['tokens_per_s']:.1f} tokens/s through the compiled one-token kernel, "
         f"{comp['vs_dense']:.2f}x the dense copy's speed (target >= 0.5x; "
         f"{comp['compile_s']:.0f} s of compiling first), {eager['vs_dense']:.2f}x dequantizing "
-        "per forward."
+        "per forward." + _rotated_cost(m, sp)
     ]
+
+
+def _rotated_cost(memory: dict, speed: dict) -> str:
+    """What the rotated basis costs a 3-bit variant in memory and chat speed, if measured."""
+    rot, plain = memory.get("3-bit rotated"), memory["3-bit"]
+    if rot is None:
+        return ""
+    fast, slow = speed["packed 3-bit rotated, compiled"], speed["packed 3-bit, compiled"]
+    return (
+        f" Rotated (Hadamard) 3-bit: {rot['resident_mb']:.1f} MB against {plain['resident_mb']:.1f},"
+        f" {fast['tokens_per_s']:.1f} tokens/s compiled, "
+        f"{fast['tokens_per_s'] / slow['tokens_per_s']:.2f}x the unrotated 3-bit's."
+    )
 
 
 def demo(res: Results) -> list[str]:

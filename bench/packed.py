@@ -1,6 +1,7 @@
 """Packed variants in memory: what they hold, and how fast they chat, next to dense copies.
 
-On the bundled SmolLM2 (antonyms calibration), TaCQ 2-bit and 3-bit at p = 0.35 %:
+On the bundled SmolLM2 (antonyms calibration), TaCQ 2-bit and 3-bit at p = 0.35 %, and
+3-bit with the unkept weights in a rotated (Hadamard) basis (tacq.rotation):
 - memory: each variant's own storages (tacq.memory.resident_bytes: codes, scales, zeros,
   kept values and indices; the shared original not counted) against the fp16 bytes of
   the quantizable Linears (target <= 20 % at 2 bits), cross-checked by the change in
@@ -89,16 +90,18 @@ def main() -> None:
     linears = quantizable_linears(lm.model)
     fp16_linear = sum(2 * m.weight.numel() for m in linears.values())
     ids = lm.tokenizer(PROMPT, return_tensors="pt").input_ids
-    variants = {b: study.quantize(Selection("tacq", b, 0.0035)) for b in (2, 3)}
+    variants = {f"{b}-bit": study.quantize(Selection("tacq", b, 0.0035)) for b in (2, 3)}
+    rotated = study.quantize(Selection("tacq", 3, 0.0035), rotation="hadamard")
+    variants["3-bit rotated"] = rotated
 
     memory = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for bits, v in variants.items():
+        for key, v in variants.items():
             folder = save_packed(Path(tmp) / v.name, lm, v)
             before = trimmed_rss()
             back = load_variant(folder, lm.model)
             rss = trimmed_rss() - before
-            memory[f"{bits}-bit"] = {
+            memory[key] = {
                 "variant": v.name,
                 "resident_mb": v.resident_bytes / 2**20,
                 "reloaded_resident_mb": back.resident_bytes / 2**20,
@@ -110,7 +113,7 @@ def main() -> None:
     before = trimmed_rss()
     dense = copy.deepcopy(lm.model)
     with torch.no_grad():
-        for name, mod in packed_modules(variants[2].model).items():
+        for name, mod in packed_modules(variants["2-bit"].model).items():
             dense.get_submodule(name).weight.copy_(mod.dequantize())
     dense_rss = trimmed_rss() - before
     memory["dense 2-bit copy (before)"] = {
@@ -126,8 +129,9 @@ def main() -> None:
     for label, model in [
         ("original (fp32)", lm.model),
         ("dense 2-bit copy", dense),
-        ("packed 2-bit, eager", variants[2].model),
-        ("packed 3-bit, eager", variants[3].model),
+        ("packed 2-bit, eager", variants["2-bit"].model),
+        ("packed 3-bit, eager", variants["3-bit"].model),
+        ("packed 3-bit rotated, eager", rotated.model),
     ]:
         speed[label] = {
             "tokens_per_s": tokens_per_s(model, ids),
@@ -135,13 +139,13 @@ def main() -> None:
         }
         print(label, speed[label], flush=True)
     use_compiled_decoding(True)
-    for bits in (2, 3):
-        model = variants[bits].model
+    for key in variants:
+        model = variants[key].model
         t = time.perf_counter()
         with torch.no_grad():
             model.generate(ids, max_new_tokens=2, do_sample=False)
         compile_s = time.perf_counter() - t
-        label = f"packed {bits}-bit, compiled"
+        label = f"packed {key}, compiled"
         speed[label] = {
             "tokens_per_s": tokens_per_s(model, ids),
             "first_token_s": first_token_s(model, ids),
