@@ -20,7 +20,7 @@ from tacq.errors import TacqError
 from tacq.explain import ModuleExplanation, explain_module, row_col_saliency
 from tacq.gptq import DEFAULT_DAMP, GPTQConfig
 from tacq.gradients import GradientConfig, GradStats, collect_cached, grads_key
-from tacq.memory import check_room, packed_estimate
+from tacq.memory import check_room, dense_linear_bytes, packed_estimate
 from tacq.models import LoadedModel, quantizable_linears, unquantized_params
 from tacq.progress import Progress, scaled
 from tacq.quantize import quantize_model
@@ -155,9 +155,10 @@ class Study:
             damp = DEFAULT_DAMP
         cfg = GPTQConfig(bits=sel.bits, method=method, group_size=sel.group_size, damp=damp)
         estimate = packed_estimate(self.lm.model, sel.bits, sel.ratio, sel.group_size)
-        check_room(estimate, "a packed quantized variant")
-        if rotation is not None:
+        if rotation is not None:  # the rotated residuals sit beside the weights while it runs
             check_rotation(rotation, method, rounding)
+            estimate += dense_linear_bytes(self.lm.model)
+        check_room(estimate, "a packed quantized variant")
         if rounding is not None:  # refused before minutes of GPTQ, not after
             batches, check = self._rounding_batches(
                 method, rounding, rounding_batches, rounding_check
