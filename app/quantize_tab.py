@@ -87,6 +87,7 @@ def build() -> SimpleNamespace:
             [("masked GPTQ", "gptq"), ("round to nearest", "rtn")], value="gptq", label="Quantizer"
         )
         circuit = gr.Checkbox(value=True, label="Keep the circuit (ratio from the slider)")
+    with gr.Row():  # how GPTQ quantizes what is not kept
         groups = gr.Dropdown(
             GROUP_CHOICES, value=0, label="Scales", elem_id="quant-groups", scale=1
         )
