@@ -47,9 +47,10 @@ ROUNDING_CHOICES = [
 ]
 
 # The unkept weights quantized by GPTQ in a random rotated input basis, the kept ones exact
-# in the original one (tacq.rotation): lower held-out NLL than the plain basis on 4 of 7
-# bundled tasks at 2 bits and 3 of 7 at 3 bits, worse on one (bench/README.md), at no
-# extra bits. Hadamard: structured, a few KB per Linear (a dense Haar R would be n^2).
+# in the original one (tacq.rotation): with this structured (Hadamard) rotation, decided
+# lower held-out NLL than the plain basis on 3 of 7 bundled tasks at 2 and at 3 bits, worse
+# on one at 2 bits (bench/README.md), at no extra bits; a few KB per Linear in memory (the
+# dense Haar R of `--rotate haar` would be n^2 floats).
 BASIS_CHOICES = [("as is (paper)", "none"), ("rotated (Hadamard)", "hadamard")]
 
 PEER_LABELS = {"autoround": "AutoRound", "hqq": "HQQ"}

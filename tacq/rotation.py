@@ -13,7 +13,9 @@ Each Linear's R is drawn from (seed, the Linear's name), so a variant stores one
 for all of them and the honest bytes do not change. Two kinds (Rotation): a dense
 Haar-random R, n^2 floats per Linear, and a structured one, random signs times a small Haar
 matrix Kronecker a Hadamard matrix, a few kilobytes per Linear and cheaper to apply.
-Measured as a lever for issue 18 (bench/quality.py's `_rot` and `_roth` methods).
+Study.quantize(rotation=...) makes such a variant; LayerQuant and PackedLinear hold it with
+its (kind, seed), and the packed export stores the seed (bench/quality.py's `_rot` and
+`_roth` rows measure both kinds).
 """
 
 from __future__ import annotations

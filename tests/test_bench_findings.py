@@ -387,3 +387,26 @@ def test_matched_bits_picks_on_dev_only_where_every_peer_point_can_be_faced(find
         "(A pick on the dev split needs a point scored on dev that fits each peer point; 1 of 2 "
         "have one.)" in line
     )
+
+
+def test_packed_memory_line_adds_the_rotated_cost_only_when_measured(findings):
+    def mem(mb):
+        return {"resident_mb": mb, "share_of_fp16_linears": mb / 200, "rss_change_mb": mb}
+
+    def speed(tps):
+        return {"tokens_per_s": tps, "vs_dense": tps / 16, "compile_s": 20.0}
+
+    pk = {
+        "memory": {"2-bit": mem(28.0), "3-bit": mem(40.0), "dense 2-bit copy (before)": mem(513)},
+        "speed": {"packed 2-bit, compiled": speed(12.0), "packed 2-bit, eager": speed(6.0),
+                  "packed 3-bit, compiled": speed(12.0)},
+    }  # fmt: skip
+    (line,) = findings.packed_memory({"packed": pk})
+    assert "Rotated" not in line and "3-bit: 40.0 MB" in line
+    pk["memory"]["3-bit rotated"] = mem(41.5)
+    pk["speed"]["packed 3-bit rotated, compiled"] = speed(9.0)
+    (line,) = findings.packed_memory({"packed": pk})
+    assert line.endswith(
+        " Rotated (Hadamard) 3-bit: 41.5 MB against 40.0, 9.0 tokens/s compiled, 0.75x the "
+        "unrotated 3-bit's."
+    )
