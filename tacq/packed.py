@@ -154,25 +154,24 @@ class PackedLinear(nn.Module):
         # values nor the fp16 kept weights are rounded to bf16; the output is cast back.
         bias = None if self.bias is None else self.bias.float()
         if self.rotation is not None:  # x R through the grid, the kept weights on x itself
-            xf = x.float()
-            y = self._grid_product(self._rotation().apply(xf)) + self._kept_product(xf)
+            y = self._rotated_product(x.float())
             return (y if bias is None else y + bias).to(x.dtype)
         if _DECODE["compiled"] and x.numel() == x.shape[-1] and self._matvec_ok(x):
-            y = _one_token(x.reshape(1, -1).float(), self._matvec_args())
+            xf = x.reshape(1, -1).float()
+            y = _one_token(xf, xf, self._matvec_args(), True)
             if y is not None:
                 y = y.view(*x.shape[:-1], self.out_features)
                 return (y if bias is None else y + bias).to(x.dtype)
         return nn.functional.linear(x.float(), self.dequantize(), bias).to(x.dtype)
 
-    def _grid_product(self, x: Tensor) -> Tensor:
-        """x (..., in) fp32 @ grid^T: through the compiled kernel for one token when on."""
+    def _rotated_product(self, x: Tensor) -> Tensor:
+        """grid (x R) + W_k x for x (..., in) fp32: one compiled call for one token when on."""
+        xr = self._rotation().apply(x)
         if _DECODE["compiled"] and x.numel() == x.shape[-1] and self._matvec_ok(x):
-            none = self.kept_index[:0], self.kept_values[:0]
-            args = self._matvec_args()
-            y = _one_token(x.reshape(1, -1), (*args[:3], *none, *args[5:]))
+            y = _one_token(xr.reshape(1, -1), x.reshape(1, -1), self._matvec_args(), False)
             if y is not None:
                 return y.view(*x.shape[:-1], self.out_features)
-        return nn.functional.linear(x, self.grid())
+        return nn.functional.linear(xr, self.grid()) + self._kept_product(x)
 
     def _kept_product(self, x: Tensor) -> Tensor:
         """x (..., in) fp32 @ W_k^T for the sparse kept weights (a rotated layer's)."""
@@ -270,16 +269,19 @@ def use_compiled_decoding(on: bool = True) -> None:
     _DECODE["compiled"] = on
 
 
-def _one_token(x: Tensor, args: tuple) -> Tensor | None:
+def _one_token(x: Tensor, x_kept: Tensor, args: tuple, replace: bool) -> Tensor | None:
     """The compiled kernel's output; None (and compiled decoding off from then on) when
     this machine cannot compile (no C++ compiler, an unsupported platform)."""
     if _DECODE["fn"] is None:
+        # Each layer shape x bits x group size x basis is its own graph: a few variants of
+        # one model pass dynamo's default of 8 per function and would fall back to eager.
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
         _DECODE["fn"] = torch.compile(packed_matvec, dynamic=False)
     kept_index, kept_values = args[3], args[4]
     torch._dynamo.maybe_mark_dynamic(kept_index, 0)  # one kernel for any kept count
     torch._dynamo.maybe_mark_dynamic(kept_values, 0)
     try:
-        return _DECODE["fn"](x, *args)
+        return _DECODE["fn"](x, x_kept, *args, replace)
     except Exception as e:  # inductor raises many kinds when no toolchain works
         log.warning("Compiled decoding is off: it failed here (%s); dequantizing instead.", e)
         _DECODE["compiled"] = False
@@ -298,6 +300,7 @@ def warm_up(model: nn.Module) -> None:
 
 def packed_matvec(
     x: Tensor,
+    x_kept: Tensor,
     packed: Tensor,
     scale: Tensor,
     zero: Tensor,
@@ -305,9 +308,11 @@ def packed_matvec(
     kept_values: Tensor,
     bits: int,
     group_words: int,
+    replace: bool,
 ) -> Tensor:
     """x (1, in) @ W_grid^T, read from the packed words (in and groups whole words of 8
-    codes); kept weights are not in it (PackedLinear adds them).
+    codes), plus the kept weights on x_kept (1, in): replacing the grid values at their
+    positions (replace, x_kept is x) or added to them (a rotated layer: x is x R).
 
     y[o] = sum_g s[o,g] (sum_{i in g} x_i c_oi - z[o,g] sum_{i in g} x_i), one code plane
     (the k-th code of every word) at a time. Written for torch.compile, which fuses it into
@@ -331,8 +336,10 @@ def packed_matvec(
     idx = kept_index.long()
     in_f = xw.numel()
     rows, cols = idx // in_f, idx % in_f
-    code = (word[rows, cols // CODES_PER_WORD] >> (bits * (cols % CODES_PER_WORD))) & (2**bits - 1)
-    g = cols // (group_words * CODES_PER_WORD)
-    grid = s[rows, g] * (code.float() - z[rows, g])
-    y = y.index_add(0, rows, x[0, cols] * (kept_values.float() - grid))
-    return y[None]
+    kept = x_kept[0, cols] * kept_values.float()
+    if replace:
+        word_at = word[rows, cols // CODES_PER_WORD] >> (bits * (cols % CODES_PER_WORD))
+        g = cols // (group_words * CODES_PER_WORD)
+        grid = s[rows, g] * ((word_at & (2**bits - 1)).float() - z[rows, g])
+        kept = kept - x[0, cols] * grid
+    return y.index_add(0, rows, kept)[None]

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import copy
+from unittest import mock
 
 import pytest
 import torch
 
+import tacq.packed as packed_mod
 from tacq.gptq import GPTQConfig, LayerQuant
 from tacq.models import quantizable_linears
 from tacq.packed import (
     PackedLinear,
     dense_copy,
     pack_rows,
+    packed_matvec,
     packed_model,
     packed_modules,
     packed_row_bytes,
@@ -196,3 +199,13 @@ def test_rotated_packed_linear_computes_its_dequantized_weight(kind, group_size)
     torch.testing.assert_close(
         got, torch.nn.functional.linear(one, W, mod.bias), atol=1e-5, rtol=1e-5
     )
+    # the one token went through the kernel (kept weights added, not replacing), once
+    calls = []
+
+    def spy(*args):
+        calls.append(args[-1])
+        return packed_matvec(*args)
+
+    with mock.patch.dict(packed_mod._DECODE, {"compiled": True, "fn": spy}):
+        torch.testing.assert_close(mod(one), got, atol=1e-5, rtol=1e-5)
+    assert calls == [False]
