@@ -45,6 +45,7 @@ class Lever:
     # task-only
     generic: bool = False
     damp: float = 0.01  # GPTQ's damping of diag(H); more trusts the few task tokens less
+    rotation: str | None = None  # the unkept weights quantized in a rotated basis (tacq.rotation)
 
 
 PEER_ITERS = 50  # AutoRound's tuning steps, as in the peers table (bench/one_task.py)
@@ -81,6 +82,11 @@ LEVERS = {
     "kept 0.20 % + damping 10 % + generic text in the Hessians": Lever(
         ratio=0.002, damp=0.1, generic=True
     ),
+    # the unkept weights in a rotated (Hadamard) basis, the kept ones exact (as `_roth` rows)
+    "rotated + damping 10 %": Lever(damp=0.1, rotation="hadamard"),
+    "rotated + kept 0.20 % + damping 10 %": Lever(ratio=0.002, damp=0.1, rotation="hadamard"),
+    "rotated + group size 64 + damping 10 %": Lever(group_size=64, damp=0.1, rotation="hadamard"),
+    "rotated + group size 32 + damping 10 %": Lever(group_size=32, damp=0.1, rotation="hadamard"),
     "kept weights on HQQ g64's rounding": Lever(group_size=64, peer="hqq"),
     "kept weights on AutoRound g128's rounding": Lever(group_size=128, peer="autoround"),
     "kept weights on AutoRound g128's rounding with generic text": Lever(
@@ -104,6 +110,7 @@ def run_lever(lm, task, bits: int, lever: Lever):
     from tacq.gptq import GPTQConfig
     from tacq.gradients import GradientConfig
     from tacq.quantize import quantize_model
+    from tacq.rotation import quantize_rotated
     from tacq.select import Selection
     from tacq.workflow import Study
 
@@ -119,16 +126,24 @@ def run_lever(lm, task, bits: int, lever: Lever):
         bits=bits, group_size=lever.group_size, act_order=lever.act_order, damp=lever.damp
     )
     extra = generic_batches(lm.tokenizer) if lever.generic else []
-    res = quantize_model(
-        lm.model,
-        study.batches(answer_only=False) + extra,
-        cfg,
-        ranking.masks(lever.ratio),
-        # the unmasked grid the reference already searched (per channel it depends on the
-        # weights alone): the default lever is then Study.quantize's TaCQ, bit for bit
-        unmasked=study.references.unmasked_grid(cfg),
-        sequential=lever.sequential,
-    )
+    if lever.rotation:  # Study.quantize's rotated run (same seed), true-sequential only
+        if extra or not lever.sequential or lever.act_order:
+            raise ValueError("a rotated lever combines with ratio, damping and groups only")
+        res = quantize_rotated(
+            lm.model, study.batches(answer_only=False), cfg, ranking.masks(lever.ratio),
+            kind=lever.rotation,
+        )  # fmt: skip
+    else:
+        res = quantize_model(
+            lm.model,
+            study.batches(answer_only=False) + extra,
+            cfg,
+            ranking.masks(lever.ratio),
+            # the unmasked grid the reference already searched (per channel it depends on
+            # the weights alone): the default lever is then Study.quantize's TaCQ, bit for bit
+            unmasked=study.references.unmasked_grid(cfg),
+            sequential=lever.sequential,
+        )
     model = dequantized(lm.model, res.layers)
     row = {
         "bpw_honest": study.size_at(sel, ranking).bpw_honest,

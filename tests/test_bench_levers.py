@@ -58,3 +58,22 @@ def test_every_lever_can_be_named_on_the_command_line(levers):
 def test_lever_names_survive_the_comma_list(levers):
     """--levers is a comma list: a name with a comma could never be asked for."""
     assert all("," not in name for name in levers.LEVERS)
+
+
+def test_a_rotated_lever_is_the_products_rotated_variant(levers, tiny_lm, tiny_task):
+    """The levers' rotated run is Study.quantize(rotation=...)'s, weight for weight."""
+    from tacq.packed import packed_modules
+
+    lever = levers.Lever(ratio=0.02, group_size=32, damp=0.1, rotation="hadamard")
+    _, model, _ = levers.run_lever(tiny_lm, tiny_task, 2, lever)
+    study = Study(tiny_lm, tiny_task)
+    study.collect()
+    v = study.quantize(Selection("tacq", 2, 0.02, 32), damp=0.1, rotation="hadamard")
+    mods = packed_modules(v.model)
+    assert mods and all(m.rotation == ("hadamard", m.rotation[1]) for m in mods.values())
+    for name, mod in mods.items():
+        got = model.get_submodule(name).weight
+        torch.testing.assert_close(got, mod.dequantize(), atol=1e-6, rtol=0)
+        assert not torch.equal(got, tiny_lm.model.get_submodule(name).weight)
+    with pytest.raises(ValueError, match="rotated lever"):
+        levers.run_lever(tiny_lm, tiny_task, 2, levers.Lever(rotation="hadamard", act_order=True))
