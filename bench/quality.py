@@ -12,13 +12,14 @@ Packed sizes of the TaCQ variants are written too.
 A method name ending in _g32/_g64/_g128/_g256 runs it group-wise (one scale and zero per
 that many input columns); a final _p0.25 keeps 0.25 % instead of 0.35 % (tacq_p0.25,
 tacq_g128_p0.1), for points at a peer's honest bits per weight; a last _d0.1 sets GPTQ's
-Hessian damping (default 0.01; tacq_d0.1, tacq_p0.2_d0.1, gptq_g128_d0.1); a very last _r100
+Hessian damping (default 0.01; tacq_d0.1, tacq_p0.2_d0.1, gptq_g128_d0.1); then _r100
 tunes the unkept weights' rounding after GPTQ for that many steps per block (tacq.rounding),
 on the calibration examples plus the generic text perplexity does not read
 (tacq_p0.2_d0.1_r100; _r100c keeps a block's tuning only where held-aside calibration
 examples' answer loss does not rise); a final _rot quantizes the unkept weights by GPTQ in a
 random rotated input basis, the kept ones staying exact in the original one (tacq.rotation;
-tacq_d0.1_rot, gptq_d0.1_rot). Each row keeps its per-example NLL and exact match, so the tables show
+tacq_d0.1_rot, gptq_d0.1_rot; tuned rounding then works on the rotated grid:
+tacq_g64_d0.1_r100c_roth). Each row keeps its per-example NLL and exact match, so the tables show
 95 % bootstrap intervals and paired comparisons (bench/tables.py), and its answer NLL and
 exact match on the task's dev split (never calibration, never held-out), by which a
 matched-bits point is picked.
@@ -121,13 +122,9 @@ def known_method(name: str) -> bool:
     """A table method, or a saliency method with a _p ratio suffix."""
     if ROTATED in name and not rotated(name):
         return False  # the rotation suffix comes last
-    if rotated(name):  # GPTQ's (masked or not) in the rotated basis; not with tuned rounding
+    if rotated(name):  # GPTQ's (masked or not, tuned rounding or not) in the rotated basis
         rest = unrotated(name)
-        return (
-            known_method(rest)
-            and parse_method(rest)[0] not in ("fp", "rtn")
-            and split_rounding(rest)[1] is None
-        )
+        return known_method(rest) and parse_method(rest)[0] not in ("fp", "rtn")
     rest, steps = split_rounding(name)
     if steps is not None:  # tuned rounding works on GPTQ's result (its grid), not RTN's
         return known_method(rest) and parse_method(rest)[0] not in ("fp", "rtn")

@@ -459,7 +459,7 @@ def cmd_quantize(args) -> None:
     if args.rounding_steps:
         tuned = {"rounding": RoundingConfig(args.rounding_steps, check=args.rounding_check)}
     if args.rotate:
-        check_rotation(args.rotate, args.method, tuned.get("rounding"))
+        check_rotation(args.rotate, args.method)
     study = _study(args)
     sel = _selection(args)
     if sel.ratio > 0 and METRICS[sel.metric].needs_grads:

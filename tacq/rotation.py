@@ -115,11 +115,9 @@ def quantize_rotated(
     return res
 
 
-def check_rotation(kind: str, method: str, rounding: object | None) -> None:
+def check_rotation(kind: str, method: str) -> None:
     """Refuse, before any work, what a rotated basis does not combine with."""
     if kind not in ROTATION_KINDS:
         raise TacqError(f"Unknown rotation {kind!r}: one of {', '.join(ROTATION_KINDS)}.")
     if method != "gptq":
         raise TacqError("A rotated basis is for GPTQ, which uses the rotated inputs' Hessians.")
-    if rounding is not None:
-        raise TacqError("Tuned rounding does not work in a rotated basis yet: pick one of them.")

@@ -8,7 +8,8 @@ AutoRound, Cheng et al. 2023, applied here after TaCQ's selection, on GPTQ's gri
 starts from each weight on that grid (round up or down) or from GPTQ's codes (one level up
 or down). Kept weights stay at their 16-bit values and out of the search; zeros stay GPTQ's
 and there is still one scale per row or group, so the number format, the packed export and
-the honest bytes do not change.
+the honest bytes do not change. On a rotated layer (tacq.rotation) the search runs on the
+grid of W_r R, every entry of it, and the kept weights add in the original basis as stored.
 
 The quantized block reads the quantized model's hidden states and is fit to the fp block's
 output on the fp model's hidden states, so each block also corrects what earlier blocks
@@ -36,6 +37,7 @@ from tacq.errors import TacqError
 from tacq.gptq import LayerQuant, per_column
 from tacq.gradients import token_loss
 from tacq.models import decoder_layers, input_device, quantizable_linears
+from tacq.orthogonal import Rotation
 from tacq.progress import Progress, no_progress
 from tacq.quantize import QuantResult, _run_block, capture_block_inputs
 
@@ -78,19 +80,30 @@ class _Tunable:
     bound: float  # the offset stays in [-bound, bound]
     offset: Tensor  # (out, in) learned
     factor: Tensor  # like lq.scale: learned scale factor - 1, in [-0.5, 0.5]
+    # a rotated layer (lq.rotation): its R, and its kept weights dense in the original basis
+    rotation: Rotation | None = None
+    kept: Tensor | None = None
 
     @classmethod
     def start(cls, lq: LayerQuant, weight: Tensor, cfg: RoundingConfig) -> _Tunable:
-        """weight: the original (out, in) weight, for the rtn start."""
+        """weight: the original (out, in) weight, for the rtn start. For a rotated layer the
+        grid holds W_r R (the unkept weights, rotated), so that is where rtn starts from."""
         n, device = lq.codes.shape[1], weight.device
         s, z = (per_column(t, n, lq.group_size).to(device) for t in (lq.scale, lq.zero))
+        R = kept = None
+        start = weight.detach().float()
+        if lq.rotation is not None:
+            R = Rotation.draw(n, lq.rotation[1], lq.rotation[0]).to(device)
+            mask = lq.keep_mask.to(device)
+            kept = torch.zeros_like(start).masked_scatter(mask, lq.kept_values.to(device).float())
+            start = R.apply(torch.where(mask, 0.0, start))
         if cfg.start == "gptq":  # GPTQ's integer levels: one step moves a weight one level
             levels, bound = lq.codes.to(device).float() - z, 1.0
         else:  # the weight on the grid: an offset in [-0.5, 0.5] rounds it down or up
-            levels, bound = weight.detach().float() / s, 0.5
+            levels, bound = start / s, 0.5
         offset = torch.zeros_like(levels, requires_grad=True)
         factor = torch.zeros_like(lq.scale, device=device, requires_grad=cfg.scales)
-        return cls(lq, levels, -z, 2**lq.bits - 1 - z, bound, offset, factor)
+        return cls(lq, levels, -z, 2**lq.bits - 1 - z, bound, offset, factor, R, kept)
 
     def params(self) -> list[Tensor]:
         return [self.offset] + ([self.factor] if self.factor.requires_grad else [])
@@ -110,6 +123,8 @@ class _Tunable:
         x = self.levels + self.offset
         x = x + (torch.round(x) - x).detach()  # straight-through rounding
         w = self._scale() * torch.clamp(x, self.low, self.high)
+        if self.rotation is not None:  # back to the original basis, where the kept ones add
+            return (self.rotation.unapply(w) + self.kept).to(dtype)
         kept = self.lq.keep_mask.to(w.device)
         w = w.masked_scatter(kept, self.lq.kept_values.to(w.device, w.dtype)) if kept.any() else w
         return w.to(dtype)
@@ -120,12 +135,13 @@ class _Tunable:
             moved = torch.clamp(torch.round(self.levels + self.offset), self.low, self.high)
             codes = (moved - self.low).round().to(torch.uint8).cpu()
             scale = (self.lq.scale * (1 + self.factor.cpu())).float()
-        keep = self.lq.keep_mask
-        codes = torch.where(keep, self.lq.codes, codes)
         lq = self.lq
+        if lq.rotation is None:  # a rotated grid has no kept positions: all of it is tuned
+            codes = torch.where(lq.keep_mask, lq.codes, codes)
         return LayerQuant(
-            codes, scale, lq.zero, keep, lq.kept_values, lq.bits, lq.hinv_diag, lq.group_size
-        )
+            codes, scale, lq.zero, lq.keep_mask, lq.kept_values, lq.bits, lq.hinv_diag,
+            lq.group_size, lq.rotation,
+        )  # fmt: skip
 
 
 def text_batches(tokenizer, texts: list[str], length: int = 256) -> list[Batch]:

@@ -156,11 +156,11 @@ class Study:
         cfg = GPTQConfig(bits=sel.bits, method=method, group_size=sel.group_size, damp=damp)
         estimate = packed_estimate(self.lm.model, sel.bits, sel.ratio, sel.group_size)
         if rotation is not None:  # the rotated residuals sit beside the weights while it runs
-            check_rotation(rotation, method, rounding)
+            check_rotation(rotation, method)
             estimate += dense_linear_bytes(self.lm.model)
         check_room(estimate, "a packed quantized variant")
         if rounding is not None:  # refused before minutes of GPTQ, not after
-            batches, check = self._rounding_batches(
+            batches, check = self.rounding_batches(
                 method, rounding, rounding_batches, rounding_check
             )
         gptq_end = 1.0 if rounding is None else 0.6  # the rounding pass takes the rest
@@ -212,7 +212,7 @@ class Study:
         )  # fmt: skip
         return build_variant(self.lm.model, result, spec, kept)
 
-    def _rounding_batches(
+    def rounding_batches(
         self,
         method: str,
         rounding: RoundingConfig,

@@ -51,24 +51,35 @@ def test_kept_weights_on_a_peers_rounding(levers, tiny_lm, tiny_task):
     assert row["peer"] == "hqq 0.0.0+fake"
 
 
-def test_every_lever_can_be_named_on_the_command_line(levers):
-    assert all("," not in name for name in levers.LEVERS)  # --levers is a comma list
-
-
 def test_lever_names_survive_the_comma_list(levers):
     """--levers is a comma list: a name with a comma could never be asked for."""
     assert all("," not in name for name in levers.LEVERS)
 
 
-def test_a_rotated_lever_is_the_products_rotated_variant(levers, tiny_lm, tiny_task):
-    """The levers' rotated run is Study.quantize(rotation=...)'s, weight for weight."""
-    from tacq.packed import packed_modules
+@pytest.mark.parametrize("steps", [0, 5])
+def test_a_rotated_lever_is_the_products_rotated_variant(
+    levers, tiny_lm, tiny_task, steps, monkeypatch
+):
+    """The levers' rotated run (and with checked rounding) is Study.quantize's, weight for
+    weight."""
+    import functools
 
-    lever = levers.Lever(ratio=0.02, group_size=32, damp=0.1, rotation="hadamard")
+    import tacq.gradients
+    from tacq.packed import packed_modules
+    from tacq.rounding import RoundingConfig
+
+    # batches of 4: the 8 tiny examples leave one batch to hold aside for the check
+    small = functools.partial(tacq.gradients.GradientConfig, batch_size=4)
+    monkeypatch.setattr(tacq.gradients, "GradientConfig", small)
+    lever = levers.Lever(
+        ratio=0.02, group_size=32, damp=0.1, rotation="hadamard", rounding_steps=steps
+    )
     _, model, _ = levers.run_lever(tiny_lm, tiny_task, 2, lever)
-    study = Study(tiny_lm, tiny_task)
+    study = Study(tiny_lm, tiny_task, grad_cfg=small())
     study.collect()
-    v = study.quantize(Selection("tacq", 2, 0.02, 32), damp=0.1, rotation="hadamard")
+    tuned = {"rounding": RoundingConfig(steps, check=True)} if steps else {}
+    v = study.quantize(Selection("tacq", 2, 0.02, 32), damp=0.1, rotation="hadamard", **tuned)
+    assert v.spec.rounding_check == bool(steps)
     mods = packed_modules(v.model)
     assert mods and all(m.rotation == ("hadamard", m.rotation[1]) for m in mods.values())
     for name, mod in mods.items():

@@ -47,7 +47,8 @@ def quality(monkeypatch):
         ("gptq_d0.1_rot", ("gptq", None, None), True),
         ("rtn_rot", ("rtn", None, None), False),  # the rotation is GPTQ's
         ("fp_rot", ("fp", None, None), False),
-        ("tacq_d0.1_r100_rot", ("tacq", None, None), False),  # not with tuned rounding
+        ("tacq_g64_d0.1_r100c_roth", ("tacq", 64, None), True),  # tuned on the rotated grid
+        ("rtn_r100_roth", ("rtn", None, None), False),
         ("tacq_rot_d0.1", ("tacq_rot", None, None), False),  # the suffix comes last
     ],
 )

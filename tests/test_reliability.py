@@ -250,7 +250,6 @@ def test_cli_rounding_check_without_steps_is_refused_before_loading(tmp_path, ca
     "extra, message",
     [
         (["--method", "rtn"], "for GPTQ"),
-        (["--rounding-steps", "10"], "Tuned rounding does not work in a rotated basis"),
     ],
 )
 def test_cli_rotation_with_what_it_cannot_combine_is_refused_before_loading(

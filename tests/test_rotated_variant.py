@@ -58,6 +58,23 @@ def test_rotated_variant_round_trips_bit_identically(study, tiny_lm, tmp_path):
     assert torch.equal(_logits(back.model, ids), got)
 
 
+def test_rotated_variant_with_tuned_rounding_round_trips(study, tiny_lm, tmp_path):
+    sel = Selection("tacq", bits=2, ratio=0.02)
+    plain = study.quantize(sel, rotation="hadamard")
+    v = study.quantize(sel, rotation="hadamard", rounding=RoundingConfig(20, lr=0.05))
+    assert v.spec.rotation == "hadamard" and v.spec.rounding_steps == 20
+    assert v.size.bpw_honest == plain.size.bpw_honest  # the same format, other codes
+    mods, before = packed_modules(v.model), packed_modules(plain.model)
+    assert any(not torch.equal(mods[n].dequantize(), before[n].dequantize()) for n in mods)
+    ids = torch.randint(3, 99, (2, 16), generator=torch.Generator().manual_seed(0))
+    got = _logits(v.model, ids)
+    loaded = load_quantized(save_packed(tmp_path / "rot-r", tiny_lm, v))
+    for name, m in packed_modules(loaded).items():
+        assert m.rotation == mods[name].rotation
+        assert torch.equal(m.dequantize(), mods[name].dequantize()), name
+    assert torch.equal(_logits(loaded, ids), got)
+
+
 def test_plain_gptq_rotated_keeps_nothing(study):
     v = study.quantize(Selection(bits=2, ratio=0.0), rotation="hadamard")
     assert v.name == "gptq-2bit-roth" and v.size.n_kept == 0
@@ -79,7 +96,6 @@ def test_damaged_rotation_in_config_is_refused(study, tiny_lm, tmp_path):
     [
         ({"rotation": "spiral"}, "Unknown rotation"),
         ({"rotation": "hadamard", "method": "rtn"}, "for GPTQ"),
-        ({"rotation": "hadamard", "rounding": RoundingConfig(10)}, "Tuned rounding"),
     ],
 )
 def test_what_a_rotation_does_not_combine_with_is_refused(study, kwargs, message):

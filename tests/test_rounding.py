@@ -102,6 +102,39 @@ def test_rtn_start_with_scales_beats_gptq_or_keeps_it(tiny_llama):
     assert err[0] == pytest.approx(tuned.block_losses[0][1], rel=1e-4)
 
 
+@pytest.mark.parametrize("kind", ["hadamard", "haar"])
+def test_rotated_rounding_tunes_the_rotated_grid_and_keeps_the_kept_weights(tiny_llama, kind):
+    from tacq.orthogonal import Rotation
+    from tacq.rotation import quantize_rotated
+    from tacq.rounding import _Tunable
+
+    batches, masks = _batches(), _masks(tiny_llama)
+    rot = quantize_rotated(tiny_llama, batches, GPTQConfig(bits=2, group_size=32), masks, kind=kind)
+    name, lq = next((n, q) for n, q in rot.layers.items() if q.keep_mask.any())
+    # untouched offsets from GPTQ's codes give back GPTQ's weight: grid R^T plus the kept ones
+    t = _Tunable.start(lq, tiny_llama.get_submodule(name).weight, RoundingConfig(start="gptq"))
+    assert torch.allclose(t.weight(torch.float32), lq.dequantize(), atol=1e-5)
+    # rtn starts from the rotated residual W_r R on the grid, not from W
+    W = tiny_llama.get_submodule(name).weight.detach().float()
+    t = _Tunable.start(lq, W, RoundingConfig(start="rtn"))
+    R = Rotation.draw(W.shape[1], lq.rotation[1], lq.rotation[0])
+    residual = R.apply(torch.where(lq.keep_mask, 0.0, W))
+    assert torch.allclose(t.levels * lq.scale.repeat_interleave(32, 1), residual, atol=1e-5)
+    rc = RoundingConfig(steps=100, lr=0.02, start="rtn", scales=True)
+    tuned = tune_rounding(tiny_llama, batches, rot, rc)
+    changed = 0
+    for n, g in rot.layers.items():
+        q = tuned.layers[n]
+        assert q.rotation == g.rotation and torch.equal(q.keep_mask, g.keep_mask)
+        assert torch.equal(q.kept_values, g.kept_values)
+        changed += int((q.codes != g.codes).sum())
+    assert changed > 0
+    assert any(a < b for b, a in tuned.block_losses)
+    err = _block_mse(tiny_llama, tuned, batches)  # the stored codes are what was tuned
+    assert err[0] == pytest.approx(tuned.block_losses[0][1], rel=1e-4)
+    assert err[0] <= _block_mse(tiny_llama, rot, batches)[0]
+
+
 def test_rounding_needs_a_quantized_model_and_a_step(tiny_llama):
     with pytest.raises(TacqError, match="at least 1"):
         RoundingConfig(steps=0)
