@@ -282,8 +282,10 @@ def three_bit_exact_match(res: Results) -> list[str]:
 def exact_match_ceiling(res: Results) -> list[str]:
     """Where no 3-bit TaCQ setting keeps 85 % of fp's exact match: the most any setting kept
     (fixed settings and levers alike, each scored on held-out: a held-out maximum, so an
-    upper bound, and a miss by it stands), the most a peer kept, and the first higher bit
-    width where a TaCQ row meets the target."""
+    upper bound, and a miss by it stands), what the dev split's pick kept, the most a peer
+    kept, and the first higher bit width where a TaCQ row meets the target. Where some
+    setting meets it and levers were picked on dev: which settings, and what the dev pick
+    kept (the fair claim: the others were not chosen blind)."""
     q = res.get("quality")
     if not q:
         return []
@@ -306,13 +308,37 @@ def exact_match_ceiling(res: Results) -> list[str]:
             for x in run["levers"]
             if x.get("heldout", {}).get("examples") == n
         ]
-        if not ours or max(ours)[0] >= EM_KEPT_TARGET:
+        picked = [  # the lever the dev split picked, as scored once on held-out
+            (x["heldout"]["exact_match"] / em, x["lever"], x["bpw_honest"])
+            for run in levers
+            if run["task"] == task
+            for x in run["levers"]
+            if x["lever"] == run.get("best_on_dev") and x.get("heldout", {}).get("examples") == n
+        ]
+        pick = (
+            f"the setting the dev split picks (lever {picked[0][1]}, {picked[0][2]:.3f} BPW) "
+            f"keeps {picked[0][0]:.1%}"
+            if picked
+            else ""
+        )
+        if not ours:
+            continue
+        if max(ours)[0] >= EM_KEPT_TARGET:  # met: by the dev pick, or only by a held-out max
+            if pick:
+                met = sorted((x for x in ours if x[0] >= EM_KEPT_TARGET), reverse=True)
+                out.append(
+                    f"- 3-bit exact match on {task}: {len(met)} of the {len(ours)} TaCQ settings "
+                    f"scored on held-out keep {EM_KEPT_TARGET:.0%} or more of fp's ({em:.3f}): "
+                    + ", ".join(f"{w} {x:.1%} ({b:.3f} BPW)" for x, w, b in met)
+                    + f"; {pick}."
+                )
             continue
         share, what, bpw = max(ours)
         line = (
             f"- 3-bit exact match on {task}: no TaCQ setting keeps {EM_KEPT_TARGET:.0%} of fp's "
             f"({em:.3f}); the most any of the {len(ours)} settings scored on held-out kept is "
             f"{share:.1%} ({what}, {bpw:.3f} BPW), a held-out maximum and so an upper bound"
+            + (f"; {pick}" if pick else "")
         )
         theirs = [
             (r["exact_match"] / em, r["method"], r["bpw_honest"])

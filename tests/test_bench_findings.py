@@ -335,7 +335,20 @@ def test_exact_match_ceiling_names_the_most_kept_where_no_setting_meets_85(findi
     )
     assert "the most a peer kept is 80.0% (autoround+generic_g128, 3.160 BPW)" in line
     assert line.endswith("; at 4 bits TaCQ keeps 95.0% (4.200 BPW).")
+    runs[0]["best_on_dev"] = "group size 32 + damping 10 %"
+    (line,) = findings.exact_match_ceiling(res)
+    assert (
+        "; the setting the dev split picks (lever group size 32 + damping 10 %, 3.910 BPW) "
+        "keeps 75.0%; the most a peer" in line
+    )
     res["quality"]["rows"].append(_row("antonyms", "tacq_p0.5", 0.36))  # 90 %: met at 3 bits
+    (line,) = findings.exact_match_ceiling(res)  # met, but not by what dev picked
+    assert line == (
+        "- 3-bit exact match on antonyms: 1 of the 4 TaCQ settings scored on held-out keep 85% "
+        "or more of fp's (0.400): TaCQ 0.50 % 90.0% (3.200 BPW); the setting the dev split "
+        "picks (lever group size 32 + damping 10 %, 3.910 BPW) keeps 75.0%."
+    )
+    del runs[0]["best_on_dev"]  # no dev pick: nothing to add where the target is met
     assert findings.exact_match_ceiling(res) == []
 
 
