@@ -88,7 +88,7 @@ def split_rounding(name: str) -> tuple[str, int | None]:
 def rounding_checked(name: str) -> bool:
     """'tacq_r100c': a block's tuned rounding is kept only where the model's answer loss on
     held-aside calibration examples does not rise (tacq.rounding.tune_rounding's check)."""
-    return split_rounding(name)[1] is not None and name.endswith("c")
+    return split_rounding(name)[1] is not None and unrotated(name).endswith("c")
 
 
 def split_damp(name: str) -> tuple[str, float | None]:

@@ -72,6 +72,13 @@ def test_ratio_rows_sort_after_their_default_row(quality):
     ]
 
 
+def test_checked_rounding_is_read_through_a_rotation_suffix(quality):
+    assert quality.rounding_checked("tacq_g64_d0.1_r100c_roth")
+    assert quality.rounding_checked("tacq_d0.1_r100c_rot")
+    assert not quality.rounding_checked("tacq_g64_d0.1_r100_roth")
+    assert not quality.rounding_checked("tacq_d0.1_roth")
+
+
 def test_rounding_suffix_is_split_off_before_damping(quality):
     assert quality.split_rounding("tacq_p0.2_d0.1_r200") == ("tacq_p0.2_d0.1", 200)
     assert quality.split_damp("tacq_p0.2_d0.1_r200") == ("tacq_p0.2", 0.1)
