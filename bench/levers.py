@@ -139,9 +139,14 @@ def run_lever(lm, task, bits: int, lever: Lever):
         bits=bits, group_size=lever.group_size, act_order=lever.act_order, damp=lever.damp
     )
     extra = generic_batches(lm.tokenizer) if lever.generic else []
-    if lever.rotation:  # Study.quantize's rotated run (same seed), true-sequential only
-        if extra or not lever.sequential or lever.act_order:
-            raise ValueError("a rotated lever combines with ratio, damping and groups only")
+    if (lever.rotation or lever.rounding_steps) and (
+        extra or not lever.sequential or lever.act_order
+    ):  # Study.quantize's paths: true-sequential, task Hessians, no act-order
+        raise ValueError(
+            "a rotated lever (or one with tuned rounding) combines with ratio, damping, groups "
+            "and rotation only"
+        )
+    if lever.rotation:  # Study.quantize's rotated run (same seed)
         res = quantize_rotated(
             lm.model, study.batches(answer_only=False), cfg, ranking.masks(lever.ratio),
             kind=lever.rotation,
@@ -158,8 +163,6 @@ def run_lever(lm, task, bits: int, lever: Lever):
             sequential=lever.sequential,
         )
     if lever.rounding_steps:  # Study.quantize's tuned + checked rounding, same batches
-        if extra or not lever.sequential or lever.act_order:
-            raise ValueError("tuned rounding combines with ratio, damping, groups and rotation")
         rc = RoundingConfig(lever.rounding_steps, check=True)
         fit, check = study.rounding_batches("gptq", rc, None, None)
         res = tune_rounding(lm.model, fit, res, rc, check=check)
