@@ -10,6 +10,7 @@ import pandas as pd
 from app.circuit_tab import METRIC_CHOICES
 from app.common import HEAVY, cancel_handler, gradio_progress, handles_errors, need, variant_choices
 from app.state import ModelRegistry, UserState
+from tacq.distill import DistillConfig
 from tacq.gptq import DEFAULT_DAMP, GROUP_SIZES
 from tacq.memory import dense_linear_bytes, packed_estimate
 from tacq.peer_run import make_peer_variant
@@ -52,6 +53,11 @@ ROUNDING_CHOICES = [
 # on one at 2 bits (bench/README.md), at no extra bits; a few KB per Linear in memory (the
 # dense Haar R of `--rotate haar` would be n^2 floats).
 BASIS_CHOICES = [("as is (paper)", "none"), ("rotated (Hadamard)", "hadamard")]
+
+# Every scale then distilled at once from the fp model's next-token distributions
+# (tacq.distill), on the examples less every 4th batch plus the bundled generic text; the
+# held-aside batch picks the epoch kept (or the start). See bench/README.md for what it did.
+DISTILL_CHOICES = [("no (paper)", 0), ("2 epochs, checked", 2)]
 
 PEER_LABELS = {"autoround": "AutoRound", "hqq": "HQQ"}
 PEER_ITERS = 50  # AutoRound tuning steps per block (its default 200 is slow on a CPU)
@@ -116,6 +122,14 @@ def build() -> SimpleNamespace:
             elem_id="quant-basis",
             scale=1,
         )
+        distill = gr.Dropdown(
+            DISTILL_CHOICES,
+            value=0,
+            label="Distil the scales",
+            info="then tune every scale at once to the fp model's outputs (minutes)",
+            elem_id="quant-distill",
+            scale=1,
+        )
     with gr.Row():
         go = gr.Button("Quantize", variant="primary")
         cancel = gr.Button("Cancel", variant="stop")
@@ -145,6 +159,7 @@ def build() -> SimpleNamespace:
         damp=damp,
         rounding=rounding,
         basis=basis,
+        distill=distill,
         go=go,
         cancel=cancel,
         peer=peer,
@@ -177,6 +192,7 @@ def wire(
         damp: float,
         rounding: str,
         basis: str,
+        distill: int,
         pct: float,
         progress=gr.Progress(),
     ):
@@ -190,6 +206,8 @@ def wire(
             study.collect(gradio_progress(progress, stop))
         cfg = ROUNDINGS.get(rounding)
         tuned = {"rounding": cfg} if cfg else {}
+        if int(distill):
+            tuned["distill"] = DistillConfig(int(distill))
         rotation = None if basis == "none" else basis
         v = study.quantize(
             sel, method, gradio_progress(progress, stop), damp=float(damp), rotation=rotation,
@@ -247,6 +265,7 @@ def wire(
             user_state,
             *(tab.bits, tab.metric, tab.method, tab.circuit, tab.groups, tab.damp, tab.rounding),
             tab.basis,
+            tab.distill,
             ratio,
         ],
         outs,

@@ -19,8 +19,12 @@ from quality import (
     rotation_kind,
     rounding_checked,
     split_damp,
+    split_distill,
     split_rounding,
+    unchecked,
+    undistilled,
     unrotated,
+    unrounded,
 )
 
 from tacq.data import list_tasks
@@ -44,6 +48,8 @@ def label(method: str) -> str:
     out += (f" {100 * ratio:.2f} %" if ratio else "") + (f" damp {damp:g}" if damp else "")
     checked = " checked" if rounding_checked(method) else ""
     out += f" rounding {steps}{checked}" if steps else ""
+    epochs = split_distill(method)[1]
+    out += f" distilled {epochs}" if epochs else ""
     kind = rotation_kind(method)
     return out + ("" if kind is None else " rotated" + (" (Hadamard)" if kind != "haar" else ""))
 
@@ -105,6 +111,7 @@ def quality_targets(res: Results) -> list[str]:
     out += paired_summary(rows)
     out += damping_summary(rows)
     out += rounding_summary(rows)
+    out += distill_summary(rows)
     out += rotation_summary(rows)
     for task in ("antonyms", "capitals"):
         seeds = _seed_summary(rows, task, 2, ("tacq", "msg", "gptq_g128", "gptq"))
@@ -459,6 +466,41 @@ def levers(res: Results) -> list[str]:
     return out
 
 
+def block_sensitivity(res: Results) -> list[str]:
+    """Where a bit width loses a task: the share of the all-low to all-high NLL gap that
+    giving one block the extra bit closes, and whether a few blocks hold most of it."""
+    bs = res.get("block_sensitivity")
+    if not bs:
+        return []
+    out = []
+    for run in bs["runs"]:
+        low, high = run["bits"], run["bits"] + 1
+        a, b = run["all_low"]["answer_nll"], run["all_high"]["answer_nll"]
+        if a <= b:
+            continue
+        share = {
+            r["block"]: (a - r["only_this_high"]["answer_nll"]) / (a - b) for r in run["blocks"]
+        }
+        top = sorted(share, key=share.get, reverse=True)[:3]
+        even = 1 / len(share)
+        spread = share[top[0]] < 3 * even
+        out.append(
+            f"- Where {low}-bit TaCQ loses {run['task']} ({run['variant']}; dev plus unused "
+            f"calibration items, {run['examples']} examples): all blocks at {low} bits answer "
+            f"NLL {a:.3f}, all at {high} bits {b:.3f}. One block alone at {high} bits closes at "
+            f"most {share[top[0]]:.0%} of that gap (blocks {', '.join(map(str, top))}: "
+            f"{', '.join(f'{share[i]:.0%}' for i in top)}; an even share would be {even:.0%}), "
+            f"the {len(share)} single upgrades together {sum(share.values()):.0%}. "
+            + (
+                "The loss is spread over the blocks: a per-block bit width would buy about "
+                "what the same bits spent on every block (smaller groups) buy."
+                if spread
+                else f"Most of it sits in a few blocks: giving those {high} bits is a lever."
+            )
+        )
+    return out
+
+
 def circuit_causal(res: Results) -> list[str]:
     """Damage-only causal test: task vs random, magnitude and the control task."""
     c = res.get("causal")
@@ -524,7 +566,12 @@ def damping_summary(rows: list[dict]) -> list[str]:
     """Each damped TaCQ row against the same TaCQ point at the paper's damping, paired per
     task: does more damping of GPTQ's Hessians carry over from the dev split it was picked
     on (bench/levers.py) to every task's held-out set?"""
-    plain = [r for r in rows if not split_rounding(r["method"])[1] and not rotated(r["method"])]
+    plain = [
+        r
+        for r in rows
+        if not (split_rounding(r["method"])[1] or split_distill(r["method"])[1])
+        and not rotated(r["method"])
+    ]
     return _paired_with_and_without(
         plain,
         lambda m: split_damp(m)[0] if split_damp(m)[1] else None,
@@ -538,12 +585,25 @@ def rounding_summary(rows: list[dict]) -> list[str]:
     checked row against the same tuning unchecked: what the held-aside check buys."""
     return _paired_with_and_without(
         rows,
-        lambda m: split_rounding(m)[0] if split_rounding(m)[1] else None,
+        lambda m: unrounded(m) if split_rounding(m)[1] else None,
         lambda m: f"rounding tuned {split_rounding(m)[1]} steps per block after GPTQ",
     ) + _paired_with_and_without(
         rows,
-        lambda m: m.removesuffix("c") if rounding_checked(m) else None,
+        lambda m: unchecked(m) if rounding_checked(m) else None,
         lambda m: "each block's tuning kept only where the held-aside answer loss did not rise",
+    )
+
+
+def distill_summary(rows: list[dict]) -> list[str]:
+    """Each TaCQ row with distilled scales (tacq.distill) against the same point without,
+    paired per task: what distilling the scales from the fp model buys on held-out."""
+    return _paired_with_and_without(
+        rows,
+        lambda m: undistilled(m) if split_distill(m)[1] else None,
+        lambda m: (
+            f"every scale distilled from the fp model, {split_distill(m)[1]} epochs, the "
+            "epoch kept by held-aside calibration examples"
+        ),
     )
 
 
@@ -998,6 +1058,7 @@ OPEN: list[Callable[[Results], list[str]]] = [
     three_bit,
     exact_match_ceiling,
     levers,
+    block_sensitivity,
     tuned_peer_broke,
     peer_breakdown,
     omp,

@@ -5,7 +5,8 @@ a larger kept ratio, the loss on answer tokens only, all calibration examples, a
 GPTQ's act-order, Hessians from the original model's activations instead of true-sequential
 ones, the generic text (the part perplexity does not read) added to GPTQ's Hessians, more
 damping of GPTQ's Hessians (32 calibration examples hold ~650 tokens, fewer than the 1,536
-inputs of an MLP down projection, so its Hessian is rank-deficient), and
+inputs of an MLP down projection, so its Hessian is rank-deficient), a rotated basis,
+tuned rounding, every scale distilled from the fp model (tacq.distill), and
 TaCQ's kept weights put back on a peer's rounding (HQQ or AutoRound run by their own
 packages; those levers need bench/requirements-peers.txt and are recorded with the reason
 when it is missing). Each is scored on the task's **dev** split (never used for
@@ -49,6 +50,9 @@ class Lever:
     # then tuned rounding (tacq.rounding), this many steps per block, checked on held-aside
     # calibration examples, as Study.quantize's "tuned + checked"; 0: GPTQ's rounding
     rounding_steps: int = 0
+    # then every scale distilled from the fp model at once (tacq.distill), this many
+    # epochs, as Study.quantize's distill: its batches, the epoch kept by the held-aside check
+    distill_epochs: int = 0
 
 
 PEER_ITERS = 50  # AutoRound's tuning steps, as in the peers table (bench/one_task.py)
@@ -99,6 +103,16 @@ LEVERS = {
     "rotated + group size 32 + damping 10 % + checked rounding": Lever(
         group_size=32, damp=0.1, rotation="hadamard", rounding_steps=100
     ),
+    # the scales then distilled from the fp model (task and generic text, KL of next tokens)
+    "rotated + damping 10 % + distilled scales": Lever(
+        damp=0.1, rotation="hadamard", distill_epochs=2
+    ),
+    "rotated + group size 64 + damping 10 % + distilled scales": Lever(
+        group_size=64, damp=0.1, rotation="hadamard", distill_epochs=2
+    ),
+    "rotated + group size 32 + damping 10 % + distilled scales": Lever(
+        group_size=32, damp=0.1, rotation="hadamard", distill_epochs=2
+    ),
     "kept weights on HQQ g64's rounding": Lever(group_size=64, peer="hqq"),
     "kept weights on AutoRound g128's rounding": Lever(group_size=128, peer="autoround"),
     "kept weights on AutoRound g128's rounding with generic text": Lever(
@@ -119,6 +133,7 @@ def run_lever(lm, task, bits: int, lever: Lever):
     """Quantize with one lever -> (its honest BPW and time, the dequantized model, and for a
     peer lever the peer's own model from the same run, else None)."""
     from tacq.data import DataConfig
+    from tacq.distill import DistillConfig, tune_scales
     from tacq.gptq import GPTQConfig
     from tacq.gradients import GradientConfig
     from tacq.quantize import quantize_model
@@ -139,12 +154,12 @@ def run_lever(lm, task, bits: int, lever: Lever):
         bits=bits, group_size=lever.group_size, act_order=lever.act_order, damp=lever.damp
     )
     extra = generic_batches(lm.tokenizer) if lever.generic else []
-    if (lever.rotation or lever.rounding_steps) and (
+    if (lever.rotation or lever.rounding_steps or lever.distill_epochs) and (
         extra or not lever.sequential or lever.act_order
     ):  # Study.quantize's paths: true-sequential, task Hessians, no act-order
         raise ValueError(
-            "a rotated lever (or one with tuned rounding) combines with ratio, damping, groups "
-            "and rotation only"
+            "a rotated lever (or one with tuned rounding or distilled scales) combines with "
+            "ratio, damping, groups and rotation only"
         )
     if lever.rotation:  # Study.quantize's rotated run (same seed)
         res = quantize_rotated(
@@ -166,6 +181,9 @@ def run_lever(lm, task, bits: int, lever: Lever):
         rc = RoundingConfig(lever.rounding_steps, check=True)
         fit, check = study.rounding_batches("gptq", rc, None, None)
         res = tune_rounding(lm.model, fit, res, rc, check=check)
+    if lever.distill_epochs:  # Study.quantize's distilled scales, same batches
+        fit, check = study.distill_batches()
+        res = tune_scales(lm.model, res, fit, DistillConfig(lever.distill_epochs), check=check)
     model = dequantized(lm.model, res.layers)
     row = {
         "bpw_honest": study.size_at(sel, ranking).bpw_honest,

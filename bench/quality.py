@@ -19,7 +19,10 @@ on the calibration examples plus the generic text perplexity does not read
 examples' answer loss does not rise); a final _rot quantizes the unkept weights by GPTQ in a
 random rotated input basis, the kept ones staying exact in the original one (tacq.rotation;
 tacq_d0.1_rot, gptq_d0.1_rot; tuned rounding then works on the rotated grid:
-tacq_g64_d0.1_r100c_roth). Each row keeps its per-example NLL and exact match, so the tables show
+tacq_g64_d0.1_r100c_roth); an _e2 before any rotation suffix then distils every scale from the
+fp model for that many epochs on the calibration examples (less every 4th batch, which
+picks the epoch kept) plus the generic text perplexity does not read (tacq.distill;
+tacq_g64_d0.1_e2_roth). Each row keeps its per-example NLL and exact match, so the tables show
 95 % bootstrap intervals and paired comparisons (bench/tables.py), and its answer NLL and
 exact match on the task's dev split (never calibration, never held-out), by which a
 matched-bits point is picked.
@@ -73,11 +76,23 @@ def unrotated(name: str) -> str:
     return name[: name.rindex(ROTATED)] if rotated(name) else name
 
 
+def split_distill(name: str) -> tuple[str, int | None]:
+    """'tacq_g64_d0.1_e2_roth' -> ('tacq_g64_d0.1', 2): a final _e (before any rotation
+    suffix) then distils every scale from the fp model for that many epochs (tacq.distill),
+    the epoch kept by held-aside calibration examples. A rotation suffix is dropped."""
+    name = unrotated(name)
+    head, sep, epochs = name.rpartition("_e")
+    if sep and epochs.isdigit() and int(epochs) > 0:
+        return head, int(epochs)
+    return name, None
+
+
 def split_rounding(name: str) -> tuple[str, int | None]:
     """'tacq_d0.1_r200' -> ('tacq_d0.1', 200): a final _r tunes the rounding after GPTQ for
     that many steps per block (None: GPTQ's rounding as it is); _r200c checks each block on
-    held-aside calibration examples (rounding_checked). A rotation suffix is dropped."""
-    name = unrotated(name)
+    held-aside calibration examples (rounding_checked). Distillation and rotation suffixes
+    are dropped."""
+    name, _ = split_distill(name)
     head, sep, steps = name.rpartition("_r")
     steps = steps.removesuffix("c")
     if sep and steps.isdigit() and int(steps) > 0:
@@ -88,7 +103,36 @@ def split_rounding(name: str) -> tuple[str, int | None]:
 def rounding_checked(name: str) -> bool:
     """'tacq_r100c': a block's tuned rounding is kept only where the model's answer loss on
     held-aside calibration examples does not rise (tacq.rounding.tune_rounding's check)."""
-    return split_rounding(name)[1] is not None and unrotated(name).endswith("c")
+    return split_rounding(name)[1] is not None and split_distill(name)[0].endswith("c")
+
+
+def _rotation_suffix(name: str) -> str:
+    return name[len(unrotated(name)) :]
+
+
+def undistilled(name: str) -> str:
+    """The same method without distilled scales: 'tacq_d0.1_e2_roth' -> 'tacq_d0.1_roth'."""
+    return split_distill(name)[0] + _rotation_suffix(name)
+
+
+def unrounded(name: str) -> str:
+    """The same method with GPTQ's rounding, every other suffix kept:
+    'tacq_d0.1_r100c_e2_roth' -> 'tacq_d0.1_e2_roth'."""
+    head, steps = split_rounding(name)
+    if steps is None:
+        return name
+    epochs = split_distill(name)[1]
+    return head + (f"_e{epochs}" if epochs else "") + _rotation_suffix(name)
+
+
+def unchecked(name: str) -> str:
+    """The same tuned rounding without the held-aside check, every other suffix kept:
+    'tacq_r100c_roth' -> 'tacq_r100_roth'."""
+    if not rounding_checked(name):
+        return name
+    head, steps = split_rounding(name)
+    epochs = split_distill(name)[1]
+    return head + f"_r{steps}" + (f"_e{epochs}" if epochs else "") + _rotation_suffix(name)
 
 
 def split_damp(name: str) -> tuple[str, float | None]:
@@ -122,9 +166,14 @@ def known_method(name: str) -> bool:
     """A table method, or a saliency method with a _p ratio suffix."""
     if ROTATED in name and not rotated(name):
         return False  # the rotation suffix comes last
+    if re.search(r"_e\d+(_|$)", unrotated(name)) and split_distill(name)[1] is None:
+        return False  # the distillation suffix comes last but for a rotation
     if rotated(name):  # GPTQ's (masked or not, tuned rounding or not) in the rotated basis
         rest = unrotated(name)
         return known_method(rest) and parse_method(rest)[0] not in ("fp", "rtn")
+    rest, epochs = split_distill(name)
+    if epochs is not None:  # distilled scales: on a grid, not for fp
+        return known_method(rest) and parse_method(rest)[0] != "fp"
     rest, steps = split_rounding(name)
     if steps is not None:  # tuned rounding works on GPTQ's result (its grid), not RTN's
         return known_method(rest) and parse_method(rest)[0] not in ("fp", "rtn")
@@ -138,7 +187,7 @@ def known_method(name: str) -> bool:
     )
 
 
-def method_order(name: str) -> tuple[int, float, float, int, bool, int]:
+def method_order(name: str) -> tuple[int, float, float, int, bool, int, int]:
     """Table position: the method's place in ALL, ratios after their default row, then
     damping after the default damping, then tuned rounding after GPTQ's, rotated last."""
     base, group, ratio = parse_method(name)
@@ -148,6 +197,7 @@ def method_order(name: str) -> tuple[int, float, float, int, bool, int]:
         split_damp(name)[1] or 0.0,
         split_rounding(name)[1] or 0,
         rounding_checked(name),
+        split_distill(name)[1] or 0,
         list(ROTATIONS.values()).index(rotation_kind(name)) + 1 if rotated(name) else 0,
     )
 
@@ -226,6 +276,7 @@ def run_task(
 ) -> list[dict]:
     from tacq.causal import default_control
     from tacq.data import DataConfig, generic_text, load_task
+    from tacq.distill import DistillConfig
     from tacq.evaluate import evaluate, perplexity
     from tacq.export import save_packed
     from tacq.gptq import DEFAULT_DAMP
@@ -303,6 +354,12 @@ def run_task(
                     "rounding_batches": fit + generic_batches(lm.tokenizer),
                     "rounding_check": check,
                 }
+            if epochs := split_distill(m)[1]:  # its fit: the generic text ppl does not read
+                fit, check = hold_aside(
+                    study.batches(answer_only=False), study.batches(answer_only=True)
+                )
+                tuned["distill"] = DistillConfig(epochs)
+                tuned["distill_batches"] = (fit + generic_batches(lm.tokenizer), check)
             if rotated(m):  # the unkept weights in a rotated basis (tacq.rotation)
                 tuned["rotation"] = rotation_kind(m)
             if base_m in PLAIN_METHODS:
@@ -344,6 +401,17 @@ def run_task(
                         ),
                     }
                     if steps
+                    else {}
+                ),
+                **(
+                    {
+                        "distill_epochs": epochs,
+                        "distill_tokens": sum(b.n_tokens for b in tuned["distill_batches"][0]),
+                        "distill_check_tokens": sum(
+                            int(b.loss_mask.sum()) for b in tuned["distill_batches"][1]
+                        ),
+                    }
+                    if epochs
                     else {}
                 ),
                 "answer_nll": r.answer_nll,

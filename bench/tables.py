@@ -72,10 +72,17 @@ SCRIPTS = [  # (command, what it measures, result topic)
     (
         "python bench/levers.py --task antonyms --bits 3",
         "TaCQ under each lever (kept ratio, answer-only loss, all calibration examples, "
-        "group size, act-order, Hessians from the original activations, TaCQ's kept weights "
-        "on HQQ's / AutoRound's rounding) on the dev split; the dev pick scored once on "
-        "held-out",
+        "group size, act-order, Hessians from the original activations, rotation, tuned "
+        "rounding, distilled scales, TaCQ's kept weights on HQQ's / AutoRound's rounding) on "
+        "the dev split; the dev pick scored once on held-out",
         "levers",
+    ),
+    (
+        "python bench/block_sensitivity.py --task capitals --bits 3",
+        "where a bit width loses a task: each decoder block alone at one more bit (and alone "
+        "at the lower one), on dev plus unused calibration items; summed TaCQ / QAL scores "
+        "per block",
+        "block_sensitivity",
     ),
     (
         "python bench/peer_breakdown.py --task antonyms --bits 3 --iters 50` (and "
@@ -168,7 +175,9 @@ def header() -> str:
         "kept only where held-aside calibration examples' answer loss does not rise), `_rot` the "
         "unkept weights quantized in a random rotated input basis, the kept ones exact in the "
         "original one (tacq.rotation; a dense Haar rotation), `_roth` the same with a "
-        "structured one (random signs, a small Haar matrix Kronecker a Hadamard matrix).",
+        "structured one (random signs, a small Haar matrix Kronecker a Hadamard matrix); "
+        "`_e2` before a rotation suffix: every scale then distilled from the fp model for 2 "
+        "epochs (tacq.distill), the epoch kept by held-aside calibration examples.",
         "",
     ]
     return "\n".join(lines)

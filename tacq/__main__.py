@@ -213,7 +213,16 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("hadamard", "haar"),
         help="quantize the unkept weights in a random rotated input basis, the kept ones "
         "exact (tacq.rotation): hadamard is structured (a few KB per Linear in memory), haar a "
-        "dense matrix per Linear (n^2 floats each); GPTQ only, not with --rounding-steps",
+        "dense matrix per Linear (n^2 floats each); GPTQ only",
+    )
+    p.add_argument(
+        "--distill-epochs",
+        type=int,
+        default=0,
+        help="then distil every scale at once from the fp model's next-token distributions "
+        "(tacq.distill), this many epochs, on the calibration examples less every 4th batch "
+        "plus the bundled generic text; the held-aside batches pick the epoch kept (default "
+        "0: none)",
     )
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument(
@@ -448,6 +457,7 @@ def cmd_export_scores(args) -> None:
 
 
 def cmd_quantize(args) -> None:
+    from tacq.distill import DistillConfig
     from tacq.progress import cli_progress
     from tacq.rotation import check_rotation
     from tacq.rounding import RoundingConfig
@@ -458,6 +468,8 @@ def cmd_quantize(args) -> None:
     tuned = {}
     if args.rounding_steps:
         tuned = {"rounding": RoundingConfig(args.rounding_steps, check=args.rounding_check)}
+    if args.distill_epochs:  # a bad count is refused before the model loads
+        tuned["distill"] = DistillConfig(args.distill_epochs)
     if args.rotate:
         check_rotation(args.rotate, args.method)
     study = _study(args)

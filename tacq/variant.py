@@ -34,6 +34,7 @@ class VariantSpec:
     rounding_check: bool = False  # tuning kept per block only where held-aside loss fell
     rotation: str | None = None  # unkept weights quantized in a rotated basis (tacq.rotation)
     rotation_seed: int = 0  # each Linear's R is drawn from this and its name
+    distill_epochs: int = 0  # epochs of scales distilled from the fp model (tacq.distill)
 
     @property
     def name(self) -> str:
@@ -43,6 +44,8 @@ class VariantSpec:
             fmt += f"-d{self.damp:g}"
         if self.rounding_steps:
             fmt += f"-r{self.rounding_steps}" + ("c" if self.rounding_check else "")
+        if self.distill_epochs:
+            fmt += f"-e{self.distill_epochs}"
         if self.rotation:
             fmt += "-roth" if self.rotation == "hadamard" else f"-rot-{self.rotation}"
         if not self.ratio:

@@ -16,6 +16,7 @@ from torch import Tensor
 from tacq.anatomy import Geometry, aggregate
 from tacq.calibration import CalibrationSet
 from tacq.data import Batch, DataConfig, TaskSet, generic_text
+from tacq.distill import DistillConfig, distill_bytes, tune_scales
 from tacq.errors import TacqError
 from tacq.explain import ModuleExplanation, explain_module, row_col_saliency
 from tacq.gptq import DEFAULT_DAMP, GPTQConfig
@@ -136,6 +137,8 @@ class Study:
         rounding_batches: list[Batch] | None = None,
         rounding_check: list[Batch] | None = None,
         rotation: str | None = None,
+        distill: DistillConfig | None = None,
+        distill_batches: tuple[list[Batch], list[Batch]] | None = None,
     ) -> Variant:
         """A packed variant: masked GPTQ keeping the top sel.ratio weights under sel.metric.
 
@@ -150,6 +153,9 @@ class Study:
         calibration batch, then left out of the default fit).
         rotation: a tacq.orthogonal kind ("hadamard"): GPTQ quantizes the unkept weights in
         a randomly rotated input basis, the kept ones stay exact (tacq.rotation).
+        distill: then tune every scale at once against the fp model's distributions
+        (tacq.distill) on distill_batches (fit, check) (None: Study.distill_batches), the
+        epoch kept by the check's answer loss.
         """
         if method == "rtn":
             damp = DEFAULT_DAMP
@@ -158,12 +164,18 @@ class Study:
         if rotation is not None:  # the rotated residuals sit beside the weights while it runs
             check_rotation(rotation, method)
             estimate += dense_linear_bytes(self.lm.model)
+        if distill is not None:  # refused before minutes of GPTQ, not after
+            fit, held = distill_batches or self.distill_batches()
+            estimate += distill_bytes(self.lm.model, fit)
         check_room(estimate, "a packed quantized variant")
-        if rounding is not None:  # refused before minutes of GPTQ, not after
+        if rounding is not None:
             batches, check = self.rounding_batches(
                 method, rounding, rounding_batches, rounding_check
             )
-        gptq_end = 1.0 if rounding is None else 0.6  # the rounding pass takes the rest
+        # GPTQ, then the passes after it: tuned rounding, distilled scales
+        passes = (rounding is not None) + (distill is not None)
+        gptq_end = (1.0, 0.6, 0.5)[passes]
+        round_end = 0.75 if passes == 2 else 1.0
         if rotation is not None:
             ranking = self.ranking(sel, scaled(progress, 0.0, 0.3)) if sel.ratio else None
             result = quantize_rotated(
@@ -200,8 +212,13 @@ class Study:
                 batches,
                 result,
                 rounding,
-                scaled(progress, gptq_end, 1.0),
+                scaled(progress, gptq_end, round_end),
                 check=check,
+            )
+        if distill is not None:
+            start = round_end if rounding is not None else gptq_end
+            result = tune_scales(
+                self.lm.model, result, fit, distill, held, scaled(progress, start, 1.0)
             )
         metric = sel.metric if sel.ratio else None
         spec = VariantSpec(
@@ -209,8 +226,22 @@ class Study:
             task=self.task.name, examples=self.digest(), base_model=self.lm.fingerprint,
             damp=damp, rounding_steps=rounding.steps if rounding else 0,
             rounding_check=bool(rounding and rounding.check), rotation=rotation,
+            distill_epochs=distill.epochs if distill else 0,
         )  # fmt: skip
         return build_variant(self.lm.model, result, spec, kept)
+
+    def distill_batches(self) -> tuple[list[Batch], list[Batch]]:
+        """(fit, check) batches of a distillation pass: the calibration batches less every
+        4th, plus the bundled generic text (a task's few hundred tokens alone are overfit in
+        an epoch or two); the 4th ones, on their answers, pick the epoch kept."""
+        fit, check = hold_aside(self.batches(answer_only=False), self.batches(answer_only=True))
+        if not check:
+            size = self.grad_cfg.batch_size
+            raise TacqError(
+                f"Distilled scales hold a batch of {size} calibration examples aside to pick "
+                f"the epoch kept: use more than {size} examples."
+            )
+        return fit + text_batches(self.lm.tokenizer, generic_text().split("\n\n")), check
 
     def rounding_batches(
         self,

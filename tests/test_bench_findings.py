@@ -252,6 +252,39 @@ def test_rounding_summary_pairs_each_tuned_row_with_its_untuned_point(findings):
     ]
 
 
+def test_rounding_and_distill_summaries_read_through_other_suffixes(findings):
+    """A rotated checked row pairs with the rotated unchecked one (not with itself), a
+    rotated tuned row with the rotated untuned one, a distilled row with its undistilled
+    twin; none of them is damping evidence."""
+    rows = [
+        _paired_row("a", "tacq_g64_d0.1_roth", HIGHER),
+        _paired_row("a", "tacq_g64_d0.1_r100_roth", LOWER),
+        _paired_row("a", "tacq_g64_d0.1_r100c_roth", LOWER),
+        _paired_row("a", "tacq_g64_d0.1_e2_roth", LOWER),
+        _paired_row("a", "tacq_g64", HIGHER),
+    ]
+    out = findings.rounding_summary(rows)
+    h = "rotated (Hadamard)"
+    assert [line.split(" vs ")[1].split(f" {h} (")[0] for line in out] == [
+        "TaCQ g64 damp 0.1",
+        "TaCQ g64 damp 0.1",
+        "TaCQ g64 damp 0.1 rounding 100",
+    ]
+    assert [line.split(" vs ")[0] for line in out] == [
+        f"- TaCQ g64 damp 0.1 rounding 100 {h}",
+        f"- TaCQ g64 damp 0.1 rounding 100 checked {h}",
+        f"- TaCQ g64 damp 0.1 rounding 100 checked {h}",
+    ]
+    assert "better on 1 of 1 tasks (a -1.00)" in out[0] and "undecided on 1 (a +0.00)" in out[2]
+    (line,) = findings.distill_summary(rows)
+    assert line.startswith(
+        "- TaCQ g64 damp 0.1 distilled 2 rotated (Hadamard) vs TaCQ g64 damp 0.1 rotated "
+        "(Hadamard) (every scale distilled from the fp model, 2 epochs,"
+    )
+    assert "better on 1 of 1 tasks (a -1.00)" in line
+    assert findings.damping_summary(rows + [_paired_row("a", "tacq_g64_d0.1_e2", LOWER)]) == []
+
+
 def test_rotation_summary_pairs_each_rotated_row_with_its_twin_only(findings):
     rows = [
         _paired_row("a", "tacq", LOWER),
@@ -423,3 +456,29 @@ def test_packed_memory_line_adds_the_rotated_cost_only_when_measured(findings):
         " Rotated (Hadamard) 3-bit: 41.5 MB against 40.0, 9.0 tokens/s compiled, 0.75x the "
         "unrotated 3-bit's."
     )
+
+
+def test_block_sensitivity_says_whether_the_loss_is_spread_or_concentrated(findings):
+    def run(after_upgrade: list[float]) -> dict:
+        return {
+            "task": "capitals",
+            "bits": 3,
+            "examples": 63,
+            "variant": "v",
+            "all_low": {"answer_nll": 2.0},
+            "all_high": {"answer_nll": 1.0},
+            "blocks": [
+                {"block": i, "only_this_high": {"answer_nll": x}}
+                for i, x in enumerate(after_upgrade)
+            ],
+        }
+
+    (spread,) = findings.block_sensitivity({"block_sensitivity": {"runs": [run([1.9] * 10)]}})
+    assert "closes at most 10% of that gap" in spread
+    assert "an even share would be 10%" in spread and "together 100%" in spread
+    assert "spread over the blocks" in spread
+    (few,) = findings.block_sensitivity(
+        {"block_sensitivity": {"runs": [run([1.4] + [2.0] * 8 + [1.7])]}}
+    )
+    assert "at most 60% of that gap (blocks 0, 9, 1: 60%, 30%, 0%" in few
+    assert "sits in a few blocks" in few

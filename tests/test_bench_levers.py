@@ -56,30 +56,35 @@ def test_lever_names_survive_the_comma_list(levers):
     assert all("," not in name for name in levers.LEVERS)
 
 
-@pytest.mark.parametrize("steps", [0, 5])
+@pytest.mark.parametrize("steps,epochs", [(0, 0), (5, 0), (0, 2)])
 def test_a_rotated_lever_is_the_products_rotated_variant(
-    levers, tiny_lm, tiny_task, steps, monkeypatch
+    levers, tiny_lm, tiny_task, steps, epochs, monkeypatch
 ):
-    """The levers' rotated run (and with checked rounding) is Study.quantize's, weight for
-    weight."""
+    """The levers' rotated run (and with checked rounding, or distilled scales) is
+    Study.quantize's, weight for weight."""
     import functools
 
     import tacq.gradients
+    from tacq.distill import DistillConfig
     from tacq.packed import packed_modules
     from tacq.rounding import RoundingConfig
+    from tests.test_distill import short_generic_text
 
     # batches of 4: the 8 tiny examples leave one batch to hold aside for the check
     small = functools.partial(tacq.gradients.GradientConfig, batch_size=4)
     monkeypatch.setattr(tacq.gradients, "GradientConfig", small)
     lever = levers.Lever(
-        ratio=0.02, group_size=32, damp=0.1, rotation="hadamard", rounding_steps=steps
-    )
+        ratio=0.02, group_size=32, damp=0.1, rotation="hadamard", rounding_steps=steps,
+        distill_epochs=epochs,
+    )  # fmt: skip
+    short_generic_text(monkeypatch)
     _, model, _ = levers.run_lever(tiny_lm, tiny_task, 2, lever)
     study = Study(tiny_lm, tiny_task, grad_cfg=small())
     study.collect()
     tuned = {"rounding": RoundingConfig(steps, check=True)} if steps else {}
+    tuned |= {"distill": DistillConfig(epochs)} if epochs else {}
     v = study.quantize(Selection("tacq", 2, 0.02, 32), damp=0.1, rotation="hadamard", **tuned)
-    assert v.spec.rounding_check == bool(steps)
+    assert v.spec.rounding_check == bool(steps) and v.spec.distill_epochs == epochs
     mods = packed_modules(v.model)
     assert mods and all(m.rotation == ("hadamard", m.rotation[1]) for m in mods.values())
     for name, mod in mods.items():

@@ -50,6 +50,14 @@ def quality(monkeypatch):
         ("tacq_g64_d0.1_r100c_roth", ("tacq", 64, None), True),  # tuned on the rotated grid
         ("rtn_r100_roth", ("rtn", None, None), False),
         ("tacq_rot_d0.1", ("tacq_rot", None, None), False),  # the suffix comes last
+        ("tacq_g64_d0.1_e2_roth", ("tacq", 64, None), True),  # distilled scales, rotated
+        ("tacq_p0.2_d0.1_r100c_e2", ("tacq", None, 0.002), True),
+        ("gptq_g128_e2", ("gptq", 128, None), True),
+        ("rtn_g128_e2", ("rtn", 128, None), True),  # RTN's grid has scales too
+        ("fp_e2", ("fp", None, None), False),
+        ("tacq_e0", ("tacq_e0", None, None), False),
+        ("tacq_e2_d0.1", ("tacq_e2", None, None), False),  # would run undistilled: refused
+        ("tacq_e2_r100", ("tacq_e2", None, None), False),
     ],
 )
 def test_method_names(quality, name, parsed, known):
@@ -114,6 +122,22 @@ def test_rotated_rows_sort_after_their_twin_and_keep_its_settings(quality):
     assert quality.split_damp("tacq_p0.2_d0.1_roth") == ("tacq_p0.2", 0.1)
     assert quality.known_method("tacq_p0.2_d0.1_roth") and quality.known_method("gptq_roth")
     assert not quality.known_method("tacq_roth_d0.1") and not quality.known_method("rtn_roth")
+
+
+def test_distillation_suffix_reads_through_a_rotation(quality):
+    assert quality.split_distill("tacq_g64_d0.1_e2_roth") == ("tacq_g64_d0.1", 2)
+    assert quality.split_distill("tacq_g64_d0.1_roth") == ("tacq_g64_d0.1", None)
+    assert quality.split_rounding("tacq_d0.1_r100c_e2_roth") == ("tacq_d0.1", 100)
+    assert quality.rounding_checked("tacq_d0.1_r100c_e2_roth")
+    assert not quality.rounding_checked("tacq_d0.1_r100_e2")
+    assert quality.split_damp("tacq_g64_d0.1_e2_roth") == ("tacq_g64", 0.1)
+    names = ["tacq_d0.1_e2_roth", "tacq_d0.1_e2", "tacq_d0.1_roth", "tacq_d0.1"]
+    assert sorted(names, key=quality.method_order) == [
+        "tacq_d0.1",
+        "tacq_d0.1_roth",
+        "tacq_d0.1_e2",
+        "tacq_d0.1_e2_roth",
+    ]
 
 
 def test_damping_suffix_is_split_off_last(quality):

@@ -246,6 +246,14 @@ def test_cli_rounding_check_without_steps_is_refused_before_loading(tmp_path, ca
     assert not (tmp_path / "v").exists()
 
 
+def test_cli_bad_distill_epochs_are_refused_before_loading(tmp_path, capsys):
+    from tacq.__main__ import main
+
+    assert main(["quantize", "--distill-epochs", "-2", "--out", str(tmp_path / "v")]) == 1
+    assert "at least 1 epoch (got -2)" in capsys.readouterr().err
+    assert not (tmp_path / "v").exists()
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [
