@@ -468,7 +468,8 @@ def levers(res: Results) -> list[str]:
 
 def block_sensitivity(res: Results) -> list[str]:
     """Where a bit width loses a task: the share of the all-low to all-high NLL gap that
-    giving one block the extra bit closes, and whether a few blocks hold most of it."""
+    one block alone at the extra bit closes; whether the block's cost alone (the others at
+    the extra bit) agrees, and whether the summed TaCQ score per block predicts it."""
     bs = res.get("block_sensitivity")
     if not bs:
         return []
@@ -476,27 +477,24 @@ def block_sensitivity(res: Results) -> list[str]:
     for run in bs["runs"]:
         low, high = run["bits"], run["bits"] + 1
         a, b = run["all_low"]["answer_nll"], run["all_high"]["answer_nll"]
-        if a <= b:
+        if a <= b or len(run["blocks"]) < 3:
             continue
-        share = {
-            r["block"]: (a - r["only_this_high"]["answer_nll"]) / (a - b) for r in run["blocks"]
-        }
-        top = sorted(share, key=share.get, reverse=True)[:3]
-        even = 1 / len(share)
-        spread = share[top[0]] < 3 * even
+        blocks = run["blocks"]
+        up = [(a - r["only_this_high"]["answer_nll"]) / (a - b) for r in blocks]
+        down = [(r["only_this_low"]["answer_nll"] - b) / (a - b) for r in blocks]
+        top = sorted(range(len(up)), key=up.__getitem__, reverse=True)[:3]
+        score = [r[f"tacq_{low}bit"] for r in blocks]
         out.append(
             f"- Where {low}-bit TaCQ loses {run['task']} ({run['variant']}; dev plus unused "
             f"calibration items, {run['examples']} examples): all blocks at {low} bits answer "
             f"NLL {a:.3f}, all at {high} bits {b:.3f}. One block alone at {high} bits closes at "
-            f"most {share[top[0]]:.0%} of that gap (blocks {', '.join(map(str, top))}: "
-            f"{', '.join(f'{share[i]:.0%}' for i in top)}; an even share would be {even:.0%}), "
-            f"the {len(share)} single upgrades together {sum(share.values()):.0%}. "
-            + (
-                "The loss is spread over the blocks: a per-block bit width would buy about "
-                "what the same bits spent on every block (smaller groups) buy."
-                if spread
-                else f"Most of it sits in a few blocks: giving those {high} bits is a lever."
-            )
+            f"most {up[top[0]]:.0%} of that gap (blocks "
+            f"{', '.join(str(blocks[i]['block']) for i in top)}: "
+            f"{', '.join(f'{up[i]:.0%}' for i in top)}; an even share would be "
+            f"{1 / len(up):.0%}); the {len(up)} single upgrades add up to {sum(up):.0%}. A "
+            f"block's share upgraded alone and its cost alone at {low} bits (the rest at "
+            f"{high}) correlate at {statistics.correlation(up, down):.2f}; the block's summed "
+            f"TaCQ score predicts its share at {statistics.correlation(up, score):.2f}."
         )
     return out
 

@@ -190,6 +190,8 @@ def run_lever(lm, task, bits: int, lever: Lever):
         "seconds": time.perf_counter() - t,
         "hessian_tokens": sum(b.n_tokens for b in study.batches(answer_only=False) + extra),
     }
+    if lever.distill_epochs:  # the held-aside check loss per epoch and the epoch kept
+        row |= {"distill_checks": res.distill_checks, "distill_epoch_kept": res.distill_kept}
     return row, model, None
 
 

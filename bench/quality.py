@@ -410,6 +410,8 @@ def run_task(
                         "distill_check_tokens": sum(
                             int(b.loss_mask.sum()) for b in tuned["distill_batches"][1]
                         ),
+                        "distill_checks": v.result.distill_checks,
+                        "distill_epoch_kept": v.result.distill_kept,
                     }
                     if epochs
                     else {}

@@ -146,7 +146,7 @@ def tune_scales(
             return {f"{n}.weight": s.weight(dtype) for n, s in layers.items()}
 
         best_loss = start_loss = _check_loss(model, weights, check, device) if check else None
-        best = _snapshot(layers)
+        best, kept, checks = _snapshot(layers), 0, [start_loss] if check else []
         opt = torch.optim.Adam([p for s in layers.values() for p in s.params()], lr=cfg.lr)
         order = list(range(len(fit)))
         rng = random.Random(cfg.seed)
@@ -178,16 +178,18 @@ def tune_scales(
                     f"distilling scales: epoch {epoch + 1}/{cfg.epochs}, fit KL {fit_kl:.4f}, "
                     f"check loss {loss:.4f} (start {start_loss:.4f}, best {min(loss, best_loss):.4f})",
                 )
+                checks.append(loss)
                 if loss <= best_loss:
-                    best_loss, best = loss, _snapshot(layers)
+                    best_loss, best, kept = loss, _snapshot(layers), epoch + 1
             else:
-                best = _snapshot(layers)
+                best, kept = _snapshot(layers), epoch + 1
         _restore(layers, best)
     finally:
         for p, flag in zip(model.parameters(), flags):
             p.requires_grad_(flag)
     out = QuantResult({n: s.result() for n, s in layers.items()}, result.cfg)
     out.seconds = result.seconds + time.perf_counter() - t0
+    out.distill_checks, out.distill_kept = checks, kept
     progress(1.0, f"distilled scales in {time.perf_counter() - t0:.0f} s")
     return out
 

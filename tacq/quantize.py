@@ -47,6 +47,10 @@ class QuantResult:
     block_losses: list[tuple[float, float]] = field(default_factory=list)
     # (with GPTQ's, with the tuned) model loss on held-aside check batches, per block
     check_losses: list[tuple[float, float]] = field(default_factory=list)
+    # a distillation pass (tacq.distill): check loss at the start and after each epoch,
+    # and which of them was kept (0: the start)
+    distill_checks: list[float] = field(default_factory=list)
+    distill_kept: int | None = None
 
     def dequantized(self) -> dict[str, Tensor]:
         return {n: lq.dequantize() for n, lq in self.layers.items()}

@@ -458,27 +458,31 @@ def test_packed_memory_line_adds_the_rotated_cost_only_when_measured(findings):
     )
 
 
-def test_block_sensitivity_says_whether_the_loss_is_spread_or_concentrated(findings):
-    def run(after_upgrade: list[float]) -> dict:
-        return {
-            "task": "capitals",
-            "bits": 3,
-            "examples": 63,
-            "variant": "v",
-            "all_low": {"answer_nll": 2.0},
-            "all_high": {"answer_nll": 1.0},
-            "blocks": [
-                {"block": i, "only_this_high": {"answer_nll": x}}
-                for i, x in enumerate(after_upgrade)
-            ],
-        }
-
-    (spread,) = findings.block_sensitivity({"block_sensitivity": {"runs": [run([1.9] * 10)]}})
-    assert "closes at most 10% of that gap" in spread
-    assert "an even share would be 10%" in spread and "together 100%" in spread
-    assert "spread over the blocks" in spread
-    (few,) = findings.block_sensitivity(
-        {"block_sensitivity": {"runs": [run([1.4] + [2.0] * 8 + [1.7])]}}
-    )
-    assert "at most 60% of that gap (blocks 0, 9, 1: 60%, 30%, 0%" in few
-    assert "sits in a few blocks" in few
+def test_block_sensitivity_reports_shares_and_their_agreement(findings):
+    up = [1.4, 2.0, 1.9, 1.7]  # NLL with only this block at 4 bits (all 3-bit: 2.0)
+    down = [1.5, 1.1, 1.2, 1.3]  # NLL with only this block at 3 bits (all 4-bit: 1.0)
+    run = {
+        "task": "capitals",
+        "bits": 3,
+        "examples": 63,
+        "variant": "v",
+        "all_low": {"answer_nll": 2.0},
+        "all_high": {"answer_nll": 1.0},
+        "blocks": [
+            {
+                "block": i,
+                "only_this_high": {"answer_nll": u},
+                "only_this_low": {"answer_nll": d},
+                "tacq_3bit": t,
+            }
+            for i, (u, d, t) in enumerate(zip(up, down, [4.0, 1.0, 2.0, 3.0]))
+        ],
+    }
+    (line,) = findings.block_sensitivity({"block_sensitivity": {"runs": [run]}})
+    assert "all blocks at 3 bits answer NLL 2.000, all at 4 bits 1.000" in line
+    assert "closes at most 60% of that gap (blocks 0, 3, 2: 60%, 30%, 10%" in line
+    assert "an even share would be 25%); the 4 single upgrades add up to 100%" in line
+    assert "correlate at 1.00" in line and "predicts its share at 0.98" in line
+    run["blocks"][0]["tacq_3bit"] = 0.0  # the biggest share, the smallest score
+    (line,) = findings.block_sensitivity({"block_sensitivity": {"runs": [run]}})
+    assert "predicts its share at -0.39" in line
