@@ -28,11 +28,11 @@ from torch.func import functional_call
 from tacq.data import Batch
 from tacq.errors import TacqError
 from tacq.gptq import LayerQuant, per_column
-from tacq.gradients import token_loss
 from tacq.models import input_device
 from tacq.orthogonal import Rotation
 from tacq.progress import Progress, no_progress
 from tacq.quantize import QuantResult
+from tacq.rounding import model_loss
 
 
 @dataclass(frozen=True)
@@ -145,8 +145,10 @@ def tune_scales(
         def weights() -> dict[str, Tensor]:
             return {f"{n}.weight": s.weight(dtype) for n, s in layers.items()}
 
-        best_loss = start_loss = _check_loss(model, weights, check, device) if check else None
-        best, kept, checks = _snapshot(layers), 0, [start_loss] if check else []
+        best, kept, checks = None, 0, []  # with a check: the best epoch's factors, 0 the start
+        if check:
+            best_loss = start_loss = model_loss(model, check, weights())
+            best, checks = _snapshot(layers), [start_loss]
         opt = torch.optim.Adam([p for s in layers.values() for p in s.params()], lr=cfg.lr)
         order = list(range(len(fit)))
         rng = random.Random(cfg.seed)
@@ -171,19 +173,20 @@ def tune_scales(
                 loss.backward()
                 opt.step()
                 fit_kl += float(loss.detach()) / len(order)
-            if check:
-                loss = _check_loss(model, weights, check, device)
-                progress(
-                    (epoch + 1) / cfg.epochs,
-                    f"distilling scales: epoch {epoch + 1}/{cfg.epochs}, fit KL {fit_kl:.4f}, "
-                    f"check loss {loss:.4f} (start {start_loss:.4f}, best {min(loss, best_loss):.4f})",
-                )
-                checks.append(loss)
-                if loss <= best_loss:
-                    best_loss, best, kept = loss, _snapshot(layers), epoch + 1
-            else:
-                best, kept = _snapshot(layers), epoch + 1
-        _restore(layers, best)
+            if not check:  # the last epoch is the one returned
+                kept = epoch + 1
+                continue
+            loss = model_loss(model, check, weights())
+            progress(
+                (epoch + 1) / cfg.epochs,
+                f"distilling scales: epoch {epoch + 1}/{cfg.epochs}, fit KL {fit_kl:.4f}, "
+                f"check loss {loss:.4f} (start {start_loss:.4f}, best {min(loss, best_loss):.4f})",
+            )
+            checks.append(loss)
+            if loss <= best_loss:
+                best_loss, best, kept = loss, _snapshot(layers), epoch + 1
+        if best is not None:
+            _restore(layers, best)
     finally:
         for p, flag in zip(model.parameters(), flags):
             p.requires_grad_(flag)
@@ -198,22 +201,6 @@ def tune_scales(
 def _teacher(model: nn.Module, b: Batch, device: torch.device) -> Tensor:
     ids, mask = b.input_ids.to(device), b.attention_mask.to(device)
     return torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), -1)
-
-
-@torch.no_grad()
-def _check_loss(model: nn.Module, weights, check: list[Batch], device: torch.device) -> float:
-    """Mean answer-token cross-entropy of the model with the given weights on check."""
-    w = weights()
-    total, count = 0.0, 0
-    for b in check:
-        ids = b.input_ids.to(device)
-        kwargs = {"input_ids": ids, "attention_mask": b.attention_mask.to(device)}
-        ce, mask = token_loss(
-            functional_call(model, w, (), kwargs).logits, ids, b.loss_mask.to(device)
-        )
-        total += float((ce * mask).sum())
-        count += int(mask.sum())
-    return total / max(count, 1)
 
 
 def _snapshot(layers: dict[str, _Scaled]) -> dict[str, tuple[Tensor, Tensor]]:

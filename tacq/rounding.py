@@ -171,13 +171,18 @@ def hold_aside(
 
 
 @torch.no_grad()
-def model_loss(model: nn.Module, batches: list[Batch]) -> float:
-    """Mean next-token cross-entropy of the model over the batches' loss tokens."""
+def model_loss(
+    model: nn.Module, batches: list[Batch], weights: dict[str, Tensor] | None = None
+) -> float:
+    """Mean next-token cross-entropy of the model over the batches' loss tokens; with
+    weights (parameter name -> tensor), of the model holding those instead of its own."""
     device = input_device(model)
     total, count = 0.0, 0
     for b in batches:
         ids = b.input_ids.to(device)
-        logits = model(input_ids=ids, attention_mask=b.attention_mask.to(device)).logits
+        kwargs = {"input_ids": ids, "attention_mask": b.attention_mask.to(device)}
+        out = model(**kwargs) if weights is None else functional_call(model, weights, (), kwargs)
+        logits = out.logits
         ce, mask = token_loss(logits, ids, b.loss_mask.to(device))
         total += float((ce * mask).sum())
         count += int(mask.sum())
