@@ -455,12 +455,24 @@ def run_task(
                 flush=True,
             )
             del v, model
-        gptq = next((r for r in rows if r["bits"] == bits and r["method"] == "gptq"), None)
-        for r in rows:
-            if gptq and r["bits"] == bits and gptq["answer_nll"] != fp.answer_nll:
-                r["gap_closed"] = (gptq["answer_nll"] - r["answer_nll"]) / (
-                    gptq["answer_nll"] - fp.answer_nll
-                )
+    return fill_gap_closed(rows)
+
+
+def fill_gap_closed(rows: list[dict]) -> list[dict]:
+    """Set each row's share of the GPTQ-to-fp answer-NLL gap from the fp and per-channel
+    GPTQ rows of its own task, bits and seed, and drop it where those are missing. Done on
+    the merged rows: a method rerun alone has no GPTQ row of its own run beside it."""
+    ref = {
+        (r["task"], r["bits"], r.get("seed", 0), r["method"]): r["answer_nll"]
+        for r in rows
+        if r["method"] in ("fp", "gptq")
+    }
+    for r in rows:
+        key = (r["task"], r["bits"], r.get("seed", 0))
+        fp, gptq = ref.get((*key, "fp")), ref.get((*key, "gptq"))
+        r.pop("gap_closed", None)
+        if r["method"] != "fp" and fp is not None and gptq is not None and gptq != fp:
+            r["gap_closed"] = (gptq - r["answer_nll"]) / (gptq - fp)
     return rows
 
 
@@ -530,7 +542,7 @@ def seeds_markdown(rows: list[dict]) -> str:
         nll = [r["answer_nll"] for r in rs]
         em = [r["exact_match"] for r in rs]
         gaps = [r["gap_closed"] for r in rs if "gap_closed" in r]
-        gap = f"{statistics.mean(gaps):.0%}" if gaps else ""
+        gap = f"{statistics.mean(gaps):.0%}" if len(gaps) == len(rs) else ""  # every seed's
         out.append(
             f"| {task} | {bits} | {m} | {len(rs)} | {statistics.mean(nll):.3f} ± "
             f"{statistics.stdev(nll):.3f} | {statistics.mean(em):.3f} ± "
@@ -595,7 +607,7 @@ def main() -> None:
         if key(r) not in done
         and held.get((r["task"], r["bits"]), r.get("heldout_examples")) == r.get("heldout_examples")
     ]
-    merged = kept + rows
+    merged = fill_gap_closed(kept + rows)
     merged.sort(key=lambda r: (r["task"], r["bits"], method_order(r["method"]), r.get("seed", 0)))
     cross = cross or saved.get("cross_task", [])
     print(markdown(merged))

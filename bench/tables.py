@@ -13,7 +13,7 @@ import json
 
 from _common import ROOT
 from findings import findings
-from quality import cross_markdown, markdown, paired_markdown
+from quality import cross_markdown, fill_gap_closed, markdown, paired_markdown
 
 from tacq.runs import PLAIN_METHODS
 from tacq.saliency import METRICS, metrics_in
@@ -24,7 +24,12 @@ RESULTS = ROOT / "bench" / "results"
 @functools.cache  # each file read once per run (header, findings and tables all use it)
 def load(topic: str) -> dict | None:
     path = RESULTS / f"{topic}.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    d = json.loads(path.read_text())
+    if topic == "quality":  # rows merged from several runs: their gaps from the merged rows
+        fill_gap_closed(d.get("rows", []))
+    return d
 
 
 def env_line(d: dict) -> str:

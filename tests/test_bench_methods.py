@@ -159,3 +159,25 @@ def test_generic_batches_are_full_chunks_of_the_generic_text(quality, monkeypatc
         [[10, 100, 101, 102]],
     ]
     assert all(b.attention_mask.bool().all() and b.loss_mask.all() for b in batches)
+
+
+def test_gap_closed_comes_from_the_merged_rows_of_the_same_task_bits_and_seed(quality):
+    """A method rerun alone (no GPTQ row of its own run) still gets its gap from the merged
+    rows; a seed without its own fp and GPTQ rows gets none, and a stale value is dropped."""
+
+    def row(method, nll, task="a", bits=2, seed=0):
+        return {"task": task, "bits": bits, "seed": seed, "method": method, "answer_nll": nll}
+
+    rows = [
+        row("fp", 2.0),
+        row("gptq", 10.0),
+        row("tacq", 4.0),
+        row("tacq", 6.0, bits=3),  # no fp/GPTQ rows at 3 bits
+        row("tacq", 3.0, seed=1),  # no fp/GPTQ rows for seed 1
+        row("fp", 2.0, task="b"),
+        row("gptq", 2.0, task="b"),  # GPTQ equal to fp: no gap to close
+        row("tacq", 2.5, task="b"),
+    ]
+    rows[3]["gap_closed"] = 0.9  # stale, from the run that made it
+    gaps = [r.get("gap_closed") for r in quality.fill_gap_closed(rows)]
+    assert gaps == [None, 0.0, 0.75, None, None, None, None, None]
