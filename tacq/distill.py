@@ -29,7 +29,7 @@ from tacq.data import Batch
 from tacq.errors import TacqError
 from tacq.gptq import LayerQuant, per_column
 from tacq.models import input_device
-from tacq.orthogonal import Rotation
+from tacq.orthogonal import Rotation, stored_rotation
 from tacq.progress import Progress, no_progress
 from tacq.quantize import QuantResult
 from tacq.rounding import model_loss
@@ -69,7 +69,7 @@ class _Scaled:
         levels = lq.codes.to(device).float() - per_column(lq.zero.to(device), n, lq.group_size)
         R = None
         if lq.rotation is not None:
-            R = Rotation.draw(n, lq.rotation[1], lq.rotation[0]).to(device)
+            R = stored_rotation(n, lq.rotation).to(device)
         log_factor = torch.zeros_like(lq.scale, device=device, requires_grad=True)
         kept = lq.kept_values.to(device).float().requires_grad_(tune_kept)
         return cls(lq, levels, log_factor, kept, lq.keep_mask.to(device), R)

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from tacq.errors import TacqError
-from tacq.orthogonal import Rotation
+from tacq.orthogonal import stored_rotation
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ class LayerQuant:
         if self.rotation is None:
             W_q[self.keep_mask] = self.kept_values.float()
             return W_q
-        W_q = Rotation.draw(W_q.shape[1], self.rotation[1], self.rotation[0]).unapply(W_q)
+        W_q = stored_rotation(W_q.shape[1], self.rotation).unapply(W_q)
         W_q[self.keep_mask] += self.kept_values.float()
         return W_q
 

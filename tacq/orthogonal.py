@@ -86,6 +86,12 @@ class Rotation:
         return self.apply(torch.eye(len(self.signs), device=self.signs.device))
 
 
+def stored_rotation(n: int, rotation: tuple[str, int]) -> Rotation:
+    """The rotation of an n-column Linear that a variant stores as (kind, seed)."""
+    kind, seed = rotation
+    return Rotation.draw(n, seed, kind)
+
+
 def rotation_seed(seed: int, name: str) -> int:
     """One Linear's rotation seed: a variant's seed mixed with the module name."""
     return (seed * 1_000_003 + zlib.crc32(name.encode())) % 2**63

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from tacq.errors import TacqError
 from tacq.gptq import LayerQuant, per_column
-from tacq.orthogonal import Rotation
+from tacq.orthogonal import Rotation, stored_rotation
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class PackedLinear(nn.Module):
         self.bias = bias  # the original Linear's own Parameter (shared), or None
         self.rotation = rotation  # (kind, seed): the codes are of W_r R (LayerQuant.rotation)
         if rotation is not None:  # drawn from the seed: nothing of it is stored in the file
-            R = Rotation.draw(in_features, rotation[1], rotation[0])
+            R = stored_rotation(in_features, rotation)
             self.register_buffer("rot_signs", R.signs, persistent=False)
             self.register_buffer("rot_mix", R.mix, persistent=False)
             self.register_buffer("rot_hadamard", R.hadamard, persistent=False)

@@ -37,7 +37,7 @@ from tacq.errors import TacqError
 from tacq.gptq import LayerQuant, per_column
 from tacq.gradients import token_loss
 from tacq.models import decoder_layers, input_device, quantizable_linears
-from tacq.orthogonal import Rotation
+from tacq.orthogonal import Rotation, stored_rotation
 from tacq.progress import Progress, no_progress
 from tacq.quantize import QuantResult, _run_block, capture_block_inputs
 
@@ -93,7 +93,7 @@ class _Tunable:
         R = kept = None
         start = weight.detach().float()
         if lq.rotation is not None:
-            R = Rotation.draw(n, lq.rotation[1], lq.rotation[0]).to(device)
+            R = stored_rotation(n, lq.rotation).to(device)
             mask = lq.keep_mask.to(device)
             kept = torch.zeros_like(start).masked_scatter(mask, lq.kept_values.to(device).float())
             start = R.apply(torch.where(mask, 0.0, start))

@@ -231,17 +231,10 @@ class Study:
         return build_variant(self.lm.model, result, spec, kept)
 
     def distill_batches(self) -> tuple[list[Batch], list[Batch]]:
-        """(fit, check) batches of a distillation pass: the calibration batches less every
-        4th, plus the bundled generic text (a task's few hundred tokens alone are overfit in
-        an epoch or two); the 4th ones, on their answers, pick the epoch kept."""
-        fit, check = hold_aside(self.batches(answer_only=False), self.batches(answer_only=True))
-        if not check:
-            size = self.grad_cfg.batch_size
-            raise TacqError(
-                f"Distilled scales hold a batch of {size} calibration examples aside to pick "
-                f"the epoch kept: use more than {size} examples."
-            )
-        return fit + text_batches(self.lm.tokenizer, generic_text().split("\n\n")), check
+        """(fit, check) batches of a distillation pass: a task's few hundred tokens alone
+        are overfit in an epoch or two, so the fit gets the bundled generic text too; the
+        check picks the epoch kept."""
+        return self._fit_and_check("Distilled scales hold", "")
 
     def rounding_batches(
         self,
@@ -254,15 +247,27 @@ class Study:
         every 4th when checked) plus the bundled generic text."""
         if method != "gptq":
             raise TacqError("Tuned rounding works on GPTQ's result (its grid), not RTN's.")
-        if batches is None:
-            batches = self.batches(answer_only=False)
-            if rounding.check and check is None:
-                batches, check = hold_aside(batches, self.batches(answer_only=True))
-            batches = batches + text_batches(self.lm.tokenizer, generic_text().split("\n\n"))
+        if batches is None and rounding.check and check is None:
+            batches, check = self._fit_and_check(
+                "Checked rounding holds", ", or tuned rounding without the check"
+            )
+        elif batches is None:
+            batches = self.batches(answer_only=False) + self._generic_batches()
         if rounding.check and not check:
+            raise TacqError("Checked rounding needs check batches beside the batches it fits.")
+        return batches, check if rounding.check else None
+
+    def _generic_batches(self) -> list[Batch]:
+        return text_batches(self.lm.tokenizer, generic_text().split("\n\n"))
+
+    def _fit_and_check(self, who: str, otherwise: str) -> tuple[list[Batch], list[Batch]]:
+        """The calibration batches less every 4th plus the bundled generic text (fit), and
+        the 4th ones scored on their answers (check): examples the fit never sees."""
+        fit, check = hold_aside(self.batches(answer_only=False), self.batches(answer_only=True))
+        if not check:
             size = self.grad_cfg.batch_size
             raise TacqError(
-                f"Checked rounding holds a batch of {size} calibration examples aside: use "
-                f"more than {size} examples, or tuned rounding without the check."
+                f"{who} a batch of {size} calibration examples aside to check the result: "
+                f"use more than {size} examples{otherwise}."
             )
-        return batches, check if rounding.check else None
+        return fit + self._generic_batches(), check
