@@ -230,6 +230,15 @@ def generic_batches(tokenizer, length: int = 256) -> list:
     return text_batches(tokenizer, generic_calibration_texts(tokenizer), length)
 
 
+def fit_and_check(study) -> tuple[list, list]:
+    """The calibration batches less every 4th plus the generic text perplexity does not read
+    (fit), and every 4th scored on its answers (check): what a checked pass tunes on."""
+    from tacq.rounding import hold_aside
+
+    fit, check = hold_aside(study.batches(answer_only=False), study.batches(answer_only=True))
+    return fit + generic_batches(study.lm.tokenizer), check
+
+
 def generic_calibration_texts(tokenizer, skip_tokens: int = PPL_TOKENS) -> list[str]:
     """The generic text past the part perplexity reads, as paragraphs: extra calibration
     text for a lever or a peer that wants more than a task's few hundred tokens, never the
@@ -282,7 +291,7 @@ def run_task(
     from tacq.gptq import DEFAULT_DAMP
     from tacq.models import load_model
     from tacq.packed import dense_copy
-    from tacq.rounding import RoundingConfig, hold_aside
+    from tacq.rounding import RoundingConfig
     from tacq.select import DEFAULT_RATIO, Selection
     from tacq.workflow import Study
 
@@ -345,21 +354,24 @@ def run_task(
             damp = split_damp(m)[1] or DEFAULT_DAMP
             steps = split_rounding(m)[1]
             tuned = {}
+            # tuned passes fit on the calibration batches (less the checked ones) and the
+            # generic text perplexity does not read
             if steps:
-                fit, check = study.batches(answer_only=False), None
                 if rounding_checked(m):
-                    fit, check = hold_aside(fit, study.batches(answer_only=True))
+                    fit, check = fit_and_check(study)
+                else:
+                    fit, check = (
+                        study.batches(answer_only=False) + generic_batches(lm.tokenizer),
+                        None,
+                    )
                 tuned = {
                     "rounding": RoundingConfig(steps, check=check is not None),
-                    "rounding_batches": fit + generic_batches(lm.tokenizer),
+                    "rounding_batches": fit,
                     "rounding_check": check,
                 }
-            if epochs := split_distill(m)[1]:  # its fit: the generic text ppl does not read
-                fit, check = hold_aside(
-                    study.batches(answer_only=False), study.batches(answer_only=True)
-                )
+            if epochs := split_distill(m)[1]:
                 tuned["distill"] = DistillConfig(epochs)
-                tuned["distill_batches"] = (fit + generic_batches(lm.tokenizer), check)
+                tuned["distill_batches"] = fit_and_check(study)
             if rotated(m):  # the unkept weights in a rotated basis (tacq.rotation)
                 tuned["rotation"] = rotation_kind(m)
             if base_m in PLAIN_METHODS:
