@@ -15,6 +15,7 @@ from tacq.gptq import DEFAULT_DAMP, GROUP_SIZES
 from tacq.memory import dense_linear_bytes, packed_estimate
 from tacq.peer_run import make_peer_variant
 from tacq.peers import INSTALL, PEER_POINTS, PEERS, package_version
+from tacq.presets import Preset, describe, preset
 from tacq.rounding import RoundingConfig
 from tacq.saliency import METRICS
 from tacq.select import Selection
@@ -59,6 +60,14 @@ BASIS_CHOICES = [("as is (paper)", "none"), ("rotated (Hadamard)", "hadamard")]
 # held-aside batch picks the epoch kept (or the start). See bench/README.md for what it did.
 DISTILL_CHOICES = [("no (paper)", 0), ("2 epochs, checked", 2)]
 
+# One choice that sets every lever below (tacq.presets): the paper's, or the per-row setting
+# the benchmarks measured best at the chosen bits; touching a lever makes it "my own".
+SETTINGS_CHOICES = [
+    ("paper's", "paper"),
+    ("best measured for these bits", "measured"),
+    ("my own", "custom"),
+]
+
 PEER_LABELS = {"autoround": "AutoRound", "hqq": "HQQ"}
 PEER_ITERS = 50  # AutoRound tuning steps per block (its default 200 is slow on a CPU)
 
@@ -78,6 +87,32 @@ def peer_choices() -> tuple[list[tuple[str, str]], str]:
     return choices, note
 
 
+def rounding_choice(p: Preset) -> str:
+    """The Rounding dropdown's value for a preset's tuned rounding."""
+    for key, cfg in ROUNDINGS.items():
+        if (cfg.steps if cfg else 0, cfg.check if cfg else False) == (
+            p.rounding_steps,
+            p.rounding_check,
+        ):
+            return key
+    raise ValueError(f"The Rounding choices have no {p.rounding_steps} checked={p.rounding_check}.")
+
+
+def settings_values(name: str, bits: int) -> tuple:
+    """What a preset puts in the screen's inputs: metric, quantizer, keep the circuit,
+    scales, damping, rounding, basis, distillation, ratio slider (%), and a status line."""
+    p = preset(name, bits)
+    line = (
+        f"Settings: {describe(p)} "
+        + ("(the paper's)." if name == "paper" else f"(measured best at {bits} bits).")
+        + " The ratio is on the Circuit slider."
+    )
+    return (
+        "tacq", "gptq", True, p.group_size or 0, p.damp, rounding_choice(p),
+        p.rotation or "none", p.distill_epochs, round(100 * p.ratio, 4), line,
+    )  # fmt: skip
+
+
 def variants_frame(user: UserState) -> pd.DataFrame:
     return variants_table(list(user.variants.values()))
 
@@ -89,6 +124,13 @@ def build() -> SimpleNamespace:
     )
     with gr.Row():
         bits = gr.Radio([2, 3, 4], value=3, label="Bits", elem_id="quant-bits")
+        settings = gr.Radio(
+            SETTINGS_CHOICES,
+            value="paper",
+            label="Settings",
+            info="sets every option below (best measured: bench/README.md)",
+            elem_id="quant-settings",
+        )
         metric = gr.Dropdown(METRIC_CHOICES, value="tacq", label="Which weights stay in 16 bits")
         method = gr.Radio(
             [("masked GPTQ", "gptq"), ("round to nearest", "rtn")], value="gptq", label="Quantizer"
@@ -152,6 +194,7 @@ def build() -> SimpleNamespace:
         delete = gr.Button("Delete variant")
     return SimpleNamespace(
         bits=bits,
+        settings=settings,
         metric=metric,
         method=method,
         circuit=circuit,
@@ -277,6 +320,24 @@ def wire(
     tab.method.change(
         lambda m: (gr.update(interactive=m == "gptq"),) * len(gptq_only), tab.method, gptq_only
     )
+    # a preset sets every lever (and the Circuit slider); a lever touched by hand makes the
+    # settings "my own". .input: only a person's change, not the preset's own updates
+    levers = [tab.metric, tab.method, tab.circuit, tab.groups, tab.damp, tab.rounding]
+    levers += [tab.basis, tab.distill, ratio]
+
+    def on_settings(name: str, bits: int, bits_changed: bool = False):
+        if name == "custom" or (bits_changed and name != "measured"):
+            return (gr.skip(),) * (len(levers) + 1)
+        return settings_values(name, int(bits))
+
+    tab.settings.input(on_settings, [tab.settings, tab.bits], [*levers, tab.status])
+    tab.bits.input(
+        lambda name, bits: on_settings(name, bits, bits_changed=True),
+        [tab.settings, tab.bits],
+        [*levers, tab.status],
+    )
+    for lever in levers:
+        lever.input(lambda: "custom", None, tab.settings)
     tab.peer_go.click(
         on_peer,
         [user_state, tab.peer],

@@ -15,6 +15,7 @@ from quality import (
     method_order,
     paired_rows,
     parse_method,
+    preset_of,
     rotated,
     rotation_kind,
     rounding_checked,
@@ -282,6 +283,64 @@ def three_bit_exact_match(res: Results) -> list[str]:
             + ", ".join(f"{t} {per_task[t][0]:.1%}" for t in sorted(per_task))
             + f"; lowest {worst} ({per_task[worst][1]['exact_match']:.3f} vs fp "
             f"{fps[worst]['exact_match']:.3f})."
+        )
+    return out
+
+
+def preset_pick(rows: list[dict], bits: int) -> tuple[str, dict[str, float]] | None:
+    """The rule tacq.presets.MEASURED follows -> (the method picked, each candidate's mean
+    rank). Candidates: TaCQ-scored settings with one scale per row (bits per weight stay
+    near the bit width) and no dense rotation (the Quantize screen offers the Hadamard one),
+    scored on the dev split of every bundled task; the pick has the lowest mean rank of dev
+    answer NLL over the tasks (ties: the lower honest BPW, then the table order). The
+    held-out sets are not looked at."""
+    tasks = list_tasks()
+    per: dict[str, dict[str, dict]] = {}
+    for r in rows:
+        p = preset_of(r["method"])
+        if (
+            r["bits"] == bits
+            and r.get("seed", 0) == 0
+            and "dev" in r
+            and p is not None
+            and p.group_size is None
+            and p.rotation in (None, "hadamard")
+        ):
+            per.setdefault(r["method"], {})[r["task"]] = r
+    per = {m: t for m, t in per.items() if set(tasks) <= set(t)}
+    if not per:
+        return None
+    rank = dict.fromkeys(per, 0.0)
+    for task in tasks:
+        for i, m in enumerate(sorted(per, key=lambda m: _dev_nll(per[m][task]))):
+            rank[m] += (i + 1) / len(tasks)
+    bpw = {m: statistics.median(r["bpw_honest"] for r in t.values()) for m, t in per.items()}
+    return min(per, key=lambda m: (rank[m], bpw[m], method_order(m))), rank
+
+
+def presets(res: Results) -> list[str]:
+    """The Quantize screen's "best measured" settings, and what they score on held-out."""
+    q = res.get("quality")
+    if not q:
+        return []
+    out = []
+    for bits in (2, 3):
+        pick = preset_pick(q["rows"], bits)
+        if pick is None:
+            continue
+        method, rank = pick
+        here = [
+            r for r in q["rows"] if (r["bits"], r["method"], r.get("seed", 0)) == (bits, method, 0)
+        ]
+        fps = {r["task"]: r for r in q["rows"] if (r["bits"], r["method"]) == (bits, "fp")}
+        vs_fp = statistics.mean(r["answer_nll"] / fps[r["task"]]["answer_nll"] - 1 for r in here)
+        runner = sorted(rank, key=rank.get)[1:2]
+        out.append(
+            f'- The Quantize screen\'s {bits}-bit "best measured" settings (tacq.presets): '
+            f"{label(method)}, the lowest mean rank of dev answer NLL ({rank[method]:.2f}) of "
+            f"the {len(rank)} per-row settings scored on every bundled task"
+            + (f" (next: {label(runner[0])}, {rank[runner[0]]:.2f})" if runner else "")
+            + f"; on held-out its answer NLL is {vs_fp:+.0%} over fp's on average."
         )
     return out
 
@@ -1043,6 +1102,7 @@ MET: list[Callable[[Results], list[str]]] = [
     quality_targets,
     matched_bits,
     three_bit_exact_match,
+    presets,
     one_task_time,
     circuit_causal,
     packed_memory,

@@ -40,9 +40,11 @@ from pathlib import Path
 
 from _common import ROOT, stamp, write_result
 
-from tacq.gptq import GROUP_SIZES
+from tacq.gptq import DEFAULT_DAMP, GROUP_SIZES
+from tacq.presets import Preset
 from tacq.runs import PLAIN_METHODS
 from tacq.saliency import metrics_in
+from tacq.select import DEFAULT_RATIO
 
 # Table order: plain quantizers, the baseline metrics, then the paper's (TaCQ last);
 # group-wise rows after the per-channel ones.
@@ -160,6 +162,25 @@ def parse_method(name: str) -> tuple[str, int | None, float | None]:
     if sep and group.isdigit() and int(group) in GROUP_SIZES:
         return base, int(group), ratio
     return name, None, ratio
+
+
+def preset_of(name: str) -> Preset | None:
+    """A TaCQ method name as the settings it stands for (tacq.presets.Preset):
+    'tacq_p0.2_d0.1_roth' -> Preset(0.002, 0.1, rotation='hadamard'); None for any other
+    method."""
+    base, group, ratio = parse_method(name)
+    if base != "tacq" or not known_method(name):
+        return None
+    steps = split_rounding(name)[1]
+    return Preset(
+        ratio=ratio or DEFAULT_RATIO,
+        damp=split_damp(name)[1] or DEFAULT_DAMP,
+        group_size=group,
+        rounding_steps=steps or 0,
+        rounding_check=rounding_checked(name),
+        rotation=rotation_kind(name),
+        distill_epochs=split_distill(name)[1] or 0,
+    )
 
 
 def known_method(name: str) -> bool:
@@ -288,11 +309,10 @@ def run_task(
     from tacq.distill import DistillConfig
     from tacq.evaluate import evaluate, perplexity
     from tacq.export import save_packed
-    from tacq.gptq import DEFAULT_DAMP
     from tacq.models import load_model
     from tacq.packed import dense_copy
     from tacq.rounding import RoundingConfig
-    from tacq.select import DEFAULT_RATIO, Selection
+    from tacq.select import Selection
     from tacq.workflow import Study
 
     lm = load_model()

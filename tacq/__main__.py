@@ -216,6 +216,14 @@ def build_parser() -> argparse.ArgumentParser:
         "dense matrix per Linear (n^2 floats each); GPTQ only",
     )
     p.add_argument(
+        "--settings",
+        default="paper",
+        choices=("paper", "measured"),
+        help="measured: the ratio, damping, rounding, basis and distillation the benchmarks "
+        "measured best at --bits across the bundled tasks (tacq.presets); leave those options "
+        "out then (default paper: the paper's, changed by the options one by one)",
+    )
+    p.add_argument(
         "--distill-epochs",
         type=int,
         default=0,
@@ -463,6 +471,8 @@ def cmd_quantize(args) -> None:
     from tacq.rounding import RoundingConfig
     from tacq.saliency import METRICS
 
+    if args.settings == "measured":
+        _measured_settings(args)
     if args.rounding_check and not args.rounding_steps:
         raise TacqError("--rounding-check needs --rounding-steps (how many steps to tune).")
     tuned = {}
@@ -492,6 +502,36 @@ def cmd_quantize(args) -> None:
     else:
         export.save_dequantized(out, study.lm, v)
     print(f"saved {args.format} model to {out} ({export.folder_bytes(out) / 2**20:.1f} MB)")
+
+
+# quantize's options a preset sets: argparse dest -> (tacq.presets.Preset field, flag)
+PRESET_OPTIONS = {
+    "ratio": ("ratio", "--ratio"),
+    "damp": ("damp", "--damp"),
+    "group_size": ("group_size", "--group-size"),
+    "rounding_steps": ("rounding_steps", "--rounding-steps"),
+    "rounding_check": ("rounding_check", "--rounding-check"),
+    "rotate": ("rotation", "--rotate"),
+    "distill_epochs": ("distill_epochs", "--distill-epochs"),
+}
+
+
+def _measured_settings(args) -> None:
+    """Put the measured preset for args.bits into args; refuse an option given beside it
+    (one of the two would silently lose)."""
+    from tacq.presets import PAPER, preset
+
+    given = [f for d, (k, f) in PRESET_OPTIONS.items() if getattr(args, d) != getattr(PAPER, k)]
+    given += ["--metric"] * (args.metric != "tacq") + ["--method"] * (args.method != "gptq")
+    if given:
+        flags = ", ".join(f for _, f in PRESET_OPTIONS.values())
+        raise TacqError(
+            f"--settings measured sets TaCQ with masked GPTQ and {flags} itself: leave out "
+            f"{', '.join(given)}, or set them without --settings."
+        )
+    p = preset("measured", args.bits)
+    for dest, (field, _) in PRESET_OPTIONS.items():
+        setattr(args, dest, getattr(p, field))
 
 
 def _selection(args):

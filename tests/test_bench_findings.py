@@ -486,3 +486,46 @@ def test_block_sensitivity_reports_shares_and_their_agreement(findings):
     run["blocks"][0]["tacq_3bit"] = 0.0  # the biggest share, the smallest score
     (line,) = findings.block_sensitivity({"block_sensitivity": {"runs": [run]}})
     assert "predicts its share at -0.39" in line
+
+
+def _on_dev(task: str, method: str, dev: float, bits: int = 3, bpw: float = 3.2) -> dict:
+    return {**_row(task, method, 0.3, bits=bits, bpw=bpw), "dev": {"answer_nll": dev}}
+
+
+def test_preset_pick_ranks_per_row_settings_on_dev_over_every_task(findings, monkeypatch):
+    monkeypatch.setattr(findings, "list_tasks", lambda: ["a", "b"])
+    rows = [
+        _on_dev("a", "tacq_d0.1", 1.0),  # ranks 1 and 3: mean 2
+        _on_dev("b", "tacq_d0.1", 3.0),
+        _on_dev("a", "tacq_d0.1_roth", 2.0),  # ranks 2 and 1: mean 1.5, picked
+        _on_dev("b", "tacq_d0.1_roth", 1.0),
+        _on_dev("a", "tacq", 3.0),  # ranks 3 and 2: mean 2.5
+        _on_dev("b", "tacq", 2.0),
+        _on_dev("a", "tacq_g64_d0.1", 0.1, bpw=3.5),  # group-wise: not a per-row preset
+        _on_dev("b", "tacq_g64_d0.1", 0.1, bpw=3.5),
+        _on_dev("a", "tacq_d0.1_rot", 0.1),  # the dense rotation: not on the screen
+        _on_dev("b", "tacq_d0.1_rot", 0.1),
+        _on_dev("a", "msg", 0.1),  # another metric
+        _on_dev("b", "msg", 0.1),
+        _on_dev("a", "tacq_p0.2", 0.1),  # not scored on every task
+        _row("b", "tacq_p0.2", 0.3),  # no dev scores
+        _on_dev("a", "tacq_p0.5", 0.1, bits=2),  # another bit width
+        _on_dev("b", "tacq_p0.5", 0.1, bits=2),
+    ]
+    method, rank = findings.preset_pick(rows, 3)
+    assert method == "tacq_d0.1_roth"
+    assert rank == {"tacq_d0.1": 2.0, "tacq_d0.1_roth": 1.5, "tacq": 2.5}
+    assert findings.preset_pick(rows, 4) is None
+
+
+def test_the_apps_measured_presets_follow_the_rule_on_the_committed_results(findings):
+    """tacq.presets.MEASURED is what preset_pick chooses from bench/results/quality.json:
+    a new measurement that changes the winner fails here until the preset follows it."""
+    import json
+
+    from tacq.presets import MEASURED
+
+    rows = json.loads((BENCH / "results" / "quality.json").read_text())["rows"]
+    for bits in (2, 3):
+        method, _ = findings.preset_pick(rows, bits)
+        assert findings.preset_of(method) == MEASURED[bits], (bits, method)

@@ -240,6 +240,10 @@ def test_whole_loop(page, small_task_file):
     pick(page, "Which weights stay in 16 bits", "MSG |G·W|")
     pick(page, "GPTQ damping", "10 %")
     pick(page, "Basis of the unkept weights", "rotated (Hadamard)")
+    from playwright.sync_api import expect
+
+    settings = page.locator("#quant-settings")
+    expect(settings.get_by_label("my own", exact=True)).to_be_checked()  # touched by hand
     page.get_by_role("button", name="Quantize").click()
     made = wait_text(page, "#quant-status", r"Made", 600)
     name = re.search(r"Made (\S+):", made).group(1)
@@ -320,6 +324,40 @@ def test_whole_loop(page, small_task_file):
     wait_text(page, "#data-status", rf"Restored your variants: {re.escape(name)}", 120)
     page.get_by_role("tab", name="Quantize").click()
     assert name in page.inner_text("#variants-table")
+
+
+def test_settings_choice_fills_the_quantize_options(page):
+    """ "best measured" puts the bit width's preset in every option and the Circuit slider,
+    follows a change of bits, and touching an option by hand makes the settings "my own"."""
+    from playwright.sync_api import expect
+
+    from tacq.presets import MEASURED, describe
+
+    page.get_by_role("tab", name="Quantize").click()
+    page.locator("#quant-bits").get_by_label("2", exact=True).check()
+    settings = page.locator("#quant-settings")
+    settings.get_by_label("best measured for these bits", exact=True).check()
+    said = wait_text(page, "#quant-status", r"measured best at 2 bits", 30)
+    assert describe(MEASURED[2]) in said
+    expect(page.locator("#quant-damp input")).to_have_value("10 %")
+    expect(page.locator("#quant-basis input")).to_have_value("rotated (Hadamard)")
+    shot(page, "05b_settings")
+    page.get_by_role("tab", name="Circuit").click()  # the ratio is the Circuit slider's
+    expect(page.locator("#ratio input[type=number]")).to_have_value("0.2")
+    page.get_by_role("tab", name="Quantize").click()
+    page.locator("#quant-bits").get_by_label("3", exact=True).check()  # follows the bits
+    wait_text(page, "#quant-status", r"measured best at 3 bits", 30)
+    pick(page, "GPTQ damping", "30 %")
+    expect(settings.get_by_label("my own", exact=True)).to_be_checked()
+    expect(page.locator("#quant-damp input")).to_have_value("30 %")  # the hand's choice stays
+    page.locator("#quant-bits").get_by_label("2", exact=True).check()
+    expect(page.locator("#quant-damp input")).to_have_value("30 %")
+    settings.get_by_label("paper's", exact=True).check()
+    wait_text(page, "#quant-status", r"\(the paper's\)", 30)
+    expect(page.locator("#quant-damp input")).to_have_value("1 % (paper)")
+    expect(page.locator("#quant-basis input")).to_have_value("as is (paper)")
+    page.get_by_role("tab", name="Circuit").click()
+    expect(page.locator("#ratio input[type=number]")).to_have_value("0.35")
 
 
 def test_empty_table_is_refused(page):

@@ -254,6 +254,26 @@ def test_cli_bad_distill_epochs_are_refused_before_loading(tmp_path, capsys):
     assert not (tmp_path / "v").exists()
 
 
+def test_cli_measured_settings_fill_the_options_and_refuse_one_given_beside_them(tmp_path, capsys):
+    from tacq.__main__ import _measured_settings, build_parser, main
+    from tacq.presets import MEASURED
+
+    for bits, p in MEASURED.items():
+        args = build_parser().parse_args(
+            ["quantize", "--settings", "measured", "--bits", str(bits), "--out", "v"]
+        )
+        _measured_settings(args)
+        got = (args.ratio, args.damp, args.group_size, args.rounding_steps, args.rotate)
+        assert got == (p.ratio, p.damp, p.group_size, p.rounding_steps, p.rotation)
+        assert (args.rounding_check, args.distill_epochs) == (p.rounding_check, p.distill_epochs)
+    out = tmp_path / "v"
+    argv = ["quantize", "--settings", "measured", "--damp", "0.3", "--metric", "msg"]
+    assert main([*argv, "--out", str(out)]) == 1
+    said = capsys.readouterr()
+    assert "leave out --damp, --metric, or set them without --settings" in said.err
+    assert "loaded" not in said.out and not out.exists()
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [
