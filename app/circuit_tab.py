@@ -235,7 +235,9 @@ def render(study: Study, ranking, metric: str, bits: int, pct: float):
     )
 
 
-def wire(tab: SimpleNamespace, user_state: gr.State, registry: ModelRegistry) -> None:
+def wire(tab: SimpleNamespace, user_state: gr.State, registry: ModelRegistry):
+    """Wire the screen -> redraw_after(event): redraw the circuit once another screen's
+    event has moved the ratio slider (a programmatic move fires no release)."""
     outputs = [tab.heat, tab.bars, tab.stats, tab.sizes]
 
     @handles_errors
@@ -416,6 +418,11 @@ def wire(tab: SimpleNamespace, user_state: gr.State, registry: ModelRegistry) ->
     )
     for ev in (tab.metric.change, tab.bits.change):
         ev(on_ratio, [user_state, tab.metric, tab.bits, tab.ratio], outputs, concurrency_limit=None)
+
+    def redraw_after(event) -> None:
+        inputs = [user_state, tab.metric, tab.bits, tab.ratio]
+        event.then(on_ratio, inputs, outputs, show_progress="hidden", concurrency_limit=None)
+
     tab.zoom.click(
         on_zoom,
         [user_state, tab.metric, tab.bits, tab.ratio, tab.layer, tab.module],
@@ -457,3 +464,4 @@ def wire(tab: SimpleNamespace, user_state: gr.State, registry: ModelRegistry) ->
         concurrency_id=HEAVY,
         concurrency_limit=1,
     )
+    return redraw_after

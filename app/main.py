@@ -52,9 +52,9 @@ def build_app(registry: ModelRegistry, workspace: Path) -> gr.Blocks:
 
         model_tab.wire(mt, user_state, registry)
         data_tab.wire(dt, user_state, registry)
-        circuit_tab.wire(ct, user_state, registry)
+        redraw_circuit = circuit_tab.wire(ct, user_state, registry)
         variant_lists = [qt.victim, et.which, *cht.pickers[1:]]  # chat's columns last
-        quantize_tab.wire(qt, user_state, ct.ratio, registry, variant_lists)
+        quantize_tab.wire(qt, user_state, ct.ratio, registry, variant_lists, redraw_circuit)
         chat_tab.wire(cht, user_state, registry)
         eval_tab.wire(et, user_state, registry, [ct.metric, ct.bits, ct.ratio], [cht.eval_table])
         demo_tab.wire(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import SimpleNamespace
 
 import gradio as gr
@@ -220,7 +221,11 @@ def wire(
     ratio: gr.Slider,
     registry: ModelRegistry,
     variant_lists: list,
+    redraw_circuit: Callable | None = None,
 ) -> None:
+    """redraw_circuit(event): redraws the Circuit screen after an event that moved its ratio
+    slider (circuit_tab.wire's redraw_after)."""
+
     def choices(user: UserState):
         return variant_choices(list(user.variants), len(variant_lists))
 
@@ -330,12 +335,16 @@ def wire(
             return (gr.skip(),) * (len(levers) + 1)
         return settings_values(name, int(bits))
 
-    tab.settings.input(on_settings, [tab.settings, tab.bits], [*levers, tab.status])
-    tab.bits.input(
-        lambda name, bits: on_settings(name, bits, bits_changed=True),
-        [tab.settings, tab.bits],
-        [*levers, tab.status],
-    )
+    moves_ratio = [
+        tab.settings.input(on_settings, [tab.settings, tab.bits], [*levers, tab.status]),
+        tab.bits.input(
+            lambda name, bits: on_settings(name, bits, bits_changed=True),
+            [tab.settings, tab.bits],
+            [*levers, tab.status],
+        ),
+    ]
+    for event in moves_ratio if redraw_circuit else ():
+        redraw_circuit(event)
     for lever in levers:
         lever.input(lambda: "custom", None, tab.settings)
     tab.peer_go.click(

@@ -237,12 +237,17 @@ def test_whole_loop(page, small_task_file):
 
     page.get_by_role("tab", name="Quantize").click()
     page.locator("#quant-bits").get_by_label("3", exact=True).check()
+    settings = page.locator("#quant-settings")
+    settings.get_by_label("best measured for these bits", exact=True).check()
+    wait_text(page, "#quant-status", r"measured best at 3 bits", 30)
+    page.get_by_role("tab", name="Circuit").click()  # the preset moved the slider (from ~1 %)
+    wait_text(page, "#circuit-stats", r"at 0\.35%", 30)  # and the circuit followed it
+    page.get_by_role("tab", name="Quantize").click()
     pick(page, "Which weights stay in 16 bits", "MSG |G·W|")
     pick(page, "GPTQ damping", "10 %")
     pick(page, "Basis of the unkept weights", "rotated (Hadamard)")
     from playwright.sync_api import expect
 
-    settings = page.locator("#quant-settings")
     expect(settings.get_by_label("my own", exact=True)).to_be_checked()  # touched by hand
     page.get_by_role("button", name="Quantize").click()
     made = wait_text(page, "#quant-status", r"Made", 600)
