@@ -19,7 +19,8 @@ def summary_table(registry: ModelRegistry, user: UserState) -> pd.DataFrame:
 def build() -> SimpleNamespace:
     gr.Markdown(
         "Pick the bundled **SmolLM2-135M-Instruct** or type the path of a local "
-        "Hugging Face folder (Llama / Qwen / Mistral style, safetensors weights)."
+        "Hugging Face folder (Llama / Qwen / Mistral style, safetensors weights only; "
+        "not a folder inside the app's workspace, where uploads are kept)."
     )
     with gr.Row():
         source = gr.Textbox(

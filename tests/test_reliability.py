@@ -176,10 +176,16 @@ def test_memory_budget_gives_a_message(tiny_lm, tiny_task, monkeypatch):
     [
         ({"model_type": "bert"}, ["model.safetensors"], "Unsupported model type 'bert'"),
         ({"model_type": "llama"}, [], "no \\*.safetensors"),
-        ({"model_type": "llama"}, ["pytorch_model.bin"], "pickle .bin weights"),
+        ({"model_type": "llama"}, ["pytorch_model.bin"], "pickle weights"),
+        ({"model_type": "llama"}, ["weights.pt", "x.ckpt"], "pickle weights"),
         ({"model_type": "llama", "auto_map": {"AutoModel": "x.Y"}}, [], "remote code"),
+        (
+            {"model_type": "llama", "transformers_weights": "adapter_model.bin"},
+            ["model.safetensors", "adapter_model.bin"],
+            "names its own weight file",
+        ),
     ],
-    ids=["bert", "no-weights", "pickle-only", "remote-code"],
+    ids=["bert", "no-weights", "pickle-only", "pt-only", "remote-code", "transformers-weights"],
 )
 def test_model_folder_refusals(tmp_path, config, files, message):
     from tacq.models import check_model_dir
