@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import gradio as gr
+import pandas as pd
 
 from app import figures
 from app.common import HEAVY, cancel_handler, gradio_progress, handles_errors, need
@@ -12,6 +13,7 @@ from app.state import ModelRegistry, UserState
 from tacq.anatomy import top_neurons
 from tacq.causal import CausalConfig, causal_test
 from tacq.data import list_tasks, load_task
+from tacq.explain import circuit_variant, with_stored
 from tacq.models import linear_at
 from tacq.saliency import METRICS
 from tacq.select import DEFAULT_RATIO, SLIDER_MAX_RATIO, Selection, layer_jaccard, layer_table
@@ -33,6 +35,18 @@ STABILITY_HELP = (
     "this ratio are compared by Jaccard overlap. Chance is what two random sets of the "
     "same sizes in each module would share."
 )
+
+
+def zoom_explanation(user: UserState, sel: Selection, name: str) -> tuple[str, pd.DataFrame]:
+    """The zoom's words and table: the top kept weights, with each one's stored value in
+    this user's latest variant of the same circuit (or a line saying there is none)."""
+    study = need(user.study, "Choose examples and collect gradients first.")
+    why = study.explain(sel, name)
+    v = circuit_variant(user.variants.values(), sel, study.digest(), study.lm.fingerprint)
+    if v is not None:
+        why = with_stored(why, v)
+    stored = f" {why.stored_sentence()}" if why.kept else ""  # nothing kept: nothing stored
+    return why.sentence() + stored, why.top.round(6)
 
 
 def build() -> SimpleNamespace:
@@ -261,12 +275,8 @@ def wire(tab: SimpleNamespace, user_state: gr.State, registry: ModelRegistry):
         name = linear_at(study.lm.model, int(layer), module)
         sel = Selection(metric, int(bits), pct / 100)
         rows, cols = study.layer_saliency(sel, name)
-        why = study.explain(sel, name)
-        return (
-            figures.zoom_figure(name, rows.tolist(), cols.tolist()),
-            why.sentence(),
-            why.top.round(6),
-        )
+        plot = figures.zoom_figure(name, rows.tolist(), cols.tolist())
+        return (plot, *zoom_explanation(user, sel, name))
 
     @handles_errors
     def on_pick(user: UserState, metric: str, bits: int, pct: float, picked: str):

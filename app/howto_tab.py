@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 
 import gradio as gr
 
 from app import figures
 from app.common import handles_errors
+from tacq.errors import TacqError
 from tacq.saliency import METRICS
 from tacq.toy import make_toy, toy_kept, toy_scores
 
@@ -24,9 +26,20 @@ sample so that opposite signs do not cancel: $G_{ij} = \sum_s \left|\partial L_s
 | **TaCQ** | $\left\lvert G_{ij}\,\Delta w_{ij}\, w_{ij} \right\rvert$ | both: important to the task **and** damaged by rounding |
 
 The top $k = \lfloor p \cdot N \rfloor$ weights of the whole model (global ranking, not per layer)
-stay in 16 bits; GPTQ quantizes everything else and pushes the error onto the weights not
-yet quantized, never onto the kept ones. Bits per weight (the paper's count):
+stay in 16 bits; GPTQ quantizes everything else column by column and pushes each column's
+rounding error onto the columns not yet quantized. Bits per weight (the paper's count):
 $b\,(1-p) + 32p$, as a kept weight costs a 16-bit value and a 16-bit position.
+
+What happens to a kept weight depends on the basis (Quantize tab):
+- **as is (the paper's masked GPTQ)**: a kept weight adds no rounding error of its own, but
+  it still receives the compensation updates from the columns quantized before it, so the
+  16-bit value stored differs from the original (on SmolLM2 by a few percent of its value
+  typically, some by more than 10 %).
+- **rotated**: the kept weights are set aside before GPTQ quantizes the rest in a rotated
+  basis, so each is stored exactly as it was (in fp16).
+
+The Circuit tab's zoom lists the top kept weights with their original value and, once you
+have quantized a variant of that circuit, the value that variant stores.
 
 ### Is it really a circuit?
 The **causal test** (Circuit tab) damages only the kept weights, leaves everything else at full
@@ -40,6 +53,7 @@ Input channel 5 is an activation outlier (large inputs, so large gradients); row
 outlier (large weights). Move the ratio and the bit width and watch what each score keeps.
 """
 
+TOY_MAX_PCT = 30  # the slider's top
 LABELS = {m: METRICS[m].label for m in ("magnitude", "qal", "msg", "tacq")}
 
 
@@ -47,7 +61,12 @@ def build() -> SimpleNamespace:
     gr.Markdown(EXPLAIN, latex_delimiters=[{"left": "$", "right": "$", "display": False}])
     with gr.Row():
         ratio = gr.Slider(
-            0, 30, value=10, step=1, label="Kept share p (% of the 96 entries)", elem_id="toy-ratio"
+            0,
+            TOY_MAX_PCT,
+            value=10,
+            step=1,
+            label="Kept share p (% of the 96 entries)",
+            elem_id="toy-ratio",
         )
         bits = gr.Radio([2, 3, 4], value=2, label="Bits", elem_id="toy-bits")
     summary = gr.Markdown(elem_id="toy-summary")
@@ -55,10 +74,32 @@ def build() -> SimpleNamespace:
     return SimpleNamespace(ratio=ratio, bits=bits, summary=summary, plot=plot)
 
 
+def check_toy_settings(ratio_pct: object, bits: object) -> tuple[float, int]:
+    """The slider's and radio's values, or a TacqError an API caller can act on (a posted
+    NaN or out-of-range value never reaches int())."""
+    pct, b = _number(ratio_pct), _number(bits)
+    if not 0 <= pct <= TOY_MAX_PCT:  # False for NaN too
+        raise TacqError(
+            f"Kept share must be a number between 0 and {TOY_MAX_PCT} (got {ratio_pct!r})."
+        )
+    if b not in (2, 3, 4):
+        raise TacqError(f"Bits must be 2, 3 or 4 (got {bits!r}).")
+    return pct, int(b)
+
+
+def _number(value: object) -> float:
+    """float(value), NaN for what is not a number."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
 @handles_errors
 def render(ratio_pct: float, bits: int):
     """Toy grids, kept masks and a summary in words; cheap (a 96-entry layer)."""
-    toy = make_toy(int(bits))
+    ratio_pct, bits = check_toy_settings(ratio_pct, bits)
+    toy = make_toy(bits)
     scores = toy_scores(toy)
     p = float(ratio_pct) / 100
     kept = {

@@ -246,8 +246,10 @@ def wire(
     ):
         study = need(user.study, "Choose examples (and collect gradients) first.")
         sel = Selection(metric, int(bits), pct / 100 if circuit else 0.0, int(group) or None)
-        user.check_room(
-            study.lm, packed_estimate(study.lm.model, sel.bits, sel.ratio, sel.group_size)
+        rotation = None if basis == "none" else basis
+        user.check_room(  # a rotated variant also holds each Linear's R
+            study.lm,
+            packed_estimate(study.lm.model, sel.bits, sel.ratio, sel.group_size, rotation),
         )
         stop = user.jobs.start("quantize")
         if sel.ratio > 0 and METRICS[metric].needs_grads and study.stats is None:
@@ -256,7 +258,6 @@ def wire(
         tuned = {"rounding": cfg} if cfg else {}
         if int(distill):
             tuned["distill"] = DistillConfig(int(distill))
-        rotation = None if basis == "none" else basis
         v = study.quantize(
             sel, method, gradio_progress(progress, stop), damp=float(damp), rotation=rotation,
             **tuned,

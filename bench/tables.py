@@ -124,6 +124,12 @@ SCRIPTS = [  # (command, what it measures, result topic)
         "slider_app",
     ),
     (
+        "python bench/health_latency.py",
+        "/healthz latency while 8 browser sessions chat and a 9th quantizes (the eight-sessions "
+        "browser test's load; the test asserts only that it answers)",
+        "health_latency",
+    ),
+    (
         "python bench/accumulators.py",
         "top-k overlap of bf16 / host gradient sums vs fp32",
         "accumulators",
@@ -509,6 +515,14 @@ def sections() -> str:
             f"- through the running app in chromium, release to redrawn heatmap: median "
             f"**{sl['median_ms']:.0f} ms**, p95 {sl['p95_ms']:.0f} ms over {sl['moves']} moves"
             f" (target < 300)\n"
+        )
+    hl = load("health_latency")
+    if hl:
+        emit(
+            f"Health check under load: `/healthz` while {hl['sessions']} browser sessions "
+            f"chat and one more quantizes: p50 "
+            f"{hl['p50_ms']:.0f} ms, p95 {hl['p95_ms']:.0f} ms, max {hl['max_ms']:.0f} ms over "
+            f"{hl['checks']} checks ({hl['failed']} failed)\n"
         )
     a = load("accumulators")
     if a:

@@ -6,14 +6,18 @@ never disagree with the circuit shown.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 
 import pandas as pd
 import torch
 from torch import Tensor
 
 from tacq.models import MODULE_KINDS, layer_index, module_kind
-from tacq.select import Ranking
+from tacq.packed import packed_modules
+from tacq.select import Ranking, Selection
+from tacq.variant import Variant
 
 
 @dataclass
@@ -25,6 +29,8 @@ class ModuleExplanation:
     top: pd.DataFrame  # the module's highest-scoring kept weights: row, col, W, G, dW, score
     busy_rows: list[tuple[int, int]]  # (output row, kept count), most first
     busy_cols: list[tuple[int, int]]  # (input column, kept count), most first
+    stored_in: str | None = None  # the variant whose stored values `top` shows (with_stored)
+    stored_by: str = "gptq"  # how it quantized the rest: "gptq", "rotated" or "rtn"
 
     @property
     def share(self) -> float:
@@ -42,6 +48,27 @@ class ModuleExplanation:
             f"{where} keeps {self.share:.2%} of its weights ({self.kept:,} of "
             f"{self.weights:,}), {times:.1f}x the model average of {self.model_share:.2%}. "
             f"They concentrate in output rows {rows} and input columns {cols}."
+        )
+
+    def stored_sentence(self) -> str:
+        """What the table's W and stored columns are, or that no variant holds this circuit."""
+        if self.stored_in is None:
+            return (
+                "No quantized variant of this circuit yet (same metric, bits, ratio and "
+                "examples): quantize one to see each kept weight's stored value."
+            )
+        how = {
+            "rotated": "its rest was quantized by GPTQ in a rotated basis apart from the kept "
+            "weights, so they are stored exactly (in fp16)",
+            "rtn": "round-to-nearest moves no weight onto another, so kept weights are stored "
+            "exactly (in fp16)",
+        }.get(
+            self.stored_by,
+            "plain masked GPTQ keeps them in 16 bits but first adds the compensation updates "
+            "of the columns quantized before them, so the stored value can differ",
+        )
+        return (
+            f"W is the original weight; stored is its 16-bit value in **{self.stored_in}**: {how}."
         )
 
 
@@ -87,3 +114,41 @@ def explain_module(
     return ModuleExplanation(
         name, len(mine), out_f * in_f, ratio, table, busy(rows, out_f)[:5], busy(cols, in_f)[:5]
     )
+
+
+def circuit_variant(
+    variants: Iterable[Variant], sel: Selection, examples: str, base_model: str
+) -> Variant | None:
+    """The latest variant that keeps exactly the circuit `sel` shows: same metric, bits,
+    ratio and group size, made from the same examples on the same model (None if none)."""
+    found = None
+    for v in variants:
+        s = v.spec
+        same = (s.metric, s.bits, s.group_size) == (sel.metric, sel.bits, sel.group_size)
+        if (
+            v.peer is None
+            and sel.ratio > 0
+            and same
+            and math.isclose(s.ratio, sel.ratio, rel_tol=1e-9)
+            and (s.examples, s.base_model) == (examples, base_model)
+        ):
+            found = v
+    return found
+
+
+def with_stored(why: ModuleExplanation, variant: Variant) -> ModuleExplanation:
+    """`why` with a `stored` column after W: each listed weight's 16-bit value as `variant`
+    stores it (NaN where the variant does not keep that weight)."""
+    mod = packed_modules(variant.model)[why.name]
+    index, values = mod.kept_index.long().cpu(), mod.kept_values.float().cpu()
+    flat = torch.tensor(why.top["row"].tolist(), dtype=torch.long) * mod.in_features
+    flat += torch.tensor(why.top["col"].tolist(), dtype=torch.long)
+    stored = torch.full(flat.shape, float("nan"))
+    if len(index):
+        pos = torch.searchsorted(index, flat).clamp(max=len(index) - 1)
+        stored = torch.where(index[pos] == flat, values[pos], stored)
+    top = why.top.copy()
+    top.insert(list(top.columns).index("W") + 1, "stored", stored.tolist())
+    spec = variant.spec
+    by = "rotated" if spec.rotation else "rtn" if spec.method == "rtn" else "gptq"
+    return replace(why, top=top, stored_in=variant.name, stored_by=by)

@@ -62,9 +62,16 @@ def resident_bytes(model: nn.Module, base: nn.Module | None = None) -> int:
     return sum(n for key, n in storages(model).items() if key not in shared)
 
 
-def packed_estimate(model: nn.Module, bits: int, ratio: float, group_size: int | None) -> int:
+def packed_estimate(
+    model: nn.Module,
+    bits: int,
+    ratio: float,
+    group_size: int | None,
+    rotation: str | None = None,
+) -> int:
     """What a packed variant of `model` will hold in memory: codes, fp16 scale + uint8 zero
-    per row or group, and each kept weight's fp16 value and int32 index."""
+    per row or group, each kept weight's fp16 value and int32 index, and with `rotation`
+    (a tacq.orthogonal kind) each Linear's R (rotation_bytes)."""
     from tacq.models import quantizable_linears
 
     total = 0
@@ -72,7 +79,26 @@ def packed_estimate(model: nn.Module, bits: int, ratio: float, group_size: int |
         out_f, in_f = lin.weight.shape
         groups = 1 if group_size is None else -(-in_f // group_size)
         total += out_f * (-(-in_f // 8) * bits + 3 * groups) + int(6 * ratio * out_f * in_f)
-    return total
+    return total + (rotation_bytes(model, rotation) if rotation else 0)
+
+
+def rotation_bytes(model: nn.Module, kind: str) -> int:
+    """Bytes of the rotations a rotated variant holds (tacq.orthogonal.Rotation, fp32, drawn
+    from the seed at load): "haar" keeps a dense (n, n) R, n signs and a 1 x 1 Hadamard per
+    Linear of n inputs (n^2 floats: 520 MB on SmolLM2); "hadamard" n signs and an (a, a)
+    mix per Linear, n = a * h, and one (h, h) Hadamard per distinct h (a cached tensor)."""
+    from tacq.models import quantizable_linears
+
+    floats, shared = 0, set()
+    for lin in quantizable_linears(model).values():
+        n = lin.weight.shape[1]
+        if kind == "haar":
+            floats += n * n + n + 1
+        else:
+            h = n & -n  # the largest power of two dividing n
+            floats += n + (n // h) ** 2
+            shared.add(h)
+    return 4 * (floats + sum(h * h for h in shared))
 
 
 def dense_linear_bytes(model: nn.Module) -> int:

@@ -261,6 +261,39 @@ def dense_copy(model: nn.Module) -> nn.Module:
 
 _DECODE = {"compiled": False, "fn": None}
 
+# Context variables that kernels (0.19) and transformers (5.x) read on every forward and
+# swap for one process-wide global while torch.compiler.is_compiling() is true.
+_COMPILE_AWARE_VARS = (
+    ("kernels._internals.layer.layer", "_ACTIVE_KERNEL_FUNCS"),
+    ("transformers.utils.output_capturing", "_active_collector"),
+)
+
+
+def per_thread_forward_state() -> None:
+    """Make the libraries' compile-aware context variables plain per-thread ContextVars.
+
+    Why: is_compiling() is one process-wide flag, true for a whole torch.compile session in
+    any thread (our compiled decoding builds its kernel during warm-up or a chat's first
+    token). A forward in another thread meanwhile stores its state in the shared global,
+    and each thread's reset then hands the others a foreign value: transformers 5.25 +
+    kernels 0.19.1 crashed evaluating beside the warm-up ("'_contextvars.Token' object has
+    no attribute 'get'"). We never compile a whole model, only packed_matvec, so the
+    global fallback is never needed; tokens stay valid (the same ContextVar). Idempotent.
+    """
+    import importlib
+
+    for module_name, attr in _COMPILE_AWARE_VARS:
+        try:
+            var = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError):
+            continue  # that library version has no such variable: nothing to make safe
+        plain = getattr(var, "context_var", None)
+        if plain is not None:
+            var.get, var.set, var.reset = plain.get, plain.set, plain.reset
+
+
+per_thread_forward_state()
+
 
 def use_compiled_decoding(on: bool = True) -> None:
     """One-token forwards on CPU (chat decoding) through a compiled kernel that reads the

@@ -160,6 +160,59 @@ def test_variant_reports_what_it_holds(tiny_lm, tiny_task):
     assert abs(estimate - own) <= 0.02 * own
 
 
+@pytest.mark.parametrize("kind", ["haar", "hadamard"])
+def test_room_estimate_counts_the_rotations_held(tiny_lm, tiny_task, kind):
+    """A rotated variant holds each Linear's R (dense Haar: n^2 fp32 per Linear, 520 MB on
+    SmolLM2); the room check's estimate grows by exactly the bytes those buffers take."""
+    from tacq.memory import packed_estimate, resident_bytes, rotation_bytes
+    from tacq.models import quantizable_linears
+    from tacq.select import Selection
+    from tacq.workflow import Study
+
+    study = Study(tiny_lm, tiny_task)
+    study.collect()
+    v = study.quantize(Selection("tacq", 2, 0.02), rotation=kind)
+    held = {}  # distinct storages of the rotation buffers, as resident_bytes counts them
+    for m in packed_modules(v.model).values():
+        for t in (m.rot_signs, m.rot_mix, m.rot_hadamard):
+            held[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+    plain = packed_estimate(tiny_lm.model, 2, 0.02, None)
+    rotated = packed_estimate(tiny_lm.model, 2, 0.02, None, rotation=kind)
+    assert rotated - plain == rotation_bytes(tiny_lm.model, kind) == sum(held.values())
+    if kind == "haar":  # n^2 + n signs + a 1 x 1 Hadamard, fp32, per Linear
+        ns = [lin.weight.shape[1] for lin in quantizable_linears(tiny_lm.model).values()]
+        assert rotated - plain == sum(4 * (n * n + n + 1) for n in ns)
+    own = resident_bytes(v.model, tiny_lm.model)
+    assert abs(rotated - own) <= 0.02 * own
+    assert packed_estimate(tiny_lm.model, 2, 0.02, None, rotation=None) == plain
+
+
+def test_dense_haar_variant_is_refused_when_its_rotations_do_not_fit(
+    tiny_lm, tiny_task, monkeypatch
+):
+    """A budget the Hadamard variant fits in but the dense Haar one (n^2 floats per Linear,
+    counted twice: the quantization's hooks and the variant) does not: a message, no work."""
+    from tacq.errors import TacqError
+    from tacq.memory import dense_linear_bytes, packed_estimate, rotation_bytes
+    from tacq.select import Selection
+    from tacq.workflow import Study
+
+    m = tiny_lm.model
+    sel = Selection("tacq", 2, 0.02)
+    need = {
+        k: packed_estimate(m, 2, 0.02, None, k) + dense_linear_bytes(m) + rotation_bytes(m, k)
+        for k in ("hadamard", "haar")
+    }
+    budget = 1.25 * (need["hadamard"] + need["haar"]) / 2  # between the two
+    assert 1.25 * need["hadamard"] < budget < 1.25 * need["haar"]
+    study = Study(tiny_lm, tiny_task)
+    study.collect()
+    monkeypatch.setenv("TACQ_MEMORY_BUDGET_MB", str(budget / 2**20))
+    with pytest.raises(TacqError, match="Not enough memory for a packed quantized variant"):
+        study.quantize(sel, rotation="haar")
+    assert study.quantize(sel, rotation="hadamard").spec.rotation == "hadamard"
+
+
 def test_bf16_activations_meet_exact_weights():
     """On a bf16 model (CUDA) the weight is not rounded to bf16: fp32 matmul, output cast."""
     lq = _layer(2, None, keep=0.1, seed=3)

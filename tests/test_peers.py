@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -74,14 +73,27 @@ def test_a_failing_peer_says_why(fake_hqq, tiny_folder):
         make_peer_variant(tiny_folder, "hqq", 4, 64, [])
 
 
-def test_cancel_ends_the_child(fake_hqq, tiny_folder):
+def test_cancel_ends_the_child(fake_hqq, tiny_folder, monkeypatch):
+    """Cancel kills the peer's process at once: it has exited, by SIGKILL, not by finishing."""
+    import signal
+    import subprocess
+
+    from tacq import peer_run
+
+    children = []
+
+    class Recorded(subprocess.Popen):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            children.append(self)
+
     def stop(frac, label):
         raise Cancelled("stop")
 
-    t = time.perf_counter()
+    monkeypatch.setattr(peer_run.subprocess, "Popen", Recorded)
     with pytest.raises(Cancelled):
         make_peer_variant(tiny_folder, "hqq", 2, 64, [], progress=stop)
-    assert time.perf_counter() - t < 10
+    assert len(children) == 1 and children[0].returncode == -signal.SIGKILL
 
 
 def test_honest_bpw_counts_the_peers_qparams_and_the_weights_kept_on_top(tiny_lm):
