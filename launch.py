@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         "--host",
         default="127.0.0.1",
         help="interface to bind (default 127.0.0.1); another one serves a network and "
-        "needs --allow-host and --auth-file",
+        "needs --allow-host, --auth-file and --models-root (see README, Serving on a LAN)",
     )
     p.add_argument("--workspace", help="where user examples and exports are saved")
     p.add_argument(
@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="NAME",
-        help="a host name clients use to reach the app (repeat; required with --host)",
+        help="a host name clients use to reach the app; NAME:PORT where that port differs "
+        "(a TLS proxy in front) (repeat; required with --host)",
     )
     p.add_argument(
         "--auth-file",
@@ -47,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--models-root",
-        help="only folders under this one may be loaded from the Model screen",
+        help="only folders under this one may be loaded from the Model screen; required "
+        "with --host beyond this machine",
     )
     p.add_argument(
         "--eager-decoding",

@@ -43,7 +43,7 @@ def build_app(registry: ModelRegistry, workspace: Path) -> gr.Blocks:
                 ct = circuit_tab.build()
             with gr.Tab("Quantize", id="quantize"):
                 qt = quantize_tab.build()
-            with gr.Tab("Chat", id="chat"):
+            with gr.Tab("Chat", id="chat") as chat_page:
                 cht = chat_tab.build()
             with gr.Tab("Evaluate & export", id="evaluate"):
                 et = eval_tab.build()
@@ -55,7 +55,7 @@ def build_app(registry: ModelRegistry, workspace: Path) -> gr.Blocks:
         redraw_circuit = circuit_tab.wire(ct, user_state, registry)
         variant_lists = [qt.victim, et.which, *cht.pickers[1:]]  # chat's columns last
         quantize_tab.wire(qt, user_state, ct.ratio, registry, variant_lists, redraw_circuit)
-        chat_tab.wire(cht, user_state, registry)
+        chat_tab.wire(cht, user_state, registry, chat_page)
         eval_tab.wire(et, user_state, registry, [ct.metric, ct.bits, ct.ratio], [cht.eval_table])
         demo_tab.wire(
             dmt,
@@ -72,7 +72,7 @@ def build_app(registry: ModelRegistry, workspace: Path) -> gr.Blocks:
         def on_page_load(saved_id: str | None):
             user, who = user_for(saved_id, workspace)
             lm = registry.get(user.model_key)
-            task = user.load_examples()
+            task = user.task or user.load_examples()  # another tab's live examples first
             table, style, status = gr.update(), gr.update(), ""
             if task is not None:
                 user.set_task(lm, task)
@@ -123,36 +123,39 @@ def launch(
     """Load the model first (so the page opens ready), then serve locally; no share link.
 
     Only requests naming this server (Host) and coming from its own page (Origin) are
-    answered (app/guard.py). Binding beyond loopback needs `allowed_hosts` (the names
-    clients use to reach it) and `auth` (user, password) pairs: anyone who can reach the
-    port could otherwise run jobs and read every browser's workspace.
+    answered (app/guard.py), and the guard wraps everything, Gradio's CORS included.
+    Binding beyond loopback needs `allowed_hosts` (the names clients use to reach it),
+    `auth` (user, password) pairs and `models_root`: anyone who can reach the port could
+    otherwise run jobs, read every browser's workspace and load any folder as a model.
     compiled_decoding: packed variants decode one token at a time through a compiled
     kernel (tacq.packed); each new variant warms it up in the background.
     """
+    from functools import partial
+
     from starlette.middleware import Middleware
 
-    from app.guard import LOOPBACK_HOSTS, Allowed, HostOriginGuard, is_loopback
-    from app.workspace import start_sweeper
+    from app.guard import LOOPBACK_HOSTS, Allowed, HostOriginGuard, is_loopback, outermost
+    from app.workspace import UploadLeftovers, start_sweeper
     from tacq.cache import tacq_home
     from tacq.errors import TacqError
     from tacq.packed import use_compiled_decoding
     from tacq.progress import tqdm_progress
 
     use_compiled_decoding(compiled_decoding)
-    if is_loopback(host):
-        names = list(LOOPBACK_HOSTS) + list(allowed_hosts or [])
-    elif not allowed_hosts or not auth:
+    if not is_loopback(host) and (not allowed_hosts or not auth or models_root is None):
         raise TacqError(
             f"Serving on {host} opens the app to the network: give --allow-host with the "
-            "name(s) clients will use and --auth-file with user:password lines."
+            "name(s) clients will use, --auth-file with user:password lines and "
+            "--models-root with the folder whose models may be loaded."
         )
-    else:
-        names = list(allowed_hosts)
-    guard = Middleware(HostOriginGuard, allowed=Allowed.for_server(names, port))
+    # Gradio checks the server started through localhost or the bound address: both allowed
+    bound = [] if host in ("0.0.0.0", "::") else [f"[{host}]" if ":" in host else host]
+    names = list(LOOPBACK_HOSTS) + bound + list(allowed_hosts or [])
+    guard = partial(HostOriginGuard, allowed=Allowed.for_server(names, port))
 
-    registry = ModelRegistry(models_root=models_root)
-    registry.preload_default(model, tqdm_progress("loading model"))
     workspace = workspace or tacq_home() / "workspace"
+    registry = ModelRegistry(models_root=models_root, workspace=workspace)
+    registry.preload_default(model, tqdm_progress("loading model"))
     start_sweeper(workspace)
     demo = build_app(registry, workspace)
     demo.queue(default_concurrency_limit=4)
@@ -168,9 +171,12 @@ def launch(
         prevent_thread_lock=True,
         css=circuit_tab.CSS,
         js=circuit_tab.CLICK_JS,  # a click on a heatmap cell opens that module's explanation
-        app_kwargs={"middleware": [guard]},
+        app_kwargs={"middleware": [Middleware(UploadLeftovers)], "lifespan": outermost(guard)},
         auth=auth,
     )
+    if not isinstance(demo.app.middleware_stack, HostOriginGuard):  # fail closed
+        demo.close()
+        raise TacqError("Internal error: the request guard is not in front of the app.")
     add_health_route(demo.app)
     demo.block_thread()
 

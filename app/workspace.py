@@ -3,7 +3,9 @@
 On a shared machine other users must not read uploads, examples or exports, so the
 process umask is 077 (new folders 0700, files 0600), folders made by older versions are
 tightened at start, and Gradio's and Python's temp files live in the workspace instead of
-the world-readable system temp folder. Uploads and exports older than a day are deleted.
+the world-readable system temp folder. Uploads and exports older than a day are deleted,
+and an upload that fails (the client drops, or names its file "..") has its temp file
+deleted at once (`UploadLeftovers`).
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
+from contextvars import ContextVar
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -95,3 +99,53 @@ def start_sweeper(workspace: Path, every_s: float = SWEEP_EVERY_S) -> threading.
     t = threading.Thread(target=loop, name="tacq-sweeper", daemon=True)
     t.start()
     return t
+
+
+UPLOAD_PATHS = ("/gradio_api/upload", "/gradio_api/upload/")
+# The temp files made while handling the current upload request (None outside one).
+_made_here: ContextVar[list[str] | None] = ContextVar("tacq_upload_temp_files", default=None)
+_hook_installed = False
+
+
+def _note_temp_file(event: str, args: tuple) -> None:
+    if event == "tempfile.mkstemp":
+        made = _made_here.get()
+        if made is not None:
+            made.append(args[0])
+
+
+class UploadLeftovers:
+    """ASGI middleware: after an upload request, delete the temp files it made that are
+    still where they were made. Gradio's parser writes each file to a temp file and renames
+    it into its cache at the end; when the client drops mid-upload, or the name is refused
+    (".."), the temp file stayed behind until the daily sweep (a disk-filling loop).
+
+    Which files a request made is seen through the `tempfile.mkstemp` audit event (PEP 578)
+    in that request's context, so concurrent uploads never delete each other's files.
+    """
+
+    def __init__(self, app) -> None:
+        global _hook_installed
+        self.app = app
+        if not _hook_installed:  # audit hooks cannot be removed: one per process
+            sys.addaudithook(_note_temp_file)
+            _hook_installed = True
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope.get("path") not in UPLOAD_PATHS:
+            return await self.app(scope, receive, send)
+        made: list[str] = []
+        token = _made_here.set(made)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            _made_here.reset(token)
+            for name in made:  # a kept upload was renamed away; these were not
+                _remove_leftover(Path(name))
+
+
+def _remove_leftover(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as e:
+        log.warning("Could not delete the temp file of a failed upload %s: %s", path, e)

@@ -54,7 +54,8 @@ def start_app(home: Path, extra_env: dict | None = None, args: list[str] | None 
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    url = f"http://127.0.0.1:{port}/"
+    bound = args[args.index("--host") + 1] if args and "--host" in args else "127.0.0.1"
+    url = f"http://{bound}:{port}/"
     deadline = time.time() + 240
     while time.time() < deadline:
         if proc.poll() is not None:
