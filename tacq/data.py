@@ -13,7 +13,7 @@ import io
 import json
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -83,10 +83,26 @@ class DataConfig:
 
 @dataclass
 class ParseResult:
-    """Rows that parsed, and one message per row that did not (1-based line numbers)."""
+    """Rows that parsed, and one message per row that did not (1-based line numbers).
+
+    splits[i] is the split examples[i]'s row names ('calib', 'dev', 'heldout'), or '' when
+    it names none (assign_splits deals those out).
+    """
 
     examples: list[Example] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    splits: list[str] = field(default_factory=list)
+
+    def good_rows(self) -> ParseResult:
+        """The rows that parsed, without the problems (an upload's "keep the good rows")."""
+        return ParseResult(list(self.examples), [], list(self.splits))
+
+    def table_rows(self) -> list[dict]:
+        """{prompt, answer, split} per example, each split resolved (assign_splits)."""
+        return [
+            {"prompt": e.prompt, "answer": e.answer, "split": s}
+            for e, s in zip(self.examples, assign_splits(self.splits))
+        ]
 
     def strict(self) -> list[Example]:
         """The examples, or a TacqError naming every bad line."""
@@ -182,10 +198,27 @@ def parse_examples(text: str, fmt: str) -> ParseResult:
         if isinstance(obj, dict) and obj.get("_meta"):
             continue
         try:
-            result.examples.append(_example_from_obj(obj, f"line {n}"))
+            example = _example_from_obj(obj, f"line {n}")
+            split = _row_split(obj, f"line {n}")
         except TacqError as e:
             result.problems.append(str(e))
+            continue
+        result.examples.append(example)
+        result.splits.append(split)
     return result
+
+
+def _row_split(obj: object, where: str) -> str:
+    """The split a row names ('' for none: a plain string row, no or a blank split field)."""
+    value = obj.get("split") if isinstance(obj, dict) else None
+    if value is None or (isinstance(value, float) and value != value):  # NaN from pandas
+        return ""
+    if not isinstance(value, str):
+        raise TacqError(f"{where}: split is {type(value).__name__}; use calib, dev or heldout.")
+    split = value.strip().lower()
+    if split and split not in SPLITS:
+        raise TacqError(f"{where}: split {value!r} is not calib, dev or heldout.")
+    return split
 
 
 def _rows(text: str, fmt: str, problems: list[str]) -> Iterator[tuple[int, object]]:
@@ -235,25 +268,66 @@ def _short(e: Exception) -> str:
     return getattr(e, "msg", None) or str(e)[:120]
 
 
-def read_examples(path: str | Path) -> list[Example]:
-    """Read a JSONL/CSV/TXT file of examples; any bad row is an error naming its line."""
+def read_parsed(path: str | Path) -> ParseResult:
+    """Read a JSONL/CSV/TXT file of examples with each row's split; any bad row is an error
+    naming its line."""
     path = Path(path)
     if not path.is_file():
         raise TacqError(f"Examples file not found: {path}")
     if path.stat().st_size > MAX_UPLOAD_BYTES:
         raise TacqError(f"{path} is larger than {MAX_UPLOAD_BYTES // 2**20} MB.")
     text = decode_upload(path.read_bytes())
-    return parse_examples(text, guess_format(path.name, text)).strict()
+    parsed = parse_examples(text, guess_format(path.name, text))
+    try:
+        parsed.strict()
+    except TacqError as e:
+        raise TacqError(f"{path.name}: {e}") from e
+    return parsed
+
+
+def read_examples(path: str | Path) -> list[Example]:
+    """Read a JSONL/CSV/TXT file of examples (their splits aside: see read_task)."""
+    return read_parsed(path).examples
+
+
+def read_task(path: str | Path, style: str = "completion") -> TaskSet:
+    """A user's file as a task named after it, each row in the split it names (the CLI's
+    --data); rows naming none are dealt out by assign_splits."""
+    parsed = read_parsed(path)
+    return task_from_split_examples(Path(path).stem, parsed.examples, parsed.splits, style)
+
+
+def assign_splits(splits: list[str], heldout_share: float = 0.25) -> list[str]:
+    """Each row's split: the one it names, else the default rule.
+
+    Rows that name no split ('') are dealt out among themselves, in order: every 4th of
+    them is held out and the rest calibrate (with fewer than 2 such rows, all calibrate).
+    So a file with no split column is split as before, one with a split on every row
+    exactly as marked, and in a partly marked one the marked rows keep theirs while the
+    unmarked ones are split 3 : 1 without regard to where the marked ones sit.
+    """
+    step = max(2, round(1 / heldout_share))
+    deal = sum(1 for s in splits if not s) >= 2
+    out, unmarked = [], 0
+    for s in splits:
+        if not s:
+            s = "heldout" if deal and unmarked % step == step - 1 else "calib"
+            unmarked += 1
+        out.append(s)
+    return out
 
 
 def split_examples(examples: list[Example], heldout_share: float = 0.25) -> tuple[list, list]:
     """Deterministic calib / held-out split for user data (every 4th example held out)."""
-    if len(examples) < 2:
-        return list(examples), []
-    step = max(2, round(1 / heldout_share))
-    held = [e for i, e in enumerate(examples) if i % step == step - 1]
-    calib = [e for i, e in enumerate(examples) if i % step != step - 1]
+    splits = assign_splits([""] * len(examples), heldout_share)
+    held = [e for e, s in zip(examples, splits) if s == "heldout"]
+    calib = [e for e, s in zip(examples, splits) if s == "calib"]
     return calib, held
+
+
+def split_counts(task: TaskSet) -> str:
+    """'N calib / M dev / K held-out': the words the app and the CLI show for a task."""
+    return f"{len(task.calib)} calib / {len(task.dev)} dev / {len(task.heldout)} held-out"
 
 
 def list_tasks() -> dict[str, dict]:
@@ -264,38 +338,43 @@ def list_tasks() -> dict[str, dict]:
 
 
 def load_task(name: str) -> TaskSet:
-    """A bundled task by name, or a JSONL file path with a 'split' field per row."""
+    """A bundled task by name, or a JSONL file path with a 'split' field per row (rows
+    without one are dealt out by assign_splits, as on every other input path)."""
     path = Path(name) if name.endswith(".jsonl") else TASKS_DIR / f"{name}.jsonl"
     if not path.is_file():
         raise TacqError(f"Unknown task {name!r}; bundled tasks: {', '.join(list_tasks())}.")
     meta = list_tasks().get(path.stem, {})
-    parts: dict[str, list[Example]] = {s: [] for s in SPLITS}
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        row = json.loads(line)
-        ex = _example_from_obj(row, f"{path.name} line {n}")
-        split = row.get("split") or "calib"
-        if split not in SPLITS:
-            raise TacqError(f"{path.name} line {n}: split {split!r} is not one of {SPLITS}.")
-        parts[split].append(ex)
-    return TaskSet(
-        path.stem,
-        tuple(parts["calib"]),
-        tuple(parts["heldout"]),
-        meta.get("style", "completion"),
-        meta.get("title", path.stem),
-        meta.get("description", ""),
-        tuple(parts["dev"]),
+    parsed = read_parsed(path)
+    task = task_from_split_examples(
+        path.stem, parsed.examples, parsed.splits, meta.get("style", "completion")
+    )
+    return replace(
+        task, title=meta.get("title", path.stem), description=meta.get("description", "")
     )
 
 
 def task_from_examples(name: str, examples: list[Example], style: str = "completion") -> TaskSet:
-    """A user task: every 4th example held out for evaluation."""
+    """A user task without splits: every 4th example held out for evaluation."""
+    return task_from_split_examples(name, examples, [""] * len(examples), style)
+
+
+def task_from_split_examples(
+    name: str, examples: list[Example], splits: list[str], style: str = "completion"
+) -> TaskSet:
+    """A user task, each example in the split it names ('' : dealt out by assign_splits).
+
+    Every input path (a file for the CLI, an upload, the typed table) ends here, so a
+    row's split means the same wherever it came from.
+    """
     if style not in STYLES:
         raise TacqError(f"Style must be one of {STYLES} (got {style!r}).")
-    calib, held = split_examples(examples)
-    return TaskSet(name, tuple(calib), tuple(held), style, name)
+    if len(splits) != len(examples):
+        raise ValueError("one split per example")
+    resolved = assign_splits(list(splits))
+    part = {k: tuple(e for e, s in zip(examples, resolved) if s == k) for k in SPLITS}
+    if examples and not part["calib"]:
+        raise TacqError("No example is for calibration; mark some rows as 'calib'.")
+    return TaskSet(name, part["calib"], part["heldout"], style, name, dev=part["dev"])
 
 
 def examples_digest(examples: list[Example] | tuple[Example, ...], style: str) -> str:
@@ -430,8 +509,8 @@ def check_table_size(rows: list[dict]) -> None:
 def task_from_rows(name: str, rows: list[dict], style: str = "completion") -> TaskSet:
     """A task from table rows {prompt, answer, split}; blank rows are skipped, bad rows named.
 
-    split 'calib' / 'dev' / 'heldout' is honoured (blank: calib); when no row names dev or
-    heldout, every 4th example is held out. Any other split name is a bad row.
+    split 'calib' / 'dev' / 'heldout' is honoured; rows with a blank split are dealt out
+    by assign_splits (every 4th of them held out). Any other split name is a bad row.
     """
     if style not in STYLES:
         raise TacqError(f"Style must be one of {STYLES} (got {style!r}).")
@@ -446,26 +525,16 @@ def task_from_rows(name: str, rows: list[dict], style: str = "completion") -> Ta
         if isinstance(answer, str) and not answer.strip():
             problems.append(f"row {n}: the answer is empty")
             continue
-        split = str(row.get("split") or "").strip().lower()
-        if split and split not in SPLITS:
-            problems.append(f"row {n}: split {split!r} is not calib, dev or heldout")
-            continue
         try:
+            split = _row_split(row, f"row {n}")
             examples.append(_checked(Example(prompt, answer), f"row {n}"))
             splits.append(split)
         except TacqError as e:
-            problems.append(str(e))
+            problems.append(str(e).rstrip("."))
     if problems:
         shown = "; ".join(problems[:5])
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
         raise TacqError(f"{len(problems)} bad row(s): {shown}{more}.")
     if not examples:
         raise TacqError("The table is empty: add at least one prompt/answer pair.")
-    if any(s in ("dev", "heldout") for s in splits):
-        part = {
-            k: tuple(e for e, s in zip(examples, splits) if (s or "calib") == k) for k in SPLITS
-        }
-        if not part["calib"]:
-            raise TacqError("No row is for calibration; mark some rows as 'calib'.")
-        return TaskSet(name, part["calib"], part["heldout"], style, name, dev=part["dev"])
-    return task_from_examples(name, examples, style)
+    return task_from_split_examples(name, examples, splits, style)
