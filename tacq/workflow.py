@@ -21,7 +21,7 @@ from tacq.errors import TacqError
 from tacq.explain import ModuleExplanation, explain_module, row_col_saliency
 from tacq.gptq import DEFAULT_DAMP, GPTQConfig
 from tacq.gradients import GradientConfig, GradStats, collect_cached, grads_key
-from tacq.memory import check_room, dense_linear_bytes, packed_estimate
+from tacq.memory import check_room, dense_linear_bytes, packed_estimate, rotation_bytes
 from tacq.models import LoadedModel, quantizable_linears, unquantized_params
 from tacq.progress import Progress, scaled
 from tacq.quantize import quantize_model
@@ -160,10 +160,11 @@ class Study:
         if method == "rtn":
             damp = DEFAULT_DAMP
         cfg = GPTQConfig(bits=sel.bits, method=method, group_size=sel.group_size, damp=damp)
-        estimate = packed_estimate(self.lm.model, sel.bits, sel.ratio, sel.group_size)
-        if rotation is not None:  # the rotated residuals sit beside the weights while it runs
+        if rotation is not None:
             check_rotation(rotation, method)
-            estimate += dense_linear_bytes(self.lm.model)
+        estimate = packed_estimate(self.lm.model, sel.bits, sel.ratio, sel.group_size, rotation)
+        if rotation is not None:  # the rotated residuals and their R sit beside it while it runs
+            estimate += dense_linear_bytes(self.lm.model) + rotation_bytes(self.lm.model, rotation)
         if distill is not None:  # refused before minutes of GPTQ, not after
             fit, held = distill_batches or self.distill_batches()
             estimate += distill_bytes(self.lm.model, fit)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -25,6 +24,7 @@ def test_a_hung_load_does_not_delay_other_users(monkeypatch, tiny_lm, tmp_path):
         if source.endswith("slow"):
             started.set()
             release.wait(30)  # a stalled mount or a huge model
+            loads.append("slow done")
         return tiny_lm
 
     monkeypatch.setattr(state, "load_model", fake_load)
@@ -35,11 +35,10 @@ def test_a_hung_load_does_not_delay_other_users(monkeypatch, tiny_lm, tmp_path):
     slow = threading.Thread(target=registry.get, args=(str(tmp_path / "slow"),))
     slow.start()
     assert started.wait(10)
-    t = time.perf_counter()
     assert registry.get("default") is tiny_lm  # another user's page load
     assert registry.get(str(tmp_path / "other")) is tiny_lm  # another path loads meanwhile
-    assert time.perf_counter() - t < 2
-    assert slow.is_alive()  # still loading
+    assert "slow done" not in loads  # both answered while it still loads (not after 30 s)
+    assert slow.is_alive()
     release.set()
     slow.join(10)
     # two spellings of one folder are one key: loaded once
