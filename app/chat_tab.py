@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 
 import gradio as gr
@@ -9,11 +10,13 @@ import pandas as pd
 
 from app.common import handles_errors
 from app.state import ModelRegistry, UserState
-from tacq.evaluate import stream_side_by_side
+from tacq.errors import TacqError
+from tacq.evaluate import check_chat_size, stream_side_by_side
 from tacq.tables import RESULT_COLUMNS
 
 FP = "original (full precision)"
 COLUMNS = 3
+STYLES = [("chat template", "chat"), ("raw completion", "completion")]
 
 
 def build() -> SimpleNamespace:
@@ -38,6 +41,14 @@ def build() -> SimpleNamespace:
     with gr.Row():
         temperature = gr.Slider(0, 1.5, value=0, step=0.05, label="Temperature (0 = greedy)")
         max_tokens = gr.Slider(8, 512, value=96, step=8, label="Max new tokens")
+        style = gr.Radio(
+            STYLES,
+            value="chat",
+            label="Prompt style",
+            info="Raw completion sends your message as it is and answers one line, as "
+            "evaluation and the demo's gallery do for a completion task.",
+            elem_id="chat-style",
+        )
         stop = gr.Button("Stop")
         clear = gr.Button("Clear")
     eval_table = gr.Dataframe(
@@ -54,43 +65,59 @@ def build() -> SimpleNamespace:
         send=send,
         temperature=temperature,
         max_tokens=max_tokens,
+        style=style,
         stop=stop,
         clear=clear,
     )
 
 
-def wire(tab: SimpleNamespace, user_state: gr.State, registry: ModelRegistry) -> None:
+def send_handler(registry: ModelRegistry):
+    """The Send handler: sizes are checked before a model is asked for or anything is
+    tokenized, so an oversized post is refused at once instead of holding a chat slot."""
+
     @handles_errors
     def on_send(user: UserState, prompt: str, temperature: float, max_tokens: int, *rest):
-        picks, histories = rest[:COLUMNS], [list(h or []) for h in rest[COLUMNS:]]
+        """rest: the column pickers, the columns' histories, then the prompt style (last,
+        so API clients written before it still post the same positions)."""
+        picks = rest[:COLUMNS]
+        histories = [list(h or []) for h in rest[COLUMNS : 2 * COLUMNS]]
+        style = rest[2 * COLUMNS] if len(rest) > 2 * COLUMNS else "chat"
         if not (prompt or "").strip():
             raise gr.Error("Type a message first.")
+        if not (math.isfinite(temperature) and math.isfinite(max_tokens) and max_tokens >= 1):
+            raise TacqError("Temperature and Max new tokens must be numbers (and 1 or more).")
+        new = {"role": "user", "content": prompt}
+        convs = [[_message(m) for m in h] + [new] for h in histories]
+        for conv in convs:
+            check_chat_size(conv)
         lm = registry.get(user.model_key)
         active = [
             i for i, name in enumerate(picks) if name == FP or (name and name in user.variants)
         ]
         models = [lm.model if picks[i] == FP else user.variants[picks[i]].model for i in active]
         for i in active:
-            histories[i] = histories[i] + [{"role": "user", "content": prompt}]
-        convs = [
-            [{"role": m["role"], "content": _text(m["content"])} for m in histories[i]]
-            for i in active
-        ]
+            histories[i] = histories[i] + [new]
         stop = user.jobs.start("chat")
-        one_line = user.task is not None and user.task.style == "completion"
         for replies in stream_side_by_side(
             models,
             lm.tokenizer,
-            convs,
+            [convs[i] for i in active],
             int(max_tokens),
             float(temperature),
             stop=stop,
-            one_line=one_line,  # a completion task's answer is one line
+            style=style,
         ):
             out = [list(h) for h in histories]
             for i, text in zip(active, replies):
                 out[i].append({"role": "assistant", "content": text})
             yield "", *out
+
+    return on_send
+
+
+def wire(tab: SimpleNamespace, user_state: gr.State, registry: ModelRegistry, page=None) -> None:
+    """page: the Chat tab; opening it sets Prompt style to the loaded task's style when
+    the task changed since it was last set (a choice made for the same task is kept)."""
 
     @handles_errors
     def on_stop(user: UserState):
@@ -98,14 +125,40 @@ def wire(tab: SimpleNamespace, user_state: gr.State, registry: ModelRegistry) ->
 
     gr.on(
         [tab.send.click, tab.prompt.submit],
-        on_send,
-        [user_state, tab.prompt, tab.temperature, tab.max_tokens, *tab.pickers, *tab.bots],
+        send_handler(registry),
+        [
+            user_state,
+            tab.prompt,
+            tab.temperature,
+            tab.max_tokens,
+            *tab.pickers,
+            *tab.bots,
+            tab.style,
+        ],
         [tab.prompt, *tab.bots],
         concurrency_id="chat",
         concurrency_limit=2,
     )
     tab.stop.click(on_stop, user_state, None, concurrency_limit=None)
     tab.clear.click(lambda: [[] for _ in range(COLUMNS)], None, tab.bots)
+    if page is not None:
+        synced = gr.State(None)  # which task the style was last set for, on this page
+
+        def on_open(user: UserState | None, last: tuple | None):
+            task = user.task if user is not None else None
+            key = None if task is None else (task.name, task.style, id(task))
+            if key is None or key == last:
+                return gr.update(), last
+            return task.style, key
+
+        page.select(on_open, [user_state, synced], [tab.style, synced], concurrency_limit=None)
+
+
+def _message(m) -> dict:
+    """A posted history message as role and plain text."""
+    if not isinstance(m, dict) or "role" not in m or "content" not in m:
+        raise TacqError("Each chat message needs a role and a content; clear the chat.")
+    return {"role": m["role"], "content": _text(m["content"])}
 
 
 def _text(content) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
@@ -10,6 +11,7 @@ import threading
 import gradio as gr
 import torch
 
+from app.state import UserState
 from tacq.errors import Cancelled, TacqError
 from tacq.progress import Progress, cancellable
 
@@ -42,6 +44,21 @@ def _takes_user(fn) -> bool:
     return bool(params) and "UserState" in str(params[0].annotation)
 
 
+@contextlib.contextmanager
+def _activity(args):
+    """A handler of a user's session runs as that user's activity: the idle sweep never
+    releases a user while one runs (UserState.enter / leave)."""
+    user = args[0] if args and isinstance(args[0], UserState) else None
+    if user is None:
+        yield
+        return
+    user.enter()
+    try:
+        yield
+    finally:
+        user.leave()
+
+
 def handles_errors(fn):
     """Turn library errors into a message in the page; anything else is logged in full."""
     if inspect.isgeneratorfunction(fn):
@@ -50,7 +67,8 @@ def handles_errors(fn):
         def gen_wrapper(*args, **kwargs):
             try:
                 _check_session(fn, args)
-                yield from fn(*args, **kwargs)
+                with _activity(args):
+                    yield from fn(*args, **kwargs)
             except gr.Error:
                 raise
             except Exception as e:  # noqa: BLE001 - every error becomes a message
@@ -62,7 +80,8 @@ def handles_errors(fn):
     def wrapper(*args, **kwargs):
         try:
             _check_session(fn, args)
-            return fn(*args, **kwargs)
+            with _activity(args):
+                return fn(*args, **kwargs)
         except gr.Error:
             raise
         except Exception as e:  # noqa: BLE001 - every error becomes a message
@@ -76,7 +95,7 @@ def cancel_handler(kind: str, message: str = "Cancelling…"):
     progress step) and say so."""
 
     @handles_errors
-    def on_cancel(user: UserState):  # noqa: F821 - the name is what _takes_user reads
+    def on_cancel(user: UserState):
         user.jobs.cancel(kind)
         return message
 

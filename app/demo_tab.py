@@ -106,7 +106,7 @@ def wire(
         study = Study(lm, load_task(task_name), DataConfig(max_examples=n))
         demo = plan_demo(study, quick=quick)
         stop = user.jobs.start("demo")
-        keep = [gr.update()] * (n_lists + 2 + len(eval_tables))
+        keep = [gr.update()] * (n_lists + 3 + len(eval_tables))
         for d in run_demo(demo, gradio_progress(progress, stop)):
             running = next((s.name for s in d.stages if s.status == "running"), None)
             msg = (
@@ -140,6 +140,7 @@ def wire(
             gallery(demo.results, bpw),
             *lists,
             gr.update(value=suggested_prompt(study.task)),
+            study.task.style,  # the chat sends the prompt as the gallery did (raw or chat)
             *[table] * len(eval_tables),
             variants_frame(user),
         )
@@ -156,6 +157,7 @@ def wire(
         tab.answers,
         *variant_lists,
         chat.prompt,
+        chat.style,
         *eval_tables,
         variants_table,
     ]

@@ -15,15 +15,16 @@ import re
 import secrets
 import shutil
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tacq.cache import write_text_atomic
-from tacq.data import SPLITS, Example, TaskSet
+from tacq.data import SPLITS, Example, ParseResult, TaskSet
 from tacq.errors import TacqError
 from tacq.memory import check_room, megabytes_setting, model_bytes
-from tacq.models import DEFAULT_MODEL, LoadedModel, check_model_path, load_model
+from tacq.models import DEFAULT_MODEL, LoadedModel, check_model_path, check_outside, load_model
 from tacq.packed import warm_up
 from tacq.progress import Progress
 from tacq.variant import Variant, load_variant, saved_base_model
@@ -35,6 +36,12 @@ VARIANT_BUDGET_FACTOR = 2.0  # a user's variants may hold twice the original mod
 _UID = re.compile(r"[0-9a-f]{32}")  # a user's folder name; also the old unsigned browser id
 SIGNED_MARK = ".signed"  # in a user folder made for a signed id
 _TOKEN = re.compile(r"([0-9a-f]{32})\.([0-9a-f]{64})")  # what the browser keeps: uid.hmac
+IDLE_S = 30 * 60  # a user with no request for this long is released from memory
+SWEEP_IDLE_EVERY_S = 60
+RELEASED = (
+    "This session was idle for 30 minutes and its examples and variants were released "
+    "from memory; reload the page to get your saved examples and variants back."
+)
 
 
 class ModelRegistry:
@@ -45,8 +52,11 @@ class ModelRegistry:
     load or a load of another path, and two spellings of one folder load it once.
     """
 
-    def __init__(self, keep: int = 2, models_root: Path | None = None) -> None:
+    def __init__(
+        self, keep: int = 2, models_root: Path | None = None, *, workspace: Path | None = None
+    ) -> None:
         self.models_root = models_root.resolve() if models_root else None
+        self.workspace = workspace  # uploads land here: never a model folder
         self._models: dict[str, LoadedModel] = {}
         self._loading: dict[str, threading.Lock] = {}  # one lock per key being loaded
         self._lock = threading.Lock()
@@ -62,6 +72,8 @@ class ModelRegistry:
         path = Path(source).expanduser().resolve()
         if self.models_root is not None and not path.is_relative_to(self.models_root):
             raise TacqError(f"Only model folders under {self.models_root} can be loaded here.")
+        if self.workspace is not None:
+            check_outside(path, self.workspace)
         return str(path)
 
     def preload_default(self, source: str, progress: Progress | None = None) -> None:
@@ -80,13 +92,24 @@ class ModelRegistry:
             with self._lock:
                 if key in self._models:  # loaded by whoever held the path lock before us
                     return self._models[key]
-            lm = load_model(key, progress=progress)  # raises before anything changes
+            try:
+                lm = load_model(key, progress=progress)  # raises before anything changes
+            except BaseException:
+                self._drop_lock(key, path_lock)
+                raise
             with self._lock:
                 if len(self._models) >= self._keep:
                     self._models.pop(next(k for k in self._models if k != "default"), None)
                 self._models[key] = lm
                 self._loading.pop(key, None)
             return lm
+
+    def _drop_lock(self, key: str, path_lock: threading.Lock) -> None:
+        """Forget a failed key's lock (one per failed path would pile up forever); a lock
+        already replaced by a newer caller's stays."""
+        with self._lock:
+            if self._loading.get(key) is path_lock:
+                del self._loading[key]
 
 
 class Jobs:
@@ -115,9 +138,10 @@ class Jobs:
         return stop is not None
 
 
-@dataclass
+@dataclass(eq=False)
 class UserState:
-    """Everything one browser session owns."""
+    """Everything one user id holds in memory, shared by all its sessions (tabs, API
+    clients: user_for), so its memory budget is one budget. Released after IDLE_S."""
 
     user_id: str
     workspace: Path
@@ -127,12 +151,49 @@ class UserState:
     variants: dict[str, Variant] = field(default_factory=dict)
     jobs: Jobs = field(default_factory=Jobs)
     fp_eval: tuple | None = None  # ((task digest, limit), EvalResult, log-probs) of the fp model
-    pending_upload: list[Example] | None = None  # good rows of an upload with bad rows
+    pending_upload: ParseResult | None = None  # good rows (and splits) of an upload with bad rows
     last_eval: list | None = None  # EvalResults of the last evaluation (fp first), for reports
+    released: bool = False  # swept after IDLE_S: its pages must reload (RELEASED)
+    last_active: float = field(default_factory=time.monotonic)
+    _running: int = field(default=0, init=False)  # requests in progress: never swept then
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     @property
     def folder(self) -> Path:
         return self.workspace / "users" / self.user_id
+
+    # ------------------------------------------------------------ activity
+    def enter(self) -> None:
+        """A request of this user starts (app.common.handles_errors): it is activity, and
+        no sweep releases the user until it ends; a released user is told to reload."""
+        with self._lock:
+            if self.released:
+                raise TacqError(RELEASED)
+            self._running += 1
+            self.last_active = time.monotonic()
+
+    def leave(self) -> None:
+        with self._lock:
+            self._running -= 1
+            self.last_active = time.monotonic()
+
+    def touch(self) -> bool:
+        """Mark activity (a page load); False when the user was released already."""
+        with self._lock:
+            self.last_active = time.monotonic()
+            return not self.released
+
+    def release_if_idle(self, idle_s: float, now: float) -> bool:
+        """Drop what this user holds in memory (study, variants, examples, results) when
+        no request ran for idle_s; saved examples and variants stay on disk."""
+        with self._lock:
+            if self.released or self._running or now - self.last_active < idle_s:
+                return False
+            self.released = True
+            self.study, self.task, self.fp_eval = None, None, None
+            self.last_eval, self.pending_upload = None, None
+            self.variants.clear()
+            return True
 
     def own_folder(self) -> Path:
         """The user's folder, created with the mark that it belongs to a signed id (so an
@@ -142,7 +203,12 @@ class UserState:
         return self.folder
 
     def set_task(self, lm: LoadedModel, task: TaskSet) -> None:
-        """New examples: a new study (gradients come from the disk cache when known)."""
+        """New examples: a new study (gradients come from the disk cache when known).
+
+        The examples already held for this model (another tab's page load) keep their
+        study, results and variants' comparisons, and are not saved again."""
+        if self.study is not None and self.study.lm is lm and self.task == task:
+            return
         self.task = task
         self.study = Study(lm, task)
         self.fp_eval = None
@@ -170,15 +236,16 @@ class UserState:
         shutil.rmtree(self._variant_dir(name), ignore_errors=True)
 
     def restore_variants(self, lm: LoadedModel) -> list[str]:
-        """Saved variants of this base model, loaded back; returns their names.
+        """Saved variants of this base model, loaded back; returns the names of all variants
+        held (those another session of this user holds already are not loaded twice).
 
         A damaged folder is skipped (logged), never fatal: the rest still load.
         """
 
         root = self.folder / "variants"
-        names = []
+        held = {self._variant_dir(n) for n in self.variants}
         for folder in sorted(root.iterdir()) if root.is_dir() else []:
-            if not folder.is_dir() or folder.name.startswith("."):
+            if not folder.is_dir() or folder.name.startswith(".") or folder in held:
                 continue
             try:
                 if saved_base_model(folder) != lm.fingerprint:
@@ -192,14 +259,14 @@ class UserState:
                 break
             self.variants[v.name] = v
             threading.Thread(target=warm_up, args=(v.model,), daemon=True).start()
-            names.append(v.name)
-        return names
+        return list(self.variants)
 
     def _variant_dir(self, name: str) -> Path:
         return self.folder / "variants" / safe_name(name)
 
     def held_bytes(self) -> int:
-        """Memory this user's variants hold beyond the shared original model."""
+        """Memory this user's variants hold beyond the shared original model (one user id:
+        all its sessions share this state)."""
         return sum(v.resident_bytes for v in self.variants.values())
 
     def check_room(self, lm: LoadedModel, need: int, what: str = "this variant") -> None:
@@ -333,7 +400,57 @@ def _migrate_unsigned(old_uid: str, workspace: Path) -> Identity | None:
     return Identity(uid, _sign(uid, workspace), issued=True)
 
 
+_LIVE: dict[tuple[str, str], UserState] = {}  # (workspace, uid) -> its one UserState
+_LIVE_LOCK = threading.Lock()
+_SWEEPER: list[threading.Thread] = []
+
+
 def user_for(browser_value: object, workspace: Path) -> tuple[UserState, Identity]:
-    """The UserState for a browser's saved token (a new user when it is not one of ours)."""
+    """The UserState for a browser's saved token (a new user when it is not one of ours).
+
+    Every session of one user id (tabs, API clients) gets the same UserState while it is
+    held, so the user's memory budget and variants are counted once; one released for
+    idleness (sweep_idle) is replaced by a fresh one that restores from disk.
+    """
     who = identify(browser_value, workspace)
-    return UserState(who.uid, workspace), who
+    key = (str(workspace.resolve()), who.uid)
+    with _LIVE_LOCK:
+        user = _LIVE.get(key)
+        if user is None or not user.touch():
+            user = _LIVE[key] = UserState(who.uid, workspace)
+        if not _SWEEPER:
+            _SWEEPER.append(start_idle_sweeper())
+    return user, who
+
+
+def sweep_idle(idle_s: float = IDLE_S, workspace: Path | None = None) -> int:
+    """Release users (of one workspace, or all) with no request for idle_s seconds and no
+    running job; -> how many. Their next page load makes a fresh UserState."""
+    now, released = time.monotonic(), 0
+    root = str(workspace.resolve()) if workspace is not None else None
+    with _LIVE_LOCK:
+        for key, user in list(_LIVE.items()):
+            if (root is None or key[0] == root) and user.release_if_idle(idle_s, now):
+                del _LIVE[key]
+                released += 1
+    if released:
+        log.info("Released %d idle user(s) from memory.", released)
+    return released
+
+
+def start_idle_sweeper(
+    idle_s: float = IDLE_S, every_s: float = SWEEP_IDLE_EVERY_S
+) -> threading.Thread:
+    """sweep_idle every `every_s` seconds on a daemon thread (started by the first user_for)."""
+
+    def loop() -> None:
+        while True:
+            time.sleep(every_s)
+            try:
+                sweep_idle(idle_s)
+            except Exception:  # noqa: BLE001 - the sweeper must outlive one bad sweep
+                log.exception("idle sweep failed")
+
+    t = threading.Thread(target=loop, name="tacq-idle-sweeper", daemon=True)
+    t.start()
+    return t

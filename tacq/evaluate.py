@@ -188,6 +188,43 @@ def perplexity(
     return math.exp(nll / count)
 
 
+MAX_MESSAGE_CHARS = 20_000  # one chat message, as a prompt of an example (MAX_FIELD_CHARS)
+MAX_HISTORY_CHARS = 100_000  # all messages of one conversation together
+
+
+def check_chat_size(messages: list[dict]) -> None:
+    """Refuse an oversized message or history by its characters, before any tokenizing:
+    a 4 MB prompt took 21 s of CPU to tokenize only to be refused for its tokens."""
+    total = 0
+    for m in messages:
+        n = len(m["content"])
+        if n > MAX_MESSAGE_CHARS:
+            raise TacqError(
+                f"A chat message has {n:,} characters; one may have at most "
+                f"{MAX_MESSAGE_CHARS:,} characters. Shorten it."
+            )
+        total += n
+    if total > MAX_HISTORY_CHARS:
+        raise TacqError(
+            f"The conversation has {total:,} characters; it may have at most "
+            f"{MAX_HISTORY_CHARS:,} characters. Clear the chat."
+        )
+
+
+def chat_input_ids(tokenizer, messages: list[dict], style: str = "chat") -> Tensor:
+    """The prompt ids of a chat, (1, T). 'completion': the last user message raw, as
+    evaluation and the demo's gallery feed a completion task's prompt (a chat template
+    would stop the model continuing a few-shot pattern); 'chat': the template over the
+    whole history when the tokenizer has one."""
+    if style == "completion":
+        last = next((m for m in reversed(messages) if m["role"] == "user"), messages[-1])
+        return torch.tensor([encode_prompt(tokenizer, last["content"], "completion")])
+    if getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    return tokenizer(messages[-1]["content"], return_tensors="pt")["input_ids"]
+
+
 def stream_chat(
     model: nn.Module,
     tokenizer,
@@ -197,20 +234,24 @@ def stream_chat(
     max_context: int = 2048,
     stop: threading.Event | None = None,
     one_line: bool = False,
+    style: str = "chat",
 ) -> Iterator[str]:
-    """Yield the growing reply to a chat (messages format, chat template applied).
+    """Yield the growing reply to a chat (messages format).
 
+    style: 'chat' applies the chat template; 'completion' sends the last user message raw
+    and stops at the end of the reply's first line, as a completion task's answer is read
+    (chat_input_ids). Sizes are checked before anything is tokenized (check_chat_size).
     Setting `stop` ends generation at the next token (a stopping criterion, so the
     generating thread really ends). one_line: stop once the reply's first line of text is
-    complete (completion-style tasks, whose answer is that line).
+    complete (implied by 'completion').
     """
     from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
-    if getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
-    else:
-        ids = tokenizer(messages[-1]["content"], return_tensors="pt")["input_ids"]
+    if style not in ("chat", "completion"):
+        raise TacqError(f"Unknown prompt style {style!r}: use 'chat' or 'completion'.")
+    check_chat_size(messages)
+    one_line = one_line or style == "completion"
+    ids = chat_input_ids(tokenizer, messages, style)
     if ids.shape[1] + max_new_tokens > max_context:
         raise TacqError(
             f"The conversation is {ids.shape[1]} tokens; with {max_new_tokens} new "
@@ -262,6 +303,7 @@ def stream_side_by_side(
     stop: threading.Event | None = None,
     poll_s: float = 0.1,
     one_line: bool = False,
+    style: str = "chat",
 ) -> Iterator[list[str]]:
     """Stream replies of several models at once: yields the list of partial replies.
 
@@ -282,6 +324,7 @@ def stream_side_by_side(
                 temperature,
                 stop=stop,
                 one_line=one_line,
+                style=style,
             ):
                 replies[i] = text
         except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread

@@ -132,3 +132,58 @@ def test_variants_are_limited_by_memory_not_count(tiny_lm, tiny_task, tmp_path, 
     again = UserState("d" * 32, tmp_path)
     monkeypatch.setenv("TACQ_VARIANT_BUDGET_MB", str(0.5 * v.resident_bytes / 2**20))
     assert again.restore_variants(tiny_lm) == []  # over the budget: not loaded back
+
+
+def test_two_sessions_of_one_user_share_one_budget(tiny_lm, tiny_task, tmp_path, monkeypatch):
+    """Two tabs (or API sessions) of one browser id get one budget and one copy of each
+    variant, not one per page load."""
+    from app.state import user_for
+    from tacq.errors import TacqError
+
+    first, who = user_for(None, tmp_path)
+    v = Study(tiny_lm, tiny_task).quantize(Selection(bits=2, ratio=0.0), "rtn")
+    first.add_variant(v, tiny_lm)
+    monkeypatch.setenv("TACQ_VARIANT_BUDGET_MB", str(1.5 * v.resident_bytes / 2**20))
+    second, _ = user_for(who.token, tmp_path)  # another tab of the same browser
+    with pytest.raises(TacqError, match="memory budget for variants"):
+        second.check_room(tiny_lm, v.resident_bytes)
+    assert second.restore_variants(tiny_lm) == [v.name]  # held once, not loaded again
+    assert second.variants[v.name] is first.variants[v.name]
+    assert second.held_bytes() == v.resident_bytes
+    other, _ = user_for(None, tmp_path)  # another browser: a budget of its own
+    other.check_room(tiny_lm, v.resident_bytes)
+
+
+def test_idle_sessions_release_memory_and_come_back(tiny_lm, tiny_task, tmp_path):
+    """After the idle timeout a session's Study and variants are dropped from memory (not
+    while a job runs); its saved variants come back at the next page load."""
+    from app.common import handles_errors
+    from app.state import sweep_idle, user_for
+
+    user, who = user_for(None, tmp_path)
+    user.set_task(tiny_lm, tiny_task)
+    v = user.study.quantize(Selection(bits=2, ratio=0.0), "rtn")
+    user.add_variant(v, tiny_lm)
+
+    @handles_errors
+    def job(user: UserState):  # a running job: a handler that has not finished
+        yield "started"
+        yield "done"
+
+    running = job(user)
+    assert next(running) == "started"
+    assert sweep_idle(0.0, tmp_path) == 0  # a user with a running job is never swept
+    assert user.study is not None and v.name in user.variants
+    assert list(running) == ["done"]
+
+    assert sweep_idle(3600.0, tmp_path) == 0  # not idle long enough
+    assert sweep_idle(0.0, tmp_path) == 1
+    assert user.study is None and user.variants == {} and user.task is None
+    with pytest.raises(Exception, match="idle") as e:  # the old page gets a message
+        next(job(user))
+    assert type(e.value).__name__ == "Error"  # gr.Error: shown in the page, not "Internal"
+
+    back, _ = user_for(who.token, tmp_path)  # the user returns: a page load
+    assert back is not user
+    assert back.restore_variants(tiny_lm) == [v.name]
+    assert back.load_examples() == tiny_task
