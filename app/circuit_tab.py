@@ -8,7 +8,7 @@ import gradio as gr
 import pandas as pd
 
 from app import figures
-from app.common import HEAVY, cancel_handler, gradio_progress, handles_errors, need
+from app.common import HEAVY, cancel_handler, gradio_progress, handles_errors, need, whole
 from app.state import ModelRegistry, UserState
 from tacq.anatomy import top_neurons
 from tacq.causal import CausalConfig, causal_test
@@ -72,7 +72,7 @@ def build() -> SimpleNamespace:
     pick_go = gr.Button("pick", elem_id="cell-pick-go", elem_classes=["tacq-hidden"])
     with gr.Accordion("Zoom into one module (or click a heatmap cell)", open=False) as zoom_box:
         with gr.Row():
-            layer = gr.Number(value=0, precision=0, label="Layer", minimum=0)
+            layer = gr.Number(value=0, label="Layer", minimum=0)
             module = gr.Dropdown(figures.MODULES, value="down", label="Module")
             zoom = gr.Button("Zoom and explain")
         explain = gr.Markdown(elem_id="explain")
@@ -110,14 +110,12 @@ def build() -> SimpleNamespace:
             )
             scored = gr.Number(
                 value=CausalConfig.task_examples,
-                precision=0,
                 minimum=1,
                 label="Held-out examples scored (task and control)",
                 elem_id="causal-scored",
             )
             seeds = gr.Number(
                 value=CausalConfig.seeds,
-                precision=0,
                 minimum=1,
                 maximum=10,
                 label="Random controls (seeds)",
@@ -272,7 +270,7 @@ def wire(tab: SimpleNamespace, user_state: gr.State, registry: ModelRegistry):
     @handles_errors
     def on_zoom(user: UserState, metric: str, bits: int, pct: float, layer: float, module: str):
         study = need(user.study, "Choose examples and collect gradients first.")
-        name = linear_at(study.lm.model, int(layer), module)
+        name = linear_at(study.lm.model, whole(layer, "Layer"), module)
         sel = Selection(metric, int(bits), pct / 100)
         rows, cols = study.layer_saliency(sel, name)
         plot = figures.zoom_figure(name, rows.tolist(), cols.tolist())
@@ -366,8 +364,9 @@ def wire(tab: SimpleNamespace, user_state: gr.State, registry: ModelRegistry):
     ):
         study = need(user.study, "Choose examples and collect gradients first.")
         need(control, "Pick a control task.")
-        n = int(need(scored, "Say how many held-out examples to score."))
-        cfg = CausalConfig(damage, int(need(seeds, "Say how many random seeds.")), n, n)
+        n = whole(need(scored, "Say how many held-out examples to score."), "Examples scored", 1)
+        n_seeds = whole(need(seeds, "Say how many random seeds."), "Random controls", 1)
+        cfg = CausalConfig(damage, n_seeds, n, n)
         hook = gradio_progress(progress, user.jobs.start("causal"))
         sel = Selection(metric, int(bits), pct / 100)
         res = causal_test(study, sel, control, cfg, hook)

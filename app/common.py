@@ -6,6 +6,7 @@ import contextlib
 import functools
 import inspect
 import logging
+import math
 import threading
 
 import gradio as gr
@@ -131,3 +132,12 @@ def need(value, message: str):
     if value is None or value == [] or value == {}:
         raise gr.Error(message)
     return value
+
+
+def whole(value: float | None, label: str, minimum: int = 0) -> int:
+    """A whole-number field's value, or a message. Its gr.Number has precision=None: with
+    precision 0, Gradio rounds before any handler runs, and a scripted NaN raised there and
+    reached the caller as an empty error (a browser never sends NaN; a script can)."""
+    if value is None or not math.isfinite(float(value)) or float(value) < minimum:
+        raise TacqError(f"{label} must be a whole number of at least {minimum}.")
+    return int(round(float(value)))

@@ -11,7 +11,7 @@ import gradio as gr
 import pandas as pd
 
 from app import figures
-from app.common import HEAVY, gradio_progress, handles_errors, need
+from app.common import HEAVY, gradio_progress, handles_errors, need, whole
 from app.report import build_report
 from app.state import ModelRegistry, UserState, safe_name
 from tacq import export
@@ -55,7 +55,6 @@ def build() -> SimpleNamespace:
         )
         limit = gr.Number(
             0,
-            precision=0,
             minimum=0,
             label="Held-out examples to score (0 = all)",
             info="the first N: the same fixed subset for every model",
@@ -139,7 +138,7 @@ def wire(
     def on_eval(user: UserState, limit: float | None, progress=gr.Progress()):
         study = need(user.study, "Choose examples first.")
         need(list(study.task.heldout), "This task has no held-out examples.")
-        n = int(limit or 0) or None  # 0 or blank: every held-out example
+        n = whole(limit or 0, "Held-out examples to score") or None  # 0 or blank: all
         hook = gradio_progress(progress, user.jobs.start("eval"))
         key = (study.digest(), n)
         cached = user.fp_eval[1:] if user.fp_eval and user.fp_eval[0] == key else None
