@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import gradio as gr
 import pandas as pd
 
-from app.common import handles_errors
+from app.common import handles_errors, whole
 from app.state import ModelRegistry, UserState
 from tacq.errors import TacqError
 from tacq.evaluate import check_chat_size, stream_side_by_side
@@ -84,8 +84,9 @@ def send_handler(registry: ModelRegistry):
         style = rest[2 * COLUMNS] if len(rest) > 2 * COLUMNS else "chat"
         if not (prompt or "").strip():
             raise gr.Error("Type a message first.")
-        if not (math.isfinite(temperature) and math.isfinite(max_tokens) and max_tokens >= 1):
-            raise TacqError("Temperature and Max new tokens must be numbers (and 1 or more).")
+        if temperature is None or not math.isfinite(temperature):
+            raise TacqError("Temperature must be a number.")
+        max_tokens = whole(max_tokens, "Max new tokens", 1)
         new = {"role": "user", "content": prompt}
         convs = [[_message(m) for m in h] + [new] for h in histories]
         for conv in convs:

@@ -17,7 +17,7 @@ from app import (
     quantize_tab,
 )
 from app.common import handles_errors, variant_choices
-from app.state import ModelRegistry, browser_secret, user_for
+from app.state import ModelRegistry, browser_secret, start_idle_sweeper, user_for
 
 INTRO = """# TaCQ Studio
 Find the weights your task depends on (its **circuit**), keep them in 16 bits and quantize
@@ -157,6 +157,7 @@ def launch(
     registry = ModelRegistry(models_root=models_root, workspace=workspace)
     registry.preload_default(model, tqdm_progress("loading model"))
     start_sweeper(workspace)
+    start_idle_sweeper()
     demo = build_app(registry, workspace)
     demo.queue(default_concurrency_limit=4)
     demo.launch(

@@ -402,7 +402,6 @@ def _migrate_unsigned(old_uid: str, workspace: Path) -> Identity | None:
 
 _LIVE: dict[tuple[str, str], UserState] = {}  # (workspace, uid) -> its one UserState
 _LIVE_LOCK = threading.Lock()
-_SWEEPER: list[threading.Thread] = []
 
 
 def user_for(browser_value: object, workspace: Path) -> tuple[UserState, Identity]:
@@ -418,8 +417,6 @@ def user_for(browser_value: object, workspace: Path) -> tuple[UserState, Identit
         user = _LIVE.get(key)
         if user is None or not user.touch():
             user = _LIVE[key] = UserState(who.uid, workspace)
-        if not _SWEEPER:
-            _SWEEPER.append(start_idle_sweeper())
     return user, who
 
 
@@ -441,7 +438,7 @@ def sweep_idle(idle_s: float = IDLE_S, workspace: Path | None = None) -> int:
 def start_idle_sweeper(
     idle_s: float = IDLE_S, every_s: float = SWEEP_IDLE_EVERY_S
 ) -> threading.Thread:
-    """sweep_idle every `every_s` seconds on a daemon thread (started by the first user_for)."""
+    """sweep_idle every `every_s` seconds on a daemon thread (started once, by launch)."""
 
     def loop() -> None:
         while True:

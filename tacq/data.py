@@ -317,14 +317,6 @@ def assign_splits(splits: list[str], heldout_share: float = 0.25) -> list[str]:
     return out
 
 
-def split_examples(examples: list[Example], heldout_share: float = 0.25) -> tuple[list, list]:
-    """Deterministic calib / held-out split for user data (every 4th example held out)."""
-    splits = assign_splits([""] * len(examples), heldout_share)
-    held = [e for e, s in zip(examples, splits) if s == "heldout"]
-    calib = [e for e, s in zip(examples, splits) if s == "calib"]
-    return calib, held
-
-
 def split_counts(task: TaskSet) -> str:
     """'N calib / M dev / K held-out': the words the app and the CLI show for a task."""
     return f"{len(task.calib)} calib / {len(task.dev)} dev / {len(task.heldout)} held-out"

@@ -302,7 +302,6 @@ def stream_side_by_side(
     temperature: float = 0.0,
     stop: threading.Event | None = None,
     poll_s: float = 0.1,
-    one_line: bool = False,
     style: str = "chat",
 ) -> Iterator[list[str]]:
     """Stream replies of several models at once: yields the list of partial replies.
@@ -323,7 +322,6 @@ def stream_side_by_side(
                 max_new_tokens,
                 temperature,
                 stop=stop,
-                one_line=one_line,
                 style=style,
             ):
                 replies[i] = text

@@ -278,7 +278,8 @@ def per_thread_forward_state() -> None:
     and each thread's reset then hands the others a foreign value: transformers 5.25 +
     kernels 0.19.1 crashed evaluating beside the warm-up ("'_contextvars.Token' object has
     no attribute 'get'"). We never compile a whole model, only packed_matvec, so the
-    global fallback is never needed; tokens stay valid (the same ContextVar). Idempotent.
+    global fallback is never needed; tokens stay valid (the same ContextVar). Idempotent;
+    called before our one torch.compile, so importing tacq.packed costs nothing.
     """
     import importlib
 
@@ -290,9 +291,6 @@ def per_thread_forward_state() -> None:
         plain = getattr(var, "context_var", None)
         if plain is not None:
             var.get, var.set, var.reset = plain.get, plain.set, plain.reset
-
-
-per_thread_forward_state()
 
 
 def use_compiled_decoding(on: bool = True) -> None:
@@ -309,6 +307,7 @@ def _one_token(x: Tensor, x_kept: Tensor, args: tuple, replace: bool) -> Tensor 
         # Each layer shape x bits x group size x basis is its own graph: a few variants of
         # one model pass dynamo's default of 8 per function and would fall back to eager.
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+        per_thread_forward_state()  # before any compile session: see its docstring
         _DECODE["fn"] = torch.compile(packed_matvec, dynamic=False)
     kept_index, kept_values = args[3], args[4]
     torch._dynamo.maybe_mark_dynamic(kept_index, 0)  # one kernel for any kept count

@@ -37,6 +37,7 @@ def test_a_forward_beside_a_compile_keeps_its_own_state(tiny_llama, thread_error
     """The interleaving that crashed, made certain with events: forward A enters attention,
     another thread starts compiling, forward B enters attention, the compile ends, A then B
     finish. Both give the single-threaded logits."""
+    packed.per_thread_forward_state()  # what tacq.packed does before its own torch.compile
     model, ids = tiny_llama, torch.tensor([[5, 9, 17, 33, 2, 8]])
     with torch.no_grad():
         want = model(input_ids=ids).logits
