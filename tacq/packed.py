@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import threading
 from collections.abc import Iterator, Mapping
 
 import torch
@@ -300,24 +301,34 @@ def use_compiled_decoding(on: bool = True) -> None:
     _DECODE["compiled"] = on
 
 
+# One thread at a time in the compiled kernel, compiling or running: dynamo (torch 2.13) is
+# not thread-safe (pytorch#118260, #136833): its per-call flags are process-wide and a
+# compile in one thread rewrites the cache another thread is walking. The app decodes in
+# several threads (side-by-side chat, a new variant's warm-up); each waits its turn.
+KERNEL_LOCK = threading.RLock()
+RECOMPILE_LIMIT = 64  # graphs per function: layer shape x bits x group size x basis
+
+
 def _one_token(x: Tensor, x_kept: Tensor, args: tuple, replace: bool) -> Tensor | None:
     """The compiled kernel's output; None (and compiled decoding off from then on) when
     this machine cannot compile (no C++ compiler, an unsupported platform)."""
-    if _DECODE["fn"] is None:
-        # Each layer shape x bits x group size x basis is its own graph: a few variants of
-        # one model pass dynamo's default of 8 per function and would fall back to eager.
-        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
-        per_thread_forward_state()  # before any compile session: see its docstring
-        _DECODE["fn"] = torch.compile(packed_matvec, dynamic=False)
     kept_index, kept_values = args[3], args[4]
-    torch._dynamo.maybe_mark_dynamic(kept_index, 0)  # one kernel for any kept count
-    torch._dynamo.maybe_mark_dynamic(kept_values, 0)
-    try:
-        return _DECODE["fn"](x, x_kept, *args, replace)
-    except Exception as e:  # inductor raises many kinds when no toolchain works
-        log.warning("Compiled decoding is off: it failed here (%s); dequantizing instead.", e)
-        _DECODE["compiled"] = False
-        return None
+    with KERNEL_LOCK:
+        if _DECODE["fn"] is None:
+            per_thread_forward_state()  # before any compile session: see its docstring
+            _DECODE["fn"] = torch.compile(packed_matvec, dynamic=False)
+        # dynamo's config is per thread (torch >= 2.12): a few variants of one model pass
+        # the default of 8 graphs in whichever thread decodes, and would fall back to eager.
+        if torch._dynamo.config.recompile_limit < RECOMPILE_LIMIT:
+            torch._dynamo.config.recompile_limit = RECOMPILE_LIMIT
+        torch._dynamo.maybe_mark_dynamic(kept_index, 0)  # one kernel for any kept count
+        torch._dynamo.maybe_mark_dynamic(kept_values, 0)
+        try:
+            return _DECODE["fn"](x, x_kept, *args, replace)
+        except Exception as e:  # inductor raises many kinds when no toolchain works
+            log.warning("Compiled decoding is off: it failed here (%s); dequantizing instead.", e)
+            _DECODE["compiled"] = False
+            return None
 
 
 def warm_up(model: nn.Module) -> None:

@@ -122,8 +122,9 @@ def test_chat_and_evaluation_beside_warm_ups(tiny_lm, tiny_task, thread_errors, 
     def warm_ups():
         try:
             for _ in range(WARM_UPS):
-                torch._dynamo.reset()  # compile again, as each new variant's warm-up does
-                packed._DECODE["fn"] = None
+                with packed.KERNEL_LOCK:  # reset frees the graphs another thread may be in
+                    torch._dynamo.reset()  # compile again, as a new variant's warm-up does
+                    packed._DECODE["fn"] = None
                 packed.warm_up(model)
         finally:
             done.set()
@@ -141,9 +142,67 @@ def test_chat_and_evaluation_beside_warm_ups(tiny_lm, tiny_task, thread_errors, 
         t.start()
     for t in threads:
         t.join(600)
-    torch._dynamo.reset()
+    with packed.KERNEL_LOCK:
+        torch._dynamo.reset()
     assert not errors, errors
     assert got["scores"] and got["replies"]
     for s in got["scores"]:
         assert s == pytest.approx(want_scores, rel=1e-5)
     assert set(got["replies"]) == {want_reply}
+
+
+def _packed_layer():
+    from tacq.gptq import LayerQuant
+
+    g = torch.Generator().manual_seed(0)
+    codes = torch.randint(0, 4, (6, 40), generator=g, dtype=torch.uint8)
+    mask = torch.zeros(6, 40, dtype=torch.bool)
+    lq = LayerQuant(codes, torch.ones(6), torch.ones(6), mask, torch.zeros(0).half(), 2, None, None)
+    return packed.PackedLinear.from_layer(lq)
+
+
+def test_one_thread_at_a_time_in_the_compiled_kernel(monkeypatch, thread_errors):
+    """dynamo is not thread-safe (a compile in one thread rewrote the cache another was
+    reading: a segfault in CI): one-token forwards of several threads take turns."""
+    inside, most = [0], [0]
+    count = threading.Lock()
+
+    def kernel(x, x_kept, *args):
+        with count:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        threading.Event().wait(0.02)
+        with count:
+            inside[0] -= 1
+        return torch.zeros(1, 6)
+
+    monkeypatch.setitem(packed._DECODE, "compiled", True)
+    monkeypatch.setitem(packed._DECODE, "fn", kernel)
+    mod = _packed_layer()
+    threads = [threading.Thread(target=lambda: [mod(torch.randn(1, 40)) for _ in range(5)])]
+    threads += [threading.Thread(target=lambda: [mod(torch.randn(1, 40)) for _ in range(5)])]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not thread_errors, thread_errors
+    assert most[0] == 1
+
+
+def test_every_decoding_thread_gets_the_raised_recompile_limit(monkeypatch):
+    """dynamo's config is per thread since torch 2.12: the limit set in the first
+    compiling thread alone left a chat thread at 8 graphs, then eager."""
+    seen = []
+
+    def kernel(x, x_kept, *args):
+        seen.append(torch._dynamo.config.recompile_limit)
+        return torch.zeros(1, 6)
+
+    monkeypatch.setitem(packed._DECODE, "compiled", True)
+    monkeypatch.setitem(packed._DECODE, "fn", kernel)
+    mod = _packed_layer()
+    for _ in range(2):  # each in a fresh thread, whose config starts at the default
+        t = threading.Thread(target=mod, args=(torch.randn(1, 40),))
+        t.start()
+        t.join(30)
+    assert seen == [packed.RECOMPILE_LIMIT] * 2
