@@ -20,7 +20,11 @@ from tacq.select import DEFAULT_RATIO, SLIDER_MAX_RATIO, Selection, layer_jaccar
 from tacq.stability import stability
 from tacq.workflow import Study
 
-METRIC_CHOICES = [(m.label, m.name) for m in METRICS.values()]
+SECOND_PASS = " · needs a 2nd gradient pass (Σg², Σg)"
+# Fisher, the signed gradient and SqueezeLLM-like read sums the default pass does not keep
+METRIC_CHOICES = [
+    (m.label + (SECOND_PASS if m.needs_extra else ""), m.name) for m in METRICS.values()
+]
 CAUSAL_HELP = (
     "Only the circuit's weights are damaged (rounded to their row's b-bit grid, or zeroed); "
     "everything else stays at full precision. If the task's answers get much worse while a "

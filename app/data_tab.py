@@ -172,15 +172,16 @@ def wire(tab: SimpleNamespace, user_state: gr.State, registry: ModelRegistry) ->
     def on_collect(user: UserState, progress=gr.Progress()):
         study = need(user.study, "Choose examples first (Use these examples).")
         stats = study.collect(gradio_progress(progress, user.jobs.start("gradients")))
+        kept = f" ({stats.accumulator})" if stats.accumulator else ""
         if stats.from_cache:
             return (
                 f"Cache hit: gradients for these {stats.n_samples} examples were loaded "
-                "from disk (nothing recomputed)."
+                f"from disk (nothing recomputed){kept}."
             )
         return (
             f"Collected per-sample |grad| over {stats.n_samples} examples "
             f"({stats.n_tokens:,} tokens, mean loss {stats.mean_loss:.3f}) in "
-            f"{stats.seconds:.1f} s."
+            f"{stats.seconds:.1f} s{kept}."
         )
 
     on_cancel = cancel_handler("gradients")

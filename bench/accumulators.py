@@ -36,9 +36,9 @@ def main() -> None:
     batches = study.batches()
     runs, secs = {}, {}
     for label, cfg in {
-        "fp32": GradientConfig(extra_stats=False),
-        "fp32 on host": GradientConfig(extra_stats=False, accum_device="cpu"),
-        "bf16": GradientConfig(extra_stats=False, accum_dtype="bfloat16"),
+        "fp32": GradientConfig(accum_dtype="float32", accum_device="model"),
+        "fp32 on host": GradientConfig(accum_dtype="float32", accum_device="cpu"),
+        "bf16": GradientConfig(accum_dtype="bfloat16", accum_device="model"),
     }.items():
         t = time.perf_counter()
         runs[label] = collect_abs_grads(lm.model, batches, cfg)

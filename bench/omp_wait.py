@@ -31,7 +31,7 @@ X = torch.randn(4000, 576)
 H = 2 * X.T @ X / 4000
 shapes = [(576, 576), (192, 576), (192, 576), (576, 576), (1536, 576), (1536, 576), (576, 1536)]
 lins = {str(i): torch.nn.Linear(i_, o, bias=False) for i, (o, i_) in enumerate(shapes)}
-acc = _Accumulator(lins, GradientConfig(extra_stats=False))
+acc = _Accumulator(lins, GradientConfig(accum_dtype="float32", accum_device="model"), ("abs",))
 xs = {n: torch.randn(8, 20, m.in_features) for n, m in lins.items()}
 gs = {n: torch.randn(8, 20, m.out_features) for n, m in lins.items()}
 def grads():

@@ -181,12 +181,11 @@ def _times_key(study: Study, quick: bool) -> str:
     """Model, examples, mode, threads, and whether this study's caches are filled already:
     a first demo computes gradients and references, a repeat reads them (about 40 % less
     time), so each kind of run expects what the same kind took last time."""
-    from tacq.gradients import grads_cache_path, grads_key
+    from tacq.gradients import grads_cache_path
 
     threads = os.environ.get("OMP_NUM_THREADS") or str(os.cpu_count())
     mode = "quick" if quick else "full"
-    key = grads_key(study.lm.fingerprint, study.digest(), study.data_cfg, study.grad_cfg)
-    caches = "warm" if grads_cache_path(key).exists() else "cold"
+    caches = "warm" if grads_cache_path(study.grads_key()).exists() else "cold"
     return f"{study.lm.fingerprint}|{study.digest()}|{mode}|{threads}|{caches}"
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import replace
 from datetime import timedelta
 from typing import NoReturn
 
@@ -72,6 +73,7 @@ def collect_abs_grads_distributed(
     batches: list[Batch],
     cfg: GradientConfig,
     progress: Progress | None = None,
+    kinds: tuple[str, ...] | None = None,
 ) -> GradStats:
     """collect_abs_grads over this rank's shard, then one all-reduce of every sum.
 
@@ -79,9 +81,15 @@ def collect_abs_grads_distributed(
     single-process collection.
     """
     if not dist.is_initialized():
-        return collect_abs_grads(model, batches, cfg, progress)
+        return collect_abs_grads(model, batches, cfg, progress, kinds)
+    if not cfg.resolved:  # every rank the same dtype, or the all-reduce would mix them
+        cfg = replace(
+            cfg,
+            accum_dtype="float32" if cfg.accum_dtype == "auto" else cfg.accum_dtype,
+            accum_device="model" if cfg.accum_device == "auto" else cfg.accum_device,
+        )
     rank, world = dist.get_rank(), dist.get_world_size()
-    stats = collect_abs_grads(model, shard(batches, rank, world), cfg, progress)
+    stats = collect_abs_grads(model, shard(batches, rank, world), cfg, progress, kinds)
     device = torch.device("cuda") if dist.get_backend() == "nccl" else torch.device("cpu")
     for sums in (stats.abs_grad, stats.sq_grad, stats.sum_grad):
         _all_reduce_(sums, device)

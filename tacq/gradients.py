@@ -27,31 +27,57 @@ from tacq.progress import Progress, no_progress
 log = logging.getLogger(__name__)
 
 STAT_PREFIXES = ("abs", "sq", "sum")
+EXTRA_PREFIXES = ("sq", "sum")  # what Fisher, the signed gradient and SqueezeLLM-like read
 
 
 @dataclass(frozen=True)
 class GradientConfig:
     batch_size: int = 8  # samples per forward/backward (peak memory ~ B x T x vocab)
     answer_only: bool = False  # loss on answer tokens only (official code: all tokens)
-    extra_stats: bool = True  # also sum g^2 (Fisher) and signed sum g, for baselines
-    # Where the running sums live when memory is short (large models): fp32 on the model's
-    # device is exact; "cpu" moves each batch's sums to host memory; bfloat16 halves them.
-    accum_dtype: str = "float32"
-    accum_device: str = "model"  # "model" or "cpu"
+    # The first pass also sums g^2 (Fisher) and the signed g: 12 bytes per weight, not 4.
+    # Off, a score that reads them gets them from a second pass (collect_extra), which
+    # never sums |g| again; the CLI turns it on when a metric it will run reads them.
+    extra_stats: bool = False
+    # Where the running sums live: fp32 on the model's device is exact; "cpu" keeps them in
+    # host memory; bfloat16 halves them. "auto": chosen from the plan before collecting
+    # (tacq.accumulators.choose_accumulator): fp32 on the device, else bf16, else the host.
+    accum_dtype: str = "auto"
+    accum_device: str = "auto"  # "auto", "model" or "cpu"
     version: int = 1
 
     def __post_init__(self) -> None:
         if not 1 <= self.batch_size <= 512:
             raise TacqError(f"Batch size must be 1..512 (got {self.batch_size}).")
-        if self.accum_dtype not in ("float32", "bfloat16"):
-            raise TacqError(f"Accumulator dtype must be float32 or bfloat16 ({self.accum_dtype}).")
-        if self.accum_device not in ("model", "cpu"):
-            raise TacqError(f"Accumulator device must be 'model' or 'cpu' ({self.accum_device}).")
+        if self.accum_dtype not in ("auto", "float32", "bfloat16"):
+            raise TacqError(
+                f"Accumulator dtype must be auto, float32 or bfloat16 ({self.accum_dtype})."
+            )
+        if self.accum_device not in ("auto", "model", "cpu"):
+            raise TacqError(
+                f"Accumulator device must be 'auto', 'model' or 'cpu' ({self.accum_device})."
+            )
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The sums the first pass collects."""
+        return STAT_PREFIXES if self.extra_stats else ("abs",)
+
+    @property
+    def resolved(self) -> bool:
+        return "auto" not in (self.accum_dtype, self.accum_device)
+
+    @property
+    def accumulator(self) -> str:
+        """What the status line says: 'fp32 on the model's device', 'bf16 on host'..."""
+        dtype = {"float32": "fp32", "bfloat16": "bf16"}.get(self.accum_dtype, "auto")
+        where = {"model": "on the model's device", "cpu": "in host memory"}
+        return f"{dtype} sums {where.get(self.accum_device, 'auto')}"
 
 
 @dataclass
 class GradStats:
-    """Summed gradient statistics per Linear, all (out, in) fp32 on the cpu."""
+    """Summed gradient statistics per Linear, all (out, in) on the cpu in the accumulation
+    dtype (fp32, or bf16 when chosen to fit)."""
 
     abs_grad: dict[str, Tensor]  # G = sum_s |dL_s/dW|
     sq_grad: dict[str, Tensor] = field(default_factory=dict)  # sum_s (dL_s/dW)^2
@@ -61,6 +87,7 @@ class GradStats:
     mean_loss: float = 0.0  # mean over samples of the per-sample loss
     from_cache: bool = False
     seconds: float = 0.0
+    accumulator: str = ""  # GradientConfig.accumulator of the pass that made abs_grad
 
 
 def token_loss(logits: Tensor, input_ids: Tensor, loss_mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -83,8 +110,12 @@ def per_sample_loss(logits: Tensor, input_ids: Tensor, loss_mask: Tensor) -> Ten
 class _Accumulator:
     """Holds running sums and adds the per-sample products when an output grad arrives."""
 
-    def __init__(self, linears: dict[str, nn.Linear], cfg: GradientConfig) -> None:
-        self.cfg = cfg
+    def __init__(
+        self, linears: dict[str, nn.Linear], cfg: GradientConfig, kinds: tuple[str, ...]
+    ) -> None:
+        if not cfg.resolved:
+            raise ValueError("resolve the accumulator first (choose_accumulator)")
+        self.cfg, self.kinds = cfg, kinds
         self.dtype = getattr(torch, cfg.accum_dtype)
         # Each sum sits beside its weight (a device_map spreads layers over GPUs); weights
         # offloaded by accelerate (device "meta") and accum_device="cpu" sum on the host.
@@ -102,10 +133,10 @@ class _Accumulator:
                 for n, m in linears.items()
             }
 
-        self.abs = zeros()
+        self.abs = zeros() if "abs" in kinds else {}
         self.scratch: dict[tuple, Tensor] = {}  # (shape, device) -> reused (out, in) fp32
-        self.sq = zeros() if cfg.extra_stats else {}
-        self.sum = zeros() if cfg.extra_stats else {}
+        self.sq = zeros() if "sq" in kinds else {}
+        self.sum = zeros() if "sum" in kinds else {}
 
     def add(self, name: str, x: Tensor, g: Tensor) -> None:
         """x: (B, T, in), g: (B, T, out) -> add |per-sample dW| summed over the B samples.
@@ -123,13 +154,15 @@ class _Accumulator:
             per = self.scratch[(shape, g.device)] = g.new_empty(shape, dtype=torch.float32)
         for s in range(x.shape[0]):
             torch.mm(g[s].float().T, x[s].float(), out=per)  # (out, in) = sum_t g_t x_t^T
-            if self.cfg.extra_stats:
+            if self.sum:
                 self._add(self.sum[name], per, fast)
+            if self.sq:
                 if fast:
                     self.sq[name].addcmul_(per, per)
                 else:
                     self._add(self.sq[name], per * per, fast)
-            self._add(self.abs[name], per.abs_(), fast)
+            if self.abs:
+                self._add(self.abs[name], per.abs_(), fast)
 
     def _add(self, acc: Tensor, t: Tensor, fast: bool) -> None:
         acc.add_(t if fast else t.to(acc.device, self.dtype))
@@ -156,18 +189,31 @@ def _attach_hooks(model: nn.Module, linears: dict[str, nn.Linear], acc: _Accumul
 
 
 def collect_abs_grads(
-    model: nn.Module, batches: list[Batch], cfg: GradientConfig, progress: Progress | None = None
+    model: nn.Module,
+    batches: list[Batch],
+    cfg: GradientConfig,
+    progress: Progress | None = None,
+    kinds: tuple[str, ...] | None = None,
 ) -> GradStats:
-    """Batched per-sample |grad| sums over `batches` for every quantizable Linear."""
+    """Batched per-sample gradient sums over `batches` for every quantizable Linear: the
+    kinds of cfg (|g|, with extra_stats g^2 and g too), or `kinds` (the second pass:
+    EXTRA_PREFIXES). An "auto" accumulator is chosen here from free memory."""
+    from tacq.accumulators import choose_accumulator
+
     progress = progress or no_progress
+    kinds = kinds or cfg.kinds
+    if not cfg.resolved:
+        shape = max((tuple(b.input_ids.shape) for b in batches), default=(1, 1))
+        cfg = choose_accumulator(model, cfg, len(kinds), shape)
     linears = quantizable_linears(model)
     device = input_device(model)
-    acc = _Accumulator(linears, cfg)
+    acc = _Accumulator(linears, cfg, kinds)
+    what = "gradients" if "abs" in kinds else "gradients (Σg², Σg)"
     handles = _attach_hooks(model, linears, acc)
     t0, n_samples, n_tokens, loss_sum = time.perf_counter(), 0, 0, 0.0
     try:
         for i, batch in enumerate(batches):
-            progress(i / len(batches), f"gradients: batch {i + 1}/{len(batches)}")
+            progress(i / len(batches), f"{what}: batch {i + 1}/{len(batches)}")
             ids = batch.input_ids.to(device)
             with torch.enable_grad():
                 try:
@@ -190,8 +236,8 @@ def collect_abs_grads(
     finally:
         for h in handles:
             h.remove()
-    progress(1.0, "gradients: done")
-    cpu = lambda d: {k: v.float().cpu() for k, v in d.items()}  # noqa: E731
+    progress(1.0, f"{what}: done")
+    cpu = lambda d: {k: v.cpu() for k, v in d.items()}  # noqa: E731  (kept in its dtype)
     return GradStats(
         cpu(acc.abs),
         cpu(acc.sq),
@@ -201,6 +247,7 @@ def collect_abs_grads(
         loss_sum / max(n_samples, 1),
         False,
         time.perf_counter() - t0,
+        cfg.accumulator,
     )
 
 
@@ -240,8 +287,15 @@ def grads_cache_path(key: str) -> Path:
 def grads_key(
     model_fingerprint: str, data_digest: str, data_cfg: object, cfg: GradientConfig
 ) -> str:
-    """Cache key over model, examples and every option that changes the sums."""
-    return cache_key("grads", model_fingerprint, data_digest, asdict(data_cfg), asdict(cfg))
+    """Cache key over model, examples and every option that changes the sums. Where they
+    were summed (accum_device) changes nothing: fp32 adds the same on host and device."""
+    opts = {k: v for k, v in asdict(cfg).items() if k != "accum_device"}
+    return cache_key("grads", model_fingerprint, data_digest, asdict(data_cfg), opts)
+
+
+def extra_key(key: str) -> str:
+    """Key of the second pass (Σg², Σg) of the run keyed `key`."""
+    return cache_key("grads-extra", key)
 
 
 def save_stats(path: Path, key: str, stats: GradStats) -> None:
@@ -254,16 +308,19 @@ def save_stats(path: Path, key: str, stats: GradStats) -> None:
         "n_tokens": str(stats.n_tokens),
         "mean_loss": repr(stats.mean_loss),
         "seconds": repr(stats.seconds),
+        "accumulator": stats.accumulator,
     }
     save_atomic(path, tensors, meta)
 
 
-def load_stats(path: Path, key: str, names: list[str], extra: bool) -> GradStats | None:
-    """A cached GradStats if whole and matching the model's layer names, else None."""
+def load_stats(
+    path: Path, key: str, names: list[str], prefixes: tuple[str, ...] = ("abs",)
+) -> GradStats | None:
+    """A cached GradStats if whole (every prefix for every layer name), else None."""
     tensors = load_checked(path, key)
     if tensors is None:
         return None
-    wanted = [f"{p}.{n}" for p in (STAT_PREFIXES if extra else ("abs",)) for n in names]
+    wanted = [f"{p}.{n}" for p in prefixes for n in names]
     if any(w not in tensors for w in wanted):
         log.warning("Cache file %s lacks some layers; recomputing.", path)
         path.unlink(missing_ok=True)
@@ -279,6 +336,7 @@ def load_stats(path: Path, key: str, names: list[str], extra: bool) -> GradStats
         float(meta["mean_loss"]),
         True,
         0.0,
+        meta.get("accumulator", ""),
     )
 
 
@@ -288,24 +346,36 @@ def collect_cached(
     cfg: GradientConfig,
     key: str,
     progress: Progress | None = None,
+    kinds: tuple[str, ...] | None = None,
 ) -> GradStats:
     """collect_abs_grads with a safetensors cache keyed by `key`: a hit skips the work.
+    kinds=EXTRA_PREFIXES: the second pass of the run keyed `key` (its own file).
 
+    A fresh result is saved, then read back from the file: the study then holds the
+    cache's zero-copy view, not a second full-size copy in memory.
     Under torchrun every rank computes its shard and no rank reads the cache (so none can
     skip the all-reduce); rank 0 writes it for later single-process runs.
     """
+    kinds = kinds or cfg.kinds
+    if kinds != cfg.kinds:
+        key = extra_key(key)
     path = grads_cache_path(key)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         from tacq.distributed import collect_abs_grads_distributed
 
-        stats = collect_abs_grads_distributed(model, batches, cfg, progress)
+        stats = collect_abs_grads_distributed(model, batches, cfg, progress, kinds)
         if torch.distributed.get_rank() == 0:
             save_stats(path, key, stats)
         return stats
-    stats = load_stats(path, key, list(quantizable_linears(model)), cfg.extra_stats)
+    names = list(quantizable_linears(model))
+    stats = load_stats(path, key, names, kinds)
     if stats is not None:
         (progress or no_progress)(1.0, "gradients: loaded from cache")
         return stats
-    stats = collect_abs_grads(model, batches, cfg, progress)
+    stats = collect_abs_grads(model, batches, cfg, progress, kinds)
     save_stats(path, key, stats)
-    return stats
+    saved = load_stats(path, key, names, kinds)
+    if saved is None:  # the disk dropped it: keep the one in memory
+        return stats
+    saved.from_cache, saved.seconds = False, stats.seconds
+    return saved

@@ -141,18 +141,24 @@ def measured_flops(device: torch.device, dtype: torch.dtype, n: int = 1024) -> f
     return 2 * n**3 * reps / (time.perf_counter() - t)
 
 
+def gradient_working_bytes(s: Shapes, r: RunSettings) -> int:
+    """A gradient pass's memory beside the weights and sums: activations saved for backward,
+    logits (fp32 logits, their log-softmax and grad) and one sample's (out, in) gradient
+    with its temporaries."""
+    bt = r.batch_size * r.max_length
+    acts = bt * s.layers * (8 * s.hidden + 2 * s.kv_dim + 3 * s.inter) * r.dtype_bytes
+    logits = bt * s.vocab * 4 * 3
+    per_sample = 3 * max(o * i for _, o, i in s.linears()) * 4  # one sample's dW and temps
+    return acts + logits + per_sample
+
+
 def plan_run(s: Shapes, r: RunSettings, flops_per_s: float) -> list[StagePlan]:
     """Peak memory and time of each stage of a TaCQ run."""
     w = s.params * r.dtype_bytes
     tokens = r.examples * r.max_length
-    bt = r.batch_size * r.max_length
-    # Gradients: weights + accumulators + activations saved for backward + logits (fp32
-    # logits, their log-softmax and grad) + one sample's (out, in) gradient and temporaries.
+    # Gradients: weights + accumulators + the pass's working memory
     acc = s.quantizable * r.accum_bytes * r.accum_stats
-    acts = bt * s.layers * (8 * s.hidden + 2 * s.kv_dim + 3 * s.inter) * r.dtype_bytes
-    logits = bt * s.vocab * 4 * 3
-    per_sample = 3 * max(o * i for _, o, i in s.linears()) * 4  # one sample's dW and temps
-    grad_dev = w + acts + logits + per_sample + (0 if r.accum_on_host else acc)
+    grad_dev = w + gradient_working_bytes(s, r) + (0 if r.accum_on_host else acc)
     # fwd+bwd ~ 6 N per token; per-sample outer products 2 N_q per token (+ |.|, ^2, sum).
     grad_flops = tokens * (6 * s.params + 2 * s.quantizable * (1 + r.accum_stats / 4))
     stages = [

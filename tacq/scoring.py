@@ -7,6 +7,7 @@ ratio below its cover is then a prefix lookup.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from torch import Tensor
@@ -29,12 +30,19 @@ class Scorer:
     references: References
     stats: GradStats | None = None
     rankings: dict[tuple, Ranking] = field(default_factory=dict)  # Selection.ranking_key ->
+    # Collects Σg² and Σg beside |g| (Study.collect_extra) for the metrics that read them
+    more_stats: Callable[[Progress | None], GradStats] | None = None
 
     def check(self, sel: Selection, progress: Progress | None = None) -> None:
-        """Refuse missing gradients; compute dW first when the metric needs it."""
+        """Refuse missing gradients; run the second gradient pass or compute dW first
+        when the metric needs them."""
         metric = METRICS[sel.metric]
         if metric.needs_grads and self.stats is None:
             raise TacqError("Collect gradients first.")
+        if metric.needs_extra and not self.stats.sq_grad:
+            if self.more_stats is None:
+                raise TacqError(f"{metric.label} needs Σg² and Σg: collect them first.")
+            self.more_stats(progress)
         if metric.needs_quant:
             self.references.get(sel.bits, progress=progress, group_size=sel.group_size)
 

@@ -20,7 +20,13 @@ from tacq.distill import DistillConfig, distill_bytes, tune_scales
 from tacq.errors import TacqError
 from tacq.explain import ModuleExplanation, explain_module, row_col_saliency
 from tacq.gptq import DEFAULT_DAMP, GPTQConfig
-from tacq.gradients import GradientConfig, GradStats, collect_cached, grads_key
+from tacq.gradients import (
+    EXTRA_PREFIXES,
+    GradientConfig,
+    GradStats,
+    collect_cached,
+    grads_key,
+)
 from tacq.memory import check_room, dense_linear_bytes, packed_estimate, rotation_bytes
 from tacq.models import LoadedModel, quantizable_linears, unquantized_params
 from tacq.progress import Progress, scaled
@@ -48,7 +54,7 @@ class Study:
         bs = self.grad_cfg.batch_size
         self.calib = CalibrationSet(self.task, self.lm.tokenizer, self.data_cfg, bs)
         self.references = References(self.lm, self.calib, self.exec_device, self.fast_gptq)
-        self.scorer = Scorer(self.lm, self.references)
+        self.scorer = Scorer(self.lm, self.references, more_stats=self.collect_extra)
 
     def for_task(self, task: TaskSet) -> Study:
         """A study of another task with the same model and settings (circuit overlap)."""
@@ -83,11 +89,36 @@ class Study:
         self.scorer.stats = stats
         self.scorer.rankings.clear()
 
+    def grads_key(self) -> str:
+        """The gradient cache's key for this model, these examples and settings."""
+        return grads_key(self.lm.fingerprint, self.digest(), self.data_cfg, self.grad_cfg)
+
     def collect(self, progress: Progress | None = None) -> GradStats:
-        """Per-sample |grad| sums, from the disk cache when the same run was done before."""
-        key = grads_key(self.lm.fingerprint, self.digest(), self.data_cfg, self.grad_cfg)
-        self.stats = collect_cached(self.lm.model, self.batches(), self.grad_cfg, key, progress)
-        return self.stats
+        """Per-sample |grad| sums (and Σg², Σg with grad_cfg.extra_stats), from the disk
+        cache when the same run was done before."""
+        stats = collect_cached(
+            self.lm.model, self.batches(), self.grad_cfg, self.grads_key(), progress
+        )
+        self.stats = stats
+        return stats
+
+    def collect_extra(self, progress: Progress | None = None) -> GradStats:
+        """Σg² and Σg beside the collected |g| (Fisher, signed gradient, SqueezeLLM-like): a
+        second pass with its own cache, which does not sum |g| again."""
+        stats = self.stats
+        if stats is None:
+            raise TacqError("Collect gradients first.")
+        if not stats.sq_grad:
+            extra = collect_cached(
+                self.lm.model,
+                self.batches(),
+                self.grad_cfg,
+                self.grads_key(),
+                progress,
+                kinds=EXTRA_PREFIXES,
+            )
+            stats.sq_grad, stats.sum_grad = extra.sq_grad, extra.sum_grad
+        return stats
 
     # ------------------------------------------------------------ circuit
     def scores(self, sel: Selection, progress: Progress | None = None) -> dict[str, Tensor]:

@@ -160,6 +160,7 @@ def test_whole_loop(page, small_task_file):
     page.get_by_role("button", name="Collect gradients").click()
     status = wait_text(page, "#data-status", r"Collected|Cache hit", 300)
     assert "over 9 examples" in status
+    assert "fp32 sums on the model's device" in status  # the accumulator chosen to fit
     shot(page, "02_examples")
     page.get_by_role("button", name="Collect gradients").click()
     wait_text(page, "#data-status", r"Cache hit", 120)

@@ -32,7 +32,9 @@ def _worker(rank: int, world: int, out: str) -> None:
     store = f"file://{out}/store"
     dist.init_process_group("gloo", init_method=store, rank=rank, world_size=world)
     try:
-        stats = collect_abs_grads_distributed(make_tiny_llama(), _batches(), GradientConfig())
+        stats = collect_abs_grads_distributed(
+            make_tiny_llama(), _batches(), GradientConfig(extra_stats=True)
+        )
     except BaseException:
         dist.destroy_process_group()
         raise
@@ -46,7 +48,7 @@ def _worker(rank: int, world: int, out: str) -> None:
 
 def test_two_process_gloo_equals_single_process(tmp_path, tiny_llama):
     mp.spawn(_worker, args=(2, str(tmp_path)), nprocs=2, join=True)
-    single = collect_abs_grads(tiny_llama, _batches(), GradientConfig())
+    single = collect_abs_grads(tiny_llama, _batches(), GradientConfig(extra_stats=True))
     ranks = [load_file(tmp_path / f"rank{r}.safetensors") for r in range(2)]
     for name, G in single.abs_grad.items():
         assert G.abs().max() > 0

@@ -36,7 +36,7 @@ def test_batched_equals_loop_with_padding(tiny_llama, answer_only):
 def test_abs_of_sum_differs_from_sum_of_abs(tiny_llama):
     """G is sum |g_s|, not |sum g_s|: with several samples the two must differ."""
     batches = make_batches(_encoded([10, 10, 10]), 3, 0)
-    stats = collect_abs_grads(tiny_llama, batches, GradientConfig())
+    stats = collect_abs_grads(tiny_llama, batches, GradientConfig(extra_stats=True))
     name = next(iter(stats.abs_grad))
     assert torch.all(stats.abs_grad[name] >= stats.sum_grad[name].abs() - 1e-6)
     assert (stats.abs_grad[name] - stats.sum_grad[name].abs()).max() > 1e-6
@@ -68,11 +68,13 @@ def test_low_memory_accumulators(tiny_llama):
     exact = collect_abs_grads(tiny_llama, batches, GradientConfig())
     on_cpu = collect_abs_grads(tiny_llama, batches, GradientConfig(accum_device="cpu"))
     half = collect_abs_grads(tiny_llama, batches, GradientConfig(accum_dtype="bfloat16"))
+    assert exact.accumulator == "fp32 sums on the model's device"
+    assert half.accumulator == "bf16 sums on the model's device"
     for name, G in exact.abs_grad.items():
         assert torch.equal(on_cpu.abs_grad[name], G)
-        assert half.abs_grad[name].dtype == torch.float32  # handed out as fp32
-        assert not torch.equal(half.abs_grad[name], G)  # really rounded
-        torch.testing.assert_close(half.abs_grad[name], G, rtol=2e-2, atol=1e-6)
+        assert half.abs_grad[name].dtype == torch.bfloat16  # kept as summed: half the bytes
+        assert not torch.equal(half.abs_grad[name].float(), G)  # really rounded
+        torch.testing.assert_close(half.abs_grad[name].float(), G, rtol=2e-2, atol=1e-6)
     with pytest.raises(TacqError, match="float32 or bfloat16"):
         GradientConfig(accum_dtype="float16")
 
