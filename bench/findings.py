@@ -989,8 +989,8 @@ def large_models(res: Results) -> list[str]:
     )
     return [
         "- Large models (planned): `python -m tacq plan --model llama-3-8b --device cuda "
-        "--tflops 400 --memory-gb 80 --examples 128 --max-length 2048 --batch-size 1 "
-        f"--tacq-only` estimates {peak.device_bytes / 2**30:.0f} GB peak on the GPU "
+        "--tflops 400 --memory-gb 80 --examples 128 --max-length 2048 --batch-size 1` "
+        f"(|g| sums only, the default) estimates {peak.device_bytes / 2**30:.0f} GB peak on the GPU "
         f"({peak.stage}) and about {minutes:.0f} minutes in all, most of it GPTQ, whose GPU "
         "speed factor is a guess until a GPU run measures it." + measured
     ]

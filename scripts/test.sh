@@ -15,7 +15,7 @@ if ! bash scripts/install-chromium.sh; then
   fi
   echo "the browser tests will be skipped" >&2
 fi
-# The SmolLM2 gradient caches are ~1.3 GB each: say how much disk the run starts with
+# The SmolLM2 gradient caches are ~0.4 GB each (|g| in fp32): say how much disk the run starts with
 df -h "${TMPDIR:-/tmp}" | tail -1 | awk '{print "free disk for the tests: " $4 " (" $6 ")"}'
 # -m "": every test, whatever pyproject's default selection (plain pytest: fast only)
 python -m pytest -q -p no:cacheprovider -m "" "$@"

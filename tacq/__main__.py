@@ -27,6 +27,7 @@ EPILOG = """examples:
   python -m tacq causal --task antonyms --bits 2 --control capitals
   python -m tacq stability --task antonyms --metric msg --across halves
   python -m tacq run            # the default end-to-end study with stage times
+  python -m tacq cache --clear  # list (or clear) the gradient and GPTQ caches
 """
 
 
@@ -279,8 +280,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--accum-on-host", action="store_true", help="gradient sums in host memory")
     p.add_argument("--accum-bf16", action="store_true", help="gradient sums in bf16")
     p.add_argument(
-        "--tacq-only", action="store_true", help="accumulate |g| only (no Fisher / sum g baselines)"
+        "--extra-stats",
+        action="store_true",
+        help="also sum g^2 and g in the same pass (Fisher, signed gradient, SqueezeLLM-like)",
     )
+    p.add_argument("--tacq-only", action="store_true", help=argparse.SUPPRESS)  # now the default
+    p = sub.add_parser("cache", help="size of the gradient and GPTQ caches; --clear empties them")
+    p.add_argument(
+        "--clear",
+        nargs="?",
+        const="all",
+        choices=("all", "grads", "quant"),
+        help="delete the cached files (all, or only grads or quant); they are recomputed on use",
+    )
+    p.add_argument("--json", action="store_true", help="print the listing as JSON")
     return parser
 
 
@@ -630,13 +643,40 @@ def cmd_plan(args) -> None:
         args.batch_size,
         args.bits,
         accum_bytes=2 if args.accum_bf16 else 4,
-        accum_stats=1 if args.tacq_only else 3,
+        accum_stats=3 if args.extra_stats else 1,
         accum_on_host=args.accum_on_host,
     )
-    plan = plan_here(args.model, settings, args.device, args.tflops, args.memory_gb)
+    auto = not (args.accum_bf16 or args.accum_on_host)  # where a collection would put them
+    plan = plan_here(args.model, settings, args.device, args.tflops, args.memory_gb, auto)
     print(plan.text())
     plan.check()
     print("fits.")
+
+
+def cmd_cache(args) -> None:
+    import json
+
+    from tacq.cache import CAPPED, tacq_home
+    from tacq.cache_admin import cache_cap_bytes, clear, human_bytes, usage
+
+    if args.clear:
+        n, freed, kept = clear(CAPPED if args.clear == "all" else (args.clear,))
+        print(f"removed {n} file{'s' * (n != 1)}: freed {freed:,} bytes ({human_bytes(freed)})")
+        if kept:
+            print(f"{kept} in use by this process kept")
+        return
+    listed, cap = usage(), cache_cap_bytes()
+    if args.json:
+        out = {k: {"files": n, "bytes": b} for k, (n, b) in listed.items()}
+        print(json.dumps({**out, "cap_bytes": cap, "folder": str(tacq_home())}))
+        return
+    for name, (n, b) in listed.items():
+        files = f"{n} file" + "s" * (n != 1)
+        print(f"{name:<6} {files:>11} {human_bytes(b):>9}  {tacq_home() / name}")
+    print(
+        f"cap {human_bytes(cap)} for both (TACQ_CACHE_GB, else the smaller of 20 GB and a "
+        "quarter of the free disk); least recently used files go first"
+    )
 
 
 COMMANDS = {
@@ -654,6 +694,7 @@ COMMANDS = {
     "run": cmd_run,
     "plan": cmd_plan,
     "demo": cmd_demo,
+    "cache": cmd_cache,
 }
 
 

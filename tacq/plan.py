@@ -43,7 +43,9 @@ class RunSettings:
     bits: int = 2
     dtype_bytes: int = 4  # 4 for fp32 on cpu, 2 for bf16 on cuda
     accum_bytes: int = 4  # gradient accumulators: 4 fp32, 2 bf16
-    accum_stats: int = 3  # |g|, g^2 and g summed (1 when only TaCQ's |g| is needed)
+    # sums kept per weight: 1, |g| (the default: what TaCQ, QAL, MSG read); 3 with g^2 and g
+    # in the same pass (the CLI, when a metric it runs reads them)
+    accum_stats: int = 1
     accum_on_host: bool = False  # accumulators in host memory instead of the device
     # GPTQ's column loop runs far below matmul peak; the factor it is slower by
     # (CPU_LATENCY_FACTOR / CUDA_LATENCY_FACTOR below).
@@ -265,12 +267,15 @@ def plan_here(
     device: str | None = None,
     tflops: float | None = None,
     memory_gb: float | None = None,
+    auto_accum: bool = False,
 ) -> MachinePlan:
     """Plan `model` (a name or folder; only config.json is read) on this machine's `device`.
 
     settings: examples, lengths, bits and accumulator choices; the device-dependent fields
     (dtype, latency factor, shared memory) are filled in here. tflops / memory_gb override
-    what is measured, e.g. to plan for a GPU this machine does not have.
+    what is measured, e.g. to plan for a GPU this machine does not have. auto_accum: the
+    gradient sums where a collection would put them (fp32 on the device, else bf16, else
+    fp32 in host memory: tacq.accumulators), not where settings says.
     """
     from tacq.memory import available_bytes
 
@@ -300,8 +305,31 @@ def plan_here(
         f"{settings.examples} x {settings.max_length} tokens; {'cuda bf16' if cuda else 'cpu fp32'}"
         f"; {flops / 1e12:.2f} TFLOP/s ({how})"
     )
+    host_free = available_bytes() if cuda else None
+    if auto_accum:
+        settings = fitting_accumulator(shapes, settings, flops, device_free, host_free)
+    dtype = "fp32" if settings.accum_bytes == 4 else "bf16"
+    header += f"\ngradient sums: {settings.accum_stats} per weight, {dtype} " + (
+        "in host memory" if settings.accum_on_host else "on the device"
+    )
     stages = plan_run(shapes, settings, flops)
-    return MachinePlan(header, stages, device_free, available_bytes() if cuda else None)
+    return MachinePlan(header, stages, device_free, host_free)
+
+
+def fitting_accumulator(
+    s: Shapes, r: RunSettings, flops: float, device_free: int | None, host_free: int | None
+) -> RunSettings:
+    """r with the first accumulator whose gradient stage fits: fp32 on the device, bf16 on
+    the device, fp32 in host memory (the order tacq.accumulators chooses in); r's own
+    choice when none does (the check then says why)."""
+    for accum_bytes, on_host in ((4, False), (2, False), (4, True)):
+        trial = replace(r, accum_bytes=accum_bytes, accum_on_host=on_host)
+        try:
+            check_fits(plan_run(s, trial, flops)[:1], device_free, host_free)
+        except TacqError:
+            continue
+        return trial
+    return r
 
 
 def _hms(s: float) -> str:
