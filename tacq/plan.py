@@ -180,7 +180,8 @@ def plan_run(s: Shapes, r: RunSettings, flops_per_s: float) -> list[StagePlan]:
     dims = {m: i for m, _, i in s.linears()}
     hess = 4 * max(sum(dims.get(m, 0) ** 2 for m in g) for g in SEQUENTIAL_GROUPS)
     work = max(3 * o * i * 4 + 2 * i * i * 4 for _, o, i in s.linears())
-    results = 2 * 2 * s.quantizable  # uint8 codes + bool mask, reference and masked
+    # the masked run's uint8 codes + bool mask, and the reference held bit-packed
+    results = int(s.quantizable * (2 + r.bits / 8))
     # scores, their flat copy and a compare mask; large models rank one Linear at a time
     # and keep only ~2 % candidates (int64 index + fp32 score + int64 layer)
     ranking = 12 * s.quantizable if s.quantizable <= 500_000_000 else int(0.45 * s.quantizable)

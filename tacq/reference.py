@@ -1,25 +1,137 @@
 """The unmasked reference quantization: dW for the scores, and the GPTQ / RTN baseline.
 
-Two disk caches live here, beside the data they hold. The whole reference (codes, scales,
-zeros, inverse-Hessian diagonals) is keyed by model, examples and settings. The grid of the
-weights alone (scale and zero per row) depends only on the model, the bit width and the
-search settings, so a masked run, or another task's reference, reuses it instead of
+A reference is held, in memory and on disk, with its codes bit-packed as PackedLinear packs
+them (bits/8 bytes per weight, not a code byte and a mask bool): a study keeps one per bit
+width it visits. Its all-False mask and its unpacked codes are built only when read.
+
+Two disk caches live here, beside the data they hold. The whole reference (packed codes,
+scales, zeros, inverse-Hessian diagonals) is keyed by model, examples and settings. The grid
+of the weights alone (scale and zero per row) depends only on the model, the bit width and
+the search settings, so a masked run, or another task's reference, reuses it instead of
 searching again.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 from tacq.cache import cache_key, load_checked, save_atomic, tacq_home
 from tacq.calibration import CalibrationSet
-from tacq.gptq import DEFAULT_DAMP, GPTQConfig, LayerQuant, QParams
+from tacq.gptq import DEFAULT_DAMP, GPTQConfig, LayerQuant, QParams, n_groups, per_column
 from tacq.models import LoadedModel, quantizable_linears
+from tacq.packed import pack_rows, packed_row_bytes, unpack_rows
 from tacq.progress import Progress
 from tacq.quantize import QuantResult, quantize_model
+
+# In the reference cache key: files written with one uint8 per code (before packing) carry
+# keys without it, so they are never matched, let alone read as packed codes.
+REFERENCE_LAYOUT = "packed-codes"
+
+
+class PackedLayerQuant(LayerQuant):
+    """An unmasked, unrotated LayerQuant held as bit-packed codes (PackedLinear's layout).
+
+    Why: `codes` (a byte per weight) and `keep_mask` (a bool per weight, all False) made a
+    reference 2 bytes per weight; packed it is bits/8. Both read as before, built when
+    asked for; grid() and dequantize() unpack straight to the values. The scale is held in
+    fp16 and the zero in uint8 when that is exact (always, as GPTQ fits them), else fp32.
+    """
+
+    def __init__(
+        self,
+        packed: Tensor,
+        scale: Tensor,
+        zero: Tensor,
+        bits: int,
+        in_features: int,
+        hinv_diag: Tensor | None = None,
+        group_size: int | None = None,
+    ) -> None:
+        # not the dataclass __init__: codes, keep_mask and kept_values are derived, not held
+        if packed.dtype != torch.uint8 or packed.shape[1] != packed_row_bytes(in_features, bits):
+            raise ValueError("Packed codes have the wrong type or row length.")
+        self.packed, self.in_features = packed, in_features
+        self._scale, self._zero = _compact(scale.float(), zero.float())
+        self.bits, self.group_size, self.rotation = bits, group_size, None
+        self.hinv_diag = hinv_diag
+
+    @classmethod
+    def from_layer(cls, lq: LayerQuant) -> PackedLayerQuant:
+        if lq.rotation is not None or lq.kept_values.numel() or lq.keep_mask.any():
+            raise ValueError("Only an unmasked, unrotated LayerQuant is held packed.")
+        in_f = lq.codes.shape[1]
+        return cls(pack_rows(lq.codes, lq.bits), lq.scale, lq.zero, lq.bits, in_f, lq.hinv_diag,
+                   lq.group_size)  # fmt: skip
+
+    @property
+    def scale(self) -> Tensor:
+        return self._scale.float()
+
+    @property
+    def zero(self) -> Tensor:
+        return self._zero.float()
+
+    @property
+    def codes(self) -> Tensor:
+        return unpack_rows(self.packed, self.bits, self.in_features).to(torch.uint8)
+
+    @property
+    def keep_mask(self) -> Tensor:
+        shape = (self.packed.shape[0], self.in_features)
+        return torch.zeros(shape, dtype=torch.bool, device=self.packed.device)
+
+    @property
+    def kept_values(self) -> Tensor:
+        return torch.zeros(0, dtype=torch.float16, device=self.packed.device)
+
+    def grid(self) -> Tensor:
+        """s (codes - z), (out, in) fp32, as LayerQuant.grid (no code byte in between)."""
+        codes = unpack_rows(self.packed, self.bits, self.in_features)
+        n = self.in_features
+        s, z = (per_column(t, n, self.group_size) for t in (self.scale, self.zero))
+        return s * (codes.float() - z)
+
+    def dequantize(self) -> Tensor:
+        """W_q: the grid itself (nothing kept, nothing rotated)."""
+        return self.grid()
+
+    def layer(self) -> LayerQuant:
+        """The same layer unpacked (a byte per code, a bool mask): as it was held before."""
+        return LayerQuant(self.codes, self.scale, self.zero, self.keep_mask, self.kept_values,
+                          self.bits, self.hinv_diag, self.group_size)  # fmt: skip
+
+    def held_tensors(self) -> dict[str, Tensor]:
+        """What it holds in memory, and writes to the reference cache."""
+        held = {"packed": self.packed, "scale": self._scale, "zero": self._zero}
+        return held if self.hinv_diag is None else held | {"hinv": self.hinv_diag}
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.nbytes for t in self.held_tensors().values())
+
+    def __repr__(self) -> str:
+        g = f", group_size={self.group_size}" if self.group_size else ""
+        out_f = self.packed.shape[0]
+        return f"PackedLayerQuant({out_f}x{self.in_features}, bits={self.bits}{g})"
+
+
+def _compact(scale: Tensor, zero: Tensor) -> tuple[Tensor, Tensor]:
+    """scale in fp16 and zero in uint8 (as PackedLinear and the export hold them) when that
+    is exact; fp32 otherwise."""
+    s16, z8 = scale.half(), zero.to(torch.uint8)
+    exact = torch.equal(s16.float(), scale) and torch.equal(z8.float(), zero)
+    return (s16, z8) if exact else (scale, zero)
+
+
+def pack_reference(res: QuantResult) -> QuantResult:
+    """The reference with every layer held packed; `res`'s unpacked layers are let go one by
+    one as they are packed, so the two never exist whole together."""
+    layers = {n: PackedLayerQuant.from_layer(res.layers.pop(n)) for n in list(res.layers)}
+    return replace(res, layers=layers)
 
 
 @dataclass
@@ -46,11 +158,14 @@ class References:
             return self.done[(bits, method, group_size, damp)]
         cfg = GPTQConfig(bits=bits, method=method, group_size=group_size, damp=damp)
         key = cache_key(
-            "ref", self.lm.fingerprint, self.calib.digest, asdict(self.calib.data_cfg), asdict(cfg)
-        )
+            "ref", self.lm.fingerprint, self.calib.digest, asdict(self.calib.data_cfg), asdict(cfg),
+            REFERENCE_LAYOUT,
+        )  # fmt: skip
         path = tacq_home() / "quant" / f"{key[:32]}.safetensors"
-        names = list(quantizable_linears(self.lm.model))
-        res = load_reference(path, key, cfg, names)
+        linears = quantizable_linears(self.lm.model)
+        names = list(linears)
+        shapes = {n: tuple(m.weight.shape) for n, m in linears.items()}
+        res = load_reference(path, key, cfg, shapes)
         if res is None:
             qp_path, qp_key = self._grid_entry(cfg)
             known = load_grid(qp_path, qp_key, names) if self.reuses_grid(cfg) else None
@@ -63,6 +178,7 @@ class References:
                 unmasked=known,  # e.g. found by another task's study of this model
                 fast=self.fast,
             )
+            res = pack_reference(res)
             save_reference(path, key, res)
             if known is None and self.reuses_grid(cfg):
                 save_grid(qp_path, qp_key, res)
@@ -96,30 +212,46 @@ class References:
 
 
 def save_reference(path: Path, key: str, res: QuantResult) -> None:
+    """The packed reference as held: packed.{name}, scale.{name}, zero.{name}, hinv.{name}."""
     tensors = {}
     for n, lq in res.layers.items():
-        tensors |= {f"codes.{n}": lq.codes, f"scale.{n}": lq.scale, f"zero.{n}": lq.zero}
-        if lq.hinv_diag is not None:
-            tensors[f"hinv.{n}"] = lq.hinv_diag
+        tensors |= {f"{part}.{n}": t for part, t in lq.held_tensors().items()}
     save_atomic(path, tensors, {"key": key, "seconds": repr(res.seconds)})
 
 
-def load_reference(path: Path, key: str, cfg: GPTQConfig, names: list[str]) -> QuantResult | None:
-    """A cached reference if whole and matching the layer names (a partial one is deleted)."""
+def load_reference(
+    path: Path, key: str, cfg: GPTQConfig, shapes: dict[str, tuple[int, int]]
+) -> QuantResult | None:
+    """A cached reference if whole and of these layers' shapes (else it is deleted). The
+    tensors are the file's own (maybe memory-mapped): nothing writes into them."""
     t = load_checked(path, key)
     if t is None:
         return None
-    if any(f"codes.{n}" not in t for n in names):
+    if not all(_whole(t, n, shape, cfg) for n, shape in shapes.items()):
         path.unlink(missing_ok=True)
         return None
-    layers = {}
-    for n in names:
-        codes = t[f"codes.{n}"]
-        empty = torch.zeros_like(codes, dtype=torch.bool)
-        no_values = torch.zeros(0, dtype=torch.float16)
-        scale, zero, hinv = t[f"scale.{n}"], t[f"zero.{n}"], t.get(f"hinv.{n}")
-        layers[n] = LayerQuant(codes, scale, zero, empty, no_values, cfg.bits, hinv, cfg.group_size)
+    layers = {n: _read_layer(t, n, shape[1], cfg) for n, shape in shapes.items()}
     return QuantResult(layers, cfg)
+
+
+def _read_layer(t: dict[str, Tensor], name: str, in_f: int, cfg: GPTQConfig) -> PackedLayerQuant:
+    scale, zero, hinv = t[f"scale.{name}"], t[f"zero.{name}"], t.get(f"hinv.{name}")
+    return PackedLayerQuant(t[f"packed.{name}"], scale, zero, cfg.bits, in_f, hinv, cfg.group_size)
+
+
+def _whole(t: dict[str, Tensor], name: str, shape: tuple[int, int], cfg: GPTQConfig) -> bool:
+    """Layer `name` is in the file, packed, with its qparams of the right shapes."""
+    out_f, in_f = shape
+    packed, scale, zero = (t.get(f"{part}.{name}") for part in ("packed", "scale", "zero"))
+    if packed is None or scale is None or zero is None or packed.dtype != torch.uint8:
+        return False
+    qshape = (out_f,) if cfg.group_size is None else (out_f, n_groups(in_f, cfg.group_size))
+    hinv = t.get(f"hinv.{name}")
+    return (
+        tuple(packed.shape) == (out_f, packed_row_bytes(in_f, cfg.bits))
+        and tuple(scale.shape) == tuple(zero.shape) == qshape
+        and (hinv is None or tuple(hinv.shape) == (in_f,))
+    )
 
 
 def save_grid(path: Path, key: str, res: QuantResult) -> None:
