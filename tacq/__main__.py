@@ -277,6 +277,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when present")
     p.add_argument("--tflops", type=float, help="device throughput, if not measurable here")
     p.add_argument("--memory-gb", type=float, help="device memory to plan for (default: free)")
+    p.add_argument(
+        "--host-memory-gb",
+        type=float,
+        help="host memory of the machine planned for (default: this machine's free memory, "
+        "unless --memory-gb or --tflops describe another machine: then not checked)",
+    )
     p.add_argument("--accum-on-host", action="store_true", help="gradient sums in host memory")
     p.add_argument("--accum-bf16", action="store_true", help="gradient sums in bf16")
     p.add_argument(
@@ -647,7 +653,9 @@ def cmd_plan(args) -> None:
         accum_on_host=args.accum_on_host,
     )
     auto = not (args.accum_bf16 or args.accum_on_host)  # where a collection would put them
-    plan = plan_here(args.model, settings, args.device, args.tflops, args.memory_gb, auto)
+    plan = plan_here(
+        args.model, settings, args.device, args.tflops, args.memory_gb, auto, args.host_memory_gb
+    )
     print(plan.text())
     plan.check()
     print("fits.")

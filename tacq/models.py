@@ -9,6 +9,7 @@ import hashlib
 import importlib.util
 import json
 import logging
+import math
 import os
 import shutil
 import stat
@@ -407,10 +408,10 @@ def _hf_config(config: dict):
         raise TacqError(f"config.json does not describe a valid model: {e}") from e
 
 
-def check_shapes(folder: Path, config: dict) -> None:
+def check_shapes(folder: Path, config: dict) -> int:
     """Refuse, from the safetensors headers alone, weights that do not match the model the
     config describes, before anything is built: a config declaring 3000 layers beside a
-    small file would allocate the whole model first."""
+    small file would allocate the whole model first. -> the weights' parameter count."""
     found: dict[str, tuple[int, ...]] = {}
     for path in weight_files(folder):
         for name, info in read_header(path).items():
@@ -429,6 +430,25 @@ def check_shapes(folder: Path, config: dict) -> None:
                 f"{name} has shape {have} in the weights, but config.json implies {want}; "
                 "the config does not belong to these weights."
             )
+    return sum(math.prod(shape) for shape in found.values())
+
+
+def check_room_to_load(
+    n_params: int, device: torch.device, dtype: torch.dtype, folder: Path
+) -> None:
+    """Refuse, with the numbers, a model whose weights alone would not fit where they go:
+    before loading, not by a dead process or an out-of-memory error halfway through."""
+    from tacq.memory import available_bytes
+
+    need = n_params * dtype.itemsize
+    free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else available_bytes()
+    if free is not None and need * 1.1 > free:
+        kind = str(dtype).removeprefix("torch.")
+        raise TacqError(
+            f"{folder.name} has {n_params / 1e9:.2f} B parameters: {need / 2**30:.1f} GB in "
+            f"{kind} on {device.type}, and {free / 2**30:.1f} GB are free there. "
+            f"`python -m tacq plan --model {folder}` shows what each stage needs."
+        )
 
 
 def _check_layer_count(declared: object, layers: int) -> None:
@@ -476,11 +496,13 @@ def load_model(
     t0 = time.perf_counter()
     is_default = source in (None, "", "default", DEFAULT_MODEL)
     folder = default_model_dir(progress) if is_default else Path(source).expanduser()
-    check_shapes(folder, check_model_dir(folder))
+    n_params = check_shapes(folder, check_model_dir(folder))
     if device_map not in (None, "auto", "balanced", "sequential"):
         raise TacqError(f"device_map must be auto, balanced or sequential (got {device_map!r}).")
     dev = pick_device(None if device_map else device)
     dtype = torch.float32 if dev.type == "cpu" else torch.bfloat16
+    if not device_map:  # accelerate places (and offloads) a mapped model itself
+        check_room_to_load(n_params, dev, dtype, folder)
     placement = {}
     if device_map:  # a copy: transformers rewrites max_memory in place
         placement = {"device_map": device_map, "max_memory": dict(max_memory or {}) or None}

@@ -18,6 +18,7 @@ import torch
 
 from tacq.errors import TacqError
 from tacq.models import SEQUENTIAL_GROUPS
+from tacq.select import DEFAULT_RATIO
 
 # Llama-3-8B's shapes, for planning (and benchmarking) without a download.
 PRESETS: dict[str, dict] = {
@@ -41,6 +42,7 @@ class RunSettings:
     max_length: int = 256
     batch_size: int = 8
     bits: int = 2
+    ratio: float = DEFAULT_RATIO  # share of weights the variant keeps in 16 bits
     dtype_bytes: int = 4  # 4 for fp32 on cpu, 2 for bf16 on cuda
     accum_bytes: int = 4  # gradient accumulators: 4 fp32, 2 bf16
     # sums kept per weight: 1, |g| (the default: what TaCQ, QAL, MSG read); 3 with g^2 and g
@@ -198,8 +200,13 @@ def plan_run(s: Shapes, r: RunSettings, flops_per_s: float) -> list[StagePlan]:
             r.latency_factor * gptq_flops / flops_per_s,
         )
     )
-    copy = s.params * 2  # a quantized variant kept beside the original
-    stages.append(StagePlan("variant copy", w + copy, acc + results, 0.0, 0.0))
+    # a packed variant beside the original (tacq.memory.packed_estimate): codes at bits/8,
+    # fp16 scale + uint8 zero per row, each kept weight's fp16 value and int32 index; every
+    # other tensor is shared with the model. The reference stays, bit-packed.
+    rows = s.layers * sum(o for _, o, _ in s.linears())
+    variant = int(s.quantizable * (r.bits / 8 + 6 * r.ratio)) + 3 * rows
+    reference = int(s.quantizable * r.bits / 8) + 3 * rows
+    stages.append(StagePlan("packed variant", w + variant, acc + reference, 0.0, 0.0))
     if r.shared_memory:  # cpu: host and device are the same memory
         stages = [
             StagePlan(p.stage, p.device_bytes + p.host_bytes, 0, p.flops, p.seconds) for p in stages
@@ -269,12 +276,15 @@ def plan_here(
     tflops: float | None = None,
     memory_gb: float | None = None,
     auto_accum: bool = False,
+    host_memory_gb: float | None = None,
 ) -> MachinePlan:
     """Plan `model` (a name or folder; only config.json is read) on this machine's `device`.
 
     settings: examples, lengths, bits and accumulator choices; the device-dependent fields
     (dtype, latency factor, shared memory) are filled in here. tflops / memory_gb override
-    what is measured, e.g. to plan for a GPU this machine does not have. auto_accum: the
+    what is measured, e.g. to plan for a GPU this machine does not have; host_memory_gb is
+    that machine's host memory (given --memory-gb or --tflops without it, this machine's
+    free memory says nothing about that one, and host memory is not checked). auto_accum: the
     gradient sums where a collection would put them (fp32 on the device, else bf16, else
     fp32 in host memory: tacq.accumulators), not where settings says.
     """
@@ -295,18 +305,29 @@ def plan_here(
     else:
         dev = torch.device("cuda" if cuda else "cpu")
         flops, how = measured_flops(dev, torch.bfloat16 if cuda else torch.float32), "measured now"
+    elsewhere = bool(memory_gb or tflops)  # a machine described, not this one
+    host_given = None if host_memory_gb is None else int(host_memory_gb * 2**30)
     if memory_gb:
         device_free = int(memory_gb * 2**30)
-    elif cuda and torch.cuda.is_available():
+    elif cuda and torch.cuda.is_available() and not elsewhere:
         device_free = torch.cuda.mem_get_info()[0]
+    elif not cuda and host_given is not None:
+        device_free = host_given  # cpu: the host's memory is the device's
     else:
-        device_free = available_bytes()
+        device_free = None if elsewhere else available_bytes()
+    if not cuda:
+        host_free = None
+    elif host_given is not None or elsewhere:
+        host_free = host_given
+    else:
+        host_free = available_bytes()
     header = (
         f"{model}: {shapes.params / 1e9:.2f} B parameters, {shapes.layers} layers; "
         f"{settings.examples} x {settings.max_length} tokens; {'cuda bf16' if cuda else 'cpu fp32'}"
         f"; {flops / 1e12:.2f} TFLOP/s ({how})"
     )
-    host_free = available_bytes() if cuda else None
+    if cuda and host_free is None:
+        header += "\nhost memory not checked (pass --host-memory-gb for that machine's)"
     if auto_accum:
         settings = fitting_accumulator(shapes, settings, flops, device_free, host_free)
     dtype = "fp32" if settings.accum_bytes == 4 else "bf16"

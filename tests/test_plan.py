@@ -48,3 +48,42 @@ def test_the_plan_puts_the_sums_where_a_collection_would():
     assert (tight.accum_bytes, tight.accum_on_host) == (2, False)
     host = fitting_accumulator(shapes, gpu, 1e14, 30 * 2**30, 200 * 2**30)
     assert (host.accum_bytes, host.accum_on_host) == (4, True)
+
+
+EIGHT_B_GPU = ["plan", "--model", "llama-3-8b", "--device", "cuda", "--tflops", "400"]
+
+
+def test_planning_a_rented_machine_never_reads_this_ones_memory(monkeypatch, capsys):
+    """--memory-gb / --tflops describe another machine: this one's free memory (here made
+    tiny) is not checked; --host-memory-gb is that machine's host memory."""
+    from tacq.__main__ import main
+
+    monkeypatch.setenv("TACQ_MEMORY_BUDGET_MB", "100")
+    assert main([*EIGHT_B_GPU, "--memory-gb", "80"]) == 0
+    out = capsys.readouterr().out
+    assert "host memory not checked" in out and out.rstrip().endswith("fits.")
+    # the 8B verdict with the lean defaults: fits 80 GB of GPU and 128 GB of host memory
+    assert main([*EIGHT_B_GPU, "--memory-gb", "80", "--host-memory-gb", "128"]) == 0
+    out = capsys.readouterr().out
+    assert "fp32 on the device" in out and "packed variant" in out
+    assert main([*EIGHT_B_GPU, "--memory-gb", "80", "--host-memory-gb", "16"]) != 0
+    assert "GB of host memory; 16.0 GB are free" in capsys.readouterr().err
+
+
+def test_a_model_too_large_for_this_machine_is_refused_before_loading(
+    tmp_path, tiny_lm, monkeypatch
+):
+    from tacq.errors import TacqError
+    from tacq.models import load_model
+
+    folder = tmp_path / "tiny"
+    tiny_lm.model.save_pretrained(str(folder), safe_serialization=True)
+    tiny_lm.tokenizer.save_pretrained(str(folder))
+    monkeypatch.setenv("TACQ_MEMORY_BUDGET_MB", "0.01")
+    built = []
+    monkeypatch.setattr(
+        "transformers.AutoModelForCausalLM.from_pretrained", lambda *a, **k: built.append(a)
+    )
+    with pytest.raises(TacqError, match=r"GB are free there\. `python -m tacq plan --model"):
+        load_model(str(folder), "cpu")
+    assert not built  # refused before transformers built anything
