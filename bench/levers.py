@@ -79,10 +79,10 @@ LEVERS = {
     "group size 128 + damping 10 % + generic text in the Hessians": Lever(
         group_size=128, damp=0.1, generic=True
     ),
-    # smaller groups spend more bits on scales (3-bit codes: 3.53 BPW at g64, 3.91 at g32, at 0.35 % kept)
+    # smaller groups spend more bits on scales (3-bit codes: 3.43 BPW at g64, 3.73 at g32, at 0.35 % kept)
     "group size 64 + damping 10 %": Lever(group_size=64, damp=0.1),
     "group size 32 + damping 10 %": Lever(group_size=32, damp=0.1),
-    # at 0.20 % kept TaCQ fits under AutoRound g128's honest BPW at 2 bits (2.146 vs 2.152)
+    # at 0.20 % kept TaCQ fits under AutoRound g128's honest BPW at 2 bits (2.114 vs 2.152)
     "kept 0.20 % + damping 10 %": Lever(ratio=0.002, damp=0.1),
     "kept 0.20 % + damping 30 %": Lever(ratio=0.002, damp=0.3),
     "kept 0.20 % + damping 10 % + act-order": Lever(ratio=0.002, damp=0.1, act_order=True),

@@ -71,7 +71,8 @@ def packed_estimate(
 ) -> int:
     """What a packed variant of `model` will hold in memory: codes, fp16 scale + uint8 zero
     per row or group, each kept weight's fp16 value and int32 index, and with `rotation`
-    (a tacq.orthogonal kind) each Linear's R (rotation_bytes)."""
+    (a tacq.orthogonal kind) each Linear's R (rotation_bytes). The saved file is smaller
+    (b-bit zeros, per-row kept counts): tacq.select.linear_bytes counts that."""
     from tacq.models import quantizable_linears
 
     total = 0

@@ -25,7 +25,7 @@ DEFAULT_RATIO = 0.0035  # the paper's outlier ratio
 SLIDER_MAX_RATIO = 0.02  # rankings cover at least this much (the app's slider range)
 BIT_WIDTHS = (2, 3, 4)
 KEPT_VALUE_BYTES = 2  # fp16 value of a kept weight
-ROWPTR_BYTES = 4  # int32 CSR row pointer, out + 1 per layer
+ROW_COUNT_BYTES = 2  # uint16 kept count per output row (int32 beyond 65,535 inputs)
 
 
 def check_ratio(p: float) -> float:
@@ -199,19 +199,24 @@ class NumberFormat:
     bits: int
     group_size: int | None = None  # input columns per scale/zero; None: one per output row
     scale_bytes: float = 2  # fp16 scale
-    zero_bytes: float = 1  # uint8 zero (a peer may store fp16 zeros: 2, or packed: bits / 8)
+    # None: ours, a zero packed at `bits` bits (an integer in [0, 2^bits)); a peer may store
+    # uint8 zeros: 1, or fp16 ones: 2
+    zero_bytes: float | None = None
 
 
 def linear_bytes(out_f: int, in_f: int, kept: int, fmt: NumberFormat) -> tuple[int, int, int]:
-    """(code, qparam, kept) bytes of one Linear: packed codes; scale and zero per group; kept
-    weights as CSR (fp16 value + int16/int32 column index, int32 row pointers)."""
+    """(code, qparam, kept) bytes of one Linear as packed format 2 (tacq.export) stores it:
+    packed codes; scale and zero per group; kept weights as CSR (fp16 value, int16/int32
+    column index, and a uint16/int32 kept count per output row)."""
     code = math.ceil(out_f * in_f * fmt.bits / 8)
     groups = 1 if fmt.group_size is None else -(-in_f // fmt.group_size)
-    qparam = math.ceil(out_f * groups * (fmt.scale_bytes + fmt.zero_bytes))
+    zero_bytes = fmt.bits / 8 if fmt.zero_bytes is None else fmt.zero_bytes
+    qparam = math.ceil(out_f * groups * (fmt.scale_bytes + zero_bytes))
     kb = 0
     if kept:
         idx_bytes = 2 if in_f <= 2**15 else 4
-        kb = kept * (KEPT_VALUE_BYTES + idx_bytes) + (out_f + 1) * ROWPTR_BYTES
+        count_bytes = ROW_COUNT_BYTES if in_f < 2**16 else 4
+        kb = kept * (KEPT_VALUE_BYTES + idx_bytes) + out_f * count_bytes
     return code, qparam, kb
 
 
@@ -223,7 +228,7 @@ class SizeReport:
     bpw_paper: float  # the paper's formula: b (1 - r) + 32 r, scales not counted
     code_bytes: int  # packed b-bit codes
     qparam_bytes: int  # scale and zero per row or group
-    kept_bytes: int  # CSR: fp16 values + int16/int32 column indices + row pointers
+    kept_bytes: int  # CSR: fp16 values + int16/int32 column indices + per-row counts
     other_bytes: int  # embeddings, norms, untied lm_head in fp16
     total_bytes: int  # what the packed export weighs (tensor data)
     fp16_bytes: int  # the whole model in fp16

@@ -109,7 +109,13 @@ def _with_kept(variant) -> str:
         (lambda t, q: t.pop(f"{q}.zero"), "lacks tensor"),
         (lambda t, q: t[f"{q}.kept_cols"].__setitem__(0, 30000), "out of range"),
         (lambda t, q: t[f"{q}.kept_cols"].__setitem__(0, -1), "out of range"),
-        (lambda t, q: t[f"{q}.kept_rowptr"].__setitem__(-1, 10**6), "out of range"),
+        (lambda t, q: t[f"{q}.kept_counts"].__setitem__(-1, 60000), "out of range"),
+        (
+            lambda t, q: t[f"{q}.kept_counts"].__setitem__(0, int(t[f"{q}.kept_counts"][0]) + 1),
+            "range",
+        ),
+        (lambda t, q: t.__setitem__(f"{q}.kept_counts", t[f"{q}.kept_counts"].int()), "dtype"),
+        (lambda t, q: t.__setitem__(f"{q}.zero", t[f"{q}.zero"][:-1]), "shape"),
         (lambda t, q: t.__setitem__("model.norm.weight", t["model.norm.weight"][:3]), "wrong"),
     ],
 )

@@ -110,8 +110,9 @@ def test_group_export_round_trips_and_counts_its_scales(tmp_path, tiny_lm, tiny_
     assert v.name == "tacq-2bit-g32-1.00%" and v.spec.group_size == 32
     per_channel = study.size_at(Selection("tacq", 2, 0.01))
     shapes = [tuple(lq.codes.shape) for lq in v.result.layers.values()]
-    assert per_channel.qparam_bytes == sum(o * 3 for o, _ in shapes)
-    assert v.size.qparam_bytes == sum(o * -(-i // 32) * 3 for o, i in shapes)  # per group
+    # an fp16 scale (2 bytes) and a 2-bit zero (1/4 byte) per row or per group
+    assert per_channel.qparam_bytes == sum(o * 9 // 4 for o, _ in shapes)
+    assert v.size.qparam_bytes == sum(o * -(-i // 32) * 9 // 4 for o, i in shapes)  # per group
     assert v.size.bpw_honest > per_channel.bpw_honest and v.size.bpw_paper == per_channel.bpw_paper
     save_packed(tmp_path / "g", tiny_lm, v)
     back = load_variant(tmp_path / "g")
@@ -127,9 +128,9 @@ def test_honest_bytes_count_every_stored_part():
     fmt = NumberFormat(bits=2, group_size=128)
     code, qparam, kept = linear_bytes(576, 1536, 10, fmt)
     assert code == 576 * 1536 * 2 // 8
-    assert qparam == 576 * 12 * 3  # 1536 / 128 groups, fp16 scale + uint8 zero
-    assert kept == 10 * 4 + 577 * 4
+    assert qparam == 576 * 12 * 2 + 576 * 12 // 4  # 1536 / 128 groups, fp16 scale + 2-bit zero
+    assert kept == 10 * 4 + 576 * 2  # fp16 value + int16 column each, a uint16 count per row
     hqq_like = NumberFormat(bits=2, group_size=64, zero_bytes=2)  # fp16 zeros
     assert linear_bytes(576, 576, 0, hqq_like)[1] == 576 * 9 * 4
     rep = size_report([(576, 576)], [0], 2, 0, group_size=128)
-    assert rep.bpw_honest == pytest.approx(2 + 8 * 576 * 5 * 3 / 576**2)  # 576/128: 5 groups
+    assert rep.bpw_honest == pytest.approx(2 + 8 * 576 * 5 * 2.25 / 576**2)  # 576/128: 5 groups

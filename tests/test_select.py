@@ -67,10 +67,10 @@ def test_prefix_is_threshold_lookup_on_random_scores():
 def test_size_report_counts_everything():
     rep = size_report([(8, 16), (4, 16)], kept=[3, 0], bits=2, other_params=100)
     assert rep.code_bytes == 32 + 16
-    assert rep.qparam_bytes == 12 * 3
-    assert rep.kept_bytes == 3 * 4 + 9 * 4
+    assert rep.qparam_bytes == 12 * 2 + 12 * 2 // 8  # fp16 scale + 2-bit zero per row
+    assert rep.kept_bytes == 3 * 4 + 8 * 2  # value + column each, a uint16 count per row
     assert rep.other_bytes == 200
-    assert rep.total_bytes == 48 + 36 + 48 + 200
+    assert rep.total_bytes == 48 + 27 + 28 + 200
     assert rep.bpw_paper == pytest.approx(paper_bpw(2, 3 / 192))
 
 
