@@ -1098,6 +1098,40 @@ def peer_breakdown(res: Results) -> list[str]:
     return out
 
 
+def _scaling_line(t: dict, sc: dict) -> str:
+    """The scaling bench's targets on its largest shape, in one line."""
+    e = sc["exponents"]
+    mem = max(t["memory_off"].values(), key=abs)
+    time_ = max(t["time_off"].values(), key=abs)
+    return (
+        f"- Scaling (random Llama shapes, `python bench/scale.py`): {t['shape']}'s whole default "
+        f"path takes {t['total_s'] / 60:.1f} min on this CPU with peak RSS "
+        f"{t['peak_rss_over_fp32']:.2f}x its fp32 weights (target <= {t['rss_limit_over_fp32']}x)"
+        f"; gradients grow as parameters^{e['collect']['time']:.2f} in time, GPTQ as "
+        f"^{e['reference GPTQ']['time']:.2f} (reference) and ^{e['masked GPTQ']['time']:.2f} "
+        f"(masked). `tacq plan`, its CPU time factors fitted on the two smaller shapes, is off "
+        f"by at most {100 * mem:+.0f} % in memory (target +-25 %) and {100 * time_:+.0f} % in "
+        "time (target +-50 %) there."
+    )
+
+
+def scaling(res: Results) -> list[str]:
+    sc = res.get("scale")
+    t = (sc or {}).get("targets")
+    if not t or not (t["rss_met"] and t["memory_met"] and t["time_met"]):
+        return []
+    return [_scaling_line(t, sc)]
+
+
+def scaling_open(res: Results) -> list[str]:
+    sc = res.get("scale")
+    t = (sc or {}).get("targets")
+    if not t or (t["rss_met"] and t["memory_met"] and t["time_met"]):
+        return []
+    missed = [k for k in ("rss", "memory", "time") if not t[f"{k}_met"]]
+    return [_scaling_line(t, sc) + f" Missed: {', '.join(missed)}."]
+
+
 MET: list[Callable[[Results], list[str]]] = [
     quality_targets,
     matched_bits,
@@ -1109,6 +1143,7 @@ MET: list[Callable[[Results], list[str]]] = [
     demo,
     cross_task,
     speed,
+    scaling,
 ]
 OPEN: list[Callable[[Results], list[str]]] = [
     capitals,
@@ -1121,6 +1156,7 @@ OPEN: list[Callable[[Results], list[str]]] = [
     peer_breakdown,
     omp,
     large_models,
+    scaling_open,
 ]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import math
 
 from _common import ROOT
 from findings import findings
@@ -107,6 +108,13 @@ SCRIPTS = [  # (command, what it measures, result topic)
         "RSS, whole-model GPTQ old vs new with bit-identity check, quick demo old vs new, "
         "batched gradients vs the batch-size-1 loop",
         "speed",
+    ),
+    (
+        "python bench/scale.py",
+        "the default path (gradients, reference and masked 2-bit GPTQ, TaCQ scores, packed "
+        "variant, chat) on random SmolLM2-135M, SmolLM2-360M and TinyLlama-1.1B shapes: time, "
+        "peak RSS and disk per stage, growth exponents, `tacq plan`'s estimate against measured",
+        "scale",
     ),
     (
         "python bench/upload_memory.py",
@@ -353,6 +361,102 @@ def causal_markdown(rows: list[dict], quality_rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def _gb(n: float) -> str:
+    return f"{n / 2**30:.2f} GB"
+
+
+def _off(ratio: float | None) -> str:
+    return "-" if ratio is None else f"{100 * (ratio - 1):+.0f} %"
+
+
+def scale_markdown(sc: dict) -> str:
+    """Per stage and shape: time, peak RSS, bytes written; growth exponents; the plan's
+    estimate of each of its stages against the measured stages it covers."""
+    from scale import BITS, PLAN_STAGES, TIMED_PLAN_STAGES
+
+    rows = sc["rows"]
+    r0 = rows[0]
+    out = [
+        f"Random fp32 weights built from each model's config (quality means nothing here; "
+        f"time and memory only), {r0['examples']} calibration examples of {r0['task']} "
+        f"({', '.join(str(r['calib_tokens']) for r in rows)} tokens: the 32k-vocabulary "
+        "shape uses the bundled SmolLM2 tokenizer cut to its first 32,000 ids, so a few "
+        f"more), TaCQ {BITS}-bit at p = 0.35 %, {r0['new_tokens']} tokens of "
+        "chat; each shape in its own process from empty caches. Cells: wall time, peak RSS "
+        "(VmHWM, reset at each stage's start), bytes written to the cache or the saved "
+        "variant. Exponents: least-squares slope of log time / log peak RSS against log "
+        "parameters over the three shapes.\n",
+        "| stage | "
+        + " | ".join(f"{r['shape']} ({r['params'] / 1e6:,.0f} M)" for r in rows)
+        + " | exponent, time | exponent, peak RSS |",
+        "|---" * (len(rows) + 3) + "|",
+    ]
+    for stage in r0["stages"]:
+        e = sc["exponents"].get(stage, {"time": math.nan, "peak_rss": math.nan})
+        cells = [
+            f"{r['stages'][stage]['seconds']:.1f} s, {_gb(r['stages'][stage]['peak_rss_bytes'])}"
+            f", {r['stages'][stage]['disk_bytes'] / 2**20:,.0f} MB"
+            for r in rows
+        ]
+        out.append(
+            f"| {stage} | " + " | ".join(cells) + f" | {e['time']:.2f} | {e['peak_rss']:.2f} |"
+        )
+    out.append(
+        "| **whole path** | "
+        + " | ".join(
+            f"**{r['total_s']:.0f} s, {_gb(r['peak_rss_bytes'])}** "
+            f"({r['peak_rss_bytes'] / r['fp32_bytes']:.2f}x fp32)"
+            for r in rows
+        )
+        + " | | |"
+    )
+    used = sc["time_factors_in_plan"]
+    fitted = sc["fitted_time_factors"]
+    out += [
+        "",
+        "`tacq plan` for the same shape and settings on this CPU, with the matmul throughput "
+        "measured just before the shape ran and the calibration set's real length (its "
+        "longest batch; the plan's default of 256 tokens per example is an upper bound, last "
+        "column). Its stages cover: "
+        + "; ".join(f"{p} = {' + '.join(parts)}" for p, parts in PLAN_STAGES.items())
+        + ". Time factors in tacq/plan.py: "
+        + ", ".join(
+            f"{k} {v:.2f} (fitted {fitted.get(k, float('nan')):.2f})" for k, v in used.items()
+        )
+        + ", fitted on the two SmolLM2 shapes; the plan gives the packed variant no time.\n",
+        "| shape | plan stage | measured | plan | off | measured peak | plan | off | "
+        "plan at 256 tokens |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        for stage, m in r["measured"].items():
+            p, off = r["plan"][stage], r["estimate_over_measured"][stage]
+            timed = stage in TIMED_PLAN_STAGES
+            out.append(
+                f"| {r['shape']} | {stage} | {m['seconds']:.0f} s | "
+                + (f"{p['seconds']:.0f} s" if timed else "-")
+                + f" | {_off(off['seconds'])} | {_gb(m['bytes'])} | {_gb(p['bytes'])} | "
+                f"{_off(off['bytes'])} | {_gb(r['plan_at_cap'][stage]['bytes'])} |"
+            )
+    t = sc.get("targets")
+    if t:
+        worst_mem = max(t["memory_off"].items(), key=lambda kv: abs(kv[1]))
+        worst_time = max(t["time_off"].items(), key=lambda kv: abs(kv[1]))
+        out += [
+            "",
+            f"Targets on {t['shape']}: the whole path runs in **{t['total_s'] / 60:.1f} min**; "
+            f"peak RSS **{t['peak_rss_over_fp32']:.2f}x** the fp32 weights (target <= "
+            f"{t['rss_limit_over_fp32']}x: {'met' if t['rss_met'] else 'not met'}); the plan's "
+            f"memory within {_off(1 + worst_mem[1])} ({worst_mem[0]}) of the measured peak "
+            f"at worst (target +-25 %: {'met' if t['memory_met'] else 'not met'}); its time "
+            f"within {_off(1 + worst_time[1])} ({worst_time[0]}) at worst (target +-50 %: "
+            f"{'met' if t['time_met'] else 'not met'}).",
+        ]
+    if (RESULTS / "scale.png").exists():
+        out += ["", "![Time and peak RSS per stage against parameters](results/scale.png)"]
+    return "\n".join(out)
+
+
 def sections() -> str:
     """Every table, from the JSON files; missing results are skipped."""
     out: list[str] = []
@@ -478,6 +582,11 @@ def sections() -> str:
             f"**x{s['grads_speedup']:.2f}** (target >= 3), max relative difference "
             f"{s['grads_max_rel_diff']:.1e} (target <= 1e-4)\n"
         )
+    sc = load("scale")
+    if sc:
+        emit("## Scaling: the default path on random Llama shapes\n")
+        emit(env_line(sc) + "\n")
+        emit(scale_markdown(sc) + "\n")
     m = load("upload_memory")
     if m:
         emit("## Reading a 20 MB upload\n")

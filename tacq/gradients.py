@@ -374,8 +374,10 @@ def collect_cached(
         return stats
     stats = collect_abs_grads(model, batches, cfg, progress, kinds)
     save_stats(path, key, stats)
+    seconds = stats.seconds
+    del stats  # freed before the file is mapped: the sums never exist twice
     saved = load_stats(path, key, names, kinds)
-    if saved is None:  # the disk dropped it: keep the one in memory
-        return stats
-    saved.from_cache, saved.seconds = False, stats.seconds
+    if saved is None:  # the disk dropped what it just took: collect again, uncached
+        return collect_abs_grads(model, batches, cfg, progress, kinds)
+    saved.from_cache, saved.seconds = False, seconds
     return saved

@@ -171,7 +171,7 @@ def plan_run(s: Shapes, r: RunSettings, flops_per_s: float) -> list[StagePlan]:
             grad_dev,
             acc if r.accum_on_host else 0,
             grad_flops,
-            grad_flops / flops_per_s,
+            (CPU_GRADIENT_FACTOR if r.shared_memory else 1.0) * grad_flops / flops_per_s,
         )
     ]
     # GPTQ (twice: the unmasked reference for dW, then the masked run). Per block: block
@@ -265,7 +265,11 @@ class MachinePlan:
         check_fits(self.stages, self.device_free, self.host_free)
 
 
-CPU_LATENCY_FACTOR = 2.6  # measured on the 2-core CPU (bench/results/speed.json)
+# Measured seconds over FLOPs / matmul throughput on the 2-core CPU, per stage: the
+# geometric mean over the SmolLM2-135M and -360M shapes of bench/scale.py
+# (bench/results/scale.json, fitted_time_factors); its TinyLlama-1.1B row checks them.
+CPU_GRADIENT_FACTOR = 1.31  # batched per-sample gradients (hooks, per-sample products, |.|)
+CPU_LATENCY_FACTOR = 5.91  # GPTQ's column loop and grid search, reference + masked
 CUDA_LATENCY_FACTOR = 20.0  # a guess until bench/large_gpu.py has run on a GPU
 
 
