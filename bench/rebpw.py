@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from _common import ROOT
+from scale import SHAPES
 
 from tacq.plan import Shapes
 from tacq.select import NumberFormat, size_report
@@ -44,17 +45,6 @@ FORMAT1_LAST_DATE = "2026-12-07"  # its date: a row made before it by a commit g
 MARK = "bpw_format"  # set to 2 on a recounted row
 RESULTS = ROOT / "bench" / "results"
 
-# HuggingFaceTB/SmolLM2-135M's config.json: every committed row is of this model
-SMOLLM2_135M = dict(
-    model_type="llama",
-    vocab_size=49152,
-    hidden_size=576,
-    intermediate_size=1536,
-    num_hidden_layers=30,
-    num_attention_heads=9,
-    num_key_value_heads=3,
-    tie_word_embeddings=True,
-)
 # bytes per zero of the peers' own formats (tacq.peers: HQQ fp16, AutoRound packed)
 PEER_ZERO_BYTES: dict[str, Callable[[int], float]] = {
     "hqq": lambda bits: 2,
@@ -79,7 +69,7 @@ class Counted:
 
 
 def smollm2() -> Counted:
-    s = Shapes.from_config(SMOLLM2_135M)
+    s = Shapes.from_config(SHAPES["smollm2-135m"])  # every committed row is of this model
     shapes = [(o, i) for _ in range(s.layers) for _, o, i in s.linears()]
     return Counted(shapes, s.params - s.quantizable)
 
