@@ -213,7 +213,9 @@ def test_whole_loop(page, small_task_file):
     page.get_by_text("Causal test: damage only the circuit", exact=True).click()
     page.locator("#causal-damage").get_by_label("set to zero").check()
     page.locator("#causal-scored input").fill("3")
+    page.locator("#causal-scored input").press("Tab")  # commit the value before the click reads it
     page.locator("#causal-seeds input").fill("1")
+    page.locator("#causal-seeds input").press("Tab")  # commit the value before the click reads it
     page.get_by_role("button", name="Run causal test").click()
     said = wait_text(page, "#causal-summary", r"Zeroing these", 300)
     m = re.search(
@@ -289,6 +291,7 @@ def test_whole_loop(page, small_task_file):
 
     page.get_by_role("tab", name="Evaluate & export").click()
     page.locator("#eval-limit input").fill("2")  # the first 2 of the 3 held-out examples
+    page.locator("#eval-limit input").press("Tab")  # commit the value before the click reads it
     page.get_by_role("button", name=re.compile("Evaluate all variants")).click()
     table = wait_text(page, "#eval-table", r"exact match[\s\S]*" + re.escape(name), 300)
     assert "original" in table and "answer NLL" in table and "95 % interval" in table
