@@ -99,12 +99,16 @@ class PackedLinear(nn.Module):
 
     @classmethod
     def from_layer(cls, lq: LayerQuant, bias: nn.Parameter | None = None) -> PackedLinear:
-        out_f, in_f = lq.codes.shape
+        if hasattr(lq, "packed"):  # a tacq.held.PackedLayerQuant: already in this layout
+            (out_f, in_f), packed, index = lq.shape, lq.packed, lq.kept_index
+        else:
+            out_f, in_f = lq.codes.shape
+            packed = pack_rows(lq.codes, lq.bits)
+            index = lq.keep_mask.reshape(-1).nonzero().squeeze(1)  # row-major, as kept_values
         if out_f * in_f >= 2**31:
             raise TacqError("A Linear with 2^31 or more weights needs int64 kept indices.")
-        index = lq.keep_mask.reshape(-1).nonzero().squeeze(1)  # row-major, as kept_values
         return cls(
-            pack_rows(lq.codes, lq.bits),
+            packed,
             lq.scale,
             lq.zero,
             index,

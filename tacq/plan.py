@@ -177,13 +177,16 @@ def plan_run(s: Shapes, r: RunSettings, flops_per_s: float) -> list[StagePlan]:
     # GPTQ (twice: the unmasked reference for dW, then the masked run). Per block: block
     # inputs and outputs for all calibration tokens, the largest group's Hessians, and one
     # Linear's working set (fp32 W, inverse Hessian, error block). Held meanwhile: the
-    # gradient sums (host memory once collected) and each result's codes + keep mask.
+    # gradient sums (host memory once collected) and both results, bit-packed.
     calib = 2 * tokens * s.hidden * r.dtype_bytes
     dims = {m: i for m, _, i in s.linears()}
     hess = 4 * max(sum(dims.get(m, 0) ** 2 for m in g) for g in SEQUENTIAL_GROUPS)
     work = max(3 * o * i * 4 + 2 * i * i * 4 for _, o, i in s.linears())
-    # the masked run's uint8 codes + bool mask, and the reference held bit-packed
-    results = int(s.quantizable * (2 + r.bits / 8))
+    # the reference and the masked run held bit-packed (tacq.held), the masked one with
+    # each kept weight's int32 index and fp16 value; keep masks are built one Linear at a
+    # time (tacq.select.LayerMasks)
+    largest = max(o * i for _, o, i in s.linears())
+    results = int(s.quantizable * (2 * r.bits / 8 + 6 * r.ratio)) + largest
     # scores, their flat copy and a compare mask; large models rank one Linear at a time
     # and keep only ~2 % candidates (int64 index + fp32 score + int64 layer)
     ranking = 12 * s.quantizable if s.quantizable <= 500_000_000 else int(0.45 * s.quantizable)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -22,6 +23,7 @@ from tacq.gptq import (
     rtn_matrix,
 )
 from tacq.gptq_baseline import gptq_matrix_baseline
+from tacq.held import PackedLayerQuant
 from tacq.models import (
     MODULE_KINDS,
     SEQUENTIAL_GROUPS,
@@ -61,7 +63,7 @@ class QuantResult:
 
     @property
     def kept(self) -> int:
-        return sum(int(lq.keep_mask.sum()) for lq in self.layers.values())
+        return sum(lq.kept_values.numel() for lq in self.layers.values())
 
 
 class _StopForward(Exception):
@@ -186,7 +188,7 @@ def quantize_model(
     model: nn.Module,
     batches: list[Batch],
     cfg: GPTQConfig,
-    keep_masks: dict[str, Tensor] | None = None,
+    keep_masks: Mapping[str, Tensor] | None = None,
     in_place: bool = False,
     progress: Progress | None = None,
     exec_device: str | torch.device | None = None,
@@ -293,7 +295,7 @@ def _quantize_group(
     members: dict[str, nn.Linear],
     inputs: list,
     cfg: GPTQConfig,
-    keep_masks: dict[str, Tensor] | None,
+    keep_masks: Mapping[str, Tensor] | None,
     unmasked: dict[str, QParams] | None,
     fast: bool,
     block: nn.Module,
@@ -348,15 +350,19 @@ def _store_(
         result.layer_seconds[name] = seconds
 
 
-def _to_cpu(lq: LayerQuant) -> LayerQuant:
-    return LayerQuant(
-        lq.codes.cpu(),
-        lq.scale.cpu(),
-        lq.zero.cpu(),
-        lq.keep_mask.cpu(),
-        lq.kept_values.cpu(),
-        lq.bits,
-        None if lq.hinv_diag is None else lq.hinv_diag.cpu(),
-        lq.group_size,
-        lq.rotation,
+def _to_cpu(lq: LayerQuant) -> PackedLayerQuant:
+    """The result moved to the host and held packed (bits/8 bytes per weight, not 2 bytes:
+    a whole model's results are held until the variant is built)."""
+    return PackedLayerQuant.from_layer(
+        LayerQuant(
+            lq.codes.cpu(),
+            lq.scale.cpu(),
+            lq.zero.cpu(),
+            lq.keep_mask.cpu(),
+            lq.kept_values.cpu(),
+            lq.bits,
+            None if lq.hinv_diag is None else lq.hinv_diag.cpu(),
+            lq.group_size,
+            lq.rotation,
+        )
     )

@@ -21,110 +21,16 @@ from torch import Tensor
 
 from tacq.cache import cache_key, load_checked, save_atomic, tacq_home
 from tacq.calibration import CalibrationSet
-from tacq.gptq import DEFAULT_DAMP, GPTQConfig, LayerQuant, QParams, n_groups, per_column
+from tacq.gptq import DEFAULT_DAMP, GPTQConfig, QParams, n_groups
+from tacq.held import PackedLayerQuant
 from tacq.models import LoadedModel, quantizable_linears
-from tacq.packed import pack_rows, packed_row_bytes, unpack_rows
+from tacq.packed import packed_row_bytes
 from tacq.progress import Progress
 from tacq.quantize import QuantResult, quantize_model
 
 # In the reference cache key: files written with one uint8 per code (before packing) carry
 # keys without it, so they are never matched, let alone read as packed codes.
 REFERENCE_LAYOUT = "packed-codes"
-
-
-class PackedLayerQuant(LayerQuant):
-    """An unmasked, unrotated LayerQuant held as bit-packed codes (PackedLinear's layout).
-
-    Why: `codes` (a byte per weight) and `keep_mask` (a bool per weight, all False) made a
-    reference 2 bytes per weight; packed it is bits/8. Both read as before, built when
-    asked for; grid() and dequantize() unpack straight to the values. The scale is held in
-    fp16 and the zero in uint8 when that is exact (always, as GPTQ fits them), else fp32.
-    """
-
-    def __init__(
-        self,
-        packed: Tensor,
-        scale: Tensor,
-        zero: Tensor,
-        bits: int,
-        in_features: int,
-        hinv_diag: Tensor | None = None,
-        group_size: int | None = None,
-    ) -> None:
-        # not the dataclass __init__: codes, keep_mask and kept_values are derived, not held
-        if packed.dtype != torch.uint8 or packed.shape[1] != packed_row_bytes(in_features, bits):
-            raise ValueError("Packed codes have the wrong type or row length.")
-        self.packed, self.in_features = packed, in_features
-        self._scale, self._zero = _compact(scale.float(), zero.float())
-        self.bits, self.group_size, self.rotation = bits, group_size, None
-        self.hinv_diag = hinv_diag
-
-    @classmethod
-    def from_layer(cls, lq: LayerQuant) -> PackedLayerQuant:
-        if lq.rotation is not None or lq.kept_values.numel() or lq.keep_mask.any():
-            raise ValueError("Only an unmasked, unrotated LayerQuant is held packed.")
-        in_f = lq.codes.shape[1]
-        return cls(pack_rows(lq.codes, lq.bits), lq.scale, lq.zero, lq.bits, in_f, lq.hinv_diag,
-                   lq.group_size)  # fmt: skip
-
-    @property
-    def scale(self) -> Tensor:
-        return self._scale.float()
-
-    @property
-    def zero(self) -> Tensor:
-        return self._zero.float()
-
-    @property
-    def codes(self) -> Tensor:
-        return unpack_rows(self.packed, self.bits, self.in_features).to(torch.uint8)
-
-    @property
-    def keep_mask(self) -> Tensor:
-        shape = (self.packed.shape[0], self.in_features)
-        return torch.zeros(shape, dtype=torch.bool, device=self.packed.device)
-
-    @property
-    def kept_values(self) -> Tensor:
-        return torch.zeros(0, dtype=torch.float16, device=self.packed.device)
-
-    def grid(self) -> Tensor:
-        """s (codes - z), (out, in) fp32, as LayerQuant.grid (no code byte in between)."""
-        codes = unpack_rows(self.packed, self.bits, self.in_features)
-        n = self.in_features
-        s, z = (per_column(t, n, self.group_size) for t in (self.scale, self.zero))
-        return s * (codes.float() - z)
-
-    def dequantize(self) -> Tensor:
-        """W_q: the grid itself (nothing kept, nothing rotated)."""
-        return self.grid()
-
-    def layer(self) -> LayerQuant:
-        """The same layer unpacked (a byte per code, a bool mask): as it was held before."""
-        return LayerQuant(self.codes, self.scale, self.zero, self.keep_mask, self.kept_values,
-                          self.bits, self.hinv_diag, self.group_size)  # fmt: skip
-
-    def held_tensors(self) -> dict[str, Tensor]:
-        """What it holds in memory, and writes to the reference cache."""
-        held = {"packed": self.packed, "scale": self._scale, "zero": self._zero}
-        return held if self.hinv_diag is None else held | {"hinv": self.hinv_diag}
-
-    @property
-    def nbytes(self) -> int:
-        return sum(t.nbytes for t in self.held_tensors().values())
-
-    def __repr__(self) -> str:
-        g = f", group_size={self.group_size}" if self.group_size else ""
-        out_f = self.packed.shape[0]
-        return f"PackedLayerQuant({out_f}x{self.in_features}, bits={self.bits}{g})"
-
-
-def _compact(scale: Tensor, zero: Tensor) -> tuple[Tensor, Tensor]:
-    """scale in fp16 and zero in uint8 (as PackedLinear and the export hold them) when that
-    is exact; fp32 otherwise."""
-    s16, z8 = scale.half(), zero.to(torch.uint8)
-    exact = torch.equal(s16.float(), scale) and torch.equal(z8.float(), zero)
-    return (s16, z8) if exact else (scale, zero)
 
 
 def pack_reference(res: QuantResult) -> QuantResult:

@@ -20,7 +20,7 @@ its (kind, seed), and the packed export stores the seed (bench/quality.py's `_ro
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 import torch
@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from tacq.data import Batch
 from tacq.errors import TacqError
 from tacq.gptq import GPTQConfig, kept_in_fp16
+from tacq.held import PackedLayerQuant
 from tacq.models import quantizable_linears
 from tacq.orthogonal import ROTATION_KINDS, Rotation, rotation_for, rotation_seed
 from tacq.progress import Progress
@@ -38,7 +39,7 @@ from tacq.quantize import QuantResult, quantize_model
 
 @contextmanager
 def rotated_linears(
-    model: nn.Module, keep_masks: dict[str, Tensor] | None, seed: int, kind: str = "haar"
+    model: nn.Module, keep_masks: Mapping[str, Tensor] | None, seed: int, kind: str = "haar"
 ) -> Iterator[dict[str, Tensor]]:
     """Inside: each decoder Linear holds W_r R and rotates its input by R (a pre-hook); a
     forward hook adds W_k x from the unrotated input, so the model computes what it did (with
@@ -91,7 +92,7 @@ def quantize_rotated(
     model: nn.Module,
     batches: list[Batch],
     cfg: GPTQConfig,
-    keep_masks: dict[str, Tensor] | None = None,
+    keep_masks: Mapping[str, Tensor] | None = None,
     seed: int = 0,
     progress: Progress | None = None,
     kind: str = "haar",
@@ -107,11 +108,16 @@ def quantize_rotated(
     with rotated_linears(model, keep_masks, seed, kind) as kept:
         res = quantize_model(model, batches, cfg, None, progress=progress, exec_device=exec_device)
     for name, lq in res.layers.items():
-        K = kept.get(name)
+        K, rotation = kept.get(name), (kind, rotation_seed(seed, name))
+        index, values = None, None
         if K is not None:
-            lq.keep_mask = keep_masks[name].cpu()
-            lq.kept_values = K.cpu()[lq.keep_mask].half()  # row-major, as LayerQuant's
-        lq.rotation = (kind, rotation_seed(seed, name))
+            mask = keep_masks[name].cpu().reshape(-1)
+            index = mask.nonzero().squeeze(1)  # row-major, as LayerQuant's
+            values = K.cpu().reshape(-1)[mask]
+        res.layers[name] = PackedLayerQuant(
+            lq.packed, lq.scale, lq.zero, lq.bits, lq.in_features, lq.hinv_diag,
+            lq.group_size, index, values, rotation,
+        )  # fmt: skip
     return res
 
 

@@ -59,12 +59,43 @@ def test_packed_layer_reads_bit_for_bit_as_the_unpacked_one(bits, group_size, rt
     assert p.nbytes == sum(t.nbytes for t in held.values())
 
 
-def test_a_masked_or_rotated_layer_is_not_packed_as_a_reference():
+@pytest.mark.parametrize("rotation", [None, ("hadamard", 7)])
+def test_a_masked_layer_is_held_packed_and_reads_bit_for_bit(rotation):
+    """A masked (or rotated) result, as quantize_model holds it: codes packed, the mask as
+    kept flat indices; every field and the dequantized weight read as the unpacked one's."""
     W, H = _problem(64)
     M = torch.zeros_like(W, dtype=torch.bool)
-    M[0, 3] = True
-    with pytest.raises(ValueError, match="unmasked"):
-        PackedLayerQuant.from_layer(gptq_matrix(W, H, M, GPTQConfig(bits=2)))
+    M[0, 3] = M[5, 60] = M[23, 0] = True
+    lq = gptq_matrix(W, H, M, GPTQConfig(bits=3, group_size=32))
+    lq.rotation = rotation
+    p = PackedLayerQuant.from_layer(lq)
+    assert PackedLayerQuant.from_layer(p) is p
+    for f in (*FIELDS, "keep_mask", "kept_values", "rotation"):
+        x, y = getattr(p, f), getattr(lq, f)
+        same = x == y if not isinstance(x, torch.Tensor) else torch.equal(x, y) and x.dtype == y.dtype
+        assert (x is None and y is None) or same, f
+    assert p.n_kept == 3 and p.kept_index.tolist() == [3, 5 * 64 + 60, 23 * 64]
+    assert torch.equal(p.dequantize(), lq.dequantize())
+    assert not torch.equal(p.dequantize(), p.grid())  # the kept weights are put back
+    held = p.held_tensors()
+    assert not any(t.numel() == W.numel() for t in held.values())  # nothing per weight
+    assert torch.equal(p.layer().keep_mask, M) and p.layer().rotation == rotation
+
+
+def test_quantize_model_holds_its_results_packed(tiny_lm, tiny_task):
+    """A masked run's results, held until the variant is built, are packed (bits/8 bytes
+    per weight and 6 per kept one), not a code byte and a mask bool per weight."""
+    study = Study(tiny_lm, tiny_task)
+    sel = Selection("magnitude", 2, 0.01)
+    masks = study.ranking(sel).masks(sel.ratio)
+    res = quantize_model(tiny_lm.model, study.batches(answer_only=False), GPTQConfig(bits=2), masks)
+    for name, lq in res.layers.items():
+        assert isinstance(lq, PackedLayerQuant), name
+        assert torch.equal(lq.keep_mask, masks[name]), name
+        out_f, in_f = lq.keep_mask.shape
+        held = [v for v in vars(lq).values() if isinstance(v, torch.Tensor)]
+        assert not any(t.numel() == out_f * in_f for t in held), name
+    assert res.kept == sum(int(m.sum()) for m in masks.values()) > 0
 
 
 @pytest.mark.parametrize("group_size", [None, 32])
