@@ -72,7 +72,9 @@ def test_a_masked_layer_is_held_packed_and_reads_bit_for_bit(rotation):
     assert PackedLayerQuant.from_layer(p) is p
     for f in (*FIELDS, "keep_mask", "kept_values", "rotation"):
         x, y = getattr(p, f), getattr(lq, f)
-        same = x == y if not isinstance(x, torch.Tensor) else torch.equal(x, y) and x.dtype == y.dtype
+        same = (
+            x == y if not isinstance(x, torch.Tensor) else torch.equal(x, y) and x.dtype == y.dtype
+        )
         assert (x is None and y is None) or same, f
     assert p.n_kept == 3 and p.kept_index.tolist() == [3, 5 * 64 + 60, 23 * 64]
     assert torch.equal(p.dequantize(), lq.dequantize())
