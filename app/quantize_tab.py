@@ -11,15 +11,12 @@ import pandas as pd
 from app.circuit_tab import METRIC_CHOICES
 from app.common import HEAVY, cancel_handler, gradio_progress, handles_errors, need, variant_choices
 from app.state import ModelRegistry, UserState
-from tacq.distill import DistillConfig
 from tacq.gptq import DEFAULT_DAMP, GROUP_SIZES
 from tacq.memory import dense_linear_bytes, packed_estimate
 from tacq.peer_run import make_peer_variant
 from tacq.peers import INSTALL, PEER_POINTS, PEERS, package_version
-from tacq.presets import Preset, describe, preset
-from tacq.rounding import RoundingConfig
+from tacq.recipe import Recipe
 from tacq.saliency import METRICS
-from tacq.select import Selection
 from tacq.tables import variants_table
 
 # 0 stands for none: one scale and zero per output row, as the paper
@@ -38,11 +35,7 @@ DAMP_CHOICES = [("1 % (paper)", DEFAULT_DAMP), ("10 %", 0.1), ("30 %", 0.3), ("1
 # calibration batch out of the fit and keeps a block's tuning only where the model's answer
 # loss on those does not rise: better than unchecked on 6 of 7 tasks at 2 bits, and the one
 # fixed setting that beats the peers at matched bits on most tasks (6 of 7).
-ROUNDINGS = {
-    "gptq": None,
-    "tuned": RoundingConfig(100),
-    "checked": RoundingConfig(100, check=True),
-}
+ROUNDINGS = {"gptq": (0, False), "tuned": (100, False), "checked": (100, True)}  # (steps, checked)
 ROUNDING_CHOICES = [
     ("GPTQ's (paper)", "gptq"),
     ("tuned + checked", "checked"),
@@ -88,30 +81,60 @@ def peer_choices() -> tuple[list[tuple[str, str]], str]:
     return choices, note
 
 
-def rounding_choice(p: Preset) -> str:
-    """The Rounding dropdown's value for a preset's tuned rounding."""
-    for key, cfg in ROUNDINGS.items():
-        if (cfg.steps if cfg else 0, cfg.check if cfg else False) == (
-            p.rounding_steps,
-            p.rounding_check,
-        ):
+def rounding_choice(recipe: Recipe) -> str:
+    """The Rounding dropdown's value for a recipe's tuned rounding."""
+    for key, (steps, check) in ROUNDINGS.items():
+        if (steps, check) == (recipe.rounding_steps, recipe.rounding_check):
             return key
-    raise ValueError(f"The Rounding choices have no {p.rounding_steps} checked={p.rounding_check}.")
+    raise ValueError(
+        f"The Rounding choices have no {recipe.rounding_steps} checked={recipe.rounding_check}."
+    )
+
+
+def recipe_of_widgets(
+    bits: int, metric: str, method: str, circuit: bool, group: int, damp: float,
+    rounding: str, basis: str, distill: int, act_order: bool, pct: float,
+) -> Recipe:  # fmt: skip
+    """The screen's inputs (and the Circuit slider's ratio, in %) as the Recipe they make
+    (0.35 % is the ratio 0.0035 the CLI and the benches use, not 0.0034999...)."""
+    steps, check = ROUNDINGS[rounding]
+    return Recipe(
+        bits=int(bits), metric=metric, ratio=round(pct / 100, 10) if circuit else 0.0,
+        group_size=int(group) or None, method=method, damp=float(damp),
+        act_order=bool(act_order), rounding_steps=steps, rounding_check=check,
+        rotation=None if basis == "none" else basis, distill_epochs=int(distill),
+    )  # fmt: skip
+
+
+def widgets_of_recipe(recipe: Recipe) -> tuple:
+    """A Recipe back in the screen's inputs, in recipe_of_widgets' order less the bits:
+    metric, quantizer, keep the circuit, scales, damping, rounding, basis, distillation,
+    act-order, and the Circuit slider's ratio (%; left as it is when nothing is kept)."""
+    pct = round(100 * recipe.ratio, 4) if recipe.ratio else gr.skip()
+    return (
+        recipe.metric, recipe.method, recipe.ratio > 0, recipe.group_size or 0, recipe.damp,
+        rounding_choice(recipe), recipe.rotation or "none", recipe.distill_epochs,
+        recipe.act_order, pct,
+    )  # fmt: skip
 
 
 def settings_values(name: str, bits: int) -> tuple:
-    """What a preset puts in the screen's inputs: metric, quantizer, keep the circuit,
-    scales, damping, rounding, basis, distillation, ratio slider (%), and a status line."""
-    p = preset(name, bits)
+    """What a named preset puts in the screen's inputs (widgets_of_recipe), and a line
+    saying what it sets."""
+    recipe = Recipe.preset(name, bits)
     line = (
-        f"Settings: {describe(p)} "
+        f"Settings: {recipe.describe()} "
         + ("(the paper's)." if name == "paper" else f"(measured best at {bits} bits).")
         + " The ratio is on the Circuit slider."
     )
-    return (
-        "tacq", "gptq", True, p.group_size or 0, p.damp, rounding_choice(p),
-        p.rotation or "none", p.distill_epochs, round(100 * p.ratio, 4), line,
-    )  # fmt: skip
+    return (*widgets_of_recipe(recipe), line)
+
+
+def recipe_inputs(tab: SimpleNamespace) -> list:
+    """The screen's inputs that make a recipe, in recipe_of_widgets' order (between the
+    bits and the Circuit slider's ratio)."""
+    return [tab.metric, tab.method, tab.circuit, tab.groups, tab.damp, tab.rounding, tab.basis,
+            tab.distill, tab.act_order]  # fmt: skip
 
 
 def variants_frame(user: UserState) -> pd.DataFrame:
@@ -173,6 +196,13 @@ def build() -> SimpleNamespace:
             elem_id="quant-distill",
             scale=1,
         )
+        act_order = gr.Checkbox(
+            value=False,
+            label="Act-order",
+            info="GPTQ takes the columns by decreasing Hessian diagonal (GPTQ only)",
+            elem_id="quant-act-order",
+            scale=1,
+        )
     with gr.Row():
         go = gr.Button("Quantize", variant="primary")
         cancel = gr.Button("Cancel", variant="stop")
@@ -204,6 +234,7 @@ def build() -> SimpleNamespace:
         rounding=rounding,
         basis=basis,
         distill=distill,
+        act_order=act_order,
         go=go,
         cancel=cancel,
         peer=peer,
@@ -231,37 +262,25 @@ def wire(
 
     @handles_errors
     def on_quantize(
-        user: UserState,
-        bits: int,
-        metric: str,
-        method: str,
-        circuit: bool,
-        group: int,
-        damp: float,
-        rounding: str,
-        basis: str,
-        distill: int,
-        pct: float,
+        user: UserState, bits: int, metric: str, method: str, circuit: bool, group: int,
+        damp: float, rounding: str, basis: str, distill: int, act_order: bool, pct: float,
         progress=gr.Progress(),
-    ):
+    ):  # fmt: skip
+        """Named inputs, not *inputs: Gradio hands its progress only to a positional one."""
         study = need(user.study, "Choose examples (and collect gradients) first.")
-        sel = Selection(metric, int(bits), pct / 100 if circuit else 0.0, int(group) or None)
-        rotation = None if basis == "none" else basis
+        recipe = recipe_of_widgets(
+            bits, metric, method, circuit, group, damp, rounding, basis, distill, act_order, pct
+        )
         user.check_room(  # a rotated variant also holds each Linear's R
             study.lm,
-            packed_estimate(study.lm.model, sel.bits, sel.ratio, sel.group_size, rotation),
+            packed_estimate(
+                study.lm.model, recipe.bits, recipe.ratio, recipe.group_size, recipe.rotation
+            ),
         )
         stop = user.jobs.start("quantize")
-        if sel.ratio > 0 and METRICS[metric].needs_grads and study.stats is None:
+        if recipe.ratio > 0 and METRICS[recipe.metric].needs_grads and study.stats is None:
             study.collect(gradio_progress(progress, stop))
-        cfg = ROUNDINGS.get(rounding)
-        tuned = {"rounding": cfg} if cfg else {}
-        if int(distill):
-            tuned["distill"] = DistillConfig(int(distill))
-        v = study.quantize(
-            sel, method, gradio_progress(progress, stop), damp=float(damp), rotation=rotation,
-            **tuned,
-        )  # fmt: skip
+        v = study.quantize(recipe, gradio_progress(progress, stop))
         user.add_variant(v, study.lm)  # saved packed: a restart finds it again
         msg = (
             f"Made **{v.name}**: BPW {v.size.bpw_paper:.4f} (paper formula), "
@@ -310,26 +329,19 @@ def wire(
     outs = [tab.status, tab.table, *variant_lists]
     tab.go.click(
         on_quantize,
-        [
-            user_state,
-            *(tab.bits, tab.metric, tab.method, tab.circuit, tab.groups, tab.damp, tab.rounding),
-            tab.basis,
-            tab.distill,
-            ratio,
-        ],
+        [user_state, tab.bits, *recipe_inputs(tab), ratio],
         outs,
         concurrency_id=HEAVY,
         concurrency_limit=1,
     )
     # RTN has no Hessian to damp or rotate, and tuned rounding starts from GPTQ's grid
-    gptq_only = [tab.damp, tab.rounding, tab.basis]
+    gptq_only = [tab.damp, tab.rounding, tab.basis, tab.act_order]
     tab.method.change(
         lambda m: (gr.update(interactive=m == "gptq"),) * len(gptq_only), tab.method, gptq_only
     )
     # a preset sets every lever (and the Circuit slider); a lever touched by hand makes the
     # settings "my own". .input: only a person's change, not the preset's own updates
-    levers = [tab.metric, tab.method, tab.circuit, tab.groups, tab.damp, tab.rounding]
-    levers += [tab.basis, tab.distill, ratio]
+    levers = [*recipe_inputs(tab), ratio]
 
     def on_settings(name: str, bits: int, bits_changed: bool = False):
         if name == "custom" or (bits_changed and name != "measured"):

@@ -15,6 +15,7 @@ import time
 
 from _common import stamp, write_result
 
+from tacq.recipe import Recipe
 from tacq.select import DEFAULT_RATIO, Selection
 
 CONFIGS = {
@@ -61,7 +62,7 @@ def main() -> None:
                 sel = Selection(
                     m if m != "gptq" else "tacq", 2, 0.0 if m == "gptq" else DEFAULT_RATIO
                 )
-                v = study.quantize(sel)
+                v = study.quantize(Recipe.of(sel))
                 r, _ = evaluate(v.model, lm.tokenizer, held, task.style, v.name, fp_logprobs=lp)
                 res[m] = r
                 print(
@@ -94,7 +95,7 @@ def main() -> None:
         study = Study(lm, task)
         study.collect()
         for p in [0.0, *map(float, ratios.split(","))]:
-            v = study.quantize(Selection("tacq", int(bits), p))
+            v = study.quantize(Recipe.of(Selection("tacq", int(bits), p)))
             r, _ = evaluate(v.model, lm.tokenizer, held, task.style, v.name, fp_logprobs=lp)
             sweep.append(
                 {

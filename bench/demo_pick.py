@@ -24,6 +24,8 @@ import time
 
 from _common import ROOT, stamp, write_result
 
+from tacq.recipe import Recipe
+
 MAX_BPW = 2.3
 
 
@@ -90,11 +92,11 @@ def main() -> None:
                 return r.exact_match
 
             fp, _ = evaluate(lm.model, lm.tokenizer, dev, task.style, "fp")
-            gptq2 = em(study.quantize(Selection(bits=2, ratio=0.0)))
+            gptq2 = em(study.quantize(Recipe.of(Selection(bits=2, ratio=0.0))))
             full = n == max(sizes)  # the full demo makes TaCQ 3-bit; quick does not
-            tacq3 = em(study.quantize(Selection("tacq", 3, ratios[0]))) if full else None
+            tacq3 = em(study.quantize(Recipe.of(Selection("tacq", 3, ratios[0])))) if full else None
             for ratio in ratios:
-                v = study.quantize(Selection("tacq", 2, ratio))
+                v = study.quantize(Recipe.of(Selection("tacq", 2, ratio)))
                 row = {
                     "task": name,
                     "examples": n,

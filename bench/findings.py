@@ -288,7 +288,7 @@ def three_bit_exact_match(res: Results) -> list[str]:
 
 
 def preset_pick(rows: list[dict], bits: int) -> tuple[str, dict[str, float]] | None:
-    """The rule tacq.presets.MEASURED follows -> (the method picked, each candidate's mean
+    """The rule tacq.recipe.MEASURED follows -> (the method picked, each candidate's mean
     rank). Candidates: TaCQ-scored settings with one scale per row (bits per weight stay
     near the bit width) and no dense rotation (the Quantize screen offers the Hadamard one),
     scored on the dev split of every bundled task; the pick has the lowest mean rank of dev
@@ -336,7 +336,7 @@ def presets(res: Results) -> list[str]:
         vs_fp = statistics.mean(r["answer_nll"] / fps[r["task"]]["answer_nll"] - 1 for r in here)
         runner = sorted(rank, key=rank.get)[1:2]
         out.append(
-            f'- The Quantize screen\'s {bits}-bit "best measured" settings (tacq.presets): '
+            f'- The Quantize screen\'s {bits}-bit "best measured" settings (tacq.recipe): '
             f"{label(method)}, the lowest mean rank of dev answer NLL ({rank[method]:.2f}) of "
             f"the {len(rank)} per-row settings scored on every bundled task"
             + (f" (next: {label(runner[0])}, {rank[runner[0]]:.2f})" if runner else "")

@@ -30,7 +30,9 @@ import time
 from dataclasses import dataclass
 
 from _common import ROOT, stamp, write_result
-from quality import generic_batches, generic_calibration_texts, per_example
+from quality import per_example
+
+from tacq.calibration import generic_fit_batches, generic_fit_texts
 
 
 @dataclass(frozen=True)
@@ -129,69 +131,66 @@ def dequantized(model, layers):
     return out
 
 
+def recipe_of(bits: int, lever: Lever):
+    """The tacq.recipe.Recipe a lever quantizes with (its data and Hessian levers aside)."""
+    from tacq.recipe import Recipe
+
+    return Recipe(
+        bits=bits, ratio=lever.ratio, group_size=lever.group_size, damp=lever.damp,
+        act_order=lever.act_order, rounding_steps=lever.rounding_steps,
+        rounding_check=bool(lever.rounding_steps), rotation=lever.rotation,
+        distill_epochs=lever.distill_epochs,
+    )  # fmt: skip
+
+
 def run_lever(lm, task, bits: int, lever: Lever):
     """Quantize with one lever -> (its honest BPW and time, the dequantized model, and for a
-    peer lever the peer's own model from the same run, else None)."""
+    peer lever the peer's own model from the same run, else None). A lever a Recipe can
+    say runs through Study.quantize, as the app and the CLI do; the generic text in the
+    Hessians and Hessians from the original activations run GPTQ's block walk directly."""
     from tacq.data import DataConfig
-    from tacq.distill import DistillConfig, tune_scales
-    from tacq.gptq import GPTQConfig
     from tacq.gradients import GradientConfig
+    from tacq.packed import dense_copy
     from tacq.quantize import quantize_model
-    from tacq.rotation import quantize_rotated
-    from tacq.rounding import RoundingConfig, tune_rounding
-    from tacq.select import Selection
     from tacq.workflow import Study
 
     t = time.perf_counter()
     data = DataConfig(max_examples=lever.examples)
     study = Study(lm, task, data, GradientConfig(answer_only=lever.answer_only))
     study.collect()
-    sel = Selection("tacq", bits, lever.ratio, lever.group_size)
+    recipe = recipe_of(bits, lever)
+    sel = recipe.selection
     ranking = study.ranking(sel)
     if lever.peer:
         return on_peer_rounding(lm, study, ranking, bits, lever, t)
-    cfg = GPTQConfig(
-        bits=bits, group_size=lever.group_size, act_order=lever.act_order, damp=lever.damp
-    )
-    extra = generic_batches(lm.tokenizer) if lever.generic else []
-    if (lever.rotation or lever.rounding_steps or lever.distill_epochs) and (
-        extra or not lever.sequential or lever.act_order
-    ):  # Study.quantize's paths: true-sequential, task Hessians, no act-order
+    extra = generic_fit_batches(lm.tokenizer) if lever.generic else []
+    fit_passes = lever.rotation or lever.rounding_steps or lever.distill_epochs
+    if fit_passes and (extra or not lever.sequential):  # Study.quantize's walk only
         raise ValueError(
             "a rotated lever (or one with tuned rounding or distilled scales) combines with "
-            "ratio, damping, groups and rotation only"
+            "ratio, damping, groups, act-order and rotation only"
         )
-    if lever.rotation:  # Study.quantize's rotated run (same seed)
-        res = quantize_rotated(
-            lm.model, study.batches(answer_only=False), cfg, ranking.masks(lever.ratio),
-            kind=lever.rotation,
-        )  # fmt: skip
-    else:
+    if extra or not lever.sequential:
+        cfg = recipe.gptq_config
         res = quantize_model(
             lm.model,
             study.batches(answer_only=False) + extra,
             cfg,
             ranking.masks(lever.ratio),
-            # the unmasked grid the reference already searched (per channel it depends on
-            # the weights alone): the default lever is then Study.quantize's TaCQ, bit for bit
             unmasked=study.references.unmasked_grid(cfg),
             sequential=lever.sequential,
         )
-    if lever.rounding_steps:  # Study.quantize's tuned + checked rounding, same batches
-        rc = RoundingConfig(lever.rounding_steps, check=True)
-        fit, check = study.rounding_batches("gptq", rc, None, None)
-        res = tune_rounding(lm.model, fit, res, rc, check=check)
-    if lever.distill_epochs:  # Study.quantize's distilled scales, same batches
-        fit, check = study.distill_batches()
-        res = tune_scales(lm.model, res, fit, DistillConfig(lever.distill_epochs), check=check)
-    model = dequantized(lm.model, res.layers)
+        model, result = dequantized(lm.model, res.layers), res
+    else:
+        v = study.quantize(recipe)
+        model, result = dense_copy(v.model), v.result
     row = {
         "bpw_honest": study.size_at(sel, ranking).bpw_honest,
         "seconds": time.perf_counter() - t,
         "hessian_tokens": sum(b.n_tokens for b in study.batches(answer_only=False) + extra),
     }
     if lever.distill_epochs:  # the held-aside check loss per epoch and the epoch kept
-        row |= {"distill_checks": res.distill_checks, "distill_epoch_kept": res.distill_kept}
+        row |= {"distill_checks": result.distill_checks, "distill_epoch_kept": result.distill_kept}
     return row, model, None
 
 
@@ -211,7 +210,7 @@ def on_peer_rounding(lm, study, ranking, bits: int, lever: Lever, start: float):
         lever.group_size,
         tokenizer=lm.tokenizer,
         texts=[e.prompt + e.answer for e in study.calib_examples]
-        + (generic_calibration_texts(lm.tokenizer) if lever.generic else []),
+        + (generic_fit_texts(lm.tokenizer) if lever.generic else []),
         iters=PEER_ITERS,
         seed=0,
     )

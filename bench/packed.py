@@ -34,6 +34,8 @@ os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="tacq-inductor-"
 import torch  # noqa: E402
 from _common import median, no_options, stamp, write_result
 
+from tacq.recipe import Recipe
+
 PROMPT = "The capital of France is"
 NEW_TOKENS = 32
 
@@ -90,8 +92,8 @@ def main() -> None:
     linears = quantizable_linears(lm.model)
     fp16_linear = sum(2 * m.weight.numel() for m in linears.values())
     ids = lm.tokenizer(PROMPT, return_tensors="pt").input_ids
-    variants = {f"{b}-bit": study.quantize(Selection("tacq", b, 0.0035)) for b in (2, 3)}
-    rotated = study.quantize(Selection("tacq", 3, 0.0035), rotation="hadamard")
+    variants = {f"{b}-bit": study.quantize(Recipe.of(Selection("tacq", b, 0.0035))) for b in (2, 3)}
+    rotated = study.quantize(Recipe.of(Selection("tacq", 3, 0.0035), rotation="hadamard"))
     variants["3-bit rotated"] = rotated
 
     memory = {}

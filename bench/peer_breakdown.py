@@ -27,7 +27,8 @@ import time
 
 import torch
 from _common import ROOT, stamp, write_result
-from quality import generic_calibration_texts
+
+from tacq.calibration import generic_fit_texts
 
 PPL_CHUNKS = 2  # 256-token chunks of the generic text perplexity reads
 
@@ -122,7 +123,7 @@ def main() -> None:
     texts = [e.prompt + e.answer for e in study.calib_examples]
     text = generic_text()
     if args.generic_calibration:  # perplexity reads only the first PPL_CHUNKS chunks
-        texts += generic_calibration_texts(lm.tokenizer, PPL_CHUNKS * 256)
+        texts += generic_fit_texts(lm.tokenizer, PPL_CHUNKS * 256)
     names = list(quantizable_linears(lm.model))
     held = list(task.heldout)
     _, fp_lp = evaluate(lm.model, lm.tokenizer, held, task.style, "fp")

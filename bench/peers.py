@@ -30,8 +30,9 @@ import time
 import traceback
 
 from _common import ROOT, stamp, write_result
-from quality import control_nll, generic_calibration_texts, per_example
+from quality import control_nll, per_example
 
+from tacq.calibration import generic_fit_texts
 from tacq.peers import PEER_POINTS, PEERS, dequantized_model, honest_bpw, package_version
 
 
@@ -155,7 +156,7 @@ def main() -> None:
     study = Study(lm, task, DataConfig(max_examples=args.examples))
     texts = [e.prompt + e.answer for e in study.calib_examples]
     if args.generic_calibration:
-        texts += generic_calibration_texts(lm.tokenizer, args.ppl_chunks * 256)
+        texts += generic_fit_texts(lm.tokenizer, args.ppl_chunks * 256)
     held = list(task.heldout)
     _, fp_lp = evaluate(lm.model, lm.tokenizer, held, task.style, "fp")
     ctx = {

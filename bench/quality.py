@@ -33,15 +33,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import tempfile
 import time
 from pathlib import Path
 
 from _common import ROOT, stamp, write_result
 
+from tacq.errors import TacqError
 from tacq.gptq import DEFAULT_DAMP, GROUP_SIZES
-from tacq.presets import Preset
+from tacq.recipe import FIT_TEXTS, Recipe
 from tacq.runs import PLAIN_METHODS
 from tacq.saliency import metrics_in
 from tacq.select import DEFAULT_RATIO
@@ -58,15 +58,35 @@ PER_CHANNEL = [
 ALL = PER_CHANNEL + [f"{m}_g{g}" for g in GROUP_SIZES for m in PER_CHANNEL if m != "fp"]
 
 
-ROTATED = "_rot"
-ROTATIONS = {"_rot": "haar", "_roth": "hadamard"}  # suffix -> tacq.rotation.Rotation kind
+ROTATED = "_rot"  # the dense (Haar) basis's suffix; _roth is the Hadamard one
+
+
+def recipe_of(name: str) -> Recipe | None:
+    """The tacq.recipe.Recipe a method key names (its bits left at 2), or None: 'fp', or
+    text that is not a key. A key is known only in its one written form (from_key then
+    key() gives it back), e.g. not 'rtn_d0.1': RTN has no damping."""
+    try:
+        recipe = Recipe.from_key(name)
+    except TacqError:
+        return None
+    base = recipe.metric if recipe.ratio else recipe.method
+    table = (f"{base}_g{recipe.group_size}" if recipe.group_size else base) in ALL
+    return recipe if table and recipe.key() == name else None
+
+
+def _key(name: str, **changes) -> str:
+    """The key of the same recipe with some fields changed ('fp' and unknown names as
+    they are)."""
+    recipe = recipe_of(name)
+    return name if recipe is None else recipe.changed(**changes).key()
 
 
 def rotation_kind(name: str) -> str | None:
     """'tacq_d0.1_rot': the unkept weights quantized by GPTQ in a random rotated input basis
     (a dense Haar one; _roth a structured Hadamard one), the kept ones exact in the original
-    basis (tacq.rotation). The suffix comes last. None: not rotated."""
-    return next((k for s, k in ROTATIONS.items() if name.endswith(s)), None)
+    basis (tacq.rotation). None: not rotated."""
+    recipe = recipe_of(name)
+    return recipe.rotation if recipe else None
 
 
 def rotated(name: str) -> bool:
@@ -75,137 +95,85 @@ def rotated(name: str) -> bool:
 
 def unrotated(name: str) -> str:
     """The same method in the original basis: 'tacq_d0.1_roth' -> 'tacq_d0.1'."""
-    return name[: name.rindex(ROTATED)] if rotated(name) else name
+    return _key(name, rotation=None)
 
 
 def split_distill(name: str) -> tuple[str, int | None]:
-    """'tacq_g64_d0.1_e2_roth' -> ('tacq_g64_d0.1', 2): a final _e (before any rotation
-    suffix) then distils every scale from the fp model for that many epochs (tacq.distill),
-    the epoch kept by held-aside calibration examples. A rotation suffix is dropped."""
-    name = unrotated(name)
-    head, sep, epochs = name.rpartition("_e")
-    if sep and epochs.isdigit() and int(epochs) > 0:
-        return head, int(epochs)
-    return name, None
+    """'tacq_g64_d0.1_e2_roth' -> ('tacq_g64_d0.1', 2): the epochs of scales distilled from
+    the fp model (tacq.distill), and the key without them or a rotation."""
+    recipe = recipe_of(name)
+    epochs = recipe.distill_epochs if recipe else 0
+    return _key(name, distill_epochs=0, rotation=None), epochs or None
 
 
 def split_rounding(name: str) -> tuple[str, int | None]:
-    """'tacq_d0.1_r200' -> ('tacq_d0.1', 200): a final _r tunes the rounding after GPTQ for
-    that many steps per block (None: GPTQ's rounding as it is); _r200c checks each block on
-    held-aside calibration examples (rounding_checked). Distillation and rotation suffixes
-    are dropped."""
-    name, _ = split_distill(name)
-    head, sep, steps = name.rpartition("_r")
-    steps = steps.removesuffix("c")
-    if sep and steps.isdigit() and int(steps) > 0:
-        return head, int(steps)
-    return name, None
+    """'tacq_d0.1_r200' -> ('tacq_d0.1', 200): steps of tuned rounding after GPTQ (None:
+    GPTQ's rounding), and the key without it, distillation or a rotation."""
+    recipe = recipe_of(name)
+    steps = recipe.rounding_steps if recipe else 0
+    rest = _key(name, rounding_steps=0, rounding_check=False, distill_epochs=0, rotation=None)
+    return rest, steps or None
 
 
 def rounding_checked(name: str) -> bool:
     """'tacq_r100c': a block's tuned rounding is kept only where the model's answer loss on
     held-aside calibration examples does not rise (tacq.rounding.tune_rounding's check)."""
-    return split_rounding(name)[1] is not None and split_distill(name)[0].endswith("c")
-
-
-def _rotation_suffix(name: str) -> str:
-    return name[len(unrotated(name)) :]
+    recipe = recipe_of(name)
+    return bool(recipe and recipe.rounding_check)
 
 
 def undistilled(name: str) -> str:
     """The same method without distilled scales: 'tacq_d0.1_e2_roth' -> 'tacq_d0.1_roth'."""
-    return split_distill(name)[0] + _rotation_suffix(name)
+    return _key(name, distill_epochs=0)
 
 
 def unrounded(name: str) -> str:
-    """The same method with GPTQ's rounding, every other suffix kept:
-    'tacq_d0.1_r100c_e2_roth' -> 'tacq_d0.1_e2_roth'."""
-    head, steps = split_rounding(name)
-    if steps is None:
-        return name
-    epochs = split_distill(name)[1]
-    return head + (f"_e{epochs}" if epochs else "") + _rotation_suffix(name)
+    """The same method with GPTQ's rounding: 'tacq_d0.1_r100c_e2_roth' -> 'tacq_d0.1_e2_roth'."""
+    return _key(name, rounding_steps=0, rounding_check=False)
 
 
 def unchecked(name: str) -> str:
-    """The same tuned rounding without the held-aside check, every other suffix kept:
-    'tacq_r100c_roth' -> 'tacq_r100_roth'."""
-    if not rounding_checked(name):
-        return name
-    head, steps = split_rounding(name)
-    epochs = split_distill(name)[1]
-    return head + f"_r{steps}" + (f"_e{epochs}" if epochs else "") + _rotation_suffix(name)
+    """The same tuned rounding without the held-aside check: 'tacq_r100c_roth' ->
+    'tacq_r100_roth'."""
+    return _key(name, rounding_check=False)
 
 
 def split_damp(name: str) -> tuple[str, float | None]:
-    """'tacq_p0.2_d0.1' -> ('tacq_p0.2', 0.1): a final _d (before any _r) sets GPTQ's
-    Hessian damping (None: the default, tacq.gptq.DEFAULT_DAMP)."""
-    name, _ = split_rounding(name)
-    head, sep, damp = name.rpartition("_d")
-    if sep and re.fullmatch(r"\d+(\.\d+)?", damp) and 0 < float(damp) < 10:
-        return head, float(damp)
-    return name, None
+    """'tacq_p0.2_d0.1' -> ('tacq_p0.2', 0.1): GPTQ's Hessian damping (None: the default,
+    tacq.gptq.DEFAULT_DAMP), and the key without it or any later suffix."""
+    recipe = recipe_of(name)
+    damp = recipe.damp if recipe and recipe.damp != DEFAULT_DAMP else None
+    rest = _key(
+        name, damp=DEFAULT_DAMP, act_order=False, rounding_steps=0, rounding_check=False,
+        distill_epochs=0, fit_text=FIT_TEXTS[0], rotation=None,
+    )  # fmt: skip
+    return rest, damp
 
 
 def parse_method(name: str) -> tuple[str, int | None, float | None]:
     """'gptq_g128' -> ('gptq', 128, None); 'tacq_p0.25' -> ('tacq', None, 0.0025).
 
-    The ratio is None for the default (the paper's 0.35 %) and for plain quantizers; a
-    damping suffix (split_damp) is ignored here.
+    The ratio is None for the default (the paper's 0.35 %) and for plain quantizers; later
+    suffixes are ignored here. 'fp' and unknown names come back whole.
     """
-    name, _ = split_damp(name)
-    ratio = None
-    head, sep, pct = name.rpartition("_p")
-    if sep and re.fullmatch(r"\d+(\.\d+)?", pct) and 0 < float(pct) < 100:
-        name, ratio = head, float(pct) / 100
-    base, sep, group = name.rpartition("_g")
-    if sep and group.isdigit() and int(group) in GROUP_SIZES:
-        return base, int(group), ratio
-    return name, None, ratio
+    recipe = recipe_of(name)
+    if recipe is None:
+        return name, None, None
+    base = recipe.metric if recipe.ratio else recipe.method
+    ratio = recipe.ratio if recipe.ratio not in (0.0, DEFAULT_RATIO) else None
+    return base, recipe.group_size, ratio
 
 
-def preset_of(name: str) -> Preset | None:
-    """A TaCQ method name as the settings it stands for (tacq.presets.Preset):
-    'tacq_p0.2_d0.1_roth' -> Preset(0.002, 0.1, rotation='hadamard'); None for any other
-    method."""
-    base, group, ratio = parse_method(name)
-    if base != "tacq" or not known_method(name):
-        return None
-    steps = split_rounding(name)[1]
-    return Preset(
-        ratio=ratio or DEFAULT_RATIO,
-        damp=split_damp(name)[1] or DEFAULT_DAMP,
-        group_size=group,
-        rounding_steps=steps or 0,
-        rounding_check=rounding_checked(name),
-        rotation=rotation_kind(name),
-        distill_epochs=split_distill(name)[1] or 0,
-    )
+def preset_of(name: str) -> Recipe | None:
+    """A TaCQ method key as the recipe it stands for (at 2 bits): 'tacq_p0.2_d0.1_roth'
+    -> Recipe(ratio=0.002, damp=0.1, rotation='hadamard'); None for any other method."""
+    recipe = recipe_of(name)
+    return recipe if recipe and recipe.ratio and recipe.metric == "tacq" else None
 
 
 def known_method(name: str) -> bool:
-    """A table method, or a saliency method with a _p ratio suffix."""
-    if ROTATED in name and not rotated(name):
-        return False  # the rotation suffix comes last
-    if re.search(r"_e\d+(_|$)", unrotated(name)) and split_distill(name)[1] is None:
-        return False  # the distillation suffix comes last but for a rotation
-    if rotated(name):  # GPTQ's (masked or not, tuned rounding or not) in the rotated basis
-        rest = unrotated(name)
-        return known_method(rest) and parse_method(rest)[0] not in ("fp", "rtn")
-    rest, epochs = split_distill(name)
-    if epochs is not None:  # distilled scales: on a grid, not for fp
-        return known_method(rest) and parse_method(rest)[0] != "fp"
-    rest, steps = split_rounding(name)
-    if steps is not None:  # tuned rounding works on GPTQ's result (its grid), not RTN's
-        return known_method(rest) and parse_method(rest)[0] not in ("fp", "rtn")
-    rest, damp = split_damp(name)
-    if damp is not None:  # damping is GPTQ's: not for fp or RTN
-        return known_method(rest) and parse_method(rest)[0] not in ("fp", "rtn")
-    base, group, ratio = parse_method(name)
-    plain = f"{base}_g{group}" if group else base
-    return name in ALL or (
-        ratio is not None and plain in ALL and base not in ("fp", *PLAIN_METHODS)
-    )
+    """'fp', or a key of a recipe the tables can show (see recipe_of)."""
+    return name == "fp" or recipe_of(name) is not None
 
 
 def method_order(name: str) -> tuple[int, float, float, int, bool, int, int]:
@@ -219,7 +187,7 @@ def method_order(name: str) -> tuple[int, float, float, int, bool, int, int]:
         split_rounding(name)[1] or 0,
         rounding_checked(name),
         split_distill(name)[1] or 0,
-        list(ROTATIONS.values()).index(rotation_kind(name)) + 1 if rotated(name) else 0,
+        (None, "haar", "hadamard").index(rotation_kind(name)),
     )
 
 
@@ -231,9 +199,6 @@ def per_example(result) -> dict:
     return {"nll_each": [round(x, 4) for x in nll], "correct_each": [int(c) for c in correct]}
 
 
-PPL_TOKENS = 8 * 256  # the start of the generic text that perplexity reads (8 chunks)
-
-
 def dev_scores(result) -> dict:
     """A row's dev-split answer NLL and exact match: what a point is picked by."""
     return {
@@ -243,32 +208,29 @@ def dev_scores(result) -> dict:
     }
 
 
-def generic_batches(tokenizer, length: int = 256) -> list:
-    """The generic text perplexity does not read, as [1, length] batches (cut as the peers'
-    calibration is): extra Hessian or rounding tokens."""
-    from tacq.rounding import text_batches
-
-    return text_batches(tokenizer, generic_calibration_texts(tokenizer), length)
-
-
-def fit_and_check(study) -> tuple[list, list]:
-    """The calibration batches less every 4th plus the generic text perplexity does not read
-    (fit), and every 4th scored on its answers (check): what a checked pass tunes on."""
-    from tacq.rounding import hold_aside
-
-    fit, check = hold_aside(study.batches(answer_only=False), study.batches(answer_only=True))
-    return fit + generic_batches(study.lm.tokenizer), check
-
-
-def generic_calibration_texts(tokenizer, skip_tokens: int = PPL_TOKENS) -> list[str]:
-    """The generic text past the part perplexity reads, as paragraphs: extra calibration
-    text for a lever or a peer that wants more than a task's few hundred tokens, never the
-    tokens it is then scored on."""
-    from tacq.data import generic_text
-
-    ids = tokenizer(generic_text(), add_special_tokens=False)["input_ids"]
-    unread = tokenizer.decode(ids[skip_tokens:])
-    return [p for p in unread.split("\n\n") if p.strip()]
+def fit_tokens(study, recipe: Recipe, v) -> dict:
+    """What a row's fitting passes saw (tokens fitted on and checked on) and what they
+    kept: the batches come from the one policy Study.quantize used (Study.fit_batches)."""
+    row = {}
+    if recipe.rounding_steps:
+        fit, check = study.fit_batches(recipe, recipe.rounding_check)
+        row |= {"rounding_steps": recipe.rounding_steps,
+                "rounding_tokens": sum(b.n_tokens for b in fit)}  # fmt: skip
+        if recipe.rounding_check:
+            row |= {
+                "rounding_check_tokens": sum(int(b.loss_mask.sum()) for b in check),
+                "rounding_blocks_tuned": sum(a < b for b, a in v.result.block_losses),
+            }
+    if recipe.distill_epochs:
+        fit, check = study.fit_batches(recipe, True)
+        row |= {
+            "distill_epochs": recipe.distill_epochs,
+            "distill_tokens": sum(b.n_tokens for b in fit),
+            "distill_check_tokens": sum(int(b.loss_mask.sum()) for b in check),
+            "distill_checks": v.result.distill_checks,
+            "distill_epoch_kept": v.result.distill_kept,
+        }
+    return row
 
 
 CONTROL_EXAMPLES = 64  # first held-out examples of the control task scored per row
@@ -306,13 +268,10 @@ def run_task(
 ) -> list[dict]:
     from tacq.causal import default_control
     from tacq.data import DataConfig, generic_text, load_task
-    from tacq.distill import DistillConfig
     from tacq.evaluate import evaluate, perplexity
     from tacq.export import save_packed
     from tacq.models import load_model
     from tacq.packed import dense_copy
-    from tacq.rounding import RoundingConfig
-    from tacq.select import Selection
     from tacq.workflow import Study
 
     lm = load_model()
@@ -370,37 +329,8 @@ def run_task(
             )
         for m in [m for m in methods if m != "fp"]:
             t = time.perf_counter()
-            base_m, group, ratio = parse_method(m)
-            damp = split_damp(m)[1] or DEFAULT_DAMP
-            steps = split_rounding(m)[1]
-            tuned = {}
-            # tuned passes fit on the calibration batches (less the checked ones) and the
-            # generic text perplexity does not read
-            if steps:
-                if rounding_checked(m):
-                    fit, check = fit_and_check(study)
-                else:
-                    fit, check = (
-                        study.batches(answer_only=False) + generic_batches(lm.tokenizer),
-                        None,
-                    )
-                tuned = {
-                    "rounding": RoundingConfig(steps, check=check is not None),
-                    "rounding_batches": fit,
-                    "rounding_check": check,
-                }
-            if epochs := split_distill(m)[1]:
-                tuned["distill"] = DistillConfig(epochs)
-                tuned["distill_batches"] = fit_and_check(study)
-            if rotated(m):  # the unkept weights in a rotated basis (tacq.rotation)
-                tuned["rotation"] = rotation_kind(m)
-            if base_m in PLAIN_METHODS:
-                sel = Selection(bits=bits, ratio=0.0, group_size=group)
-                v = study.quantize(sel, base_m, damp=damp, **tuned)
-            else:
-                v = study.quantize(
-                    Selection(base_m, bits, ratio or DEFAULT_RATIO, group), damp=damp, **tuned
-                )
+            recipe = Recipe.from_key(m, bits)  # its passes fit by the library's one policy
+            v = study.quantize(recipe)
             secs = time.perf_counter() - t
             # Scored as plain Linears holding the dequantized weights: the same logits as the
             # packed variant (tests/test_packed.py), without dequantizing at every forward.
@@ -412,42 +342,10 @@ def run_task(
                 "method": m,
                 "bpw": v.size.bpw_paper,
                 "bpw_honest": v.size.bpw_honest,
-                "group_size": group,
-                "ratio": 0.0 if base_m in PLAIN_METHODS else ratio or DEFAULT_RATIO,
-                "damp": damp,
-                **(
-                    {
-                        "rounding_steps": steps,
-                        "rounding_tokens": sum(b.n_tokens for b in tuned["rounding_batches"]),
-                        **(
-                            {
-                                "rounding_check_tokens": sum(
-                                    int(b.loss_mask.sum()) for b in tuned["rounding_check"]
-                                ),
-                                "rounding_blocks_tuned": sum(
-                                    a < b for b, a in v.result.block_losses
-                                ),
-                            }
-                            if tuned["rounding_check"]
-                            else {}
-                        ),
-                    }
-                    if steps
-                    else {}
-                ),
-                **(
-                    {
-                        "distill_epochs": epochs,
-                        "distill_tokens": sum(b.n_tokens for b in tuned["distill_batches"][0]),
-                        "distill_check_tokens": sum(
-                            int(b.loss_mask.sum()) for b in tuned["distill_batches"][1]
-                        ),
-                        "distill_checks": v.result.distill_checks,
-                        "distill_epoch_kept": v.result.distill_kept,
-                    }
-                    if epochs
-                    else {}
-                ),
+                "group_size": recipe.group_size,
+                "ratio": recipe.ratio,
+                "damp": recipe.damp,
+                **fit_tokens(study, recipe, v),
                 "answer_nll": r.answer_nll,
                 "exact_match": r.exact_match,
                 "kl_to_fp": r.kl_to_fp,

@@ -36,6 +36,8 @@ from pathlib import Path
 
 from _common import ROOT, provenance, stamp, write_result
 
+from tacq.recipe import Recipe
+
 RESULTS = ROOT / "bench" / "results"
 # The HF configs' shapes; max_position_embeddings 2048 and rope defaults for all three.
 SHAPES: dict[str, dict] = {
@@ -215,7 +217,7 @@ def run_stages(lm, task, examples: int, new_tokens: int) -> dict:
         if frac >= 1.0 and label.startswith("gptq: done"):  # the variant is built after it
             meter.split("masked GPTQ")
 
-    v = study.quantize(sel, progress=gptq_done)
+    v = study.quantize(Recipe.of(sel), gptq_done)
     save_packed(home / "variants" / v.name, lm, v)  # as the app keeps a finished variant
     meter.split("packed variant")
     chat = [{"role": "user", "content": CHAT_PROMPT}]

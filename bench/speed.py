@@ -28,6 +28,7 @@ import time
 
 from _common import median, write_result
 
+from tacq.recipe import Recipe
 from tacq.select import DEFAULT_RATIO, Selection
 
 
@@ -77,7 +78,7 @@ def pipeline(args, fast: bool) -> dict:
     ref = study.references.get(args.bits)
     stages[f"GPTQ {args.bits}-bit reference (dW)"] = time.perf_counter() - t
     t = time.perf_counter()
-    v = study.quantize(Selection("tacq", args.bits, DEFAULT_RATIO))
+    v = study.quantize(Recipe.of(Selection("tacq", args.bits, DEFAULT_RATIO)))
     stages[f"TaCQ scores + masked GPTQ {args.bits}-bit"] = time.perf_counter() - t
     t = time.perf_counter()
     held = list(task.heldout)

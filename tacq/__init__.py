@@ -17,3 +17,12 @@ def load_quantized(folder, device=None):
     from tacq.export import load_quantized as _load
 
     return _load(folder, device)
+
+
+def __getattr__(name: str):
+    """tacq.Recipe, imported when first asked for (import tacq stays light)."""
+    if name == "Recipe":
+        from tacq.recipe import Recipe
+
+        return Recipe
+    raise AttributeError(f"module 'tacq' has no attribute {name!r}")

@@ -95,31 +95,15 @@ def _scored(p: argparse.ArgumentParser) -> None:
 
 
 def _quant(p: argparse.ArgumentParser, metric: bool = True) -> None:
-    p.add_argument("--bits", type=int, default=2, choices=(2, 3, 4), help="bit width (default 2)")
-    p.add_argument(
-        "--group-size",
-        type=int,
-        choices=(32, 64, 128, 256),
-        help="one scale and zero per this many input columns (default: one per row, as the paper)",
-    )
-    p.add_argument(
-        "--ratio",
-        type=float,
-        default=0.0035,
-        help="share of weights kept in 16 bits (default 0.0035 = 0.35%%)",
-    )
-    if metric:
-        from tacq.saliency import METRICS
+    """The selection's flags (bit width, group size, ratio, score), from the Recipe."""
+    from tacq.recipe_flags import SELECTION_FIELDS, add_recipe_flags
 
-        p.add_argument(
-            "--metric",
-            default="tacq",
-            choices=list(METRICS),
-            help="saliency score that picks the kept weights (default tacq)",
-        )
+    add_recipe_flags(p, tuple(f for f in SELECTION_FIELDS if metric or f != "metric"))
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from tacq.recipe_flags import add_recipe_flags, add_settings_flag
+
     parser = argparse.ArgumentParser(
         prog="python -m tacq",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -189,52 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
         "quantize", aliases=["export"], help="quantize with masked GPTQ and save the model"
     )
     _common(p)
-    _quant(p)
-    p.add_argument("--method", default="gptq", choices=("gptq", "rtn"))
-    p.add_argument(
-        "--damp",
-        type=float,
-        default=0.01,
-        help="GPTQ's Hessian damping, a share of mean diag(H) (default 0.01, as the paper; "
-        "more trusts short calibration text less: see bench/levers.py)",
-    )
-    p.add_argument(
-        "--rounding-steps",
-        type=int,
-        default=0,
-        help="then tune the unkept weights' rounding, this many steps per block, on the "
-        "calibration examples plus the bundled generic text (default 0: GPTQ's rounding)",
-    )
-    p.add_argument(
-        "--rounding-check",
-        action="store_true",
-        help="with --rounding-steps: hold every 4th calibration batch out of the fit and keep "
-        "a block's tuned rounding only if the model's answer loss on those does not rise",
-    )
-    p.add_argument(
-        "--rotate",
-        choices=("hadamard", "haar"),
-        help="quantize the unkept weights in a random rotated input basis, the kept ones "
-        "exact (tacq.rotation): hadamard is structured (a few KB per Linear in memory), haar a "
-        "dense matrix per Linear (n^2 floats each); GPTQ only",
-    )
-    p.add_argument(
-        "--settings",
-        default="paper",
-        choices=("paper", "measured"),
-        help="measured: the ratio, damping, rounding, basis and distillation the benchmarks "
-        "measured best at --bits across the bundled tasks (tacq.presets); leave those options "
-        "out then (default paper: the paper's, changed by the options one by one)",
-    )
-    p.add_argument(
-        "--distill-epochs",
-        type=int,
-        default=0,
-        help="then distil every scale at once from the fp model's next-token distributions "
-        "(tacq.distill), this many epochs, on the calibration examples less every 4th batch "
-        "plus the bundled generic text; the held-aside batches pick the epoch kept (default "
-        "0: none)",
-    )
+    add_recipe_flags(p, unset=True)
+    add_settings_flag(p)
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument(
         "--format",
@@ -482,30 +422,16 @@ def cmd_export_scores(args) -> None:
 
 
 def cmd_quantize(args) -> None:
-    from tacq.distill import DistillConfig
     from tacq.progress import cli_progress
-    from tacq.rotation import check_rotation
-    from tacq.rounding import RoundingConfig
+    from tacq.recipe_flags import recipe_from_args
     from tacq.saliency import METRICS
 
-    if args.settings == "measured":
-        _measured_settings(args)
-    if args.rounding_check and not args.rounding_steps:
-        raise TacqError("--rounding-check needs --rounding-steps (how many steps to tune).")
-    tuned = {}
-    if args.rounding_steps:
-        tuned = {"rounding": RoundingConfig(args.rounding_steps, check=args.rounding_check)}
-    if args.distill_epochs:  # a bad count is refused before the model loads
-        tuned["distill"] = DistillConfig(args.distill_epochs)
-    if args.rotate:
-        check_rotation(args.rotate, args.method)
+    recipe = recipe_from_args(args)  # a bad combination is refused before the model loads
     study = _study(args)
-    sel = _selection(args)
-    if sel.ratio > 0 and METRICS[sel.metric].needs_grads:
+    if recipe.ratio > 0 and METRICS[recipe.metric].needs_grads:
         _collect(study)
     t = time.perf_counter()
-    progress = cli_progress("quantize")
-    v = study.quantize(sel, args.method, progress, damp=args.damp, rotation=args.rotate, **tuned)
+    v = study.quantize(recipe, cli_progress("quantize"))
     print(
         f"{v.name}: quantized in {time.perf_counter() - t:.1f} s; BPW {v.size.bpw_paper:.4f} "
         f"(paper), {v.size.bpw_honest:.3f} with scales and indices; holds "
@@ -519,36 +445,6 @@ def cmd_quantize(args) -> None:
     else:
         export.save_dequantized(out, study.lm, v)
     print(f"saved {args.format} model to {out} ({export.folder_bytes(out) / 2**20:.1f} MB)")
-
-
-# quantize's options a preset sets: argparse dest -> (tacq.presets.Preset field, flag)
-PRESET_OPTIONS = {
-    "ratio": ("ratio", "--ratio"),
-    "damp": ("damp", "--damp"),
-    "group_size": ("group_size", "--group-size"),
-    "rounding_steps": ("rounding_steps", "--rounding-steps"),
-    "rounding_check": ("rounding_check", "--rounding-check"),
-    "rotate": ("rotation", "--rotate"),
-    "distill_epochs": ("distill_epochs", "--distill-epochs"),
-}
-
-
-def _measured_settings(args) -> None:
-    """Put the measured preset for args.bits into args; refuse an option given beside it
-    (one of the two would silently lose)."""
-    from tacq.presets import PAPER, preset
-
-    given = [f for d, (k, f) in PRESET_OPTIONS.items() if getattr(args, d) != getattr(PAPER, k)]
-    given += ["--metric"] * (args.metric != "tacq") + ["--method"] * (args.method != "gptq")
-    if given:
-        flags = ", ".join(f for _, f in PRESET_OPTIONS.values())
-        raise TacqError(
-            f"--settings measured sets TaCQ with masked GPTQ and {flags} itself: leave out "
-            f"{', '.join(given)}, or set them without --settings."
-        )
-    p = preset("measured", args.bits)
-    for dest, (field, _) in PRESET_OPTIONS.items():
-        setattr(args, dest, getattr(p, field))
 
 
 def _selection(args):

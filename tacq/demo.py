@@ -22,7 +22,7 @@ from tacq.cache import tacq_home, write_text_atomic
 from tacq.data import TaskSet
 from tacq.evaluate import EvalResult, evaluate_variants
 from tacq.progress import Progress, no_progress, scaled
-from tacq.select import Selection
+from tacq.recipe import Recipe
 from tacq.variant import Variant
 from tacq.workflow import Study
 
@@ -144,14 +144,14 @@ def plan_demo(study: Study, quick: bool = False, ratio: float = DEMO_RATIO) -> D
         if kind == "tacq":
 
             def make(p: Progress, bits: int = bits) -> Variant:
-                return study.quantize(Selection("tacq", bits, ratio), progress=p)
+                return study.quantize(Recipe(bits=bits, ratio=ratio), p)
 
             name = f"quantize TaCQ {bits}-bit ({100 * ratio:.2f}%)"
             expected = guess["TaCQ, cold caches"] + n * guess["TaCQ per example"]
         else:
 
             def make(p: Progress, bits: int = bits) -> Variant:
-                return study.quantize(Selection(bits=bits, ratio=0.0), "gptq", p)
+                return study.quantize(Recipe(bits=bits, ratio=0.0), p)
 
             name, expected = (
                 f"quantize GPTQ {bits}-bit (no circuit)",

@@ -276,8 +276,8 @@ class MachinePlan:
 # Measured seconds over FLOPs / matmul throughput on the 2-core CPU, per stage: the
 # geometric mean over the SmolLM2-135M and -360M shapes of bench/scale.py
 # (bench/results/scale.json, fitted_time_factors); its TinyLlama-1.1B row checks them.
-CPU_GRADIENT_FACTOR = 1.31  # batched per-sample gradients (hooks, per-sample products, |.|)
-CPU_LATENCY_FACTOR = 5.91  # GPTQ's column loop and grid search, reference + masked
+CPU_GRADIENT_FACTOR = 1.36  # batched per-sample gradients (hooks, per-sample products, |.|)
+CPU_LATENCY_FACTOR = 5.66  # GPTQ's column loop and grid search, reference + masked
 CUDA_LATENCY_FACTOR = 20.0  # a guess until bench/large_gpu.py has run on a GPU
 
 

@@ -57,12 +57,15 @@ class References:
         progress: Progress | None = None,
         group_size: int | None = None,
         damp: float = DEFAULT_DAMP,
+        act_order: bool = False,
     ) -> QuantResult:
-        """The reference at `bits` (group size, damping): from memory, the disk cache, or
-        computed."""
-        if (bits, method, group_size, damp) in self.done:
-            return self.done[(bits, method, group_size, damp)]
-        cfg = GPTQConfig(bits=bits, method=method, group_size=group_size, damp=damp)
+        """The reference at `bits` (group size, damping, act-order): from memory, the disk
+        cache, or computed."""
+        at = (bits, method, group_size, damp) + ((True,) if act_order else ())
+        if at in self.done:
+            return self.done[at]
+        cfg = GPTQConfig(bits=bits, method=method, group_size=group_size, damp=damp,
+                         act_order=act_order)  # fmt: skip
         key = cache_key(
             "ref", self.lm.fingerprint, self.calib.digest, asdict(self.calib.data_cfg), asdict(cfg),
             REFERENCE_LAYOUT,
@@ -90,7 +93,7 @@ class References:
                 save_grid(qp_path, qp_key, res)
         elif progress:
             progress(1.0, f"{method} {bits}-bit reference: loaded from cache")
-        self.done[(bits, method, group_size, damp)] = res
+        self.done[at] = res
         return res
 
     def reuses_grid(self, cfg: GPTQConfig) -> bool:

@@ -13,7 +13,7 @@ Each Linear's R is drawn from (seed, the Linear's name), so a variant stores one
 for all of them and the honest bytes do not change. Two kinds (Rotation): a dense
 Haar-random R, n^2 floats per Linear, and a structured one, random signs times a small Haar
 matrix Kronecker a Hadamard matrix, a few kilobytes per Linear and cheaper to apply.
-Study.quantize(rotation=...) makes such a variant; LayerQuant and PackedLinear hold it with
+Study.quantize of a Recipe with a rotation makes such a variant; LayerQuant and PackedLinear hold it with
 its (kind, seed), and the packed export stores the seed (bench/quality.py's `_rot` and
 `_roth` rows measure both kinds).
 """

@@ -144,32 +144,6 @@ class _Tunable:
         )  # fmt: skip
 
 
-def text_batches(tokenizer, texts: list[str], length: int = 256) -> list[Batch]:
-    """Texts joined and cut into full [1, length] batches: tokens for the rounding pass
-    beyond a task's few hundred: it fits every weight of a block, and on a task's text alone
-    a peer doing the same overfits (bench/README.md)."""
-    from tacq.peers import calibration_chunks
-
-    out = []
-    for chunk in calibration_chunks(tokenizer, texts, length):
-        ones = torch.ones_like(chunk)
-        out.append(Batch(chunk, ones, ones.bool()))
-    return out
-
-
-def hold_aside(
-    full: list[Batch], answers: list[Batch], every: int = 4
-) -> tuple[list[Batch], list[Batch]]:
-    """Split calibration batches -> (fit, check): every `every`-th batch is held out of the
-    fit and checked on its answer tokens. full and answers hold the same examples in the
-    same order (loss on the whole sequence and on the answers)."""
-    if len(full) != len(answers):
-        raise TacqError("hold_aside needs the same batches with two loss masks.")
-    held = set(range(every - 1, len(full), every)) or ({len(full) - 1} if len(full) > 1 else set())
-    fit = [b for i, b in enumerate(full) if i not in held]
-    return fit, [b for i, b in enumerate(answers) if i in held]
-
-
 @torch.no_grad()
 def model_loss(
     model: nn.Module, batches: list[Batch], weights: dict[str, Tensor] | None = None

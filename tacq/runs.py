@@ -9,8 +9,8 @@ from tacq.data import Example
 from tacq.errors import TacqError
 from tacq.evaluate import EvalResult, evaluate
 from tacq.progress import Progress
+from tacq.recipe import Recipe
 from tacq.saliency import METRICS
-from tacq.select import Selection
 from tacq.workflow import Study
 
 PLAIN_METHODS = ("rtn", "gptq")  # quantize everything; no circuit kept
@@ -54,11 +54,10 @@ def compare_methods(
     for m in [m for m in methods if m != "fp"]:
         t = time.perf_counter()
         if m in PLAIN_METHODS:
-            v = study.quantize(
-                Selection(bits=bits, ratio=0.0, group_size=group_size), m, progress_for(m)
-            )
+            recipe = Recipe(bits=bits, ratio=0.0, group_size=group_size, method=m)
         else:
-            v = study.quantize(Selection(m, bits, ratio, group_size), progress=progress_for(m))
+            recipe = Recipe(bits=bits, metric=m, ratio=ratio, group_size=group_size)
+        v = study.quantize(recipe, progress_for(m))
         times[f"quantize {v.name}"] = time.perf_counter() - t
         t = time.perf_counter()
         res, _ = evaluate(v.model, lm.tokenizer, held, style, v.name, fp_logprobs=fp_lp)

@@ -11,16 +11,20 @@ from pathlib import Path
 
 from torch import nn
 
-from tacq.gptq import DEFAULT_DAMP, GPTQConfig
+from tacq.gptq import DEFAULT_DAMP, METHODS, GPTQConfig
 from tacq.memory import resident_bytes
 from tacq.models import quantizable_linears, unquantized_params
 from tacq.packed import PackedLayers, packed_model, packed_modules
 from tacq.quantize import QuantResult
+from tacq.recipe import FIT_TEXTS, Recipe
 from tacq.select import SizeReport, size_report
 
 
 @dataclass(frozen=True)
 class VariantSpec:
+    """A tacq.recipe.Recipe's fields plus where the variant came from: the record a packed
+    checkpoint writes as its quantization_config (kept flat, as checkpoints always had it)."""
+
     bits: int
     ratio: float  # share of weights kept in 16 bits; 0: plain GPTQ / RTN
     metric: str | None  # saliency metric that picked them; None when nothing is kept
@@ -35,25 +39,41 @@ class VariantSpec:
     rotation: str | None = None  # unkept weights quantized in a rotated basis (tacq.rotation)
     rotation_seed: int = 0  # each Linear's R is drawn from this and its name
     distill_epochs: int = 0  # epochs of scales distilled from the fp model (tacq.distill)
+    act_order: bool = False  # GPTQ's columns by decreasing diag(H)
+    fit_text: str = FIT_TEXTS[0]  # what rounding and distillation fitted on besides the task
+
+    @classmethod
+    def of(cls, recipe: Recipe, **origin) -> VariantSpec:
+        """The spec of a variant made by `recipe`; origin: task, examples, base_model."""
+        made = {f.name: getattr(recipe, f.name) for f in fields(recipe)}
+        return cls(**made | {"metric": recipe.kept_metric}, **origin)
+
+    @property
+    def recipe(self) -> Recipe | None:
+        """The recipe it was made by (None for a peer's variant: its package made it)."""
+        if self.method not in METHODS:
+            return None
+        made = {f.name: getattr(self, f.name) for f in fields(Recipe)}
+        return Recipe(**made | {"metric": self.metric or "tacq"})
 
     @property
     def name(self) -> str:
         """'tacq-3bit-0.35%' or 'gptq-2bit': the variant's default display name."""
-        fmt = f"{self.bits}bit" + (f"-g{self.group_size}" if self.group_size else "")
-        if self.damp != DEFAULT_DAMP and self.method == "gptq":
-            fmt += f"-d{self.damp:g}"
-        if self.rounding_steps:
-            fmt += f"-r{self.rounding_steps}" + ("c" if self.rounding_check else "")
-        if self.distill_epochs:
-            fmt += f"-e{self.distill_epochs}"
-        if self.rotation:
-            fmt += "-roth" if self.rotation == "hadamard" else f"-rot-{self.rotation}"
-        if not self.ratio:
-            return f"{self.method}-{fmt}"
-        return f"{self.metric}-{fmt}-{100 * self.ratio:.2f}%"
+        recipe = self.recipe
+        if recipe is None:
+            return f"{self.method}-{self.bits}bit" + (
+                f"-g{self.group_size}" if self.group_size else ""
+            )
+        return recipe.name
 
     def to_config(self) -> dict:
-        return asdict(self)
+        """Every field; the two added after format 2 only when set, so the checkpoint of a
+        recipe that does not use them is byte-identical to one written before."""
+        config = asdict(self)
+        for later in ("act_order", "fit_text"):
+            if config[later] == getattr(VariantSpec, later):
+                del config[later]
+        return config
 
     @classmethod
     def from_config(cls, qc: dict) -> VariantSpec:

@@ -15,11 +15,10 @@ from torch import Tensor
 
 from tacq.anatomy import Geometry, aggregate
 from tacq.calibration import CalibrationSet
-from tacq.data import Batch, DataConfig, TaskSet, generic_text
+from tacq.data import Batch, DataConfig, TaskSet
 from tacq.distill import DistillConfig, distill_bytes, tune_scales
 from tacq.errors import TacqError
 from tacq.explain import ModuleExplanation, explain_module, row_col_saliency
-from tacq.gptq import DEFAULT_DAMP, GPTQConfig
 from tacq.gradients import (
     EXTRA_PREFIXES,
     GradientConfig,
@@ -31,14 +30,17 @@ from tacq.memory import check_room, dense_linear_bytes, packed_estimate, rotatio
 from tacq.models import LoadedModel, quantizable_linears, unquantized_params
 from tacq.progress import Progress, scaled
 from tacq.quantize import quantize_model
+from tacq.recipe import Recipe
 from tacq.reference import References
-from tacq.rotation import check_rotation, quantize_rotated
-from tacq.rounding import RoundingConfig, hold_aside, text_batches, tune_rounding
+from tacq.rotation import quantize_rotated
+from tacq.rounding import RoundingConfig, tune_rounding
 from tacq.scoring import Scorer
 from tacq.select import DEFAULT_RATIO, SLIDER_MAX_RATIO, Ranking, Selection, SizeReport, size_report
 from tacq.variant import Variant, VariantSpec, build_variant, load_variant
 
-__all__ = ["DEFAULT_RATIO", "SLIDER_MAX_RATIO", "Selection", "Study", "Variant", "load_variant"]
+__all__ = [
+    "DEFAULT_RATIO", "SLIDER_MAX_RATIO", "Recipe", "Selection", "Study", "Variant", "load_variant",
+]  # fmt: skip
 
 
 @dataclass
@@ -160,146 +162,102 @@ class Study:
     # ------------------------------------------------------------ variants
     def quantize(
         self,
-        sel: Selection,
-        method: str = "gptq",
+        recipe: Recipe,
         progress: Progress | None = None,
-        damp: float = DEFAULT_DAMP,
-        rounding: RoundingConfig | None = None,
-        rounding_batches: list[Batch] | None = None,
-        rounding_check: list[Batch] | None = None,
-        rotation: str | None = None,
-        distill: DistillConfig | None = None,
-        distill_batches: tuple[list[Batch], list[Batch]] | None = None,
+        fit: tuple[list[Batch], list[Batch]] | None = None,
     ) -> Variant:
-        """A packed variant: masked GPTQ keeping the top sel.ratio weights under sel.metric.
+        """A packed variant made by `recipe` (tacq.recipe): masked GPTQ (or RTN) keeping the
+        top recipe.ratio weights under recipe.metric, then the passes the recipe names.
 
         ratio 0 gives plain GPTQ (or RTN) and reuses the cached reference quantization.
-        damp: GPTQ's damping of its Hessians (the saliency's reference keeps the default).
-        RTN has no Hessian: it always records the default, so every front end gets one
-        cache entry and one spec for it.
-        rounding: then tune the unkept weights' rounding block by block (tacq.rounding) on
-        rounding_batches (None: the calibration batches plus the bundled generic text; a
-        task's few hundred tokens are few to fit every weight of a block to). With
-        rounding.check, rounding_check are the held-aside batches (None: every 4th
-        calibration batch, then left out of the default fit).
-        rotation: a tacq.orthogonal kind ("hadamard"): GPTQ quantizes the unkept weights in
-        a randomly rotated input basis, the kept ones stay exact (tacq.rotation).
-        distill: then tune every scale at once against the fp model's distributions
-        (tacq.distill) on distill_batches (fit, check) (None: Study.distill_batches), the
-        epoch kept by the check's answer loss.
+        A rotated basis: GPTQ quantizes the unkept weights in a randomly rotated input
+        basis, the kept ones stay exact (tacq.rotation). Tuned rounding tunes the unkept
+        weights' rounding block by block (tacq.rounding); distillation tunes every scale at
+        once against the fp model's distributions (tacq.distill), the epoch kept by the
+        held-aside check. Both fit on the batches of the recipe's fit-text policy
+        (CalibrationSet.fit_and_check); `fit` = (fit, check) batches replaces them.
         """
-        if method == "rtn":
-            damp = DEFAULT_DAMP
-        cfg = GPTQConfig(bits=sel.bits, method=method, group_size=sel.group_size, damp=damp)
-        if rotation is not None:
-            check_rotation(rotation, method)
+        sel, cfg, rotation = recipe.selection, recipe.gptq_config, recipe.rotation
         estimate = packed_estimate(self.lm.model, sel.bits, sel.ratio, sel.group_size, rotation)
         if rotation is not None:  # the rotated residuals and their R sit beside it while it runs
             estimate += dense_linear_bytes(self.lm.model) + rotation_bytes(self.lm.model, rotation)
-        if distill is not None:  # refused before minutes of GPTQ, not after
-            fit, held = distill_batches or self.distill_batches()
-            estimate += distill_bytes(self.lm.model, fit)
-        check_room(estimate, "a packed quantized variant")
-        if rounding is not None:
-            batches, check = self.rounding_batches(
-                method, rounding, rounding_batches, rounding_check
+        if recipe.distill_epochs:  # refused before minutes of GPTQ, not after
+            distill_fit, held = fit or self.fit_batches(
+                recipe, checked=True, who="Distilled scales hold"
             )
+            estimate += distill_bytes(self.lm.model, distill_fit)
+        check_room(estimate, "a packed quantized variant")
+        if recipe.rounding_steps:
+            rounding = RoundingConfig(recipe.rounding_steps, check=recipe.rounding_check)
+            round_fit, check = fit or self.fit_batches(
+                recipe, recipe.rounding_check, "Checked rounding holds",
+                ", or tuned rounding without the check",
+            )  # fmt: skip
+            if rounding.check and not check:
+                raise TacqError("Checked rounding needs check batches beside the batches it fits.")
         # GPTQ, then the passes after it: tuned rounding, distilled scales
-        passes = (rounding is not None) + (distill is not None)
+        passes = bool(recipe.rounding_steps) + bool(recipe.distill_epochs)
         gptq_end = (1.0, 0.6, 0.5)[passes]
         round_end = 0.75 if passes == 2 else 1.0
+        ranking = self.ranking(sel, scaled(progress, 0.0, 0.3)) if sel.ratio else None
+        start = 0.3 if ranking else 0.0
         if rotation is not None:
-            ranking = self.ranking(sel, scaled(progress, 0.0, 0.3)) if sel.ratio else None
             result = quantize_rotated(
                 self.lm.model,
                 self.batches(answer_only=False),
                 cfg,
                 ranking.masks(sel.ratio) if ranking else None,
-                progress=scaled(progress, 0.3 if ranking else 0.0, 1.0),
+                progress=scaled(progress, start, gptq_end),
                 kind=rotation,
                 exec_device=self.exec_device,
             )
-            kept = ranking.counts(sel.ratio).tolist() if ranking else [0] * len(result.layers)
-        elif sel.ratio == 0:
+        elif ranking is None:
             result = self.references.get(
-                sel.bits, method, scaled(progress, 0.0, gptq_end), sel.group_size, damp
-            )
-            kept = [0] * len(result.layers)
+                sel.bits, cfg.method, scaled(progress, 0.0, gptq_end), sel.group_size, cfg.damp,
+                cfg.act_order,
+            )  # fmt: skip
         else:
-            ranking = self.ranking(sel, scaled(progress, 0.0, 0.3))
             result = quantize_model(
                 self.lm.model,
                 self.batches(answer_only=False),
                 cfg,
                 ranking.masks(sel.ratio),
-                progress=scaled(progress, 0.3, gptq_end),
+                progress=scaled(progress, start, gptq_end),
                 exec_device=self.exec_device,
                 unmasked=self.references.unmasked_grid(cfg),
                 fast=self.fast_gptq,
             )
-            kept = ranking.counts(sel.ratio).tolist()
-        if rounding is not None:
+        kept = ranking.counts(sel.ratio).tolist() if ranking else [0] * len(result.layers)
+        if recipe.rounding_steps:
             result = tune_rounding(
                 self.lm.model,
-                batches,
+                round_fit,
                 result,
                 rounding,
                 scaled(progress, gptq_end, round_end),
-                check=check,
+                check=check if rounding.check else None,
             )
-        if distill is not None:
-            start = round_end if rounding is not None else gptq_end
+        if recipe.distill_epochs:
+            begin = round_end if recipe.rounding_steps else gptq_end
             result = tune_scales(
-                self.lm.model, result, fit, distill, held, scaled(progress, start, 1.0)
-            )
-        metric = sel.metric if sel.ratio else None
-        spec = VariantSpec(
-            sel.bits, sel.ratio, metric, method, sel.group_size,
-            task=self.task.name, examples=self.digest(), base_model=self.lm.fingerprint,
-            damp=damp, rounding_steps=rounding.steps if rounding else 0,
-            rounding_check=bool(rounding and rounding.check), rotation=rotation,
-            distill_epochs=distill.epochs if distill else 0,
-        )  # fmt: skip
+                self.lm.model, result, distill_fit, DistillConfig(recipe.distill_epochs), held,
+                scaled(progress, begin, 1.0),
+            )  # fmt: skip
+        spec = VariantSpec.of(
+            recipe, task=self.task.name, examples=self.digest(), base_model=self.lm.fingerprint
+        )
         return build_variant(self.lm.model, result, spec, kept)
 
-    def distill_batches(self) -> tuple[list[Batch], list[Batch]]:
-        """(fit, check) batches of a distillation pass: a task's few hundred tokens alone
-        are overfit in an epoch or two, so the fit gets the bundled generic text too; the
-        check picks the epoch kept."""
-        return self._fit_and_check("Distilled scales hold", "")
-
-    def rounding_batches(
-        self,
-        method: str,
-        rounding: RoundingConfig,
-        batches: list[Batch] | None,
-        check: list[Batch] | None,
-    ) -> tuple[list[Batch], list[Batch] | None]:
-        """(fit, check) batches of a rounding pass: by default the calibration batches (less
-        every 4th when checked) plus the bundled generic text."""
-        if method != "gptq":
-            raise TacqError("Tuned rounding works on GPTQ's result (its grid), not RTN's.")
-        if batches is None and rounding.check and check is None:
-            batches, check = self._fit_and_check(
-                "Checked rounding holds", ", or tuned rounding without the check"
-            )
-        elif batches is None:
-            batches = self.batches(answer_only=False) + self._generic_batches()
-        if rounding.check and not check:
-            raise TacqError("Checked rounding needs check batches beside the batches it fits.")
-        return batches, check if rounding.check else None
-
-    def _generic_batches(self) -> list[Batch]:
-        return text_batches(self.lm.tokenizer, generic_text().split("\n\n"))
-
-    def _fit_and_check(self, who: str, otherwise: str) -> tuple[list[Batch], list[Batch]]:
-        """The calibration batches less every 4th plus the bundled generic text (fit), and
-        the 4th ones scored on their answers (check): examples the fit never sees."""
-        fit, check = hold_aside(self.batches(answer_only=False), self.batches(answer_only=True))
-        if not check:
+    def fit_batches(
+        self, recipe: Recipe, checked: bool, who: str = "A checked pass holds", otherwise: str = ""
+    ) -> tuple[list[Batch], list[Batch]]:
+        """(fit, check) batches of a pass that fits weights, by the recipe's fit-text policy
+        (CalibrationSet.fit_and_check); refused when no batch is left to check on."""
+        fit, check = self.calib.fit_and_check(recipe.fit_text, checked)
+        if checked and not check:
             size = self.grad_cfg.batch_size
             raise TacqError(
                 f"{who} a batch of {size} calibration examples aside to check the result: "
                 f"use more than {size} examples{otherwise}."
             )
-        return fit + self._generic_batches(), check
+        return fit, check

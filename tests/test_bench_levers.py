@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from tacq.peers import PEERS
+from tacq.recipe import Recipe
 from tacq.select import Selection
 from tacq.workflow import Study
 
@@ -65,9 +66,7 @@ def test_a_rotated_lever_is_the_products_rotated_variant(
     import functools
 
     import tacq.gradients
-    from tacq.distill import DistillConfig
     from tacq.packed import packed_modules
-    from tacq.rounding import RoundingConfig
     from tests.test_distill import short_generic_text
 
     # batches of 4: the 8 tiny examples leave one batch to hold aside for the check
@@ -81,9 +80,10 @@ def test_a_rotated_lever_is_the_products_rotated_variant(
     _, model, _ = levers.run_lever(tiny_lm, tiny_task, 2, lever)
     study = Study(tiny_lm, tiny_task, grad_cfg=small())
     study.collect()
-    tuned = {"rounding": RoundingConfig(steps, check=True)} if steps else {}
-    tuned |= {"distill": DistillConfig(epochs)} if epochs else {}
-    v = study.quantize(Selection("tacq", 2, 0.02, 32), damp=0.1, rotation="hadamard", **tuned)
+    tuned = {"rounding_steps": steps, "rounding_check": bool(steps), "distill_epochs": epochs}
+    v = study.quantize(
+        Recipe.of(Selection("tacq", 2, 0.02, 32), damp=0.1, rotation="hadamard", **tuned)
+    )
     assert v.spec.rounding_check == bool(steps) and v.spec.distill_epochs == epochs
     mods = packed_modules(v.model)
     assert mods and all(m.rotation == ("hadamard", m.rotation[1]) for m in mods.values())
@@ -92,4 +92,4 @@ def test_a_rotated_lever_is_the_products_rotated_variant(
         torch.testing.assert_close(got, mod.dequantize(), atol=1e-6, rtol=0)
         assert not torch.equal(got, tiny_lm.model.get_submodule(name).weight)
     with pytest.raises(ValueError, match="rotated lever"):
-        levers.run_lever(tiny_lm, tiny_task, 2, levers.Lever(rotation="hadamard", act_order=True))
+        levers.run_lever(tiny_lm, tiny_task, 2, levers.Lever(rotation="hadamard", generic=True))

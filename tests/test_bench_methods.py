@@ -1,4 +1,5 @@
-"""bench/quality.py method names: group sizes and kept ratios are read off the name."""
+"""bench/quality.py method names: keys of tacq.recipe.Recipe read through it (unknown names
+come back whole and are not known)."""
 
 from __future__ import annotations
 
@@ -26,38 +27,38 @@ def quality(monkeypatch):
         ("gptq_g128", ("gptq", 128, None), True),
         ("tacq_p0.25", ("tacq", None, 0.0025), True),
         ("tacq_g128_p0.1", ("tacq", 128, 0.001), True),
-        ("gptq_p0.2", ("gptq", None, 0.002), False),  # plain quantizers keep nothing
+        ("gptq_p0.2", ("gptq_p0.2", None, None), False),  # plain quantizers keep nothing
         ("tacq_g99", ("tacq_g99", None, None), False),
         ("tacq_p", ("tacq_p", None, None), False),
         ("tacq_p100", ("tacq_p100", None, None), False),
         ("tacq_d0.1", ("tacq", None, None), True),
         ("tacq_p0.2_d0.1", ("tacq", None, 0.002), True),
         ("gptq_g128_d0.1", ("gptq", 128, None), True),
-        ("rtn_d0.1", ("rtn", None, None), False),  # RTN has no Hessian to damp
-        ("fp_d0.1", ("fp", None, None), False),
+        ("rtn_d0.1", ("rtn_d0.1", None, None), False),  # RTN has no Hessian to damp
+        ("fp_d0.1", ("fp_d0.1", None, None), False),
         ("tacq_d20", ("tacq_d20", None, None), False),
         ("tacq_p0.2_d0.1_r200", ("tacq", None, 0.002), True),
         ("gptq_g128_r50", ("gptq", 128, None), True),
-        ("rtn_r50", ("rtn", None, None), False),  # tuned rounding works on GPTQ's result
+        ("rtn_r50", ("rtn_r50", None, None), False),  # tuned rounding works on GPTQ's result
         ("tacq_r0", ("tacq_r0", None, None), False),
         ("tacq_p0.2_d0.1_r100c", ("tacq", None, 0.002), True),
-        ("rtn_r50c", ("rtn", None, None), False),
+        ("rtn_r50c", ("rtn_r50c", None, None), False),
         ("tacq_rc", ("tacq_rc", None, None), False),
         ("tacq_g128_d0.1_rot", ("tacq", 128, None), True),
         ("gptq_d0.1_rot", ("gptq", None, None), True),
-        ("rtn_rot", ("rtn", None, None), False),  # the rotation is GPTQ's
-        ("fp_rot", ("fp", None, None), False),
+        ("rtn_rot", ("rtn_rot", None, None), False),  # the rotation is GPTQ's
+        ("fp_rot", ("fp_rot", None, None), False),
         ("tacq_g64_d0.1_r100c_roth", ("tacq", 64, None), True),  # tuned on the rotated grid
-        ("rtn_r100_roth", ("rtn", None, None), False),
-        ("tacq_rot_d0.1", ("tacq_rot", None, None), False),  # the suffix comes last
+        ("rtn_r100_roth", ("rtn_r100_roth", None, None), False),
+        ("tacq_rot_d0.1", ("tacq_rot_d0.1", None, None), False),  # the suffix comes last
         ("tacq_g64_d0.1_e2_roth", ("tacq", 64, None), True),  # distilled scales, rotated
         ("tacq_p0.2_d0.1_r100c_e2", ("tacq", None, 0.002), True),
         ("gptq_g128_e2", ("gptq", 128, None), True),
         ("rtn_g128_e2", ("rtn", 128, None), True),  # RTN's grid has scales too
-        ("fp_e2", ("fp", None, None), False),
+        ("fp_e2", ("fp_e2", None, None), False),
         ("tacq_e0", ("tacq_e0", None, None), False),
-        ("tacq_e2_d0.1", ("tacq_e2", None, None), False),  # would run undistilled: refused
-        ("tacq_e2_r100", ("tacq_e2", None, None), False),
+        ("tacq_e2_d0.1", ("tacq_e2_d0.1", None, None), False),  # would run undistilled: refused
+        ("tacq_e2_r100", ("tacq_e2_r100", None, None), False),
     ],
 )
 def test_method_names(quality, name, parsed, known):
@@ -146,13 +147,22 @@ def test_damping_suffix_is_split_off_last(quality):
     assert quality.split_damp("signed_grad") == ("signed_grad", None)
 
 
-def test_generic_batches_are_full_chunks_of_the_generic_text(quality, monkeypatch):
+def test_generic_fit_batches_are_full_chunks_of_the_text_past_the_ppl_window(monkeypatch):
+    """The one fit-text policy (tacq.calibration): the generic text past the tokens
+    perplexity reads, joined and cut into full chunks."""
+    import tacq.calibration as calibration
+
     class Tok:  # one id per character, so the chunking can be counted
         def __call__(self, text, add_special_tokens=False):
             return {"input_ids": [ord(c) for c in text]}
 
-    monkeypatch.setattr(quality, "generic_calibration_texts", lambda tok: ["abc", "defg"])
-    batches = quality.generic_batches(Tok(), length=4)
+        def decode(self, ids):
+            return "".join(map(chr, ids))
+
+    window = "w" * calibration.PPL_WINDOW_TOKENS  # what perplexity reads: never fitted
+    monkeypatch.setattr(calibration, "generic_text", lambda: window + "abc\n\ndefg")
+    assert calibration.generic_fit_texts(Tok()) == ["abc", "defg"]
+    batches = calibration.generic_fit_batches(Tok(), length=4)
     # "abc\n\ndefg\n\n" is 11 ids: two full chunks of 4, the short tail dropped
     assert [b.input_ids.tolist() for b in batches] == [
         [[97, 98, 99, 10]],

@@ -342,14 +342,14 @@ def test_settings_choice_fills_the_quantize_options(page):
     follows a change of bits, and touching an option by hand makes the settings "my own"."""
     from playwright.sync_api import expect
 
-    from tacq.presets import MEASURED, describe
+    from tacq.recipe import Recipe
 
     page.get_by_role("tab", name="Quantize").click()
     page.locator("#quant-bits").get_by_label("2", exact=True).check()
     settings = page.locator("#quant-settings")
     settings.get_by_label("best measured for these bits", exact=True).check()
     said = wait_text(page, "#quant-status", r"measured best at 2 bits", 30)
-    assert describe(MEASURED[2]) in said
+    assert Recipe.preset("measured", 2).describe() in said
     expect(page.locator("#quant-damp input")).to_have_value("10 %")
     expect(page.locator("#quant-basis input")).to_have_value("rotated (Hadamard)")
     shot(page, "05b_settings")

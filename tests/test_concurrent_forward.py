@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import tacq.packed as packed
+from tacq.recipe import Recipe
 
 
 @pytest.fixture
@@ -103,7 +104,7 @@ def test_chat_and_evaluation_beside_warm_ups(tiny_lm, tiny_task, thread_errors, 
 
     study = Study(tiny_lm, tiny_task)
     study.collect()
-    model = study.quantize(Selection("tacq", 2, 0.02)).model
+    model = study.quantize(Recipe.of(Selection("tacq", 2, 0.02))).model
     tok, held = tiny_lm.tokenizer, list(tiny_task.heldout)
     chat = [{"role": "user", "content": tiny_task.heldout[0].prompt}]
     monkeypatch.setitem(packed._DECODE, "compiled", True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from tacq.gptq import DEFAULT_DAMP
+from tacq.recipe import Recipe
 from tacq.select import Selection
 from tacq.workflow import Study
 
@@ -23,8 +24,8 @@ def test_more_damping_changes_the_rounding_and_is_recorded(tmp_path, tiny_lm, ti
     study = Study(tiny_lm, tiny_task)
     study.collect()
     sel = Selection("tacq", 2, 0.01)
-    plain = study.quantize(sel)
-    damped = study.quantize(sel, damp=0.1)
+    plain = study.quantize(Recipe.of(sel))
+    damped = study.quantize(Recipe.of(sel, damp=0.1))
     assert plain.spec.damp == DEFAULT_DAMP and plain.name == "tacq-2bit-1.00%"
     assert damped.spec.damp == 0.1 and damped.name == "tacq-2bit-d0.1-1.00%"
     a, b = _weights(plain), _weights(damped)
@@ -42,9 +43,9 @@ def test_plain_gptq_references_are_kept_apart_by_damping(tiny_lm, tiny_task):
     study = Study(tiny_lm, tiny_task)
     study.collect()
     sel = Selection(bits=3, ratio=0.0)
-    plain = study.quantize(sel)
-    damped = study.quantize(sel, damp=0.5)
-    again = study.quantize(sel)
+    plain = study.quantize(Recipe.of(sel))
+    damped = study.quantize(Recipe.of(sel, damp=0.5))
+    again = study.quantize(Recipe.of(sel))
     a, b, c = _weights(plain), _weights(damped), _weights(again)
     assert any(not torch.equal(a[n], b[n]) for n in a)
     assert all(torch.equal(a[n], c[n]) for n in a)  # the default reference, not the damped one
@@ -53,6 +54,6 @@ def test_plain_gptq_references_are_kept_apart_by_damping(tiny_lm, tiny_task):
 
 def test_rtn_ignores_damping_and_records_the_default(tiny_lm, tiny_task):
     study = Study(tiny_lm, tiny_task)
-    v = study.quantize(Selection("tacq", 2, 0.0), "rtn", damp=0.1)
+    v = study.quantize(Recipe.of(Selection("tacq", 2, 0.0), method="rtn", damp=0.1))
     assert v.spec.damp == DEFAULT_DAMP and v.name == "rtn-2bit"
     assert len(study.references.done) == 1  # the one plain RTN reference, not a damped twin

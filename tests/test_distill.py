@@ -12,6 +12,7 @@ from tacq.distill import DistillConfig, _kl_to_teacher, _Scaled, tune_scales
 from tacq.errors import TacqError
 from tacq.gptq import GPTQConfig
 from tacq.quantize import quantize_model
+from tacq.recipe import Recipe
 from tacq.rotation import quantize_rotated
 from tacq.rounding import model_loss
 from tests.test_quantize import _batches, _masks
@@ -118,11 +119,13 @@ def test_bad_settings_are_refused(tiny_llama):
 
 def short_generic_text(monkeypatch) -> None:
     """The distillation fit takes the bundled generic text too: at one character per token
-    on the tiny model that is 126 batches an epoch; a few suffice to test the path."""
-    import tacq.workflow
+    on the tiny model that is over 100 batches an epoch; a few suffice to test the path.
+    The fit reads it past the perplexity window: keep that and 2,000 characters after it."""
+    import tacq.calibration as calibration
 
-    text = tacq.workflow.generic_text()
-    monkeypatch.setattr(tacq.workflow, "generic_text", lambda: text[:2000])
+    text = calibration.generic_text()
+    keep = calibration.PPL_WINDOW_TOKENS + 2000
+    monkeypatch.setattr(calibration, "generic_text", lambda: text[:keep])
 
 
 @pytest.fixture
@@ -149,8 +152,8 @@ def test_a_distilled_variant_round_trips_bit_identically(study, tiny_lm, tmp_pat
     from tacq.variant import load_variant
 
     sel = Selection("tacq", bits=2, ratio=0.02)
-    plain = study.quantize(sel, rotation=rotation)
-    v = study.quantize(sel, rotation=rotation, distill=DistillConfig(epochs=2, lr=1e-2))
+    plain = study.quantize(Recipe.of(sel, rotation=rotation))
+    v = study.quantize(Recipe.of(sel, rotation=rotation, distill_epochs=2))
     assert v.spec.distill_epochs == 2 and "-e2" in v.name
     assert len(v.result.distill_checks) == 3 and v.result.distill_kept in (0, 1, 2)
     assert v.size.bpw_honest == plain.size.bpw_honest  # the same format, other scales
@@ -173,14 +176,14 @@ def test_distilling_needs_a_batch_to_hold_aside(study, tiny_lm, tiny_task):
     from tacq.select import Selection
     from tacq.workflow import Study
 
-    fit, check = study.distill_batches()  # 8 examples in batches of 4: one held aside
+    fit, check = study.fit_batches(Recipe(distill_epochs=1), checked=True)  # 8 in 4s: one aside
     assert len(check) == 1 and check[0].input_ids.shape[0] == 4
     assert len(fit) > 1 and fit[0].input_ids.shape[0] == 4  # a task batch, then generic text
     assert all(b.input_ids.shape[0] == 1 for b in fit[1:])
     one_batch = Study(tiny_lm, tiny_task)  # batches of 8: nothing left to hold aside
     one_batch.collect()
     with pytest.raises(TacqError, match="hold a batch of 8"):
-        one_batch.quantize(Selection("tacq", 2, 0.02), distill=DistillConfig(epochs=1))
+        one_batch.quantize(Recipe.of(Selection("tacq", 2, 0.02), distill_epochs=1))
 
 
 def test_app_distill_choices_each_name_a_config():

@@ -14,6 +14,7 @@ import torch
 from app.state import UserState
 from tacq.gptq import GPTQConfig, gptq_matrix, kept_in_fp16
 from tacq.packed import packed_modules
+from tacq.recipe import Recipe
 from tacq.select import Selection
 from tacq.workflow import Study
 from tests.tiny import fp16_exact
@@ -60,7 +61,7 @@ def test_zoom_table_shows_original_and_stored_for_plain_and_rotated(study, tiny_
     from tacq.explain import circuit_variant, with_stored
 
     name = study.ranking(SEL).names[5]
-    plain = study.quantize(SEL)
+    plain = study.quantize(Recipe.of(SEL))
     why = with_stored(study.explain(SEL, name), plain)
     r, c, want = _listed(why, name, plain)
     W = tiny_lm.model.get_submodule(name).weight.detach().float()
@@ -71,7 +72,7 @@ def test_zoom_table_shows_original_and_stored_for_plain_and_rotated(study, tiny_
     assert (why.top["stored"] != why.top["W"]).any()  # plain GPTQ moved some kept weights
     assert plain.name in why.stored_sentence() and "compensation" in why.stored_sentence()
 
-    rotated = study.quantize(SEL, rotation="hadamard")
+    rotated = study.quantize(Recipe.of(SEL, rotation="hadamard"))
     rot = with_stored(study.explain(SEL, name), rotated)
     kept = packed_modules(rotated.model)[name].kept_values.float()
     assert torch.equal(
@@ -79,7 +80,9 @@ def test_zoom_table_shows_original_and_stored_for_plain_and_rotated(study, tiny_
     )
     assert torch.equal(kept_in_fp16(W[packed_modules(rotated.model)[name].layer().keep_mask]), kept)
     assert "exact" in rot.stored_sentence()
-    rtn = with_stored(study.explain(SEL, name), study.quantize(SEL, "rtn"))  # no compensation
+    rtn = with_stored(
+        study.explain(SEL, name), study.quantize(Recipe.of(SEL, method="rtn"))
+    )  # no compensation
     assert list(rtn.top["stored"]) == list(rtn.top["W"]) and "exact" in rtn.stored_sentence()
 
     variants = {plain.name: plain, rotated.name: rotated}
@@ -99,7 +102,7 @@ def test_zoom_says_when_no_variant_holds_this_circuit(study, tmp_path):
     name = study.ranking(SEL).names[5]
     text, table = zoom_explanation(user, SEL, name)
     assert "No quantized variant" in text and "stored" not in table.columns
-    v = study.quantize(SEL)
+    v = study.quantize(Recipe.of(SEL))
     user.add_variant(v, study.lm)
     text, table = zoom_explanation(user, SEL, name)
     assert f"**{v.name}**" in text and "stored" in table.columns

@@ -20,6 +20,7 @@ from tacq.export import (
     save_dequantized,
     save_packed,
 )
+from tacq.recipe import Recipe
 from tacq.select import Selection
 from tacq.workflow import Study
 from tests.tiny import fp16_exact
@@ -47,7 +48,7 @@ def packed_variant(tiny_lm, tiny_task, tmp_path):
     fp16_exact(tiny_lm.model)
     study = Study(tiny_lm, tiny_task)
     study.collect()
-    variant = study.quantize(Selection("tacq", bits=3, ratio=0.02))
+    variant = study.quantize(Recipe.of(Selection("tacq", bits=3, ratio=0.02)))
     folder = save_packed(tmp_path / "packed", tiny_lm, variant)
     return study, variant, folder
 

@@ -20,6 +20,7 @@ from safetensors import safe_open
 
 from tacq.errors import TacqError
 from tacq.export import FORMAT_VERSION, WEIGHTS_FILE, packed_len, save_packed
+from tacq.recipe import Recipe
 from tacq.select import NumberFormat, Selection, linear_bytes, size_report
 from tacq.variant import VariantSpec, load_variant
 from tacq.workflow import Study
@@ -96,7 +97,7 @@ def grouped_export(tiny_lm, tmp_path):
     fp16_exact(tiny_lm.model)
     ex = tuple(Example(f"{w} ->", f" {w[::-1]}") for w in ["hot", "big", "wet", "old"])
     study = Study(tiny_lm, TaskSet("t", ex[:2], ex[2:], "completion", "t"))
-    v = study.quantize(Selection("magnitude", bits=3, ratio=0.02, group_size=32))
+    v = study.quantize(Recipe.of(Selection("magnitude", bits=3, ratio=0.02, group_size=32)))
     return v, save_packed(tmp_path / "packed", tiny_lm, v)
 
 

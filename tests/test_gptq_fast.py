@@ -12,6 +12,7 @@ from tacq.gptq import GPTQConfig, LayerQuant, find_params, gptq_stacked
 from tacq.gptq_baseline import gptq_matrix_baseline
 from tacq.models import decoder_layers, quantizable_linears
 from tacq.quantize import capture_block_inputs, group_hessians, quantize_model
+from tacq.recipe import Recipe
 from tests.test_quantize import _batches, _masks
 
 FIELDS = ("codes", "scale", "zero", "keep_mask", "kept_values", "hinv_diag")
@@ -109,18 +110,20 @@ def test_study_runs_the_unmasked_quantization_once_and_reuses_its_search(
     study.collect()
     sel = Selection("tacq", 2, 0.01)
     study.ranking(sel)  # the circuit screen
-    a = study.quantize(sel)  # the quantize screen, two ratios and two metrics
-    study.quantize(sel.at(ratio=0.02))
-    study.quantize(sel.at(metric="qal"))
-    study.quantize(sel.at(ratio=0.0))  # GPTQ 2-bit: the reference itself
-    Study(tiny_lm, tiny_task).quantize(sel.at(ratio=0.0))  # same examples, new Study: disk
+    a = study.quantize(Recipe.of(sel))  # the quantize screen, two ratios and two metrics
+    study.quantize(Recipe.of(sel.at(ratio=0.02)))
+    study.quantize(Recipe.of(sel.at(metric="qal")))
+    study.quantize(Recipe.of(sel.at(ratio=0.0)))  # GPTQ 2-bit: the reference itself
+    Study(tiny_lm, tiny_task).quantize(
+        Recipe.of(sel.at(ratio=0.0))
+    )  # same examples, new Study: disk
     assert calls.count((False, False)) == 1
     assert calls.count((True, True)) == 3 and len(calls) == 4
 
     # Reusing the grid gives exactly what a run without reuse gives.
     slow = Study(tiny_lm, tiny_task, fast_gptq=False)
     slow.stats = study.stats
-    b = slow.quantize(sel)
+    b = slow.quantize(Recipe.of(sel))
     for name, lq in a.result.layers.items():
         assert_identical(lq, b.result.layers[name], name)
 

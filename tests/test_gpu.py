@@ -12,6 +12,7 @@ import torch
 
 from tacq.errors import Cancelled
 from tacq.models import LoadedModel
+from tacq.recipe import Recipe
 from tacq.select import Selection
 from tacq.workflow import Study
 from tests.conftest import _char_tokenizer
@@ -40,7 +41,7 @@ def test_masked_gptq_on_cuda_matches_cpu(tiny_task):
     cpu.collect()
     gpu.collect()
     sel = Selection("tacq", 3, 0.02)
-    a, b = cpu.quantize(sel), gpu.quantize(sel)
+    a, b = cpu.quantize(Recipe.of(sel)), gpu.quantize(Recipe.of(sel))
     same = total = 0
     for name, lq in a.result.layers.items():
         other = b.result.layers[name]
@@ -56,7 +57,7 @@ def test_packed_variant_on_cuda_matches_its_export(tiny_task, tmp_path):
     lm = _lm("cuda")
     study = Study(lm, tiny_task)
     study.collect()
-    v = study.quantize(Selection("tacq", 2, 0.02))
+    v = study.quantize(Recipe.of(Selection("tacq", 2, 0.02)))
     folder = save_packed(tmp_path / "v", lm, v)
     loaded = load_quantized(folder, device="cuda")
     ids = torch.randint(3, 99, (2, 12), device="cuda")
@@ -90,10 +91,10 @@ def test_cancelled_stream_to_cuda_restores_every_device(tiny_task):
             raise Cancelled("cancelled")
 
     with pytest.raises(Cancelled):
-        study.quantize(Selection("tacq", 2, 0.02), progress=stop_at_third)
+        study.quantize(Recipe.of(Selection("tacq", 2, 0.02)), stop_at_third)
     for name, t in [*lm.model.named_parameters(), *lm.model.named_buffers()]:
         assert t.device.type == "cpu", name
     for name, p in lm.model.state_dict().items():
         assert torch.equal(p, before[name]), name
-    v = study.quantize(Selection("tacq", 2, 0.02))  # and the study still works
+    v = study.quantize(Recipe.of(Selection("tacq", 2, 0.02)))  # and the study still works
     assert v.size.n_kept > 0

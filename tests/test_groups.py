@@ -14,6 +14,7 @@ from tacq.gptq import (
     kept_in_fp16,
     rtn_matrix,
 )
+from tacq.recipe import Recipe
 from tacq.select import NumberFormat, linear_bytes, size_report
 
 
@@ -106,7 +107,7 @@ def test_group_export_round_trips_and_counts_its_scales(tmp_path, tiny_lm, tiny_
     fp16_exact(tiny_lm.model)
     study = Study(tiny_lm, tiny_task)
     study.collect()
-    v = study.quantize(Selection("tacq", 2, 0.01, group_size=32))
+    v = study.quantize(Recipe.of(Selection("tacq", 2, 0.01, group_size=32)))
     assert v.name == "tacq-2bit-g32-1.00%" and v.spec.group_size == 32
     per_channel = study.size_at(Selection("tacq", 2, 0.01))
     shapes = [tuple(lq.codes.shape) for lq in v.result.layers.values()]

@@ -22,6 +22,7 @@ from tacq.packed import (
     unpack_rows,
 )
 from tacq.quantize import quantize_model
+from tacq.recipe import Recipe
 from tests.test_quantize import _batches, _masks
 
 
@@ -150,7 +151,7 @@ def test_variant_reports_what_it_holds(tiny_lm, tiny_task):
 
     study = Study(tiny_lm, tiny_task)
     study.collect()
-    v = study.quantize(Selection("tacq", 2, 0.02))
+    v = study.quantize(Recipe.of(Selection("tacq", 2, 0.02)))
     own = sum(
         b.numel() * b.element_size() for m in packed_modules(v.model).values() for b in m.buffers()
     )
@@ -171,7 +172,7 @@ def test_room_estimate_counts_the_rotations_held(tiny_lm, tiny_task, kind):
 
     study = Study(tiny_lm, tiny_task)
     study.collect()
-    v = study.quantize(Selection("tacq", 2, 0.02), rotation=kind)
+    v = study.quantize(Recipe.of(Selection("tacq", 2, 0.02), rotation=kind))
     held = {}  # distinct storages of the rotation buffers, as resident_bytes counts them
     for m in packed_modules(v.model).values():
         for t in (m.rot_signs, m.rot_mix, m.rot_hadamard):
@@ -209,8 +210,8 @@ def test_dense_haar_variant_is_refused_when_its_rotations_do_not_fit(
     study.collect()
     monkeypatch.setenv("TACQ_MEMORY_BUDGET_MB", str(budget / 2**20))
     with pytest.raises(TacqError, match="Not enough memory for a packed quantized variant"):
-        study.quantize(sel, rotation="haar")
-    assert study.quantize(sel, rotation="hadamard").spec.rotation == "hadamard"
+        study.quantize(Recipe.of(sel, rotation="haar"))
+    assert study.quantize(Recipe.of(sel, rotation="hadamard")).spec.rotation == "hadamard"
 
 
 def test_bf16_activations_meet_exact_weights():

@@ -14,6 +14,7 @@ from tacq.gptq import DEFAULT_DAMP, GPTQConfig, gptq_matrix, rtn_matrix
 from tacq.models import quantizable_linears
 from tacq.packed import packed_row_bytes
 from tacq.quantize import QuantResult, quantize_model
+from tacq.recipe import Recipe
 from tacq.reference import PackedLayerQuant
 from tacq.select import Selection
 from tacq.workflow import Study
@@ -129,7 +130,7 @@ def test_variants_are_the_same_with_the_unpacked_reference(tiny_lm, tiny_task, g
     old.references.done[(2, "gptq", group_size, DEFAULT_DAMP)] = want
     for metric, ratio in (("tacq", 0.02), ("spqr", 0.01), (None, 0.0)):
         sel = Selection(metric or "tacq", bits=2, ratio=ratio, group_size=group_size)
-        a, b = packed.quantize(sel), old.quantize(sel)
+        a, b = packed.quantize(Recipe.of(sel)), old.quantize(Recipe.of(sel))
         assert a.name == b.name
         _assert_same_reference(a.result, b.result)
         ids = torch.arange(3, 40).view(1, -1)

@@ -8,6 +8,7 @@ import torch
 from tacq.gptq import GPTQConfig, gptq_stacked
 from tacq.models import LoadedModel, quantizable_linears
 from tacq.packed import packed_modules
+from tacq.recipe import Recipe
 from tacq.select import Selection
 from tacq.workflow import Study
 from tests.tiny import fp16_exact
@@ -32,7 +33,7 @@ def test_every_weight_of_a_phi3_block_is_quantized(tiny_phi3, tiny_task, tmp_pat
     fp16_exact(tiny_phi3.model)
     study = Study(tiny_phi3, tiny_task)
     study.collect()
-    v = study.quantize(Selection("tacq", 2, 0.01))
+    v = study.quantize(Recipe.of(Selection("tacq", 2, 0.01)))
     assert set(v.result.layers) == set(linears)
     assert v.size.n_weights == block_weights  # BPW covers q/k/v and gate/up too
     assert v.size.n_kept == int(0.01 * block_weights)

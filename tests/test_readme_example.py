@@ -22,7 +22,7 @@ def library_example() -> str:
 def test_example_uses_todays_signatures():
     code = library_example()
     compile(code, "README.md", "exec")
-    assert "Selection(" in code and "study.quantize(sel)" in code
+    assert "Selection(" in code and "study.quantize(recipe)" in code and "Recipe.of(sel)" in code
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ import pytest
 
 from tacq.data import MAX_UPLOAD_BYTES, decode_upload, guess_format, parse_examples
 from tacq.errors import TacqError
+from tacq.recipe import Recipe
 from tacq.select import Selection
 
 FRAGMENTS = [
@@ -156,10 +157,10 @@ def test_cancel_during_gptq_leaves_the_model_untouched(tiny_lm, tiny_task):
     study.collect()
     before = {k: v.clone() for k, v in tiny_lm.model.state_dict().items()}
     with pytest.raises(Cancelled):
-        study.quantize(Selection("tacq", 2, 0.01), progress=_stop_after(6))
+        study.quantize(Recipe.of(Selection("tacq", 2, 0.01)), _stop_after(6))
     after = tiny_lm.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
-    v = study.quantize(Selection("tacq", 2, 0.01))  # and the study still works
+    v = study.quantize(Recipe.of(Selection("tacq", 2, 0.01)))  # and the study still works
     assert v.size.n_kept > 0
 
 
@@ -168,7 +169,7 @@ def test_memory_budget_gives_a_message(tiny_lm, tiny_task, monkeypatch):
 
     monkeypatch.setenv("TACQ_MEMORY_BUDGET_MB", "0.01")
     with pytest.raises(TacqError, match="Not enough memory"):
-        Study(tiny_lm, tiny_task).quantize(Selection(bits=2, ratio=0.0), "rtn")
+        Study(tiny_lm, tiny_task).quantize(Recipe.of(Selection(bits=2, ratio=0.0), method="rtn"))
 
 
 @pytest.mark.parametrize(
@@ -260,24 +261,25 @@ def test_cli_bad_distill_epochs_are_refused_before_loading(tmp_path, capsys):
     assert not (tmp_path / "v").exists()
 
 
-def test_cli_measured_settings_fill_the_options_and_refuse_one_given_beside_them(tmp_path, capsys):
-    from tacq.__main__ import _measured_settings, build_parser, main
-    from tacq.presets import MEASURED
+def test_cli_settings_name_a_recipe_that_the_options_then_change():
+    """--settings measured is the Recipe preset at --bits; an option given beside it changes
+    that field and nothing else (no option is silently lost, none refused)."""
+    from tacq.__main__ import build_parser
+    from tacq.recipe import Recipe
+    from tacq.recipe_flags import recipe_from_args
 
-    for bits, p in MEASURED.items():
-        args = build_parser().parse_args(
-            ["quantize", "--settings", "measured", "--bits", str(bits), "--out", "v"]
+    def recipe(*argv):
+        return recipe_from_args(build_parser().parse_args(["quantize", *argv, "--out", "v"]))
+
+    for bits in (2, 3, 4):
+        assert recipe("--settings", "measured", "--bits", str(bits)) == Recipe.preset(
+            "measured", bits
         )
-        _measured_settings(args)
-        got = (args.ratio, args.damp, args.group_size, args.rounding_steps, args.rotate)
-        assert got == (p.ratio, p.damp, p.group_size, p.rounding_steps, p.rotation)
-        assert (args.rounding_check, args.distill_epochs) == (p.rounding_check, p.distill_epochs)
-    out = tmp_path / "v"
-    argv = ["quantize", "--settings", "measured", "--damp", "0.3", "--metric", "msg"]
-    assert main([*argv, "--out", str(out)]) == 1
-    said = capsys.readouterr()
-    assert "leave out --damp, --metric, or set them without --settings" in said.err
-    assert "loaded" not in said.out and not out.exists()
+        assert recipe("--bits", str(bits)) == Recipe(bits=bits)  # the paper's
+    got = recipe("--settings", "measured", "--damp", "0.3", "--metric", "msg", "--act-order")
+    assert got == Recipe.preset("measured", 2).changed(damp=0.3, metric="msg", act_order=True)
+    assert got.ratio == 0.002 and got.rotation == "hadamard"  # the rest of the preset kept
+    assert recipe("--rotate", "haar").rotation == "haar"  # the flag's name before the Recipe
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import torch
 from tacq.errors import TacqError
 from tacq.export import describe_packed, load_quantized, save_packed
 from tacq.packed import packed_modules
-from tacq.rounding import RoundingConfig
+from tacq.recipe import Recipe
 from tacq.select import Selection
 from tacq.variant import load_variant
 from tacq.workflow import Study
@@ -33,8 +33,8 @@ def _logits(model, ids):
 
 def test_rotated_variant_round_trips_bit_identically(study, tiny_lm, tmp_path):
     sel = Selection("tacq", bits=3, ratio=0.02)
-    v = study.quantize(sel, rotation="hadamard")
-    plain = study.quantize(sel)
+    v = study.quantize(Recipe.of(sel, rotation="hadamard"))
+    plain = study.quantize(Recipe.of(sel))
     assert v.name == "tacq-3bit-roth-2.00%" and v.spec.rotation == "hadamard"
     assert v.size.bpw_honest == plain.size.bpw_honest  # R is drawn from a seed: no bytes
     mods = packed_modules(v.model)
@@ -60,8 +60,8 @@ def test_rotated_variant_round_trips_bit_identically(study, tiny_lm, tmp_path):
 
 def test_rotated_variant_with_tuned_rounding_round_trips(study, tiny_lm, tmp_path):
     sel = Selection("tacq", bits=2, ratio=0.02)
-    plain = study.quantize(sel, rotation="hadamard")
-    v = study.quantize(sel, rotation="hadamard", rounding=RoundingConfig(20, lr=0.05))
+    plain = study.quantize(Recipe.of(sel, rotation="hadamard"))
+    v = study.quantize(Recipe.of(sel, rotation="hadamard", rounding_steps=20))
     assert v.spec.rotation == "hadamard" and v.spec.rounding_steps == 20
     assert v.size.bpw_honest == plain.size.bpw_honest  # the same format, other codes
     mods, before = packed_modules(v.model), packed_modules(plain.model)
@@ -76,13 +76,13 @@ def test_rotated_variant_with_tuned_rounding_round_trips(study, tiny_lm, tmp_pat
 
 
 def test_plain_gptq_rotated_keeps_nothing(study):
-    v = study.quantize(Selection(bits=2, ratio=0.0), rotation="hadamard")
+    v = study.quantize(Recipe.of(Selection(bits=2, ratio=0.0), rotation="hadamard"))
     assert v.name == "gptq-2bit-roth" and v.size.n_kept == 0
     assert all(len(m.kept_index) == 0 for m in packed_modules(v.model).values())
 
 
 def test_damaged_rotation_in_config_is_refused(study, tiny_lm, tmp_path):
-    v = study.quantize(Selection("tacq", bits=2, ratio=0.02), rotation="hadamard")
+    v = study.quantize(Recipe.of(Selection("tacq", bits=2, ratio=0.02), rotation="hadamard"))
     folder = save_packed(tmp_path / "rot", tiny_lm, v)
     config = json.loads((folder / "config.json").read_text())
     config["quantization_config"]["rotation"] = "spiral"
@@ -100,4 +100,4 @@ def test_damaged_rotation_in_config_is_refused(study, tiny_lm, tmp_path):
 )
 def test_what_a_rotation_does_not_combine_with_is_refused(study, kwargs, message):
     with pytest.raises(TacqError, match=message):
-        study.quantize(Selection("tacq", bits=2, ratio=0.02), **kwargs)
+        study.quantize(Recipe.of(Selection("tacq", bits=2, ratio=0.02), **kwargs))

@@ -6,11 +6,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tacq.calibration import hold_aside
 from tacq.errors import TacqError
 from tacq.gptq import GPTQConfig
 from tacq.models import decoder_layers
 from tacq.quantize import _run_block, capture_block_inputs, quantize_model
-from tacq.rounding import RoundingConfig, hold_aside, model_loss, tune_rounding
+from tacq.recipe import Recipe
+from tacq.rounding import RoundingConfig, model_loss, tune_rounding
 from tests.test_quantize import _batches, _masks
 
 
@@ -159,9 +161,9 @@ def test_study_variant_with_tuned_rounding_is_named_sized_and_exported(
     study = Study(tiny_lm, tiny_task)
     study.collect()
     sel = Selection("tacq", 2, 0.01)
-    plain = study.quantize(sel)
+    plain = study.quantize(Recipe.of(sel))
     batches = study.batches(answer_only=False)  # the default adds the generic text: slower
-    tuned = study.quantize(sel, rounding=RoundingConfig(100, 0.02), rounding_batches=batches)
+    tuned = study.quantize(Recipe.of(sel, rounding_steps=100), fit=(batches, []))
     assert tuned.name == "tacq-2bit-r100-1.00%" and tuned.spec.rounding_steps == 100
     assert tuned.size == plain.size  # the same format: codes, one scale per row, kept weights
     assert len(tuned.result.block_losses) == len(decoder_layers(tiny_lm.model))  # kept
@@ -176,13 +178,14 @@ def test_study_variant_with_tuned_rounding_is_named_sized_and_exported(
     for n, lq in b.items():  # export -> load is bit-identical, tuned scales included
         assert torch.equal(back.result.layers[n].dequantize(), lq.dequantize()), n
     with pytest.raises(TacqError, match="not RTN"):
-        study.quantize(Selection("tacq", 2, 0.0), "rtn", rounding=RoundingConfig(steps=1))
+        study.quantize(Recipe.of(Selection("tacq", 2, 0.0), method="rtn", rounding_steps=1))
 
 
-def test_default_rounding_text_is_the_examples_plus_the_generic_text(
+def test_default_rounding_text_is_the_examples_plus_the_generic_text_past_the_ppl_window(
     tiny_lm, tiny_task, monkeypatch
 ):
     import tacq.workflow as workflow
+    from tacq.calibration import PPL_WINDOW_TOKENS
     from tacq.data import generic_text
     from tacq.gradients import GradientConfig
     from tacq.select import Selection
@@ -195,22 +198,25 @@ def test_default_rounding_text_is_the_examples_plus_the_generic_text(
 
     monkeypatch.setattr(workflow, "tune_rounding", spy)
     study = workflow.Study(tiny_lm, tiny_task)
-    study.quantize(Selection("tacq", 3, 0.0), rounding=RoundingConfig(steps=1))
+    study.quantize(Recipe.of(Selection("tacq", 3, 0.0), rounding_steps=1))
     calib = study.batches(answer_only=False)
     ((batches, check),) = seen
     assert check is None
     assert all(torch.equal(a.input_ids, b.input_ids) for a, b in zip(batches, calib))
     extra = sum(b.n_tokens for b in batches[len(calib) :])
     text_ids = len(tiny_lm.tokenizer(generic_text(), add_special_tokens=False)["input_ids"])
-    assert 0.9 * text_ids < extra <= text_ids  # all of it but a last partial chunk
+    unread = text_ids - PPL_WINDOW_TOKENS  # the part perplexity is not scored on
+    assert 0.9 * unread < extra <= unread  # all of it but a last partial chunk
     # checked: every 4th calibration batch leaves the fit and is checked on its answers
     with monkeypatch.context() as m:  # refused before GPTQ runs, not minutes after
         m.setattr(study.references, "get", lambda *a, **k: pytest.fail("GPTQ ran"))
         with pytest.raises(TacqError, match="holds a batch of 8 calibration examples aside"):
-            study.quantize(Selection("tacq", 3, 0.0), rounding=RoundingConfig(1, check=True))
+            study.quantize(
+                Recipe.of(Selection("tacq", 3, 0.0), rounding_steps=1, rounding_check=True)
+            )
     study = workflow.Study(tiny_lm, tiny_task, grad_cfg=GradientConfig(batch_size=2))
     calib = study.batches(answer_only=False)
-    study.quantize(Selection("tacq", 3, 0.0), rounding=RoundingConfig(steps=1, check=True))
+    study.quantize(Recipe.of(Selection("tacq", 3, 0.0), rounding_steps=1, rounding_check=True))
     batches, check = seen[1]
     answers = study.batches(answer_only=True)
     held = list(range(3, len(calib), 4)) or [len(calib) - 1]
@@ -290,6 +296,4 @@ def test_app_rounding_choices_each_name_a_config():
 
     assert [v for _, v in ROUNDING_CHOICES] == ["gptq", "checked", "tuned"]
     assert set(ROUNDINGS) == {"gptq", "checked", "tuned"}  # no choice falls back silently
-    assert ROUNDINGS["gptq"] is None
-    assert ROUNDINGS["checked"] == RoundingConfig(100, check=True)
-    assert ROUNDINGS["tuned"] == RoundingConfig(100)
+    assert ROUNDINGS == {"gptq": (0, False), "tuned": (100, False), "checked": (100, True)}

@@ -11,6 +11,7 @@ from tacq.data import DataConfig, load_task
 from tacq.evaluate import EvalConfig, evaluate
 from tacq.export import describe_packed, load_quantized, save_packed
 from tacq.models import load_model
+from tacq.recipe import Recipe
 from tacq.select import Selection
 from tacq.variant import load_variant
 from tacq.workflow import Study
@@ -47,8 +48,8 @@ def test_3bit_tacq_beats_2bit_rtn_on_heldout(study, lm, tmp_path):
     held = list(study.task.heldout[:24])  # the first 24: a fixed subset, CI time stays flat
     cfg = EvalConfig(max_new_tokens=6)
     fp, lp = evaluate(lm.model, lm.tokenizer, held, "completion", "fp", cfg)
-    tacq3 = study.quantize(Selection("tacq", bits=3, ratio=0.0035))
-    rtn2 = study.quantize(Selection(bits=2, ratio=0.0), "rtn")
+    tacq3 = study.quantize(Recipe.of(Selection("tacq", bits=3, ratio=0.0035)))
+    rtn2 = study.quantize(Recipe.of(Selection(bits=2, ratio=0.0), method="rtn"))
     r3, _ = evaluate(tacq3.model, lm.tokenizer, held, "completion", tacq3.name, cfg, lp)
     r2, _ = evaluate(rtn2.model, lm.tokenizer, held, "completion", rtn2.name, cfg, lp)
     assert fp.exact_match >= 0.4  # the task is one the model can do

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from app.state import UserState
+from tacq.recipe import Recipe
 from tacq.select import Selection
 from tacq.workflow import Study
 
@@ -14,9 +15,9 @@ def test_variants_survive_a_restart(tiny_lm, tiny_task, tmp_path):
     study = Study(tiny_lm, tiny_task)
     study.collect()
     user = UserState("a" * 32, tmp_path)
-    v = study.quantize(Selection("tacq", 3, 0.01))
+    v = study.quantize(Recipe.of(Selection("tacq", 3, 0.01)))
     user.add_variant(v, tiny_lm)
-    gone = study.quantize(Selection(bits=2, ratio=0.0))
+    gone = study.quantize(Recipe.of(Selection(bits=2, ratio=0.0)))
     user.add_variant(gone, tiny_lm)
     user.delete_variant(gone.name)
 
@@ -36,7 +37,7 @@ def test_variants_survive_a_restart(tiny_lm, tiny_task, tmp_path):
 def test_damaged_variant_is_skipped(tiny_lm, tiny_task, tmp_path):
     study = Study(tiny_lm, tiny_task)
     user = UserState("c" * 32, tmp_path)
-    user.add_variant(study.quantize(Selection(bits=2, ratio=0.0), "rtn"), tiny_lm)
+    user.add_variant(study.quantize(Recipe.of(Selection(bits=2, ratio=0.0), method="rtn")), tiny_lm)
     weights = next((user.folder / "variants").glob("*/model.safetensors"))
     weights.write_bytes(weights.read_bytes()[:1000])  # truncated by a crash or a full disk
     again = UserState("c" * 32, tmp_path)
@@ -77,7 +78,8 @@ def test_forged_or_altered_ids_get_a_fresh_user(tiny_lm, tiny_task, tmp_path):
     who = _first_user_with_examples(tiny_task, tmp_path)
     first, _ = user_for(who.token, tmp_path)
     first.add_variant(
-        Study(tiny_lm, tiny_task).quantize(Selection(bits=2, ratio=0.0), "rtn"), tiny_lm
+        Study(tiny_lm, tiny_task).quantize(Recipe.of(Selection(bits=2, ratio=0.0), method="rtn")),
+        tiny_lm,
     )
     flipped = who.token[:-1] + ("0" if who.token[-1] != "0" else "1")
     forged = [
@@ -123,7 +125,7 @@ def test_variants_are_limited_by_memory_not_count(tiny_lm, tiny_task, tmp_path, 
 
     study = Study(tiny_lm, tiny_task)
     user = UserState("d" * 32, tmp_path)
-    v = study.quantize(Selection(bits=2, ratio=0.0), "rtn")
+    v = study.quantize(Recipe.of(Selection(bits=2, ratio=0.0), method="rtn"))
     user.add_variant(v, tiny_lm)
     monkeypatch.setenv("TACQ_VARIANT_BUDGET_MB", str(1.5 * v.resident_bytes / 2**20))
     with pytest.raises(TacqError, match="memory budget for variants"):
@@ -141,7 +143,7 @@ def test_two_sessions_of_one_user_share_one_budget(tiny_lm, tiny_task, tmp_path,
     from tacq.errors import TacqError
 
     first, who = user_for(None, tmp_path)
-    v = Study(tiny_lm, tiny_task).quantize(Selection(bits=2, ratio=0.0), "rtn")
+    v = Study(tiny_lm, tiny_task).quantize(Recipe.of(Selection(bits=2, ratio=0.0), method="rtn"))
     first.add_variant(v, tiny_lm)
     monkeypatch.setenv("TACQ_VARIANT_BUDGET_MB", str(1.5 * v.resident_bytes / 2**20))
     second, _ = user_for(who.token, tmp_path)  # another tab of the same browser
@@ -162,7 +164,7 @@ def test_idle_sessions_release_memory_and_come_back(tiny_lm, tiny_task, tmp_path
 
     user, who = user_for(None, tmp_path)
     user.set_task(tiny_lm, tiny_task)
-    v = user.study.quantize(Selection(bits=2, ratio=0.0), "rtn")
+    v = user.study.quantize(Recipe.of(Selection(bits=2, ratio=0.0), method="rtn"))
     user.add_variant(v, tiny_lm)
 
     @handles_errors

@@ -9,6 +9,7 @@ from tacq.errors import TacqError
 from tacq.explain import explain_module
 from tacq.gptq import DEFAULT_DAMP
 from tacq.models import quantizable_linears
+from tacq.recipe import Recipe
 from tacq.select import Selection
 from tacq.workflow import Study
 
@@ -36,12 +37,12 @@ def test_ratio_change_counts_and_bits(tiny_lm, tiny_task):
 def test_variant_keeps_top_scores_and_reference_is_reused(tiny_lm, tiny_task):
     study = Study(tiny_lm, tiny_task)
     study.collect()
-    v = study.quantize(Selection("qal", bits=2, ratio=0.01))
+    v = study.quantize(Recipe.of(Selection("qal", bits=2, ratio=0.01)))
     assert v.name == "qal-2bit-1.00%"
     masks = study.ranking(Selection("qal", 2)).masks(0.01)
     for name, lq in v.result.layers.items():
         assert torch.equal(lq.keep_mask, masks[name])
-    ref = study.quantize(Selection(bits=2, ratio=0.0))
+    ref = study.quantize(Recipe.of(Selection(bits=2, ratio=0.0)))
     assert ref.name == "gptq-2bit"
     reused = study.references.done[(2, "gptq", None, DEFAULT_DAMP)]
     for name, lq in ref.result.layers.items():
