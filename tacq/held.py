@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from tacq.errors import TacqError
 from tacq.gptq import LayerQuant, per_column
 from tacq.packed import pack_rows, packed_row_bytes, unpack_rows
 
@@ -49,6 +50,8 @@ class PackedLayerQuant(LayerQuant):
         # not the dataclass __init__: codes and keep_mask are derived, not held
         if packed.dtype != torch.uint8 or packed.shape[1] != packed_row_bytes(in_features, bits):
             raise ValueError("Packed codes have the wrong type or row length.")
+        if packed.shape[0] * in_features >= 2**31:
+            raise TacqError("A Linear with 2^31 or more weights needs int64 kept indices.")
         self.packed, self.in_features = packed, in_features
         self._scale, self._zero = _compact(scale.float(), zero.float())
         self.bits, self.group_size, self.rotation = bits, group_size, rotation
@@ -64,9 +67,7 @@ class PackedLayerQuant(LayerQuant):
         """The same layer held packed (a PackedLayerQuant is returned as it is)."""
         if isinstance(lq, PackedLayerQuant):
             return lq
-        out_f, in_f = lq.codes.shape
-        if out_f * in_f >= 2**31:
-            raise ValueError("A Linear with 2^31 or more weights needs int64 kept indices.")
+        in_f = lq.codes.shape[1]
         index = lq.keep_mask.reshape(-1).nonzero().squeeze(1)  # row-major, as kept_values
         return cls(pack_rows(lq.codes, lq.bits), lq.scale, lq.zero, lq.bits, in_f, lq.hinv_diag,
                    lq.group_size, index, lq.kept_values, lq.rotation)  # fmt: skip

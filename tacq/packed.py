@@ -99,22 +99,17 @@ class PackedLinear(nn.Module):
 
     @classmethod
     def from_layer(cls, lq: LayerQuant, bias: nn.Parameter | None = None) -> PackedLinear:
-        if hasattr(lq, "packed"):  # a tacq.held.PackedLayerQuant: already in this layout
-            (out_f, in_f), packed, index = lq.shape, lq.packed, lq.kept_index
-        else:
-            out_f, in_f = lq.codes.shape
-            packed = pack_rows(lq.codes, lq.bits)
-            index = lq.keep_mask.reshape(-1).nonzero().squeeze(1)  # row-major, as kept_values
-        if out_f * in_f >= 2**31:
-            raise TacqError("A Linear with 2^31 or more weights needs int64 kept indices.")
+        from tacq.held import PackedLayerQuant  # held packs as this module does: no cycle
+
+        held = PackedLayerQuant.from_layer(lq)  # as it is when already held packed
         return cls(
-            packed,
-            lq.scale,
-            lq.zero,
-            index,
-            lq.kept_values,
-            lq.bits,
-            in_f,
+            held.packed,
+            held.scale,
+            held.zero,
+            held.kept_index,
+            held.kept_values,
+            held.bits,
+            held.in_features,
             lq.group_size,
             bias,
             lq.rotation,
