@@ -8,7 +8,15 @@ import gradio as gr
 import pandas as pd
 
 from app import figures
-from app.common import HEAVY, cancel_handler, gradio_progress, handles_errors, need, whole
+from app.common import (
+    HEAVY,
+    START_RECIPE,
+    cancel_handler,
+    gradio_progress,
+    handles_errors,
+    need,
+    whole,
+)
 from app.state import ModelRegistry, UserState
 from tacq.anatomy import top_neurons
 from tacq.causal import CausalConfig, causal_test
@@ -16,7 +24,7 @@ from tacq.data import list_tasks, load_task
 from tacq.explain import circuit_variant, with_stored
 from tacq.models import linear_at
 from tacq.saliency import METRICS
-from tacq.select import DEFAULT_RATIO, SLIDER_MAX_RATIO, Selection, layer_jaccard, layer_table
+from tacq.select import SLIDER_MAX_RATIO, Selection, layer_jaccard, layer_table
 from tacq.stability import stability
 from tacq.workflow import Study
 
@@ -56,12 +64,14 @@ def zoom_explanation(user: UserState, sel: Selection, name: str) -> tuple[str, p
 def build() -> SimpleNamespace:
     with gr.Row():
         metric = gr.Dropdown(METRIC_CHOICES, value="tacq", label="Saliency metric", scale=2)
-        bits = gr.Radio([2, 3, 4], value=2, label="Bits (for dW and the size shown)", scale=1)
+        bits = gr.Radio(
+            [2, 3, 4], value=START_RECIPE.bits, label="Bits (for dW and the size shown)", scale=1
+        )
         show = gr.Button("Show circuit", variant="primary", scale=1)
     ratio = gr.Slider(
         0,
         100 * SLIDER_MAX_RATIO,
-        value=100 * DEFAULT_RATIO,
+        value=100 * START_RECIPE.ratio,
         step=0.01,
         label="Outlier ratio (% of weights kept in 16 bits)",
         elem_id="ratio",
@@ -298,6 +308,7 @@ def wire(tab: SimpleNamespace, user_state: gr.State, registry: ModelRegistry):
         on_pick,
         [user_state, tab.metric, tab.bits, tab.ratio, tab.picked],
         [tab.layer, tab.module, tab.zoom_box, tab.zoom_plot, tab.explain, tab.top],
+        show_progress_on=[tab.zoom_plot],
         js="(...a) => { a[a.length - 1] = window.tacqPicked || ''; return a; }",
         concurrency_id=HEAVY,
         concurrency_limit=1,
@@ -325,6 +336,7 @@ def wire(tab: SimpleNamespace, user_state: gr.State, registry: ModelRegistry):
         on_anatomy,
         [user_state, tab.metric, tab.bits, tab.ratio, tab.head_kind],
         [tab.heads_stats, tab.heads_plot, tab.neurons],
+        show_progress_on=[tab.heads_stats],
         concurrency_id=HEAVY,
         concurrency_limit=1,
     )
@@ -350,6 +362,7 @@ def wire(tab: SimpleNamespace, user_state: gr.State, registry: ModelRegistry):
         on_neuron,
         [user_state, tab.metric, tab.bits, tab.ratio],
         [tab.layer, tab.module, tab.zoom_box, tab.zoom_plot, tab.explain, tab.top],
+        show_progress_on=[tab.zoom_plot],
         concurrency_id=HEAVY,
         concurrency_limit=1,
     )
@@ -419,6 +432,7 @@ def wire(tab: SimpleNamespace, user_state: gr.State, registry: ModelRegistry):
         on_show,
         [user_state, tab.metric, tab.bits, tab.ratio],
         outputs,
+        show_progress_on=[outputs[0]],
         concurrency_id=HEAVY,
         concurrency_limit=1,
     )
@@ -440,6 +454,7 @@ def wire(tab: SimpleNamespace, user_state: gr.State, registry: ModelRegistry):
         on_zoom,
         [user_state, tab.metric, tab.bits, tab.ratio, tab.layer, tab.module],
         [tab.zoom_plot, tab.explain, tab.top],
+        show_progress_on=[tab.zoom_plot],
         concurrency_id=HEAVY,
         concurrency_limit=1,
     )
@@ -456,6 +471,7 @@ def wire(tab: SimpleNamespace, user_state: gr.State, registry: ModelRegistry):
             tab.seeds,
         ],
         [tab.causal_summary, tab.causal_table, tab.causal_plot],
+        show_progress_on=[tab.causal_summary],
         concurrency_id=HEAVY,
         concurrency_limit=1,
     )
@@ -466,6 +482,7 @@ def wire(tab: SimpleNamespace, user_state: gr.State, registry: ModelRegistry):
         on_stability,
         [user_state, tab.metric, tab.bits, tab.ratio, tab.across],
         [tab.stab_summary, tab.stab_plot, tab.stab_table, tab.stab_shared],
+        show_progress_on=[tab.stab_summary],
         concurrency_id=HEAVY,
         concurrency_limit=1,
     )
@@ -474,6 +491,7 @@ def wire(tab: SimpleNamespace, user_state: gr.State, registry: ModelRegistry):
         on_compare,
         [user_state, tab.metric, tab.bits, tab.ratio, tab.other],
         [tab.overlap, tab.overlap_plot],
+        show_progress_on=[tab.overlap],
         concurrency_id=HEAVY,
         concurrency_limit=1,
     )

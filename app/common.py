@@ -15,10 +15,15 @@ import torch
 from app.state import UserState
 from tacq.errors import Cancelled, TacqError
 from tacq.progress import Progress, cancellable
+from tacq.recipe import Recipe
 
 log = logging.getLogger("tacq.app")
 HEAVY = "heavy"  # concurrency id shared by every job that uses the whole CPU/GPU
 PARSE = "parse"  # reading uploads and tables: a small queue of its own
+# What the Circuit and Quantize screens open on: one bit width for both, the measured
+# preset's settings on the Quantize screen and its kept ratio on the Circuit slider (the
+# paper's settings are one click away there, under Settings)
+START_RECIPE = Recipe.preset("measured", 3)
 
 
 def _user_error(e: BaseException) -> gr.Error:

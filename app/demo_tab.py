@@ -162,6 +162,11 @@ def wire(
         variants_table,
     ]
     event = tab.run.click(
-        on_run, [user_state, tab.task, tab.quick], outs, concurrency_id=HEAVY, concurrency_limit=1
+        on_run,
+        [user_state, tab.task, tab.quick],
+        outs,
+        concurrency_id=HEAVY,
+        concurrency_limit=1,
+        show_progress_on=[tab.status],  # one bar for the job, not one per output
     )
     tab.cancel.click(on_cancel, user_state, tab.status, cancels=[event], concurrency_limit=None)

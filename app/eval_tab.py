@@ -175,6 +175,7 @@ def wire(
         [tab.table, tab.broke, tab.paired, tab.pareto, *also],
         concurrency_id=HEAVY,
         concurrency_limit=1,
+        show_progress_on=[tab.table],
     )
     tab.go.click(
         on_export,
@@ -182,4 +183,5 @@ def wire(
         [tab.status, tab.file],
         concurrency_id=HEAVY,
         concurrency_limit=1,
+        show_progress_on=[tab.status],
     )

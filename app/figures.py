@@ -216,6 +216,51 @@ def pareto_figure(points: pd.DataFrame, fp_nll: float | None, title: str) -> go.
     return fig
 
 
+def fit_figure(result) -> go.Figure:
+    """An auto-fit's frontier (tacq.autofit.FitResult): dev answer NLL with its interval
+    (left) and dev exact match with the target (right) against honest bits per weight;
+    the chosen point is a star."""
+    pts = result.points
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("dev answer NLL", "dev exact match"))
+    x = [p.bpw_honest for p in pts]
+    names = [p.name for p in pts]
+    colour = ["#2ca02c" if p.meets else "#7f7f7f" for p in pts]
+    fig.add_trace(
+        go.Scatter(
+            x=x, y=[p.dev_nll.mean for p in pts], mode="markers", text=names, name="NLL",
+            marker={"color": colour, "size": 8}, showlegend=False,
+            error_y={"type": "data", "symmetric": False,
+                     "array": [p.dev_nll.high - p.dev_nll.mean for p in pts],
+                     "arrayminus": [p.dev_nll.mean - p.dev_nll.low for p in pts]},
+        ),
+        row=1, col=1,
+    )  # fmt: skip
+    fig.add_trace(
+        go.Scatter(x=x, y=[p.dev_em for p in pts], mode="markers", text=names, name="EM",
+                   marker={"color": colour, "size": 8}, showlegend=False),
+        row=1, col=2,
+    )  # fmt: skip
+    if result.chosen is not None:
+        c = result.chosen
+        for col, y in ((1, c.dev_nll.mean), (2, c.dev_em)):
+            fig.add_trace(
+                go.Scatter(x=[c.bpw_honest], y=[y], mode="markers", name=f"chosen: {c.name}",
+                           marker={"symbol": "star", "size": 18, "color": "#d62728"},
+                           showlegend=col == 1),
+                row=1, col=col,
+            )  # fmt: skip
+    fig.add_hline(y=result.fp_dev.answer_nll, line_dash="dot", row=1, col=1,
+                  annotation_text="original")  # fmt: skip
+    fig.add_hline(y=result.fp_dev.exact_match, line_dash="dot", row=1, col=2,
+                  annotation_text="original")  # fmt: skip
+    fig.add_hline(y=result.target_em, line_dash="dash", line_color="#2ca02c", row=1, col=2,
+                  annotation_text=f"target ({result.keep:g} x)")  # fmt: skip
+    fig.update_xaxes(title_text="bits per weight (scales and kept weights counted)")
+    fig.update_layout(height=380, margin={"l": 60, "r": 20, "t": 50, "b": 50},
+                      legend={"orientation": "h", "y": -0.25})  # fmt: skip
+    return fig
+
+
 def size_table(sizes: dict[int, object]) -> pd.DataFrame:
     """bits -> SizeReport as a small table."""
     return pd.DataFrame(

@@ -12,6 +12,7 @@ from app import (
     data_tab,
     demo_tab,
     eval_tab,
+    fit_panel,
     howto_tab,
     model_tab,
     quantize_tab,
@@ -43,6 +44,7 @@ def build_app(registry: ModelRegistry, workspace: Path) -> gr.Blocks:
                 ct = circuit_tab.build()
             with gr.Tab("Quantize", id="quantize"):
                 qt = quantize_tab.build()
+                ft = fit_panel.build()
             with gr.Tab("Chat", id="chat") as chat_page:
                 cht = chat_tab.build()
             with gr.Tab("Evaluate & export", id="evaluate"):
@@ -55,6 +57,10 @@ def build_app(registry: ModelRegistry, workspace: Path) -> gr.Blocks:
         redraw_circuit = circuit_tab.wire(ct, user_state, registry)
         variant_lists = [qt.victim, et.which, *cht.pickers[1:]]  # chat's columns last
         quantize_tab.wire(qt, user_state, ct.ratio, registry, variant_lists, redraw_circuit)
+        fit_panel.wire(
+            ft, user_state, [qt.table, *variant_lists], quantize_tab.variants_frame,
+            len(variant_lists),
+        )  # fmt: skip
         chat_tab.wire(cht, user_state, registry, chat_page)
         eval_tab.wire(et, user_state, registry, [ct.metric, ct.bits, ct.ratio], [cht.eval_table])
         demo_tab.wire(

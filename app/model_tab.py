@@ -67,4 +67,5 @@ def wire(tab: SimpleNamespace, user_state: gr.State, registry: ModelRegistry) ->
         [tab.status, tab.info, tab.caches],
         concurrency_id=HEAVY,
         concurrency_limit=1,
+        show_progress_on=[tab.status],
     )

@@ -9,7 +9,15 @@ import gradio as gr
 import pandas as pd
 
 from app.circuit_tab import METRIC_CHOICES
-from app.common import HEAVY, cancel_handler, gradio_progress, handles_errors, need, variant_choices
+from app.common import (
+    HEAVY,
+    START_RECIPE,
+    cancel_handler,
+    gradio_progress,
+    handles_errors,
+    need,
+    variant_choices,
+)
 from app.state import ModelRegistry, UserState
 from tacq.gptq import DEFAULT_DAMP, GROUP_SIZES
 from tacq.memory import dense_linear_bytes, packed_estimate
@@ -96,7 +104,10 @@ def recipe_of_widgets(
     rounding: str, basis: str, distill: int, act_order: bool, pct: float,
 ) -> Recipe:  # fmt: skip
     """The screen's inputs (and the Circuit slider's ratio, in %) as the Recipe they make
-    (0.35 % is the ratio 0.0035 the CLI and the benches use, not 0.0034999...)."""
+    (0.35 % is the ratio 0.0035 the CLI and the benches use, not 0.0034999...). With RTN,
+    the GPTQ-only inputs (greyed out) keep their values but do not count."""
+    if method != "gptq":  # GPTQ's own levers are greyed out for RTN: their values are not used
+        damp, rounding, basis, act_order = DEFAULT_DAMP, "gptq", "none", False
     steps, check = ROUNDINGS[rounding]
     return Recipe(
         bits=int(bits), metric=metric, ratio=round(pct / 100, 10) if circuit else 0.0,
@@ -146,27 +157,36 @@ def build() -> SimpleNamespace:
         "The outlier ratio comes from the **Circuit** slider. Ratio 0 or method "
         "RTN/GPTQ without a circuit gives the plain baselines."
     )
+    start = START_RECIPE  # the screen opens on the measured preset, as the CLI's quantize
     with gr.Row():
-        bits = gr.Radio([2, 3, 4], value=3, label="Bits", elem_id="quant-bits")
+        bits = gr.Radio([2, 3, 4], value=start.bits, label="Bits", elem_id="quant-bits")
         settings = gr.Radio(
             SETTINGS_CHOICES,
-            value="paper",
+            value="measured",
             label="Settings",
             info="sets every option below (best measured: bench/README.md)",
             elem_id="quant-settings",
         )
-        metric = gr.Dropdown(METRIC_CHOICES, value="tacq", label="Which weights stay in 16 bits")
+        metric = gr.Dropdown(
+            METRIC_CHOICES, value=start.metric, label="Which weights stay in 16 bits"
+        )
         method = gr.Radio(
-            [("masked GPTQ", "gptq"), ("round to nearest", "rtn")], value="gptq", label="Quantizer"
+            [("masked GPTQ", "gptq"), ("round to nearest", "rtn")],
+            value=start.method,
+            label="Quantizer",
         )
         circuit = gr.Checkbox(value=True, label="Keep the circuit (ratio from the slider)")
     with gr.Row():  # how GPTQ quantizes what is not kept
         groups = gr.Dropdown(
-            GROUP_CHOICES, value=0, label="Scales", elem_id="quant-groups", scale=1
+            GROUP_CHOICES,
+            value=start.group_size or 0,
+            label="Scales",
+            elem_id="quant-groups",
+            scale=1,
         )
         damp = gr.Dropdown(
             DAMP_CHOICES,
-            value=DEFAULT_DAMP,
+            value=start.damp,
             label="GPTQ damping",
             info="more trusts the few calibration tokens less (GPTQ only)",
             elem_id="quant-damp",
@@ -174,7 +194,7 @@ def build() -> SimpleNamespace:
         )
         rounding = gr.Dropdown(
             ROUNDING_CHOICES,
-            value="gptq",
+            value=rounding_choice(start),
             label="Rounding",
             info="tuned: fit each block to the fp output (slower; GPTQ only)",
             elem_id="quant-rounding",
@@ -182,7 +202,7 @@ def build() -> SimpleNamespace:
         )
         basis = gr.Dropdown(
             BASIS_CHOICES,
-            value="none",
+            value=start.rotation or "none",
             label="Basis of the unkept weights",
             info="rotated: less error per row at the same bits; kept ones stay exact (GPTQ only)",
             elem_id="quant-basis",
@@ -190,14 +210,14 @@ def build() -> SimpleNamespace:
         )
         distill = gr.Dropdown(
             DISTILL_CHOICES,
-            value=0,
+            value=start.distill_epochs,
             label="Distil the scales",
             info="then tune every scale at once to the fp model's outputs (minutes)",
             elem_id="quant-distill",
             scale=1,
         )
         act_order = gr.Checkbox(
-            value=False,
+            value=start.act_order,
             label="Act-order",
             info="GPTQ takes the columns by decreasing Hessian diagonal (GPTQ only)",
             elem_id="quant-act-order",
@@ -333,6 +353,7 @@ def wire(
         outs,
         concurrency_id=HEAVY,
         concurrency_limit=1,
+        show_progress_on=[tab.status],  # one bar for the job, not one per output
     )
     # RTN has no Hessian to damp or rotate, and tuned rounding starts from GPTQ's grid
     gptq_only = [tab.damp, tab.rounding, tab.basis, tab.act_order]
@@ -366,6 +387,7 @@ def wire(
         outs,
         concurrency_id=HEAVY,
         concurrency_limit=1,
+        show_progress_on=[tab.status],  # one bar for the job, not one per output
     )
     tab.cancel.click(on_cancel, user_state, tab.status, concurrency_limit=None)
     tab.delete.click(on_delete, [user_state, tab.victim], outs)

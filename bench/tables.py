@@ -117,6 +117,12 @@ SCRIPTS = [  # (command, what it measures, result topic)
         "scale",
     ),
     (
+        "python bench/fit.py",
+        "auto-fit per bundled task with cold caches: the smallest variant keeping 90 % of fp's "
+        "dev exact match, its held-out score, the wall time",
+        "fit",
+    ),
+    (
         "python bench/upload_memory.py",
         "peak memory and time of reading a 20 MB upload of each shape",
         "upload_memory",
@@ -361,6 +367,52 @@ def causal_markdown(rows: list[dict], quality_rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def fit_markdown(fit: dict) -> str:
+    """One auto-fit per task (bench/fit.py): what it chose, at what size, how it held on
+    held-out, and what the search cost. Also the README's table (README_FIT markers)."""
+    lines = [
+        f"`python -m tacq fit --task NAME --keep {fit['keep']:g}` with cold caches: candidates "
+        "scored on dev in increasing honest bits per weight; the choice scored once on held-out.",
+        "",
+        "| task | chosen | bits | honest BPW | dev EM (fp) | held-out EM (fp) | held-out EM kept "
+        "| candidates scored | wall (min) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(fit["rows"], key=lambda r: r["task"]):
+        best = max(r["points"], key=lambda p: p["dev_em"], default=None)
+        if r["chosen"] is None:
+            chosen = "none" + (
+                f" (best dev EM {best['dev_em']:.3f}, {best['name']})" if best else ""
+            )
+            bits = bpw = held = kept = "-"
+            dev = f"- ({r['fp_dev_em']:.3f})"
+        else:
+            c = next(p for p in r["points"] if p["name"] == r["chosen"])
+            h = r.get("heldout")
+            chosen, bits, bpw = c["name"], str(c["bits"]), f"{c['bpw_honest']:.3f}"
+            dev = f"{c['dev_em']:.3f} ({r['fp_dev_em']:.3f})"
+            held = f"{h['em']:.3f} ({h['fp_em']:.3f})" if h else "-"
+            kept = f"{100 * h['em_kept']:.0f} %" if h and h["em_kept"] is not None else "-"
+        lines.append(
+            f"| {r['task']} | {chosen} | {bits} | {bpw} | {dev} | {held} | {kept} "
+            f"| {len(r['points'])} | {r['wall_s'] / 60:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+README_FIT = ("<!-- fit table: python bench/tables.py --write -->", "<!-- end of fit table -->")
+
+
+def readme_with_fit(text: str) -> str:
+    """The project README with its auto-fit table rewritten from bench/results/fit.json."""
+    start, end = README_FIT
+    fit = load("fit")
+    if fit is None or start not in text:
+        return text
+    head, rest = text.split(start, 1)
+    return f"{head}{start}\n{fit_markdown(fit)}\n{end}{rest.split(end, 1)[1]}"
+
+
 def _gb(n: float) -> str:
     return f"{n / 2**30:.2f} GB"
 
@@ -582,6 +634,11 @@ def sections() -> str:
             f"**x{s['grads_speedup']:.2f}** (target >= 3), max relative difference "
             f"{s['grads_max_rel_diff']:.1e} (target <= 1e-4)\n"
         )
+    fit = load("fit")
+    if fit:
+        emit("## Auto-fit: the smallest variant that keeps each task\n")
+        emit(env_line(fit) + "\n")
+        emit(fit_markdown(fit) + "\n")
     sc = load("scale")
     if sc:
         emit("## Scaling: the default path on random Llama shapes\n")
@@ -750,6 +807,8 @@ def main() -> None:
     if ap.parse_args().write:
         (ROOT / "bench" / "README.md").write_text(text, encoding="utf-8")
         print(f"wrote bench/README.md ({len(text.splitlines())} lines)")
+        top = ROOT / "README.md"
+        top.write_text(readme_with_fit(top.read_text(encoding="utf-8")), encoding="utf-8")
     else:
         print(text, end="")
 

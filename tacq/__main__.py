@@ -26,6 +26,7 @@ EPILOG = """examples:
   python -m tacq eval --task antonyms --bits 2 --methods fp,rtn,gptq,tacq
   python -m tacq causal --task antonyms --bits 2 --control capitals
   python -m tacq stability --task antonyms --metric msg --across halves
+  python -m tacq fit --task records --keep 0.9   # the smallest variant that keeps it
   python -m tacq run            # the default end-to-end study with stage times
   python -m tacq cache --clear  # list (or clear) the gradient and GPTQ caches
 """
@@ -182,6 +183,22 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("packed", "dequantized"),
         help="packed (small, needs tacq) or dequantized fp16 HF folder",
     )
+    p = sub.add_parser(
+        "fit", help="the smallest variant that keeps your task, chosen on dev examples"
+    )
+    _common(p)
+    p.add_argument(
+        "--keep",
+        type=float,
+        default=0.9,
+        help="share of the original's dev exact match to keep (default 0.9)",
+    )
+    p.add_argument("--bits", default="2,3,4", help="bit widths to try, comma list (default 2,3,4)")
+    p.add_argument(
+        "--max-candidates", type=int, help="score at most N candidates (a quicker, partial look)"
+    )
+    p.add_argument("--out", help="save the chosen variant here (packed)")
+    p.add_argument("--json", help="write the search and its answer to this JSON file")
     p = sub.add_parser("eval", help="held-out NLL / exact match / KL: fp vs quantized methods")
     _common(p)
     _quant(p, metric=False)
@@ -447,6 +464,37 @@ def cmd_quantize(args) -> None:
     print(f"saved {args.format} model to {out} ({export.folder_bytes(out) / 2**20:.1f} MB)")
 
 
+def cmd_fit(args) -> None:
+    import json
+
+    import pandas as pd
+
+    from tacq.autofit import candidates, check_keep, fit
+    from tacq.progress import cli_progress
+
+    check_keep(args.keep)  # what is refused is refused before the model loads
+    try:
+        bits = tuple(int(b) for b in args.bits.split(",") if b.strip())
+    except ValueError:
+        raise TacqError(f"--bits is a comma list of 2, 3, 4 (got {args.bits!r}).") from None
+    if not bits or (args.max_candidates is not None and args.max_candidates < 1):
+        raise TacqError("Auto-fit needs at least one bit width and one candidate.")
+    candidates(bits)
+    study = _study(args)
+    result = fit(study, args.keep, bits, args.max_candidates, cli_progress("fit"))
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(result.table().to_string(index=False))
+    print(result.summary().replace("**", ""))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result.record(), indent=1) + "\n")
+        print(f"wrote {args.json}")
+    if args.out and result.variant is not None:
+        from tacq import export
+
+        export.save_packed(Path(args.out), study.lm, result.variant)
+        print(f"saved {result.variant.name} to {args.out}")
+
+
 def _selection(args):
     from tacq.select import Selection
 
@@ -598,6 +646,7 @@ COMMANDS = {
     "run": cmd_run,
     "plan": cmd_plan,
     "demo": cmd_demo,
+    "fit": cmd_fit,
     "cache": cmd_cache,
 }
 

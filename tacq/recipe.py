@@ -117,6 +117,14 @@ class Recipe:
     def changed(self, **changes) -> Recipe:
         return replace(self, **changes)
 
+    def without_gptq_levers(self) -> Recipe:
+        """The recipe with GPTQ's own levers at their defaults (damping, act-order, tuned
+        rounding, a rotated basis): what a preset gives RTN, which has no Hessian to damp
+        or rotate and no GPTQ grid to tune (the screen greys them out for RTN; the CLI
+        drops a preset's when --method rtn is given)."""
+        return replace(self, damp=DEFAULT_DAMP, act_order=False, rounding_steps=0,
+                       rounding_check=False, rotation=None)  # fmt: skip
+
     @classmethod
     def of(cls, sel: Selection, **changes) -> Recipe:
         """The recipe quantizing a Selection's circuit and format, other fields as given."""

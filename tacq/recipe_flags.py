@@ -82,11 +82,11 @@ def add_recipe_flags(
 def add_settings_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--settings",
-        default="paper",
+        default="measured",
         choices=PRESETS,
-        help="the named recipe at --bits that the other options then change: paper (the "
-        "paper's settings) or measured (best measured across the bundled tasks, "
-        "tacq.recipe.MEASURED)",
+        help="the named recipe at --bits that the other options then change: measured "
+        "(default: best measured across the bundled tasks, tacq.recipe.MEASURED) or paper "
+        "(the paper's settings)",
     )
 
 
@@ -95,4 +95,7 @@ def recipe_from_args(args: argparse.Namespace) -> Recipe:
     given = {f.name: getattr(args, f.name, None) for f in fields(Recipe)}
     given = {k: v for k, v in given.items() if v is not None and v is not False}
     bits = given.get("bits", Recipe.bits)
-    return Recipe.preset(getattr(args, "settings", "paper"), bits).changed(**given)
+    base = Recipe.preset(getattr(args, "settings", "measured"), bits)
+    if given.get("method", base.method) != "gptq":
+        base = base.without_gptq_levers()  # an option given beside --method rtn still counts
+    return base.changed(**given)

@@ -31,6 +31,8 @@ from tests.browser_helpers import (
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 FAKE_PEERS = Path(__file__).parent / "fixtures" / "fake_peers"
+TASKS = Path(__file__).parent.parent / "assets" / "tasks"
+SCREEN_BITS = 3  # the bit width the Circuit and Quantize screens open on (app.common)
 HEALTH_BOUND_S = 15  # /healthz must answer under load within this (a hang, not a speed check)
 
 if not Path(CHROMIUM).exists():
@@ -123,7 +125,7 @@ def library_heads(task_file: Path, pct: float):
     on the same 9 calibration examples the page uses."""
     from tacq.select import Selection
 
-    heads = _small_study(task_file).anatomy(Selection("msg", 2, pct / 100), "query")
+    heads = _small_study(task_file).anatomy(Selection("msg", SCREEN_BITS, pct / 100), "query")
     return heads.sort_values(["kept", "score"], ascending=False).iloc[0]
 
 
@@ -132,7 +134,7 @@ def library_halves(task_file: Path, pct: float):
     from tacq.select import Selection
     from tacq.stability import stability
 
-    res = stability(_small_study(task_file), Selection("msg", 2, pct / 100), "halves")
+    res = stability(_small_study(task_file), Selection("msg", SCREEN_BITS, pct / 100), "halves")
     return float(res.matrix.iloc[0, 1])
 
 
@@ -142,7 +144,9 @@ def library_causal(task_file: Path, pct: float):
     from tacq.select import Selection
 
     cfg = CausalConfig("zero", seeds=1, task_examples=3, control_examples=3)
-    res = causal_test(_small_study(task_file), Selection("msg", 2, pct / 100), "capitals", cfg)
+    res = causal_test(
+        _small_study(task_file), Selection("msg", SCREEN_BITS, pct / 100), "capitals", cfg
+    )
     return res.table.set_index("weights damaged")
 
 
@@ -169,14 +173,15 @@ def test_whole_loop(page, small_task_file):
     pick(page, "Saliency metric", "MSG |G·W|")
     page.get_by_role("button", name="Show circuit").click()
     before = wait_text(page, "#circuit-stats", r"BPW", 300)
-    assert "0.35%" in before and "BPW 2.1050" in before
+    assert SCREEN_BITS == 3  # the Circuit screen opens at the Quantize screen's bit width
+    assert "0.35%" in before and "BPW 3.1015" in before  # 3 (1 - r) + 32 r
     heat_before = page.locator("#heatmap .heatmaplayer").inner_html()
     shot(page, "03_circuit")
     drag_slider(page, "#ratio", 0.6)
     after = wait_text(page, "#circuit-stats", r"^(?![\s\S]*0\.35%)[\s\S]*BPW", 30)
     pct = float(re.search(r"at ([\d.]+)%", after).group(1))
     bpw = float(re.search(r"BPW ([\d.]+)", after).group(1))
-    assert 0.9 < pct < 1.5 and bpw == pytest.approx(2 + 30 * pct / 100, abs=2e-3)
+    assert 0.9 < pct < 1.5 and bpw == pytest.approx(3 + 29 * pct / 100, abs=2e-3)
     page.wait_for_function(
         "(old) => document.querySelector('#heatmap .heatmaplayer').innerHTML !== old",
         arg=heat_before,
@@ -240,8 +245,15 @@ def test_whole_loop(page, small_task_file):
     shot(page, "04e_stability")
 
     page.get_by_role("tab", name="Quantize").click()
-    page.locator("#quant-bits").get_by_label("3", exact=True).check()
-    settings = page.locator("#quant-settings")
+    settings = page.locator("#quant-settings")  # opens on the measured preset at 3 bits
+    from playwright.sync_api import expect
+
+    expect(settings.get_by_label("best measured for these bits", exact=True)).to_be_checked()
+    expect(page.locator("#quant-bits").get_by_label("3", exact=True)).to_be_checked()
+    expect(page.locator("#quant-basis input")).to_have_value("rotated (Hadamard)")
+    settings.get_by_label("paper's", exact=True).check()  # the paper's: one click away
+    wait_text(page, "#quant-status", r"\(the paper's\)", 30)
+    expect(page.locator("#quant-basis input")).to_have_value("as is (paper)")
     settings.get_by_label("best measured for these bits", exact=True).check()
     wait_text(page, "#quant-status", r"measured best at 3 bits", 30)
     page.get_by_role("tab", name="Circuit").click()  # the preset moved the slider (from ~1 %)
@@ -250,8 +262,6 @@ def test_whole_loop(page, small_task_file):
     pick(page, "Which weights stay in 16 bits", "MSG |G·W|")
     pick(page, "GPTQ damping", "10 %")
     pick(page, "Basis of the unkept weights", "rotated (Hadamard)")
-    from playwright.sync_api import expect
-
     expect(settings.get_by_label("my own", exact=True)).to_be_checked()  # touched by hand
     page.get_by_role("button", name="Quantize").click()
     made = wait_text(page, "#quant-status", r"Made", 600)
@@ -371,6 +381,67 @@ def test_settings_choice_fills_the_quantize_options(page):
     expect(page.locator("#ratio input[type=number]")).to_have_value("0.35")
 
 
+@pytest.fixture
+def fit_task_file(tmp_path):
+    """Bundled records rows: 8 calibration, 16 dev (auto-fit's least) and 4 held-out."""
+    rows = [json.loads(x) for x in (TASKS / "records.jsonl").read_text().splitlines()]
+    left, keep = {"calib": 8, "dev": 16, "heldout": 4}, []
+    for r in rows:
+        if left[r["split"]]:
+            left[r["split"]] -= 1
+            keep.append(r)
+    path = tmp_path / "fit.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in keep))
+    return path
+
+
+def test_find_the_smallest_two_candidates(page, fit_task_file):
+    """Auto-fit at 2 bits with 2 candidates: the frontier, its plot and the choice shown are
+    one search's, and the target is applied as stated."""
+    page.get_by_role("tab", name="Examples & gradients").click()
+    upload(page, str(fit_task_file))
+    wait_text(page, "#data-problems", r"Read 28 example")
+    page.get_by_role("button", name="Use these examples").click()
+    assert "8 calib / 16 dev / 4 held-out" in wait_text(page, "#data-status", r"calibration")
+    page.get_by_role("tab", name="Quantize").click()
+    page.locator("#fit-bits").get_by_label("3", exact=True).uncheck()
+    page.locator("#fit-bits").get_by_label("4", exact=True).uncheck()
+    page.locator("#fit-most input").fill("2")
+    page.locator("#fit-most input").press("Tab")  # commit the value before the click reads it
+    page.locator("#fit-keep input[type=number]").fill("0.5")
+    page.locator("#fit-keep input[type=number]").press("Tab")
+    page.locator("#fit-go").click()
+    bar = page.locator(".progress-text:visible")
+    bar.first.wait_for(timeout=60_000)
+    assert bar.count() == 1  # one progress display for the job, not one per output
+    said = wait_text(page, "#fit-status", r"Searched", 600)
+    fp_em, target = map(
+        float, re.search(r"dev exact match ([\d.]+); target 0.5 x = ([\d.]*\d)", said).groups()
+    )
+    assert target == pytest.approx(0.5 * fp_em, abs=1e-3)
+    assert "16 dev examples" in said
+    table = wait_text(page, "#fit-table", r"stops at 2", 30)
+    rows = re.findall(
+        r"(tacq-2bit\S+)\s.*?\s(2\.\d+)\s+([\d.]+)\s+([\d.]+)\s+\[.*?\]\s+(yes|no)", table
+    )
+    assert len(rows) == 2, table
+    assert float(rows[0][1]) < float(rows[1][1])  # smallest first
+    for _, _, em, _, meets in rows:
+        assert (meets == "yes") == (float(em) >= target - 1e-9)
+    assert table.count("stops at 2") == 2  # the other two 2-bit candidates, said why
+    chosen = re.search(r"Smallest that keeps it: (\S+) at ([\d.]+) bits", said)
+    if chosen:  # the first that met the target, kept as a variant, scored on held-out
+        first = next(r for r in rows if r[4] == "yes")
+        assert chosen[1] == first[0] and chosen[2] == first[1]
+        assert "Scored once on 4 held-out examples" in said
+        assert chosen[1] in page.inner_text("#variants-table")
+        assert "chosen" in page.inner_text("#fit-plot")
+    else:
+        assert "No candidate of 2 scored" in said and all(r[4] == "no" for r in rows)
+    assert page.locator("#fit-plot .js-plotly-plot").count() == 1
+    shot(page, "05c_find_the_smallest")
+
+
 def test_empty_table_is_refused(page):
     page.get_by_role("tab", name="Examples & gradients").click()
     page.get_by_role("button", name="Use these examples").click()
@@ -463,6 +534,7 @@ def test_one_click_demo_quick(page):
     page.get_by_label("Quick (8 examples, no 3-bit)").check()
     page.get_by_role("button", name="Run the demo").click()
     wait_text(page, "#demo-timeline", r"running", 120)
+    assert page.locator(".progress-text:visible").count() == 1  # over the status alone
     shot(page, "12_demo_running")
     # a finished demo shows the gallery: the first 10 held-out prompts, answers marked
     said = wait_text(page, "#demo-gallery-summary", r"Right answers in the gallery", 900)

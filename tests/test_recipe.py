@@ -139,6 +139,33 @@ def test_the_screen_has_an_input_for_every_field_it_sets():
     rtn = quantize_tab.recipe_of_widgets(2, "tacq", "rtn", False, 0, 0.01, "gptq", "none", 0,
                                          False, 0.35)  # fmt: skip
     assert (rtn.method, rtn.ratio) == ("rtn", 0.0)
+    # the measured preset's GPTQ-only inputs, greyed out under RTN, do not reach the recipe
+    greyed = quantize_tab.recipe_of_widgets(3, "tacq", "rtn", True, 0, 0.1, "checked",
+                                            "hadamard", 0, True, 0.35)  # fmt: skip
+    assert greyed == Recipe(bits=3, method="rtn")
+
+
+def test_the_screens_open_on_the_measured_preset_at_one_bit_width(monkeypatch):
+    import os
+
+    import gradio as gr
+
+    from app import circuit_tab
+    from app.common import START_RECIPE
+
+    assert START_RECIPE == Recipe.preset("measured", 3)
+    # building Blocks sets Gradio's telemetry switch: restored after the test
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", os.environ["HF_HUB_DISABLE_TELEMETRY"])
+    with gr.Blocks():
+        q = quantize_tab.build()
+        c = circuit_tab.build()
+    widgets = [getattr(q, n) for n in ("metric", "method", "circuit", "groups", "damp",
+                                       "rounding", "basis", "distill", "act_order")]  # fmt: skip
+    opened = quantize_tab.recipe_of_widgets(
+        q.bits.value, *[w.value for w in widgets], c.ratio.value
+    )
+    assert opened == START_RECIPE and q.settings.value == "measured"
+    assert c.bits.value == q.bits.value
 
 
 def test_choosing_a_preset_fills_every_input():

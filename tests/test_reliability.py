@@ -275,7 +275,12 @@ def test_cli_settings_name_a_recipe_that_the_options_then_change():
         assert recipe("--settings", "measured", "--bits", str(bits)) == Recipe.preset(
             "measured", bits
         )
-        assert recipe("--bits", str(bits)) == Recipe(bits=bits)  # the paper's
+        assert recipe("--bits", str(bits)) == Recipe.preset("measured", bits)  # the default
+        assert recipe("--settings", "paper", "--bits", str(bits)) == Recipe(bits=bits)
+    # RTN beside a preset: its GPTQ-only levers dropped, its kept ratio and the options kept
+    rtn = recipe("--method", "rtn", "--bits", "2")
+    assert rtn == Recipe(bits=2, ratio=0.002, method="rtn")
+    assert recipe("--method", "rtn", "--group-size", "64").group_size == 64
     got = recipe("--settings", "measured", "--damp", "0.3", "--metric", "msg", "--act-order")
     assert got == Recipe.preset("measured", 2).changed(damp=0.3, metric="msg", act_order=True)
     assert got.ratio == 0.002 and got.rotation == "hadamard"  # the rest of the preset kept
