@@ -435,11 +435,14 @@ def test_find_the_smallest_two_candidates(page, fit_task_file):
         assert chosen[1] == first[0] and chosen[2] == first[1]
         assert "Scored once on 4 held-out examples" in said
         assert chosen[1] in page.inner_text("#variants-table")
-        assert "chosen" in page.inner_text("#fit-plot")
     else:
         assert "No candidate of 2 scored" in said and all(r[4] == "no" for r in rows)
-    assert page.locator("#fit-plot .js-plotly-plot").count() == 1
+    legend = page.locator("#fit-plot .legendtext")
+    legend.first.wait_for(timeout=60_000)
     shot(page, "05c_find_the_smallest")
+    starred = [t for t in legend.all_text_contents() if t.startswith("chosen: ")]
+    assert starred == ([f"chosen: {chosen[1]}"] if chosen else [])  # the star is the choice
+    assert page.locator("#fit-plot .scatterlayer .point").count() >= 4  # 2 points x 2 panels
 
 
 def test_empty_table_is_refused(page):
