@@ -9,7 +9,7 @@ import gradio as gr
 from app.common import HEAVY, gradio_progress, handles_errors, need, variant_choices, whole
 from app.figures import fit_figure
 from app.state import UserState
-from tacq.autofit import FIT_BITS, candidates, fit
+from tacq.autofit import FIT_BITS, candidates, check_bits, check_keep, fit
 
 
 def build() -> SimpleNamespace:
@@ -53,8 +53,9 @@ def wire(panel: SimpleNamespace, user_state: gr.State, variants_out: list, frame
         study = need(user.study, "Choose examples first: auto-fit calibrates and chooses on them.")
         need(bits, "Tick at least one bit width to try.")
         n = whole(most, "At most this many candidates", minimum=1)
+        keep, bits = check_keep(keep), check_bits(bits)  # before a job starts
         stop = user.jobs.start("quantize")  # the screen's Cancel button stops it
-        result = fit(study, keep, tuple(int(b) for b in bits), n, gradio_progress(progress, stop))
+        result = fit(study, keep, bits, n, gradio_progress(progress, stop))
         if result.variant is not None:
             user.add_variant(result.variant, study.lm)
         figure = fit_figure(result)

@@ -469,17 +469,13 @@ def cmd_fit(args) -> None:
 
     import pandas as pd
 
-    from tacq.autofit import candidates, check_keep, fit
+    from tacq.autofit import check_bits, check_keep, fit
     from tacq.progress import cli_progress
 
     check_keep(args.keep)  # what is refused is refused before the model loads
-    try:
-        bits = tuple(int(b) for b in args.bits.split(",") if b.strip())
-    except ValueError:
-        raise TacqError(f"--bits is a comma list of 2, 3, 4 (got {args.bits!r}).") from None
-    if not bits or (args.max_candidates is not None and args.max_candidates < 1):
-        raise TacqError("Auto-fit needs at least one bit width and one candidate.")
-    candidates(bits)
+    bits = check_bits(b for b in args.bits.split(",") if b.strip())
+    if args.max_candidates is not None and args.max_candidates < 1:
+        raise TacqError("Auto-fit needs at least one candidate (--max-candidates).")
     study = _study(args)
     result = fit(study, args.keep, bits, args.max_candidates, cli_progress("fit"))
     with pd.option_context("display.width", 200, "display.max_columns", 20):

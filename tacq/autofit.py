@@ -12,6 +12,7 @@ quantization per bit width, its scales) is shared by all candidates through one 
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field, replace
 
@@ -167,10 +168,7 @@ def candidates(bits: tuple[int, ...] = FIT_BITS) -> list[Recipe]:
     """The recipes tried, before ordering: the measured preset per bit width, then at 2 and
     3 bits the preset with each of KEPT_SHARES kept, then with scales per WIDE_GROUP inputs.
     A recipe already listed is not listed twice."""
-    bits = tuple(sorted(set(bits)))
-    for b in bits:
-        if b not in FIT_BITS:
-            raise TacqError(f"Auto-fit tries bit widths among {FIT_BITS} (got {b}).")
+    bits = check_bits(bits)
     out = [Recipe.preset("measured", b) for b in bits]
     low = [b for b in bits if b < 4]
     out += [Recipe.preset("measured", b).changed(ratio=r) for b in low for r in KEPT_SHARES]
@@ -222,13 +220,29 @@ def with_dev(task: TaskSet, min_dev: int = MIN_DEV) -> tuple[TaskSet, str]:
     return t, note
 
 
-def check_keep(keep: float) -> float:
-    if not 0 < keep <= 2:
+def check_keep(keep: object) -> float:
+    """The share to keep as a float, or a message (a script may post anything)."""
+    try:
+        value = float(keep)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not 0 < value <= 2:  # NaN fails it too
         raise TacqError(
             f"Keep is the share of the original's dev exact match to keep: above 0 and at "
-            f"most 2 (got {keep:g}; 0.9 keeps 90 %)."
+            f"most 2 (got {keep!r}; 0.9 keeps 90 %)."
         )
-    return float(keep)
+    return value
+
+
+def check_bits(bits: object) -> tuple[int, ...]:
+    """Bit widths to try as sorted ints among FIT_BITS, or a message."""
+    try:
+        got = tuple(sorted({int(b) for b in bits}))
+    except (TypeError, ValueError):
+        got = ()
+    if not got or not set(got) <= set(FIT_BITS):
+        raise TacqError(f"Auto-fit tries bit widths among {FIT_BITS} (got {bits!r}).")
+    return got
 
 
 def fit(
@@ -244,7 +258,7 @@ def fit(
     max_candidates: stop after scoring this many (a quick look; the choice may then be
     missed). Cancel through `progress` (it raises tacq.errors.Cancelled).
     """
-    keep = check_keep(keep)
+    keep, bits = check_keep(keep), check_bits(bits)
     if max_candidates is not None and max_candidates < 1:
         raise TacqError(f"Auto-fit needs at least 1 candidate (got {max_candidates}).")
     t0 = time.perf_counter()

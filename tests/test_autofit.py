@@ -127,9 +127,12 @@ def test_a_capped_search_says_what_it_did_not_run(tiny_lm, monkeypatch):
 def test_bad_keep_and_cancel(tiny_lm, monkeypatch):
     study, evaluate = _fake_study(tiny_lm, _task(40, 16), {2: 0.0, 3: 0.5, 4: 0.5})
     monkeypatch.setattr(autofit, "evaluate", evaluate)
-    for keep in (0, -1, 3):
+    for keep in (0, -1, 3, float("nan"), "x", None):
         with pytest.raises(TacqError, match="Keep"):
             fit(study, keep=keep)
+    for bits in ((), ("x",), (2, 8), None):
+        with pytest.raises(TacqError, match="among"):
+            fit(study, bits=bits)
 
     def stop(frac, label):
         if "candidate 2" in label:
@@ -156,7 +159,7 @@ def test_fit_on_the_tiny_model_end_to_end(tiny_lm, tiny_task):
     [
         (["--keep", "0"], "above 0"),
         (["--bits", "2,5"], "among (2, 3, 4)"),
-        (["--bits", "two"], "comma list"),
+        (["--bits", "two"], "among (2, 3, 4)"),
         (["--max-candidates", "0"], "at least one"),
     ],
 )
