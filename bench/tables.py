@@ -397,6 +397,12 @@ def fit_markdown(fit: dict) -> str:
             f"| {r['task']} | {chosen} | {bits} | {bpw} | {dev} | {held} | {kept} "
             f"| {len(r['points'])} | {r['wall_s'] / 60:.1f} |"
         )
+    from tacq.data import list_tasks
+
+    missing = sorted(set(list_tasks()) - {r["task"] for r in fit["rows"]})
+    if missing:
+        lines += ["", f"Not measured yet: {', '.join(missing)} (`python bench/fit.py --tasks "
+                  f"{','.join(missing)}`, about 15 min each on this CPU)."]  # fmt: skip
     return "\n".join(lines)
 
 
