@@ -245,17 +245,18 @@ def test_whole_loop(page, small_task_file):
     shot(page, "04e_stability")
 
     page.get_by_role("tab", name="Quantize").click()
-    settings = page.locator("#quant-settings")  # opens on the measured preset at 3 bits
+    settings = page.locator("#quant-settings")
     from playwright.sync_api import expect
 
-    expect(settings.get_by_label("best measured for these bits", exact=True)).to_be_checked()
+    # the ratio slider dragged above is one of the levers: the settings are "my own" now
+    expect(settings.get_by_label("my own", exact=True)).to_be_checked()
     expect(page.locator("#quant-bits").get_by_label("3", exact=True)).to_be_checked()
-    expect(page.locator("#quant-basis input")).to_have_value("rotated (Hadamard)")
     settings.get_by_label("paper's", exact=True).check()  # the paper's: one click away
     wait_text(page, "#quant-status", r"\(the paper's\)", 30)
     expect(page.locator("#quant-basis input")).to_have_value("as is (paper)")
     settings.get_by_label("best measured for these bits", exact=True).check()
     wait_text(page, "#quant-status", r"measured best at 3 bits", 30)
+    expect(page.locator("#quant-basis input")).to_have_value("rotated (Hadamard)")
     page.get_by_role("tab", name="Circuit").click()  # the preset moved the slider (from ~1 %)
     wait_text(page, "#circuit-stats", r"at 0\.35%", 30)  # and the circuit followed it
     page.get_by_role("tab", name="Quantize").click()
@@ -355,8 +356,12 @@ def test_settings_choice_fills_the_quantize_options(page):
     from tacq.recipe import Recipe
 
     page.get_by_role("tab", name="Quantize").click()
+    settings = page.locator("#quant-settings")  # a fresh page opens on the measured preset
+    expect(settings.get_by_label("best measured for these bits", exact=True)).to_be_checked()
+    expect(page.locator("#quant-bits").get_by_label("3", exact=True)).to_be_checked()
+    expect(page.locator("#quant-damp input")).to_have_value("10 %")
+    expect(page.locator("#quant-basis input")).to_have_value("rotated (Hadamard)")
     page.locator("#quant-bits").get_by_label("2", exact=True).check()
-    settings = page.locator("#quant-settings")
     settings.get_by_label("best measured for these bits", exact=True).check()
     said = wait_text(page, "#quant-status", r"measured best at 2 bits", 30)
     assert Recipe.preset("measured", 2).describe() in said
