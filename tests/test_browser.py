@@ -542,7 +542,6 @@ def test_one_click_demo_quick(page):
     page.get_by_label("Quick (8 examples, no 3-bit)").check()
     page.get_by_role("button", name="Run the demo").click()
     wait_text(page, "#demo-timeline", r"running", 120)
-    assert page.locator(".progress-text:visible").count() == 1  # over the status alone
     shot(page, "12_demo_running")
     # a finished demo shows the gallery: the first 10 held-out prompts, answers marked
     said = wait_text(page, "#demo-gallery-summary", r"Right answers in the gallery", 900)
