@@ -8,10 +8,10 @@ from types import SimpleNamespace
 import gradio as gr
 import pandas as pd
 
+from app.chat_stream import check_chat_size, stream_side_by_side
 from app.common import handles_errors, whole
 from app.state import ModelRegistry, UserState
 from tacq.errors import TacqError
-from tacq.evaluate import check_chat_size, stream_side_by_side
 from tacq.tables import RESULT_COLUMNS
 
 FP = "original (full precision)"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable
 
+from demo_pick import recipe_key
 from quality import (
     ROTATED,
     method_order,
@@ -829,11 +830,13 @@ def demo(res: Results) -> list[str]:
     if dp:
         p = dp["pick"]
         verdict = "meets" if p["meets_target"] else "misses"
+        g = p.get("worst_g128_difference")
+        g = "" if g is None else f" and {g:+.2f} over GPTQ 2-bit g128"
         out.append(
-            f"- The one-click demo runs {p['task']} at {100 * p['ratio']:.2f} % (honest BPW "
+            f"- The one-click demo runs {p['task']} with TaCQ `{recipe_key(p)}` (honest BPW "
             f"{p['bpw_honest']:.2f}), picked on dev: in its worse mode TaCQ 2-bit exact match "
             f"{p['worst_tacq2_em']:.2f}, {p['worst_difference']:+.2f} over GPTQ 2-bit per "
-            f"channel ({verdict} the 0.5 / +0.4 target)."
+            f"channel{g} ({verdict} the 0.5 / +0.4 target over per channel)."
         )
     if dt:
         first = [r for r in dt["runs"] if r["attempt"].startswith("first")]
@@ -843,6 +846,15 @@ def demo(res: Results) -> list[str]:
             for r in first
         )
         out.append(f"- Demo time on a first run with empty caches: {offs} (target within 30 %).")
+        both = [r for r in dt["runs"] if r["attempt"].startswith("both")]
+        if both:
+            b, limit = both[0], dt["quick_limit_s"]
+            fits = "fits" if b["actual_s"] <= limit else "does not fit"
+            out.append(
+                f"- The quick demo with both GPTQ baselines took {b['actual_s']:.0f} s on empty "
+                f"caches: it {fits} {limit} s, so the quick demo makes "
+                f"{'both' if b['actual_s'] <= limit else 'g128 only'}."
+            )
     return out
 
 

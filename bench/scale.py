@@ -195,9 +195,9 @@ class Meter:
 def run_stages(lm, task, examples: int, new_tokens: int) -> dict:
     """The app's default path through the library, each stage measured; the caches are
     whatever $TACQ_HOME holds (the bench gives each shape an empty one)."""
+    from app.chat_stream import stream_chat
     from tacq.cache import tacq_home
     from tacq.data import DataConfig
-    from tacq.evaluate import stream_chat
     from tacq.export import save_packed
     from tacq.workflow import DEFAULT_RATIO, Selection, Study
 

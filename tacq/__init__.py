@@ -12,17 +12,29 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 
-def load_quantized(folder, device=None):
-    """Load a packed TaCQ checkpoint as a transformers model (see tacq.export)."""
-    from tacq.export import load_quantized as _load
-
-    return _load(folder, device)
+# The public API, each name imported when first asked for (import tacq stays light: no
+# torch or transformers until one is used). name -> the module that defines it.
+_API = {
+    "Study": "tacq.workflow",
+    "Recipe": "tacq.recipe",
+    "Selection": "tacq.select",
+    "load_model": "tacq.models",
+    "load_task": "tacq.data",
+    "read_examples": "tacq.data",
+    "save_packed": "tacq.export",
+    "load_quantized": "tacq.export",
+    "TacqError": "tacq.errors",
+}
+__all__ = sorted(_API)
 
 
 def __getattr__(name: str):
-    """tacq.Recipe, imported when first asked for (import tacq stays light)."""
-    if name == "Recipe":
-        from tacq.recipe import Recipe
+    if name in _API:
+        import importlib
 
-        return Recipe
+        return getattr(importlib.import_module(_API[name]), name)
     raise AttributeError(f"module 'tacq' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_API])

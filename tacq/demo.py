@@ -1,11 +1,13 @@
-"""The one-click demo: collect, quantize TaCQ 3-bit and 2-bit plus GPTQ 2-bit, evaluate.
+"""The one-click demo: collect, quantize TaCQ 3-bit and 2-bit plus GPTQ 2-bit per channel
+and with scales per 128 inputs (g128, what practitioners run at 2 bits), evaluate.
 
 A list of stages with expected times, run one after another with a timeline a UI or the
-CLI can show. The default task and kept ratio are the ones bench/demo_pick.py measured on
+CLI can show. The default task and TaCQ recipe are the ones bench/demo_pick.py measured on
 the tasks' dev splits (bench/results/demo_pick.json; a test keeps them in step). Expected
 times are this machine's own: the stage times of the last finished demo of the same model
 and mode (kept in $TACQ_HOME), else a first guess scaled from the 2-core CPU this project
-is developed on. GPTQ 2-bit comes free after TaCQ 2-bit: it is the cached reference.
+is developed on. A GPTQ variant whose settings are TaCQ's reference comes free after TaCQ
+(the cached reference); any other is a GPTQ pass of its own.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from tacq.data import TaskSet
 from tacq.evaluate import EvalResult, evaluate_variants
 from tacq.progress import Progress, no_progress, scaled
 from tacq.recipe import Recipe
+from tacq.tables import model_label
 from tacq.variant import Variant
 from tacq.workflow import Study
 
@@ -30,8 +33,14 @@ SUGGESTED_PROMPT = "Give the opposite of each word.\nhot -> cold\nbig -> small\n
 # Picked from measurements on dev (python bench/demo_pick.py; tests/test_demo_pick.py
 # checks these against bench/results/demo_pick.json).
 DEMO_TASK = "records"
-DEMO_RATIO = 0.005
+DEMO_RECIPE = "tacq_p0.5"  # a tacq.recipe key: the demo's TaCQ, at 2 bits and (full) 3 bits
 QUICK_EXAMPLES, FULL_EXAMPLES = 8, 32
+# The GPTQ baselines, per channel and g128. The quick demo makes only g128 when both do not
+# fit 3 minutes on the development machine's idle 2-core CPU: bench/demo_time.py times the
+# quick demo with both (tests/test_demo.py holds this to it).
+GPTQ_BASELINES = (Recipe(bits=2, ratio=0.0), Recipe(bits=2, ratio=0.0, group_size=128))
+QUICK_GPTQ = (GPTQ_BASELINES[1],)
+QUICK_LIMIT_S = 180
 
 # First-run stage times on the development machine (2-core CPU, SmolLM2-135M, empty
 # caches; bench/demo_time.py) and its speed probe: a first guess elsewhere is these times
@@ -43,6 +52,8 @@ REF_STAGE_S = {  # fitted to that run's first (empty-cache) quick and full demos
     "TaCQ, cold caches": 81.0,  # the unmasked reference (for dW) plus the masked run
     "TaCQ per example": 1.36,  # calibration passes grow with the examples
     "GPTQ, cached reference": 0.5,
+    "GPTQ, own pass": 40.0,  # a plain GPTQ pass whose reference TaCQ did not make
+    "GPTQ per example": 0.68,
     "evaluation per model": 10.5,
 }
 
@@ -88,9 +99,24 @@ class DemoRun:
         return sum(s.expected_s for s in self.stages)
 
 
-def demo_specs(quick: bool) -> list[tuple[int, str]]:
-    """(bits, 'tacq' | 'gptq') of the variants the demo makes, in order."""
-    return [(2, "tacq"), (2, "gptq")] if quick else [(3, "tacq"), (2, "tacq"), (2, "gptq")]
+def demo_recipe(bits: int) -> Recipe:
+    """The demo's TaCQ at `bits`: DEMO_RECIPE's settings."""
+    return Recipe.from_key(DEMO_RECIPE, bits)
+
+
+def demo_recipes(quick: bool, gptq: tuple[Recipe, ...] | None = None) -> list[Recipe]:
+    """The variants the demo makes, in order: TaCQ (3-bit unless quick, then 2-bit), then
+    the GPTQ baselines (`gptq`: these instead of the mode's own, as bench/demo_time.py
+    times the quick demo with both)."""
+    tacq = [demo_recipe(2)] if quick else [demo_recipe(3), demo_recipe(2)]
+    if gptq is None:
+        gptq = QUICK_GPTQ if quick else GPTQ_BASELINES
+    return tacq + list(gptq)
+
+
+def shares_reference(tacq: Recipe, gptq: Recipe) -> bool:
+    """Whether plain `gptq` is `tacq`'s unmasked reference (cached once TaCQ ran)."""
+    return gptq == tacq.changed(ratio=0.0, metric=gptq.metric)
 
 
 def speed_probe() -> float:
@@ -115,7 +141,13 @@ def speed_probe() -> float:
 _PROBE: dict[str, float] = {}
 
 
-WARM_SHARE = {"gradients per example": 0.03, "TaCQ, cold caches": 0.53, "TaCQ per example": 0.53}
+WARM_SHARE = {
+    "gradients per example": 0.03,
+    "TaCQ, cold caches": 0.53,
+    "TaCQ per example": 0.53,
+    "GPTQ, own pass": 0.02,  # a plain GPTQ variant is a reference: read from its cache
+    "GPTQ per example": 0.02,
+}
 
 
 def first_guess(study: Study, warm: bool = False) -> dict[str, float]:
@@ -130,45 +162,38 @@ def first_guess(study: Study, warm: bool = False) -> dict[str, float]:
     return {k: v * scale * share.get(k, 1.0) for k, v in REF_STAGE_S.items()}
 
 
-def plan_demo(study: Study, quick: bool = False, ratio: float = DEMO_RATIO) -> DemoRun:
-    """The stages: quick skips the 3-bit variant (for tests and slow machines)."""
-    demo = DemoRun([], times_key=_times_key(study, quick))
+def plan_demo(study: Study, quick: bool = False, gptq: tuple[Recipe, ...] | None = None) -> DemoRun:
+    """The stages: quick skips the 3-bit variant (for tests and slow machines); `gptq`
+    replaces the mode's GPTQ baselines (see demo_recipes)."""
+    recipes = demo_recipes(quick, gptq)
+    demo = DemoRun([], times_key=_times_key(study, quick, recipes))
     last = _read_times().get(demo.times_key, {})
     guess = first_guess(study, demo.times_key.endswith("warm")) if not last else REF_STAGE_S
     n = len(study.calib_examples)
     demo.stages.append(
         Stage("collect gradients", guess["gradients per example"] * n, study.collect)
     )
-    specs = demo_specs(quick)
-    for bits, kind in specs:
-        if kind == "tacq":
-
-            def make(p: Progress, bits: int = bits) -> Variant:
-                return study.quantize(Recipe(bits=bits, ratio=ratio), p)
-
-            name = f"quantize TaCQ {bits}-bit ({100 * ratio:.2f}%)"
+    made: list[Recipe] = []
+    for recipe in recipes:
+        if recipe.ratio:
             expected = guess["TaCQ, cold caches"] + n * guess["TaCQ per example"]
+        elif any(shares_reference(t, recipe) for t in made):
+            expected = guess["GPTQ, cached reference"]
         else:
+            expected = guess["GPTQ, own pass"] + n * guess["GPTQ per example"]
+        made.append(recipe)
 
-            def make(p: Progress, bits: int = bits) -> Variant:
-                return study.quantize(Recipe(bits=bits, ratio=0.0), p)
-
-            name, expected = (
-                f"quantize GPTQ {bits}-bit (no circuit)",
-                guess["GPTQ, cached reference"],
-            )
-
-        def run(p: Progress, make=make) -> Variant:
-            v = make(p)
+        def run(p: Progress, recipe: Recipe = recipe) -> Variant:
+            v = study.quantize(recipe, p)
             demo.variants.append(v)
             return v
 
-        demo.stages.append(Stage(name, expected, run))
+        demo.stages.append(Stage(f"quantize {model_label(recipe.name)}", expected, run))
     per_model = guess["evaluation per model"]
     demo.stages.append(
         Stage(
             "evaluate on held-out",
-            per_model * (len(specs) + 1),
+            per_model * (len(recipes) + 1),
             lambda p: _evaluate(study, demo, p),
         )
     )
@@ -177,14 +202,14 @@ def plan_demo(study: Study, quick: bool = False, ratio: float = DEMO_RATIO) -> D
     return demo
 
 
-def _times_key(study: Study, quick: bool) -> str:
-    """Model, examples, mode, threads, and whether this study's caches are filled already:
-    a first demo computes gradients and references, a repeat reads them (about 40 % less
-    time), so each kind of run expects what the same kind took last time."""
+def _times_key(study: Study, quick: bool, recipes: list[Recipe]) -> str:
+    """Model, examples, mode and its variants, threads, and whether this study's caches are
+    filled already: a first demo computes gradients and references, a repeat reads them
+    (about 40 % less time), so each kind of run expects what the same kind took last time."""
     from tacq.gradients import grads_cache_path
 
     threads = os.environ.get("OMP_NUM_THREADS") or str(os.cpu_count())
-    mode = "quick" if quick else "full"
+    mode = ("quick" if quick else "full") + "+" + "+".join(r.key() for r in recipes)
     caches = "warm" if grads_cache_path(study.grads_key()).exists() else "cold"
     return f"{study.lm.fingerprint}|{study.digest()}|{mode}|{threads}|{caches}"
 

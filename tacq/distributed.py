@@ -20,7 +20,13 @@ import torch
 import torch.distributed as dist
 
 from tacq.data import Batch
-from tacq.gradients import GradientConfig, GradStats, collect_abs_grads
+from tacq.gradients import (
+    GradientConfig,
+    GradStats,
+    cache_key_and_path,
+    collect_abs_grads,
+    save_stats,
+)
 from tacq.progress import Progress
 
 
@@ -103,4 +109,28 @@ def collect_abs_grads_distributed(
     stats.n_samples, stats.n_tokens = n_samples, int(counts[1])
     stats.mean_loss = float(counts[2]) / max(n_samples, 1)
     stats.seconds = float(counts[3]) / world  # mean wall time per rank
+    return stats
+
+
+def in_process_group() -> bool:
+    """Whether this process is one rank of an initialized torch.distributed group."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def collect_cached_distributed(
+    model: torch.nn.Module,
+    batches: list[Batch],
+    cfg: GradientConfig,
+    key: str,
+    progress: Progress | None = None,
+    kinds: tuple[str, ...] | None = None,
+) -> GradStats:
+    """tacq.gradients.collect_cached under torchrun: every rank computes its shard and no
+    rank reads the cache (so none can skip the all-reduce); rank 0 writes it for later
+    single-process runs."""
+    kinds = kinds or cfg.kinds
+    key, path = cache_key_and_path(key, cfg, kinds)
+    stats = collect_abs_grads_distributed(model, batches, cfg, progress, kinds)
+    if dist.get_rank() == 0:
+        save_stats(path, key, stats)
     return stats

@@ -340,6 +340,13 @@ def load_stats(
     )
 
 
+def cache_key_and_path(key: str, cfg: GradientConfig, kinds: tuple[str, ...]) -> tuple[str, Path]:
+    """The cache key and file of a pass summing `kinds`: a second pass (kinds other than
+    the run's own) has its own key."""
+    key = extra_key(key) if kinds != cfg.kinds else key
+    return key, grads_cache_path(key)
+
+
 def collect_cached(
     model: nn.Module,
     batches: list[Batch],
@@ -352,21 +359,11 @@ def collect_cached(
     kinds=EXTRA_PREFIXES: the second pass of the run keyed `key` (its own file).
 
     A fresh result is saved, then read back from the file: the study then holds the
-    cache's zero-copy view, not a second full-size copy in memory.
-    Under torchrun every rank computes its shard and no rank reads the cache (so none can
-    skip the all-reduce); rank 0 writes it for later single-process runs.
+    cache's zero-copy view, not a second full-size copy in memory. Under torchrun,
+    tacq.distributed.collect_cached_distributed takes this one's place.
     """
     kinds = kinds or cfg.kinds
-    if kinds != cfg.kinds:
-        key = extra_key(key)
-    path = grads_cache_path(key)
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        from tacq.distributed import collect_abs_grads_distributed
-
-        stats = collect_abs_grads_distributed(model, batches, cfg, progress, kinds)
-        if torch.distributed.get_rank() == 0:
-            save_stats(path, key, stats)
-        return stats
+    key, path = cache_key_and_path(key, cfg, kinds)
     names = list(quantizable_linears(model))
     stats = load_stats(path, key, names, kinds)
     if stats is not None:

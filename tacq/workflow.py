@@ -17,6 +17,7 @@ from tacq.anatomy import Geometry, aggregate
 from tacq.calibration import CalibrationSet
 from tacq.data import Batch, DataConfig, TaskSet
 from tacq.distill import DistillConfig, distill_bytes, tune_scales
+from tacq.distributed import collect_cached_distributed, in_process_group
 from tacq.errors import TacqError
 from tacq.explain import ModuleExplanation, explain_module, row_col_saliency
 from tacq.gradients import (
@@ -98,11 +99,18 @@ class Study:
     def collect(self, progress: Progress | None = None) -> GradStats:
         """Per-sample |grad| sums (and Σg², Σg with grad_cfg.extra_stats), from the disk
         cache when the same run was done before."""
-        stats = collect_cached(
-            self.lm.model, self.batches(), self.grad_cfg, self.grads_key(), progress
-        )
+        stats = self._collect(progress)
         self.stats = stats
         return stats
+
+    def _collect(
+        self, progress: Progress | None, kinds: tuple[str, ...] | None = None
+    ) -> GradStats:
+        """The cached collection, or each rank's share of it under torchrun."""
+        collect = collect_cached_distributed if in_process_group() else collect_cached
+        return collect(
+            self.lm.model, self.batches(), self.grad_cfg, self.grads_key(), progress, kinds
+        )
 
     def collect_extra(self, progress: Progress | None = None) -> GradStats:
         """Σg² and Σg beside the collected |g| (Fisher, signed gradient, SqueezeLLM-like): a
@@ -111,14 +119,7 @@ class Study:
         if stats is None:
             raise TacqError("Collect gradients first.")
         if not stats.sq_grad:
-            extra = collect_cached(
-                self.lm.model,
-                self.batches(),
-                self.grad_cfg,
-                self.grads_key(),
-                progress,
-                kinds=EXTRA_PREFIXES,
-            )
+            extra = self._collect(progress, EXTRA_PREFIXES)
             stats.sq_grad, stats.sum_grad = extra.sq_grad, extra.sum_grad
         return stats
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tacq.evaluate import _line_end_criterion, answer_line, answer_line_ended
+from tacq.evaluate import answer_line, answer_line_ended, line_end_criterion
 
 
 def test_a_line_ends_only_after_text():
@@ -25,15 +25,16 @@ def test_criterion_stops_each_row_on_its_own(tiny_lm):
     width = max(len(x) for x in ids)
     pad = tok.pad_token_id
     batch = torch.tensor([x + [pad] * (width - len(x)) for x in ids])
-    done = _line_end_criterion(tok, len(prompt))(batch, None)
+    done = line_end_criterion(tok, len(prompt))(batch, None)
     assert done.tolist() == [True, False, False]
 
 
 @pytest.mark.slow
 def test_smollm2_answers_stop_at_the_line_end():
+    from app.chat_stream import stream_chat
     from tacq.data import load_task
     from tacq.demo import SUGGESTED_PROMPT
-    from tacq.evaluate import evaluate, generate_batch, stream_chat
+    from tacq.evaluate import evaluate, generate_batch
     from tacq.models import load_model
 
     lm = load_model("default")

@@ -164,7 +164,7 @@ def test_fit_on_the_tiny_model_end_to_end(tiny_lm, tiny_task):
     ],
 )
 def test_cli_fit_refuses_bad_options_before_loading(argv, said, capsys):
-    from tacq.__main__ import main
+    from tacq.cli.main import main
 
     assert main(["fit", *argv]) == 1
     out = capsys.readouterr()

@@ -1,4 +1,5 @@
-"""bench/README.md is generated from the committed results: no hand-copied numbers."""
+"""bench/README.md and its appendices are generated from the committed results: no
+hand-copied numbers, and the README stays one page."""
 
 from __future__ import annotations
 
@@ -10,15 +11,24 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 def test_bench_readme_is_what_tables_py_writes(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCH))
-    for name in ("tables", "findings", "quality", "_common"):
+    for name in ("tables", "findings", "quality", "onepage", "demo_pick", "_common"):
         monkeypatch.delitem(sys.modules, name, raising=False)
+    import onepage
     import tables
 
-    want = tables.readme()
-    got = (BENCH / "README.md").read_text(encoding="utf-8")
-    assert got == want, (
-        "bench/README.md is stale or hand-edited: run python bench/tables.py --write"
-    )
+    pages = tables.readme_pages()
+    assert set(pages) == {"README.md", *(f"results/{n}.md" for n, _ in tables.APPENDICES)}
+    for path, want in pages.items():
+        got = (BENCH / path).read_text(encoding="utf-8")
+        assert got == want, (
+            f"bench/{path} is stale or hand-edited: run python bench/tables.py --write"
+        )
+    readme = pages["README.md"]
+    assert len(readme.splitlines()) <= onepage.LINES_MAX
+    for name, _ in tables.APPENDICES:  # the page links every appendix
+        assert f"](results/{name}.md)" in readme
+    for head in ("## Which recipe at 2, 3 and 4 bits", "## Verdicts, one per target"):
+        assert head in readme
 
 
 def test_every_committed_result_records_where_it_came_from():
@@ -31,7 +41,7 @@ def test_every_committed_result_records_where_it_came_from():
 
 def test_readme_fit_table_is_the_committed_result(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCH))
-    for name in ("tables", "findings", "quality", "_common"):
+    for name in ("tables", "findings", "quality", "onepage", "demo_pick", "_common"):
         monkeypatch.delitem(sys.modules, name, raising=False)
     import tables
 

@@ -535,36 +535,39 @@ def test_how_it_works_toy_follows_the_formula(page):
 
 def test_one_click_demo_quick(page):
     from tacq.data import load_task
-    from tacq.demo import DEMO_RATIO, DEMO_TASK
+    from tacq.demo import DEMO_TASK, QUICK_GPTQ, demo_recipe
 
-    tacq2 = f"tacq-2bit-{100 * DEMO_RATIO:.2f}%"
+    tacq2, gptq = demo_recipe(2).name, QUICK_GPTQ[-1].name  # g128: what practitioners run
     page.get_by_role("tab", name="One-click demo").click()
-    page.get_by_label("Quick (8 examples, no 3-bit)").check()
+    page.get_by_label("Quick (8 examples, no 3-bit").check()
     page.get_by_role("button", name="Run the demo").click()
     wait_text(page, "#demo-timeline", r"running", 120)
     shot(page, "12_demo_running")
     # a finished demo shows the gallery: the first 10 held-out prompts, answers marked
     said = wait_text(page, "#demo-gallery-summary", r"Right answers in the gallery", 900)
     right = {m[1]: int(m[2]) for m in re.finditer(r"([\w.%-]+) (\d+) of 10", said)}
-    assert set(right) == {"original", tacq2, "gptq-2bit"}, said
-    assert right[tacq2] >= 5 and right[tacq2] > right["gptq-2bit"], said  # measured default
+    assert set(right) == {"original", *(r.name for r in QUICK_GPTQ), tacq2}, said
+    assert right[tacq2] >= 5 and right[tacq2] > right[gptq], said  # measured default
     gallery = page.inner_text("#demo-gallery")
-    assert gallery.count("✓") + gallery.count("✗") == 30 and "(per channel)" in gallery
-    assert "BPW" in gallery
-    timeline = wait_text(page, "#demo-timeline", r"(done[\s\S]*){4}", 30)
-    assert timeline.count("done") == 4 and "running" not in timeline
+    n = 2 + len(QUICK_GPTQ)
+    assert gallery.count("✓") + gallery.count("✗") == 10 * n
+    assert re.search(rf"{re.escape(gptq)} · 2\.\d\d BPW", gallery), gallery[:300]
+    assert re.search(rf"{re.escape(tacq2)} · 2\.\d\d BPW", gallery), gallery[:300]
+    timeline = wait_text(page, "#demo-timeline", rf"(done[\s\S]*){{{n + 1}}}", 30)
+    assert timeline.count("done") == n + 1 and "running" not in timeline
+    assert "quantize gptq-2bit-g128" in timeline
     assert re.search(r"Done in \d+ s", page.inner_text("#demo-status"))
     shot(page, "13_demo_gallery")
     # the chat has the task's first held-out prompt ready and the held-out table
     page.get_by_role("tab", name="Chat").click()
     prompt = load_task(DEMO_TASK).heldout[0].prompt
     assert page.locator("#chat-prompt textarea").input_value() == prompt
-    table = wait_text(page, "#chat-eval", r"gptq-2bit", 30)
+    table = wait_text(page, "#chat-eval", re.escape(gptq), 30)
     nll = {
         name: float(re.search(rf"{re.escape(name)}\s+([\d.]+)", table)[1])
-        for name in ("original", tacq2, "gptq-2bit")
+        for name in ("original", tacq2, gptq)
     }
-    assert nll["original"] < nll[tacq2] < nll["gptq-2bit"]
+    assert nll["original"] < nll[tacq2] < nll[gptq]
     # Send on the suggested prompt: the chat sends it raw, as the gallery did, so each
     # model answers it as in the gallery's first row (original, TaCQ 2-bit, GPTQ 2-bit):
     # a right answer word for word; a wrong one wrong in the chat too (the gallery's comes
@@ -572,7 +575,7 @@ def test_one_click_demo_quick(page):
     # the unpadded chat's at a near-tie of two tokens: seen once, "l" against "l =>url:")
     assert page.locator("#chat-style input:checked").get_attribute("value") == "completion"
     assert page.get_by_label("Variant 1").input_value() == tacq2
-    assert page.get_by_label("Variant 2").input_value() == "gptq-2bit"
+    assert page.get_by_label("Variant 2").input_value() == gptq
     first_row = re.findall(r"([✓✗]) ([^\n]*)", gallery)[:3]
     page.get_by_role("button", name="Send").click()
     replies = _settled_replies(page, 3)

@@ -271,7 +271,7 @@ def test_default_cap_is_the_smaller_of_20_gb_and_a_quarter_of_the_free_disk(monk
 
 
 def test_cli_lists_and_clears_the_caches(monkeypatch, capsys):
-    from tacq.__main__ import main
+    from tacq.cli.main import main
 
     monkeypatch.setenv("TACQ_CACHE_GB", "2")
     g1, g2, q = _entry("grads", "a"), _entry("grads", "b"), _entry("quant", "c")

@@ -27,14 +27,14 @@ class NoTokenizer:
 
 
 def test_a_4mb_prompt_is_refused_before_tokenizing(tiny_llama):
-    from tacq.evaluate import stream_chat
+    from app.chat_stream import stream_chat
 
     with pytest.raises(TacqError, match=r"4,000,000 characters.*at most 20,000"):
         next(stream_chat(tiny_llama, NoTokenizer(), [{"role": "user", "content": "x" * 4_000_000}]))
 
 
 def test_a_history_over_100k_characters_is_refused(tiny_llama):
-    from tacq.evaluate import check_chat_size, stream_chat
+    from app.chat_stream import check_chat_size, stream_chat
 
     turns = ["user", "assistant"] * 3
     history = [{"role": r, "content": "y" * 16_667} for r in turns[:5]]
@@ -83,7 +83,7 @@ def _tokenizer_with_template(tiny_lm):
 
 def _fed(model, tokenizer, messages, style) -> tuple[list[int], list[str]]:
     """The prompt ids stream_chat hands to generate(), and its stopping criteria."""
-    from tacq.evaluate import stream_chat
+    from app.chat_stream import stream_chat
 
     seen = []
     original = model.generate

@@ -98,7 +98,8 @@ def test_chat_and_evaluation_beside_warm_ups(tiny_lm, tiny_task, thread_errors, 
     """The app's threads on one packed variant: warm-up (compiling), evaluation and chat at
     once, for many warm-ups. No thread raises, and evaluation and chat give what they give
     alone."""
-    from tacq.evaluate import evaluate, stream_chat
+    from app.chat_stream import stream_chat
+    from tacq.evaluate import evaluate
     from tacq.select import Selection
     from tacq.workflow import Study
 

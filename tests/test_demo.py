@@ -16,12 +16,37 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_demo_defaults_are_the_measured_pick():
-    """DEMO_TASK and DEMO_RATIO are what bench/demo_pick.py chose on the dev splits."""
-    from tacq.demo import DEMO_RATIO, DEMO_TASK
+    """DEMO_TASK and DEMO_RECIPE are what bench/demo_pick.py chose on the dev splits."""
+    from tacq.demo import DEMO_RECIPE, DEMO_TASK, demo_recipe
 
     pick = json.loads((ROOT / "bench" / "results" / "demo_pick.json").read_text())["pick"]
-    assert (DEMO_TASK, DEMO_RATIO) == (pick["task"], pick["ratio"])
-    assert pick["bpw_honest"] <= 2.3
+    assert (DEMO_TASK, DEMO_RECIPE) == (pick["task"], pick["recipe"])
+    assert pick["bpw_honest"] <= 2.3 and demo_recipe(2).ratio == pick["ratio"]
+
+
+def test_quick_demo_makes_both_gptq_baselines_only_if_they_fit_its_minutes():
+    """bench/demo_time.py timed the quick demo with both GPTQ baselines on empty caches:
+    over QUICK_LIMIT_S, the quick demo makes g128 alone (what practitioners run)."""
+    from tacq.demo import DEMO_RECIPE, GPTQ_BASELINES, QUICK_GPTQ, QUICK_LIMIT_S, demo_recipes
+
+    timed = json.loads((ROOT / "bench" / "results" / "demo_time.json").read_text())
+    both = [r for r in timed["runs"] if r["attempt"].startswith("both GPTQ baselines")]
+    assert len(both) == 1 and both[0]["recipe"] == DEMO_RECIPE, "rerun bench/demo_time.py"
+    assert both[0]["variants"] == [r.name for r in demo_recipes(True, GPTQ_BASELINES)]
+    fits = both[0]["actual_s"] <= QUICK_LIMIT_S == timed["quick_limit_s"]
+    assert QUICK_GPTQ == (GPTQ_BASELINES if fits else GPTQ_BASELINES[1:])
+    assert [r.group_size for r in GPTQ_BASELINES] == [None, 128]
+
+
+def test_plain_gptq_is_free_only_where_it_is_tacqs_reference():
+    from tacq.demo import shares_reference
+    from tacq.recipe import Recipe
+
+    plain, g128 = Recipe(bits=2, ratio=0.0), Recipe(bits=2, ratio=0.0, group_size=128)
+    assert shares_reference(Recipe.from_key("tacq_p0.5", 2), plain)
+    assert not shares_reference(Recipe.from_key("tacq_p0.5", 2), g128)
+    assert not shares_reference(Recipe.from_key("tacq_p0.5", 3), plain)  # another bit width
+    assert not shares_reference(Recipe.preset("measured", 2), plain)  # rotated and damped
 
 
 def test_next_demo_expects_the_last_measured_times(tiny_lm, tiny_task):

@@ -71,7 +71,7 @@ def test_packed_variant_on_cuda_matches_its_export(tiny_task, tmp_path):
 
 
 def test_streaming_chat_on_cuda():
-    from tacq.evaluate import stream_chat
+    from app.chat_stream import stream_chat
 
     lm = _lm("cuda")
     chunks = list(stream_chat(lm.model, lm.tokenizer, [{"role": "user", "content": "hot ->"}], 8))

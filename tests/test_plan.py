@@ -56,7 +56,7 @@ EIGHT_B_GPU = ["plan", "--model", "llama-3-8b", "--device", "cuda", "--tflops", 
 def test_planning_a_rented_machine_never_reads_this_ones_memory(monkeypatch, capsys):
     """--memory-gb / --tflops describe another machine: this one's free memory (here made
     tiny) is not checked; --host-memory-gb is that machine's host memory."""
-    from tacq.__main__ import main
+    from tacq.cli.main import main
 
     monkeypatch.setenv("TACQ_MEMORY_BUDGET_MB", "100")
     assert main([*EIGHT_B_GPU, "--memory-gb", "80"]) == 0

@@ -204,8 +204,8 @@ def test_describe():
 def test_cli_quantize_flags_are_the_recipes_fields_with_its_defaults():
     import argparse
 
-    from tacq.__main__ import build_parser
-    from tacq.recipe_flags import flag
+    from tacq.cli.parser import build_parser
+    from tacq.cli.recipe_flags import flag
 
     sub = build_parser()._subparsers._group_actions[0].choices["quantize"]
     actions = {a.dest: a for a in sub._actions}
@@ -214,7 +214,7 @@ def test_cli_quantize_flags_are_the_recipes_fields_with_its_defaults():
         assert flag(f.name) in action.option_strings, f.name
         assert action.default is None  # a preset (--settings) fills what was not given
     plain = argparse.ArgumentParser()
-    from tacq.recipe_flags import add_recipe_flags
+    from tacq.cli.recipe_flags import add_recipe_flags
 
     add_recipe_flags(plain)
     assert vars(plain.parse_args([])) == Recipe().to_config()  # the Recipe's own defaults

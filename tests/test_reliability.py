@@ -239,14 +239,14 @@ def test_processes_starting_together_convert_the_bundled_model_once(tmp_path, mo
 
 def test_cli_lists_every_command():
     """Every command the README names is wired into the parser."""
-    from tacq.__main__ import COMMANDS, build_parser
+    from tacq.cli.main import COMMANDS, build_parser
 
     choices = build_parser()._subparsers._group_actions[0].choices
     assert set(COMMANDS) == set(choices)
 
 
 def test_cli_rounding_check_without_steps_is_refused_before_loading(tmp_path, capsys):
-    from tacq.__main__ import main
+    from tacq.cli.main import main
 
     assert main(["quantize", "--rounding-check", "--out", str(tmp_path / "v")]) == 1
     assert "--rounding-check needs --rounding-steps" in capsys.readouterr().err
@@ -254,7 +254,7 @@ def test_cli_rounding_check_without_steps_is_refused_before_loading(tmp_path, ca
 
 
 def test_cli_bad_distill_epochs_are_refused_before_loading(tmp_path, capsys):
-    from tacq.__main__ import main
+    from tacq.cli.main import main
 
     assert main(["quantize", "--distill-epochs", "-2", "--out", str(tmp_path / "v")]) == 1
     assert "at least 1 epoch (got -2)" in capsys.readouterr().err
@@ -264,9 +264,9 @@ def test_cli_bad_distill_epochs_are_refused_before_loading(tmp_path, capsys):
 def test_cli_settings_name_a_recipe_that_the_options_then_change():
     """--settings measured is the Recipe preset at --bits; an option given beside it changes
     that field and nothing else (no option is silently lost, none refused)."""
-    from tacq.__main__ import build_parser
+    from tacq.cli.parser import build_parser
+    from tacq.cli.recipe_flags import recipe_from_args
     from tacq.recipe import Recipe
-    from tacq.recipe_flags import recipe_from_args
 
     def recipe(*argv):
         return recipe_from_args(build_parser().parse_args(["quantize", *argv, "--out", "v"]))
@@ -296,7 +296,7 @@ def test_cli_settings_name_a_recipe_that_the_options_then_change():
 def test_cli_rotation_with_what_it_cannot_combine_is_refused_before_loading(
     tmp_path, capsys, extra, message
 ):
-    from tacq.__main__ import main
+    from tacq.cli.main import main
 
     out = tmp_path / "v"
     assert main(["quantize", "--rotate", "hadamard", *extra, "--out", str(out)]) == 1
@@ -306,7 +306,7 @@ def test_cli_rotation_with_what_it_cannot_combine_is_refused_before_loading(
 
 
 def test_chat_longer_than_the_context_gets_a_message(tiny_lm):
-    from tacq.evaluate import stream_chat
+    from app.chat_stream import stream_chat
 
     long = [{"role": "user", "content": "word " * 500}]  # 2,500 characters = tokens here
     with pytest.raises(TacqError, match="exceeds the 2048-token context"):

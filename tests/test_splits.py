@@ -118,7 +118,7 @@ def test_split_counts_wording():
 
 
 def test_cli_eval_data_scores_only_the_heldout_rows(tmp_path, tiny_lm, capsys):
-    from tacq.__main__ import main
+    from tacq.cli.main import main
 
     folder = tmp_path / "tiny"
     tiny_lm.model.save_pretrained(folder)

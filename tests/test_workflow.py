@@ -83,15 +83,21 @@ def test_explain_matches_ranking_and_formula(tiny_lm, tiny_task):
 
 
 def test_demo_runs_every_stage_in_order(tiny_lm, tiny_task):
-    from tacq.demo import DEMO_RATIO, plan_demo, run_demo
+    from tacq.demo import GPTQ_BASELINES, demo_recipe, plan_demo, run_demo
 
-    demo = plan_demo(Study(tiny_lm, tiny_task), quick=True)
+    demo = plan_demo(Study(tiny_lm, tiny_task), quick=True, gptq=GPTQ_BASELINES)
     seen = [[s.status for s in d.stages] for d in run_demo(demo)]
     assert seen[0][0] == "running" and all(st == "done" for st in seen[-1])
     assert len(seen) == 2 * len(demo.stages)
-    tacq = f"tacq-2bit-{100 * DEMO_RATIO:.2f}%"
-    assert [v.name for v in demo.variants] == [tacq, "gptq-2bit"]
-    assert [r.name for r in demo.results] == ["original", tacq, "gptq-2bit"]
+    names = [demo_recipe(2).name, "gptq-2bit", "gptq-2bit-g128"]
+    assert [v.name for v in demo.variants] == names
+    assert [s.name for s in demo.stages[1:4]] == [
+        f"quantize {names[0]}",
+        "quantize gptq-2bit (per channel)",
+        "quantize gptq-2bit-g128",
+    ]
+    assert [r.name for r in demo.results] == ["original", *names]
+    assert demo.variants[2].spec.group_size == 128 and demo.variants[1].spec.group_size is None
     assert demo.results[1].kl_to_fp > 0 and demo.results[0].kl_to_fp in (None, 0.0)
 
 
