@@ -413,16 +413,59 @@ def fit_markdown(fit: dict) -> str:
 
 
 README_FIT = ("<!-- fit table: python bench/tables.py --write -->", "<!-- end of fit table -->")
+README_DEMO = (
+    "<!-- demo figures: python bench/tables.py --write -->",
+    "<!-- end of demo figures -->",
+)
+
+
+def demo_markdown(dt: dict) -> str:
+    """The README's measured demo sentence, from bench/results/demo_time.json."""
+    first = {r["mode"]: r for r in dt["runs"] if r["attempt"] == "first run, empty caches"}
+    both = next((r for r in dt["runs"] if r["attempt"].startswith("both")), None)
+    times = ", ".join(
+        f"{mode} {r['actual_s']:.0f} s (expected {r['expected_s']:.0f} s)"
+        for mode, r in first.items()
+    )
+    full = first.get("full") or next(iter(first.values()))
+    em = ", ".join(f"{name} {v:.2f}" for name, v in full["heldout_em"].items())
+    right = ", ".join(f"{name} {k}" for name, k in full["gallery_right"].items())
+    out = (
+        f"Measured on a 2-core CPU with empty caches (`python bench/demo_time.py`, the app's "
+        f"thread setting, TaCQ `{full.get('recipe', 'tacq_p0.5')}`): {times}. Held-out exact "
+        f"match of the {full['mode']} demo: {em}; right answers in its gallery of 10: {right}."
+    )
+    if both:
+        fits = both["actual_s"] <= dt["quick_limit_s"]
+        out += (
+            f" The quick demo with both GPTQ baselines took {both['actual_s']:.0f} s, "
+            + ("within" if fits else "over")
+            + f" its {dt['quick_limit_s']} s, so *Quick* makes "
+            + ("both." if fits else "GPTQ g128 only.")
+        )
+    return out
+
+
+def _replace_between(text: str, markers: tuple[str, str], body: str, indent: str = "") -> str:
+    """text with the lines between the two markers replaced by body (indented: inside a
+    list item)."""
+    start, end = markers
+    if start not in text:
+        return text
+    head, rest = text.split(start, 1)
+    body = "\n".join(indent + line for line in body.splitlines())
+    return f"{head}{start}\n{body}\n{indent}{end}{rest.split(end, 1)[1]}"
 
 
 def readme_with_fit(text: str) -> str:
-    """The project README with its auto-fit table rewritten from bench/results/fit.json."""
-    start, end = README_FIT
-    fit = load("fit")
-    if fit is None or start not in text:
-        return text
-    head, rest = text.split(start, 1)
-    return f"{head}{start}\n{fit_markdown(fit)}\n{end}{rest.split(end, 1)[1]}"
+    """The project README with its generated parts rewritten from bench/results: the
+    auto-fit table (fit.json) and the demo's measured figures (demo_time.json)."""
+    fit, dt = load("fit"), load("demo_time")
+    if fit is not None:
+        text = _replace_between(text, README_FIT, fit_markdown(fit))
+    if dt is not None:
+        text = _replace_between(text, README_DEMO, demo_markdown(dt), indent="   ")
+    return text
 
 
 def _gb(n: float) -> str:
