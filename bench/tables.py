@@ -432,7 +432,8 @@ def demo_markdown(dt: dict) -> str:
     right = ", ".join(f"{name} {k}" for name, k in full["gallery_right"].items())
     out = (
         f"Measured on a 2-core CPU with empty caches (`python bench/demo_time.py`, the app's "
-        f"thread setting, TaCQ `{full.get('recipe', 'tacq_p0.5')}`): {times}. Held-out exact "
+        f"thread setting, TaCQ `{full.get('recipe', 'tacq_p0.5')}`, speed probe "
+        f"{dt['probe_s']:.3f} s): {times}. Held-out exact "
         f"match of the {full['mode']} demo: {em}; right answers in its gallery of 10: {right}."
     )
     if both:

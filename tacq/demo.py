@@ -47,14 +47,15 @@ QUICK_LIMIT_S = 180
 # scaled by this machine's probe and the model's number of quantizable weights.
 REF_PROBE_S = 0.169  # bench/results/demo_time.json "probe_s" of the calibrating run
 REF_WEIGHTS = 106_168_320  # SmolLM2-135M's q/k/v/o/gate/up/down weights
-REF_STAGE_S = {  # fitted to that run's first (empty-cache) quick and full demos on records
-    "gradients per example": 1.25,
-    "TaCQ, cold caches": 81.0,  # the unmasked reference (for dW) plus the masked run
-    "TaCQ per example": 1.36,  # calibration passes grow with the examples
+REF_STAGE_S = {  # fitted to the first (empty-cache) quick and full demos on records of
+    # bench/demo_time.py (2026-12-07: measured times / 1.61, that run's probe over REF_PROBE_S)
+    "gradients per example": 0.6,
+    "TaCQ, cold caches": 90.0,  # the unmasked reference (for dW) plus the masked run
+    "TaCQ per example": 1.44,  # calibration passes grow with the examples
     "GPTQ, cached reference": 0.5,
-    "GPTQ, own pass": 40.0,  # a plain GPTQ pass whose reference TaCQ did not make
-    "GPTQ per example": 0.68,
-    "evaluation per model": 10.5,
+    "GPTQ, own pass": 79.0,  # a plain GPTQ pass TaCQ's ranking did not make (g128)
+    "GPTQ per example": 0.18,
+    "evaluation per model": 7.5,
 }
 
 
@@ -115,8 +116,13 @@ def demo_recipes(quick: bool, gptq: tuple[Recipe, ...] | None = None) -> list[Re
 
 
 def shares_reference(tacq: Recipe, gptq: Recipe) -> bool:
-    """Whether plain `gptq` is `tacq`'s unmasked reference (cached once TaCQ ran)."""
-    return gptq == tacq.changed(ratio=0.0, metric=gptq.metric)
+    """Whether `gptq` comes free once `tacq` ran: plain GPTQ at its bits and group size is
+    the reference its ranking quantized (dW), whatever damping or basis TaCQ's own pass
+    uses, and it is cached."""
+    from tacq.saliency import METRICS
+
+    plain = Recipe(bits=tacq.bits, ratio=0.0, group_size=tacq.group_size)
+    return bool(tacq.ratio) and METRICS[tacq.metric].needs_quant and gptq == plain
 
 
 def speed_probe() -> float:
