@@ -33,7 +33,8 @@ SUGGESTED_PROMPT = "Give the opposite of each word.\nhot -> cold\nbig -> small\n
 # Picked from measurements on dev (python bench/demo_pick.py; tests/test_demo_pick.py
 # checks these against bench/results/demo_pick.json).
 DEMO_TASK = "records"
-DEMO_RECIPE = "tacq_p0.2_d0.1_roth"  # a tacq.recipe key: the demo's TaCQ, at 2 bits and (full) 3 bits
+# The demo's TaCQ at 2 bits and (full demo) 3 bits, as a tacq.recipe key:
+DEMO_RECIPE = "tacq_p0.2_d0.1_roth"
 QUICK_EXAMPLES, FULL_EXAMPLES = 8, 32
 # The GPTQ baselines, per channel and g128. The quick demo makes only g128 when both do not
 # fit 3 minutes on the development machine's idle 2-core CPU: bench/demo_time.py times the
