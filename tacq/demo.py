@@ -30,7 +30,7 @@ from tacq.variant import Variant
 from tacq.workflow import Study
 
 SUGGESTED_PROMPT = "Give the opposite of each word.\nhot -> cold\nbig -> small\nearly ->"
-# Picked from measurements on dev (python bench/demo_pick.py; tests/test_demo_pick.py
+# Picked from measurements on dev (python bench/demo_pick.py; tests/test_demo.py
 # checks these against bench/results/demo_pick.json).
 DEMO_TASK = "records"
 # The demo's TaCQ at 2 bits and (full demo) 3 bits, as a tacq.recipe key:
