@@ -39,6 +39,7 @@ def main() -> None:
 
     from tacq.autofit import fit
     from tacq.data import list_tasks, load_task
+    from tacq.demo import speed_probe
     from tacq.models import load_model
     from tacq.progress import line_progress
     from tacq.workflow import Study
@@ -63,6 +64,9 @@ def main() -> None:
             "caches": "warm" if args.warm else "cold",
             "wall_s": wall,
             "meets_time_target": wall <= TARGET_MIN * 60,
+            # how fast this machine ran GPTQ then (tacq.demo.speed_probe; the development
+            # machine: REF_PROBE_S): wall times on a slower one are not the same promise
+            "speed_probe_s": speed_probe(),
             "chosen_bits": chosen.recipe.bits if chosen else None,
             "chosen_bpw": chosen.bpw_honest if chosen else None,
             **result.record(),

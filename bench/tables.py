@@ -378,13 +378,16 @@ def fit_markdown(fit: dict) -> str:
     held-out, and what the search cost. Also the README's table (README_FIT markers)."""
     lines = [
         f"`python -m tacq fit --task NAME --keep {fit['keep']:g}` with cold caches: candidates "
-        "scored on dev in increasing honest bits per weight; the choice scored once on held-out.",
+        "scored on dev in increasing honest bits per weight; the choice scored once on held-out. "
+        "The speed probe (`tacq.demo.speed_probe`, a fixed GPTQ job; about 0.17 s on the "
+        "development machine) says how fast the machine ran then (- : not recorded).",
         "",
         "| task | chosen | bits | honest BPW | dev EM (fp) | held-out EM (fp) | held-out EM kept "
-        "| candidates scored | wall (min) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| candidates scored | wall (min) | speed probe (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in sorted(fit["rows"], key=lambda r: r["task"]):
+        probe = f"{r['speed_probe_s']:.3f}" if "speed_probe_s" in r else "-"
         best = max(r["points"], key=lambda p: p["dev_em"], default=None)
         if r["chosen"] is None:
             chosen = "none" + (
@@ -401,7 +404,7 @@ def fit_markdown(fit: dict) -> str:
             kept = f"{100 * h['em_kept']:.0f} %" if h and h["em_kept"] is not None else "-"
         lines.append(
             f"| {r['task']} | {chosen} | {bits} | {bpw} | {dev} | {held} | {kept} "
-            f"| {len(r['points'])} | {r['wall_s'] / 60:.1f} |"
+            f"| {len(r['points'])} | {r['wall_s'] / 60:.1f} | {probe} |"
         )
     from tacq.data import list_tasks
 
