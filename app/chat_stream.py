@@ -1,7 +1,7 @@
 """Chat with one model or several side by side, streaming each reply as it grows.
 
 Why in the app: streaming threads, a stop event per session and the size limits of a chat
-box are the UI's concerns; the library's evaluation (tacq.evaluate) scores and answers
+box are the UI's concerns; the library's evaluation (tacq.eval.evaluate) scores and answers
 in batches, and this module reads a reply the same way (answer_line, one line for a
 completion task) so a chat answer matches the gallery's.
 """
@@ -15,9 +15,9 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
-from tacq.data import encode_prompt
+from tacq.data.batches import encode_prompt
 from tacq.errors import TacqError
-from tacq.evaluate import answer_line, line_end_criterion
+from tacq.eval.evaluate import answer_line, line_end_criterion
 from tacq.models import input_device
 
 MAX_MESSAGE_CHARS = 20_000  # one chat message, as a prompt of an example (MAX_FIELD_CHARS)

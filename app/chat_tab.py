@@ -12,7 +12,7 @@ from app.chat_stream import check_chat_size, stream_side_by_side
 from app.common import handles_errors, whole
 from app.state import ModelRegistry, UserState
 from tacq.errors import TacqError
-from tacq.tables import RESULT_COLUMNS
+from tacq.study.tables import RESULT_COLUMNS
 
 FP = "original (full precision)"
 COLUMNS = 3

@@ -10,11 +10,12 @@ import gradio as gr
 from app import figures
 from app.common import HEAVY, cancel_handler, gradio_progress, handles_errors, need, whole
 from app.state import UserState
-from tacq.causal import CausalConfig, causal_test
-from tacq.data import list_tasks, load_task
-from tacq.saliency import METRICS
-from tacq.select import Selection, layer_jaccard
-from tacq.stability import stability
+from tacq.circuit.causal import CausalConfig, causal_test
+from tacq.circuit.saliency import METRICS
+from tacq.circuit.select import Selection, layer_jaccard
+from tacq.circuit.stability import stability
+from tacq.data.reading import load_task
+from tacq.data.tasks import list_tasks
 
 CAUSAL_HELP = (
     "Only the circuit's weights are damaged (rounded to their row's b-bit grid, or zeroed); "

@@ -18,12 +18,12 @@ from app.common import (
     whole,
 )
 from app.state import ModelRegistry, UserState
-from tacq.anatomy import top_neurons
-from tacq.explain import circuit_variant, with_stored
+from tacq.circuit.anatomy import top_neurons
+from tacq.circuit.saliency import METRICS
+from tacq.circuit.select import SLIDER_MAX_RATIO, Selection, layer_table
 from tacq.models import linear_at
-from tacq.saliency import METRICS
-from tacq.select import SLIDER_MAX_RATIO, Selection, layer_table
-from tacq.workflow import Study
+from tacq.study.explain import circuit_variant, with_stored
+from tacq.study.workflow import Study
 
 SECOND_PASS = " · needs a 2nd gradient pass (Σg², Σg)"
 # Fisher, the signed gradient and SqueezeLLM-like read sums the default pass does not keep

@@ -15,7 +15,7 @@ import torch
 from app.state import UserState
 from tacq.errors import Cancelled, TacqError
 from tacq.progress import Progress, cancellable
-from tacq.recipe import Recipe
+from tacq.quant.recipe import Recipe
 
 log = logging.getLogger("tacq.app")
 HEAVY = "heavy"  # concurrency id shared by every job that uses the whole CPU/GPU

@@ -10,20 +10,16 @@ import pandas as pd
 
 from app.common import HEAVY, PARSE, cancel_handler, gradio_progress, handles_errors, need
 from app.state import ModelRegistry, UserState
-from tacq.data import (
+from tacq.data.reading import (
     MAX_UPLOAD_BYTES,
-    SPLITS,
     ParseResult,
-    TaskSet,
     decode_upload,
     guess_format,
-    list_tasks,
     load_task,
     parse_examples,
-    split_counts,
     task_from_rows,
-    task_from_split_examples,
 )
+from tacq.data.tasks import SPLITS, TaskSet, list_tasks, split_counts, task_from_split_examples
 from tacq.errors import TacqError
 
 COLUMNS = ["prompt", "answer", "split"]

@@ -11,8 +11,10 @@ import pandas as pd
 from app.common import HEAVY, cancel_handler, gradio_progress, handles_errors, variant_choices
 from app.quantize_tab import variants_frame
 from app.state import ModelRegistry, UserState
-from tacq.data import DataConfig, list_tasks, load_task
-from tacq.demo import (
+from tacq.data.reading import load_task
+from tacq.data.tasks import DataConfig, list_tasks
+from tacq.memory import packed_estimate
+from tacq.study.demo import (
     DEMO_HELDOUT,
     DEMO_TASK,
     FULL_EXAMPLES,
@@ -24,8 +26,7 @@ from tacq.demo import (
     run_demo,
     suggested_prompt,
 )
-from tacq.memory import packed_estimate
-from tacq.tables import (
+from tacq.study.tables import (
     GALLERY_SIZE,
     RESULT_COLUMNS,
     gallery,
@@ -33,7 +34,7 @@ from tacq.tables import (
     model_label,
     results_table,
 )
-from tacq.workflow import Study
+from tacq.study.workflow import Study
 
 _QUICK_GPTQ = " and ".join(model_label(r.name) for r in QUICK_GPTQ)
 INTRO = f"""### One-click demo

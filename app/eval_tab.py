@@ -14,10 +14,10 @@ from app import figures
 from app.common import HEAVY, gradio_progress, handles_errors, need, whole
 from app.report import build_report
 from app.state import ModelRegistry, UserState, safe_name
-from tacq import export
-from tacq.evaluate import evaluate_variants
-from tacq.stats import intervals, paired_table
-from tacq.tables import RESULT_COLUMNS, results_table, what_broke
+from tacq.eval.evaluate import evaluate_variants
+from tacq.eval.stats import intervals, paired_table
+from tacq.formats import export
+from tacq.study.tables import RESULT_COLUMNS, results_table, what_broke
 
 
 def _download_dir() -> Path:

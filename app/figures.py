@@ -56,7 +56,7 @@ def circuit_heatmap(table: pd.DataFrame, title: str) -> go.Figure:
 
 
 def heads_heatmap(heads: pd.DataFrame, title: str) -> go.Figure:
-    """Layers x heads: share of each head's weights kept (tacq.anatomy's table)."""
+    """Layers x heads: share of each head's weights kept (tacq.circuit.anatomy's table)."""
     share = heads.pivot(index="layer", columns="head", values="kept share") * 100
     kept = heads.pivot(index="layer", columns="head", values="kept")
     return kept_heatmap(share, kept, [str(h) for h in share.columns], "head ", title, 520)
@@ -217,7 +217,7 @@ def pareto_figure(points: pd.DataFrame, fp_nll: float | None, title: str) -> go.
 
 
 def fit_figure(result) -> go.Figure:
-    """An auto-fit's frontier (tacq.autofit.FitResult): dev answer NLL with its interval
+    """An auto-fit's frontier (tacq.study.autofit.FitResult): dev answer NLL with its interval
     (left) and dev exact match with the target (right) against honest bits per weight;
     the chosen point is a star."""
     pts = result.points

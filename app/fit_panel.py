@@ -1,4 +1,4 @@
-"""Find the smallest: auto-fit on the Quantize screen (tacq.autofit), its frontier and plot."""
+"""Find the smallest: auto-fit on the Quantize screen (tacq.study.autofit), its frontier and plot."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import gradio as gr
 from app.common import HEAVY, gradio_progress, handles_errors, need, variant_choices, whole
 from app.figures import fit_figure
 from app.state import UserState
-from tacq.autofit import FIT_BITS, candidates, check_bits, check_keep, fit
+from tacq.study.autofit import FIT_BITS, candidates, check_bits, check_keep, fit
 
 
 def build() -> SimpleNamespace:

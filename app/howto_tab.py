@@ -9,9 +9,9 @@ import gradio as gr
 
 from app import figures
 from app.common import handles_errors
+from tacq.circuit.saliency import METRICS
 from tacq.errors import TacqError
-from tacq.saliency import METRICS
-from tacq.toy import make_toy, toy_kept, toy_scores
+from tacq.study.toy import make_toy, toy_kept, toy_scores
 
 EXPLAIN = r"""
 ### Which weights does a task need?

@@ -134,7 +134,7 @@ def launch(
     `auth` (user, password) pairs and `models_root`: anyone who can reach the port could
     otherwise run jobs, read every browser's workspace and load any folder as a model.
     compiled_decoding: packed variants decode one token at a time through a compiled
-    kernel (tacq.packed); each new variant warms it up in the background.
+    kernel (tacq.formats.packed); each new variant warms it up in the background.
     """
     from functools import partial
 
@@ -144,7 +144,7 @@ def launch(
     from app.workspace import UploadLeftovers, start_sweeper
     from tacq.cache import tacq_home
     from tacq.errors import TacqError
-    from tacq.packed import use_compiled_decoding
+    from tacq.formats.packed import use_compiled_decoding
     from tacq.progress import tqdm_progress
 
     use_compiled_decoding(compiled_decoding)

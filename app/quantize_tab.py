@@ -19,13 +19,13 @@ from app.common import (
     variant_choices,
 )
 from app.state import ModelRegistry, UserState
-from tacq.gptq import DEFAULT_DAMP, GROUP_SIZES
+from tacq.circuit.saliency import METRICS
+from tacq.formats.grid import DEFAULT_DAMP, GROUP_SIZES
 from tacq.memory import dense_linear_bytes, packed_estimate
-from tacq.peer_run import make_peer_variant
-from tacq.peers import INSTALL, PEER_POINTS, PEERS, package_version
-from tacq.recipe import Recipe
-from tacq.saliency import METRICS
-from tacq.tables import variants_table
+from tacq.peers.registry import INSTALL, PEER_POINTS, PEERS, package_version
+from tacq.peers.run import make_peer_variant
+from tacq.quant.recipe import Recipe
+from tacq.study.tables import variants_table
 
 # 0 stands for none: one scale and zero per output row, as the paper
 GROUP_CHOICES = [("one per row (paper)", 0)] + [(f"per {g} inputs", g) for g in GROUP_SIZES]
@@ -36,7 +36,7 @@ GROUP_CHOICES = [("one per row (paper)", 0)] + [(f"per {g} inputs", g) for g in 
 # tasks 10 % gave a lower held-out NLL at 2 bits than the paper's 1 % (bench/README.md).
 DAMP_CHOICES = [("1 % (paper)", DEFAULT_DAMP), ("10 %", 0.1), ("30 %", 0.3), ("100 %", 1.0)]
 
-# Tuned rounding after GPTQ (tacq.rounding): each block's rounding and scales fit to its
+# Tuned rounding after GPTQ (tacq.quant.rounding): each block's rounding and scales fit to its
 # fp output on the examples plus the bundled generic text. At 2 bits it helped on antonyms
 # and plurals and hurt on four other bundled tasks (bench/README.md): compare it with
 # GPTQ's in the Evaluate tab. It adds minutes on a CPU. "checked" holds every 4th
@@ -51,14 +51,14 @@ ROUNDING_CHOICES = [
 ]
 
 # The unkept weights quantized by GPTQ in a random rotated input basis, the kept ones exact
-# in the original one (tacq.rotation): with this structured (Hadamard) rotation, decided
+# in the original one (tacq.quant.rotation): with this structured (Hadamard) rotation, decided
 # lower held-out NLL than the plain basis on 3 of 7 bundled tasks at 2 and at 3 bits, worse
 # on one at 2 bits (bench/README.md), at no extra bits; a few KB per Linear in memory (the
 # dense Haar R of `--rotate haar` would be n^2 floats).
 BASIS_CHOICES = [("as is (paper)", "none"), ("rotated (Hadamard)", "hadamard")]
 
 # Every scale then distilled at once from the fp model's next-token distributions
-# (tacq.distill), on the examples less every 4th batch plus the bundled generic text; the
+# (tacq.quant.distill), on the examples less every 4th batch plus the bundled generic text; the
 # held-aside batch picks the epoch kept (or the start). See bench/README.md for what it did.
 DISTILL_CHOICES = [("no (paper)", 0), ("2 epochs, checked", 2)]
 

@@ -12,9 +12,9 @@ import pandas as pd
 
 from app import figures
 from app.state import UserState
-from tacq.saliency import METRICS
-from tacq.select import Selection, layer_table
-from tacq.tables import last_line, results_table, variants_table
+from tacq.circuit.saliency import METRICS
+from tacq.circuit.select import Selection, layer_table
+from tacq.study.tables import last_line, results_table, variants_table
 
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;

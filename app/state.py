@@ -21,14 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tacq.cache import write_text_atomic
-from tacq.data import SPLITS, Example, ParseResult, TaskSet
+from tacq.data.reading import ParseResult
+from tacq.data.tasks import SPLITS, Example, TaskSet
 from tacq.errors import TacqError
+from tacq.formats.packed import warm_up
 from tacq.memory import check_room, megabytes_setting, model_bytes
 from tacq.models import DEFAULT_MODEL, LoadedModel, check_model_path, check_outside, load_model
-from tacq.packed import warm_up
 from tacq.progress import Progress
-from tacq.variant import Variant, load_variant, saved_base_model
-from tacq.workflow import Study
+from tacq.quant.variant import Variant, load_variant, saved_base_model
+from tacq.study.workflow import Study
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +227,7 @@ class UserState:
         self.variants[v.name] = v
         threading.Thread(target=warm_up, args=(v.model,), daemon=True).start()
         if lm is not None:
-            from tacq.export import save_packed
+            from tacq.formats.export import save_packed
 
             self.own_folder()
             save_packed(self._variant_dir(v.name), lm, v)  # atomic: a temp folder, renamed

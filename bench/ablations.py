@@ -15,8 +15,8 @@ import time
 
 from _common import stamp, write_result
 
-from tacq.recipe import Recipe
-from tacq.select import DEFAULT_RATIO, Selection
+from tacq.circuit.select import DEFAULT_RATIO, Selection
+from tacq.quant.recipe import Recipe
 
 CONFIGS = {
     "default (32 examples, all tokens)": {"examples": 32, "answer_only": False},
@@ -36,11 +36,12 @@ def main() -> None:
     )
     args = ap.parse_args()
 
-    from tacq.data import DataConfig, load_task
-    from tacq.evaluate import evaluate
-    from tacq.gradients import GradientConfig
+    from tacq.circuit.gradients import GradientConfig
+    from tacq.data.reading import load_task
+    from tacq.data.tasks import DataConfig
+    from tacq.eval.evaluate import evaluate
     from tacq.models import load_model
-    from tacq.workflow import Study
+    from tacq.study.workflow import Study
 
     lm = load_model()
     rows = []

@@ -24,12 +24,13 @@ def main() -> None:
     ap.add_argument("--ratio", type=float, default=0.0035)
     args = ap.parse_args()
 
-    from tacq.data import DataConfig, load_task
-    from tacq.gradients import GradientConfig, collect_abs_grads
+    from tacq.circuit.gradients import GradientConfig, collect_abs_grads
+    from tacq.circuit.saliency import model_scores
+    from tacq.circuit.select import rank
+    from tacq.data.reading import load_task
+    from tacq.data.tasks import DataConfig
     from tacq.models import load_model, quantizable_linears
-    from tacq.saliency import model_scores
-    from tacq.select import rank
-    from tacq.workflow import Study
+    from tacq.study.workflow import Study
 
     lm = load_model()
     study = Study(lm, load_task(args.task), DataConfig(max_examples=args.examples))

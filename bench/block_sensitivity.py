@@ -38,13 +38,14 @@ def main() -> None:
     ap.add_argument("--bits", type=int, default=3, choices=(2, 3))
     args = ap.parse_args()
 
-    from tacq.data import DataConfig, load_task
-    from tacq.evaluate import evaluate
-    from tacq.gptq import GPTQConfig
+    from tacq.circuit.select import Selection
+    from tacq.data.reading import load_task
+    from tacq.data.tasks import DataConfig
+    from tacq.eval.evaluate import evaluate
+    from tacq.formats.grid import GPTQConfig
     from tacq.models import load_model
-    from tacq.rotation import quantize_rotated
-    from tacq.select import Selection
-    from tacq.workflow import Study
+    from tacq.quant.rotation import quantize_rotated
+    from tacq.study.workflow import Study
 
     lm = load_model()
     task = load_task(args.task)

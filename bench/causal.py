@@ -4,7 +4,7 @@ For each task: the 2-bit TaCQ circuit at p = 0.35 % is damaged (rounded to its r
 grid, or zeroed) with everything else at full precision, next to controls of the same
 size (random with the same count per Linear over 3 seeds, random anywhere, largest |W|);
 answer NLL and exact match on the task's first --scored held-out examples, answer NLL on a
-control task, generic perplexity (tacq.causal). The wall time of the test alone (ranking
+control task, generic perplexity (tacq.circuit.causal). The wall time of the test alone (ranking
 and measuring; gradients come from the cache) is recorded against the 2-minute target,
 and the median time to read the circuit per query head, KV head and MLP neuron from the
 cached ranking against the 1-second target.
@@ -38,11 +38,12 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     args = ap.parse_args()
 
-    from tacq.causal import CausalConfig, causal_test
-    from tacq.data import list_tasks, load_task
+    from tacq.circuit.causal import CausalConfig, causal_test
+    from tacq.circuit.select import Selection
+    from tacq.data.reading import load_task
+    from tacq.data.tasks import list_tasks
     from tacq.models import load_model
-    from tacq.select import Selection
-    from tacq.workflow import Study
+    from tacq.study.workflow import Study
 
     lm = load_model()
     cfg = CausalConfig(args.damage, args.seeds, args.scored, args.scored)

@@ -1,7 +1,7 @@
 """Pick the one-click demo's task and TaCQ recipe from measurements on dev.
 
 For each bundled task, each calibration size the demo offers (8: quick, 32: full) and each
-TaCQ recipe (a tacq.recipe key: the paper's settings at a kept ratio, or the measured
+TaCQ recipe (a tacq.quant.recipe key: the paper's settings at a kept ratio, or the measured
 2-bit preset) whose honest BPW stays at most 2.3: exact match on the first --dev examples
 of the task's dev split (never its held-out split, which the demo reports) of TaCQ 2-bit,
 GPTQ 2-bit per channel and GPTQ 2-bit g128 (the demo's baselines), and TaCQ 3-bit with the
@@ -26,7 +26,7 @@ import time
 
 from _common import ROOT, stamp, write_result
 
-from tacq.recipe import Recipe
+from tacq.quant.recipe import Recipe
 
 MAX_BPW = 2.3
 
@@ -85,11 +85,12 @@ def main() -> None:
     ap.add_argument("--dev", type=int, default=32, help="dev examples scored")
     args = ap.parse_args()
 
-    from tacq.data import DataConfig, list_tasks, load_task
-    from tacq.demo import GPTQ_BASELINES
-    from tacq.evaluate import evaluate
+    from tacq.data.reading import load_task
+    from tacq.data.tasks import DataConfig, list_tasks
+    from tacq.eval.evaluate import evaluate
     from tacq.models import load_model
-    from tacq.workflow import Study
+    from tacq.study.demo import GPTQ_BASELINES
+    from tacq.study.workflow import Study
 
     lm = load_model()
     tasks = args.tasks.split(",") if args.tasks else list(list_tasks())

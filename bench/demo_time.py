@@ -4,13 +4,13 @@ Runs the one-click demo (quick, then full) on its default task in a fresh $TACQ_
 converted model is reused; every gradient and GPTQ cache starts empty), under the app's
 thread setting, and records each stage's expected seconds (the first guess: the
 development machine's stage times scaled by this machine's speed probe and the model's
-size, tacq.demo.first_guess) against the measured ones. Target: every stage and the total
+size, tacq.study.demo.first_guess) against the measured ones. Target: every stage and the total
 within 30 %. Then a second run of the same demo, whose expected times are the first run's
 measured ones (what the app shows from then on).
 
 First of all, the quick demo with both GPTQ baselines (per channel and g128) on empty
 caches: the quick demo makes both only if that fits QUICK_LIMIT_S (3 minutes) on the
-development machine's idle 2-core CPU, else g128 alone (tacq.demo.QUICK_GPTQ; a test
+development machine's idle 2-core CPU, else g128 alone (tacq.study.demo.QUICK_GPTQ; a test
 holds it to this run).
 
     python bench/demo_time.py
@@ -35,8 +35,10 @@ def main() -> None:
     os.environ["TACQ_MODELS_DIR"] = models
     os.environ["TACQ_HOME"] = tempfile.mkdtemp(prefix="tacq-demo-time-")
 
-    from tacq.data import DataConfig, load_task
-    from tacq.demo import (
+    from tacq.data.reading import load_task
+    from tacq.data.tasks import DataConfig
+    from tacq.models import load_model
+    from tacq.study.demo import (
         DEMO_RECIPE,
         DEMO_TASK,
         FULL_EXAMPLES,
@@ -47,9 +49,8 @@ def main() -> None:
         run_demo,
         speed_probe,
     )
-    from tacq.models import load_model
-    from tacq.tables import gallery_right
-    from tacq.workflow import Study
+    from tacq.study.tables import gallery_right
+    from tacq.study.workflow import Study
 
     lm = load_model()
     runs = []

@@ -29,10 +29,10 @@ from quality import (
     unrounded,
 )
 
-from tacq.data import list_tasks
-from tacq.gptq import GROUP_SIZES
-from tacq.runs import PLAIN_METHODS
-from tacq.saliency import METRICS, metrics_in
+from tacq.circuit.saliency import METRICS, metrics_in
+from tacq.data.tasks import list_tasks
+from tacq.formats.grid import GROUP_SIZES
+from tacq.study.runs import PLAIN_METHODS
 
 GROUPED = [f"{m}_g{g}" for m in PLAIN_METHODS for g in GROUP_SIZES]  # group-wise RTN / GPTQ
 BASELINES = [*PLAIN_METHODS, *GROUPED, *metrics_in("baseline")]  # what TaCQ must beat
@@ -289,7 +289,7 @@ def three_bit_exact_match(res: Results) -> list[str]:
 
 
 def preset_pick(rows: list[dict], bits: int) -> tuple[str, dict[str, float]] | None:
-    """The rule tacq.recipe.MEASURED follows -> (the method picked, each candidate's mean
+    """The rule tacq.quant.recipe.MEASURED follows -> (the method picked, each candidate's mean
     rank). Candidates: TaCQ-scored settings with one scale per row (bits per weight stay
     near the bit width) and no dense rotation (the Quantize screen offers the Hadamard one),
     scored on the dev split of every bundled task; the pick has the lowest mean rank of dev
@@ -337,7 +337,7 @@ def presets(res: Results) -> list[str]:
         vs_fp = statistics.mean(r["answer_nll"] / fps[r["task"]]["answer_nll"] - 1 for r in here)
         runner = sorted(rank, key=rank.get)[1:2]
         out.append(
-            f'- The Quantize screen\'s {bits}-bit "best measured" settings (tacq.recipe): '
+            f'- The Quantize screen\'s {bits}-bit "best measured" settings (tacq.quant.recipe): '
             f"{label(method)}, the lowest mean rank of dev answer NLL ({rank[method]:.2f}) of "
             f"the {len(rank)} per-row settings scored on every bundled task"
             + (f" (next: {label(runner[0])}, {rank[runner[0]]:.2f})" if runner else "")
@@ -638,7 +638,7 @@ def damping_summary(rows: list[dict]) -> list[str]:
 
 
 def rounding_summary(rows: list[dict]) -> list[str]:
-    """Each TaCQ row with tuned rounding (tacq.rounding) against the same point with GPTQ's
+    """Each TaCQ row with tuned rounding (tacq.quant.rounding) against the same point with GPTQ's
     rounding as it is, paired per task: what the rounding pass buys on held-out; then each
     checked row against the same tuning unchecked: what the held-aside check buys."""
     return _paired_with_and_without(
@@ -653,7 +653,7 @@ def rounding_summary(rows: list[dict]) -> list[str]:
 
 
 def distill_summary(rows: list[dict]) -> list[str]:
-    """Each TaCQ row with distilled scales (tacq.distill) against the same point without,
+    """Each TaCQ row with distilled scales (tacq.quant.distill) against the same point without,
     paired per task: what distilling the scales from the fp model buys on held-out."""
     return _paired_with_and_without(
         rows,
@@ -666,7 +666,7 @@ def distill_summary(rows: list[dict]) -> list[str]:
 
 
 def rotation_summary(rows: list[dict]) -> list[str]:
-    """Each rotated TaCQ row (tacq.rotation) against the same point quantized in the
+    """Each rotated TaCQ row (tacq.quant.rotation) against the same point quantized in the
     original basis, paired per task: what the rotation buys on held-out."""
     basis = _paired_with_and_without(
         rows,
@@ -976,7 +976,8 @@ def omp(res: Results) -> list[str]:
 
 def large_models(res: Results) -> list[str]:
     """The plan's estimate for an 8B model on an 80 GB GPU (a computation, not a measurement)."""
-    from tacq.plan import CUDA_LATENCY_FACTOR, RunSettings, Shapes, plan_run, read_config
+    from tacq.shapes import Shapes
+    from tacq.study.plan import CUDA_LATENCY_FACTOR, RunSettings, plan_run, read_config
 
     shapes = Shapes.from_config(read_config("llama-3-8b"))
     settings = RunSettings(

@@ -1,6 +1,6 @@
 """Auto-fit on each bundled task: the smallest variant keeping 90 % of fp's dev exact match.
 
-For each task, `tacq.autofit.fit` as `python -m tacq fit --task NAME --keep 0.9` runs it:
+For each task, `tacq.study.autofit.fit` as `python -m tacq fit --task NAME --keep 0.9` runs it:
 the measured preset at 2, 3 and 4 bits, then 0.20 / 0.35 / 0.50 % kept and scales per 128
 inputs at 2 and 3 bits, in increasing honest bits per weight, each scored on the task's
 dev split; higher bit widths are skipped once a lower one keeps the task; the choice is
@@ -37,12 +37,13 @@ def main() -> None:
     ap.add_argument("--warm", action="store_true", help="use the usual caches (not timed cold)")
     args = ap.parse_args()
 
-    from tacq.autofit import fit
-    from tacq.data import list_tasks, load_task
-    from tacq.demo import speed_probe
+    from tacq.data.reading import load_task
+    from tacq.data.tasks import list_tasks
     from tacq.models import load_model
     from tacq.progress import line_progress
-    from tacq.workflow import Study
+    from tacq.study.autofit import fit
+    from tacq.study.demo import speed_probe
+    from tacq.study.workflow import Study
 
     lm = load_model()
     tasks = args.tasks.split(",") if args.tasks else list(list_tasks())
@@ -64,7 +65,7 @@ def main() -> None:
             "caches": "warm" if args.warm else "cold",
             "wall_s": wall,
             "meets_time_target": wall <= TARGET_MIN * 60,
-            # how fast this machine ran GPTQ then (tacq.demo.speed_probe; the development
+            # how fast this machine ran GPTQ then (tacq.study.demo.speed_probe; the development
             # machine: REF_PROBE_S): wall times on a slower one are not the same promise
             "speed_probe_s": speed_probe(),
             "chosen_bits": chosen.recipe.bits if chosen else None,

@@ -26,7 +26,7 @@ def build(tiny: bool, device: str, dtype):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from tacq.plan import PRESETS
+    from tacq.study.plan import PRESETS
 
     shape = dict(PRESETS["llama-3-8b"])
     shape.pop("model_type")
@@ -59,7 +59,7 @@ def build(tiny: bool, device: str, dtype):
 def batches_of(n: int, seq: int, batch: int, vocab: int):
     import torch
 
-    from tacq.data import Batch
+    from tacq.data.batches import Batch
 
     g = torch.Generator().manual_seed(1)
     out = []
@@ -84,9 +84,9 @@ def main() -> None:
 
     import torch
 
-    from tacq.gptq import GPTQConfig
-    from tacq.gradients import GradientConfig, collect_abs_grads
-    from tacq.quantize import quantize_model
+    from tacq.circuit.gradients import GradientConfig, collect_abs_grads
+    from tacq.formats.grid import GPTQConfig
+    from tacq.quant.quantize import quantize_model
 
     cuda = args.device == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)

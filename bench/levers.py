@@ -6,7 +6,7 @@ GPTQ's act-order, Hessians from the original model's activations instead of true
 ones, the generic text (the part perplexity does not read) added to GPTQ's Hessians, more
 damping of GPTQ's Hessians (32 calibration examples hold ~650 tokens, fewer than the 1,536
 inputs of an MLP down projection, so its Hessian is rank-deficient), a rotated basis,
-tuned rounding, every scale distilled from the fp model (tacq.distill), and
+tuned rounding, every scale distilled from the fp model (tacq.quant.distill), and
 TaCQ's kept weights put back on a peer's rounding (HQQ or AutoRound run by their own
 packages; those levers need bench/requirements-peers.txt and are recorded with the reason
 when it is missing). Each is scored on the task's **dev** split (never used for
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from _common import ROOT, stamp, write_result
 from quality import per_example
 
-from tacq.calibration import generic_fit_batches, generic_fit_texts
+from tacq.data.calibration import generic_fit_batches, generic_fit_texts
 
 
 @dataclass(frozen=True)
@@ -48,11 +48,13 @@ class Lever:
     # task-only
     generic: bool = False
     damp: float = 0.01  # GPTQ's damping of diag(H); more trusts the few task tokens less
-    rotation: str | None = None  # the unkept weights quantized in a rotated basis (tacq.rotation)
-    # then tuned rounding (tacq.rounding), this many steps per block, checked on held-aside
+    rotation: str | None = (
+        None  # the unkept weights quantized in a rotated basis (tacq.quant.rotation)
+    )
+    # then tuned rounding (tacq.quant.rounding), this many steps per block, checked on held-aside
     # calibration examples, as Study.quantize's "tuned + checked"; 0: GPTQ's rounding
     rounding_steps: int = 0
-    # then every scale distilled from the fp model at once (tacq.distill), this many
+    # then every scale distilled from the fp model at once (tacq.quant.distill), this many
     # epochs, as Study.quantize's distill: its batches, the epoch kept by the held-aside check
     distill_epochs: int = 0
 
@@ -132,8 +134,8 @@ def dequantized(model, layers):
 
 
 def recipe_of(bits: int, lever: Lever):
-    """The tacq.recipe.Recipe a lever quantizes with (its data and Hessian levers aside)."""
-    from tacq.recipe import Recipe
+    """The tacq.quant.recipe.Recipe a lever quantizes with (its data and Hessian levers aside)."""
+    from tacq.quant.recipe import Recipe
 
     return Recipe(
         bits=bits, ratio=lever.ratio, group_size=lever.group_size, damp=lever.damp,
@@ -148,11 +150,11 @@ def run_lever(lm, task, bits: int, lever: Lever):
     peer lever the peer's own model from the same run, else None). A lever a Recipe can
     say runs through Study.quantize, as the app and the CLI do; the generic text in the
     Hessians and Hessians from the original activations run GPTQ's block walk directly."""
-    from tacq.data import DataConfig
-    from tacq.gradients import GradientConfig
-    from tacq.packed import dense_copy
-    from tacq.quantize import quantize_model
-    from tacq.workflow import Study
+    from tacq.circuit.gradients import GradientConfig
+    from tacq.data.tasks import DataConfig
+    from tacq.formats.packed import dense_copy
+    from tacq.quant.quantize import quantize_model
+    from tacq.study.workflow import Study
 
     t = time.perf_counter()
     data = DataConfig(max_examples=lever.examples)
@@ -201,7 +203,7 @@ def on_peer_rounding(lm, study, ranking, bits: int, lever: Lever, start: float):
     to run, so only this pair tells what putting the weights back did."""
     import torch
 
-    from tacq.peers import PEERS, dequantized_model, honest_bpw, package_version
+    from tacq.peers.registry import PEERS, dequantized_model, honest_bpw, package_version
 
     run = PEERS[lever.peer][2](
         copy.deepcopy(lm.model),
@@ -229,7 +231,7 @@ def on_peer_rounding(lm, study, ranking, bits: int, lever: Lever, start: float):
 
 
 def score(lm, task, model, examples: list, fp_lp, keep_each: bool = False) -> dict:
-    from tacq.evaluate import evaluate
+    from tacq.eval.evaluate import evaluate
 
     r, _ = evaluate(model, lm.tokenizer, examples, task.style, "lever", fp_logprobs=fp_lp)
     return {
@@ -258,10 +260,10 @@ def main() -> None:
     if unknown := [n for n in names if n not in LEVERS]:
         ap.error(f"unknown lever(s) {unknown}; choose from {', '.join(LEVERS)}")
 
-    from tacq.data import load_task
-    from tacq.evaluate import evaluate
+    from tacq.data.reading import load_task
+    from tacq.eval.evaluate import evaluate
     from tacq.models import load_model
-    from tacq.peers import INSTALL, package_version
+    from tacq.peers.registry import INSTALL, package_version
 
     lm = load_model()
     task = load_task(args.task)

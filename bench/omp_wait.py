@@ -23,8 +23,8 @@ from _common import no_options, write_result
 
 CHILD = """
 import os, threading, time, torch
-from tacq.gptq import GPTQConfig, gptq_matrix
-from tacq.gradients import GradientConfig, _Accumulator
+from tacq.quant.gptq import GPTQConfig, gptq_matrix
+from tacq.circuit.gradients import GradientConfig, _Accumulator
 torch.manual_seed(0)
 W = torch.randn(1536, 576) * 0.02
 X = torch.randn(4000, 576)

@@ -28,7 +28,7 @@ from findings import (
 )
 from quality import paired_rows, parse_method
 
-from tacq.recipe import Recipe
+from tacq.quant.recipe import Recipe
 
 LINES_MAX = 150  # the page's length limit (a test holds it)
 

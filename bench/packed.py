@@ -1,7 +1,7 @@
 """Packed variants in memory: what they hold, and how fast they chat, next to dense copies.
 
 On the bundled SmolLM2 (antonyms calibration), TaCQ 2-bit and 3-bit at p = 0.35 %, and
-3-bit with the unkept weights in a rotated (Hadamard) basis (tacq.rotation):
+3-bit with the unkept weights in a rotated (Hadamard) basis (tacq.quant.rotation):
 - memory: each variant's own storages (tacq.memory.resident_bytes: codes, scales, zeros,
   kept values and indices; the shared original not counted) against the fp16 bytes of
   the quantizable Linears (target <= 20 % at 2 bits), cross-checked by the change in
@@ -9,7 +9,7 @@ On the bundled SmolLM2 (antonyms calibration), TaCQ 2-bit and 3-bit at p = 0.35 
   malloc_trim), and the RSS change of a dense fp32 copy (the old way) beside them;
 - speed: greedy chat tokens per second (batch 1, 32 new tokens after a short prompt) for
   the original, a dense 2-bit copy, and the packed variants dequantizing per forward
-  (eager) and through the compiled one-token kernel (tacq.packed); the compile time (the
+  (eager) and through the compiled one-token kernel (tacq.formats.packed); the compile time (the
   first generation, with an empty compile cache as on a first run) and the first-token
   latency are reported.
 
@@ -34,7 +34,7 @@ os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="tacq-inductor-"
 import torch  # noqa: E402
 from _common import median, no_options, stamp, write_result
 
-from tacq.recipe import Recipe
+from tacq.quant.recipe import Recipe
 
 PROMPT = "The capital of France is"
 NEW_TOKENS = 32
@@ -77,14 +77,14 @@ def first_token_s(model, ids) -> float:
 
 def main() -> None:
     no_options(__doc__)
-    from tacq.data import load_task
-    from tacq.export import save_packed
+    from tacq.circuit.select import Selection
+    from tacq.data.reading import load_task
+    from tacq.formats.export import save_packed
+    from tacq.formats.packed import packed_modules, use_compiled_decoding
     from tacq.memory import resident_bytes
     from tacq.models import load_model, quantizable_linears
-    from tacq.packed import packed_modules, use_compiled_decoding
-    from tacq.select import Selection
-    from tacq.variant import load_variant
-    from tacq.workflow import Study
+    from tacq.quant.variant import load_variant
+    from tacq.study.workflow import Study
 
     lm = load_model()
     study = Study(lm, load_task("antonyms"))

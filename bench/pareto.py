@@ -27,7 +27,7 @@ COLOURS = {"ours": "#1f77b4", "auto-round": "#d62728", "hqq": "#2ca02c"}
 
 def points(quality: list[dict], peers: list[dict], task: str, bits: int) -> pd.DataFrame:
     """One row per method: name, bpw (honest), nll, low, high, by."""
-    from tacq.stats import bootstrap
+    from tacq.eval.stats import bootstrap
 
     rows = []
     n = {r["heldout_examples"] for r in peers if (r["task"], r["bits"]) == (task, bits)}

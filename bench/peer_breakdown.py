@@ -28,7 +28,7 @@ import time
 import torch
 from _common import ROOT, stamp, write_result
 
-from tacq.calibration import generic_fit_texts
+from tacq.data.calibration import generic_fit_texts
 
 PPL_CHUNKS = 2  # 256-token chunks of the generic text perplexity reads
 
@@ -63,7 +63,7 @@ def layer_drift(fp, peer, tokenizer, prompts: list[str]) -> list[float]:
 
 def mixed_ppl(model, tokenizer, text: str, weights: dict, names: list[str]) -> float:
     """Generic perplexity of `model` with `weights` put into `names` only (then restored)."""
-    from tacq.evaluate import perplexity
+    from tacq.eval.evaluate import perplexity
 
     mods = dict(model.named_modules())
     saved = {n: mods[n].weight.data.clone() for n in names}
@@ -77,7 +77,7 @@ def mixed_ppl(model, tokenizer, text: str, weights: dict, names: list[str]) -> f
 
 
 def run_peer(lm, args, texts: list[str], names: list[str], iters: int):
-    from tacq.peers import PEERS
+    from tacq.peers.registry import PEERS
 
     t = time.perf_counter()
     run = PEERS[args.peer][2](
@@ -111,11 +111,12 @@ def main() -> None:
     )
     args = ap.parse_args()
 
-    from tacq.data import DataConfig, generic_text, load_task
-    from tacq.evaluate import evaluate, perplexity
+    from tacq.data.reading import load_task
+    from tacq.data.tasks import DataConfig, generic_text
+    from tacq.eval.evaluate import evaluate, perplexity
     from tacq.models import load_model, quantizable_linears
-    from tacq.peers import dequantized_model, package_version
-    from tacq.workflow import Study
+    from tacq.peers.registry import dequantized_model, package_version
+    from tacq.study.workflow import Study
 
     lm = load_model()
     task = load_task(args.task)

@@ -7,7 +7,7 @@ ours. AutoRound gets the calibration examples TaCQ uses (the first --examples of
 task's calibration split, prompt + answer as one text each), as a list of strings: no
 dataset download. Each row records the package version, the settings, the samples and
 tokens the peer used, its wall time and its honest bits per weight (its scales and zeros
-counted by tacq.select.linear_bytes, the function that counts ours).
+counted by tacq.formats.sizes.linear_bytes, the function that counts ours).
 
     pip install -r bench/requirements-peers.txt    # optional; the core install is unchanged
     python bench/peers.py --task antonyms --bits 2,3
@@ -32,8 +32,8 @@ import traceback
 from _common import ROOT, stamp, write_result
 from quality import control_nll, per_example
 
-from tacq.calibration import generic_fit_texts
-from tacq.peers import PEER_POINTS, PEERS, dequantized_model, honest_bpw, package_version
+from tacq.data.calibration import generic_fit_texts
+from tacq.peers.registry import PEER_POINTS, PEERS, dequantized_model, honest_bpw, package_version
 
 
 def method_name(peer: str, group: int, iters: int, generic: bool = False) -> str:
@@ -57,7 +57,7 @@ def weight_error(model, weights: dict) -> dict:
 
 def run_point(peer: str, bits: int, group: int, ctx: dict, args) -> dict:
     """One peer at one bit width and group size -> a result row (or its error)."""
-    from tacq.evaluate import evaluate, perplexity
+    from tacq.eval.evaluate import evaluate, perplexity
 
     package, _, fn = PEERS[peer]
     base = {
@@ -145,11 +145,12 @@ def main() -> None:
     if unknown := [p for p in peers if p not in PEERS]:
         ap.error(f"unknown peer(s) {unknown}; choose from {', '.join(PEERS)}")
 
-    from tacq.causal import default_control
-    from tacq.data import DataConfig, generic_text, load_task
-    from tacq.evaluate import evaluate
+    from tacq.circuit.causal import default_control
+    from tacq.data.reading import load_task
+    from tacq.data.tasks import DataConfig, generic_text
+    from tacq.eval.evaluate import evaluate
     from tacq.models import load_model, quantizable_linears
-    from tacq.workflow import Study
+    from tacq.study.workflow import Study
 
     lm = load_model()
     task = load_task(args.task)

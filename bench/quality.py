@@ -13,15 +13,15 @@ A method name ending in _g32/_g64/_g128/_g256 runs it group-wise (one scale and 
 that many input columns); a final _p0.25 keeps 0.25 % instead of 0.35 % (tacq_p0.25,
 tacq_g128_p0.1), for points at a peer's honest bits per weight; a last _d0.1 sets GPTQ's
 Hessian damping (default 0.01; tacq_d0.1, tacq_p0.2_d0.1, gptq_g128_d0.1); then _r100
-tunes the unkept weights' rounding after GPTQ for that many steps per block (tacq.rounding),
+tunes the unkept weights' rounding after GPTQ for that many steps per block (tacq.quant.rounding),
 on the calibration examples plus the generic text perplexity does not read
 (tacq_p0.2_d0.1_r100; _r100c keeps a block's tuning only where held-aside calibration
 examples' answer loss does not rise); a final _rot quantizes the unkept weights by GPTQ in a
-random rotated input basis, the kept ones staying exact in the original one (tacq.rotation;
+random rotated input basis, the kept ones staying exact in the original one (tacq.quant.rotation;
 tacq_d0.1_rot, gptq_d0.1_rot; tuned rounding then works on the rotated grid:
 tacq_g64_d0.1_r100c_roth); an _e2 before any rotation suffix then distils every scale from the
 fp model for that many epochs on the calibration examples (less every 4th batch, which
-picks the epoch kept) plus the generic text perplexity does not read (tacq.distill;
+picks the epoch kept) plus the generic text perplexity does not read (tacq.quant.distill;
 tacq_g64_d0.1_e2_roth). Each row keeps its per-example NLL and exact match, so the tables show
 95 % bootstrap intervals and paired comparisons (bench/tables.py), and its answer NLL and
 exact match on the task's dev split (never calibration, never held-out), by which a
@@ -39,12 +39,12 @@ from pathlib import Path
 
 from _common import ROOT, stamp, write_result
 
+from tacq.circuit.saliency import metrics_in
+from tacq.circuit.select import DEFAULT_RATIO
 from tacq.errors import TacqError
-from tacq.gptq import DEFAULT_DAMP, GROUP_SIZES
-from tacq.recipe import FIT_TEXTS, Recipe
-from tacq.runs import PLAIN_METHODS
-from tacq.saliency import metrics_in
-from tacq.select import DEFAULT_RATIO
+from tacq.formats.grid import DEFAULT_DAMP, GROUP_SIZES
+from tacq.quant.recipe import FIT_TEXTS, Recipe
+from tacq.study.runs import PLAIN_METHODS
 
 # Table order: plain quantizers, the baseline metrics, then the paper's (TaCQ last);
 # group-wise rows after the per-channel ones.
@@ -62,7 +62,7 @@ ROTATED = "_rot"  # the dense (Haar) basis's suffix; _roth is the Hadamard one
 
 
 def recipe_of(name: str) -> Recipe | None:
-    """The tacq.recipe.Recipe a method key names (its bits left at 2), or None: 'fp', or
+    """The tacq.quant.recipe.Recipe a method key names (its bits left at 2), or None: 'fp', or
     text that is not a key. A key is known only in its one written form (from_key then
     key() gives it back), e.g. not 'rtn_d0.1': RTN has no damping."""
     try:
@@ -84,7 +84,7 @@ def _key(name: str, **changes) -> str:
 def rotation_kind(name: str) -> str | None:
     """'tacq_d0.1_rot': the unkept weights quantized by GPTQ in a random rotated input basis
     (a dense Haar one; _roth a structured Hadamard one), the kept ones exact in the original
-    basis (tacq.rotation). None: not rotated."""
+    basis (tacq.quant.rotation). None: not rotated."""
     recipe = recipe_of(name)
     return recipe.rotation if recipe else None
 
@@ -100,7 +100,7 @@ def unrotated(name: str) -> str:
 
 def split_distill(name: str) -> tuple[str, int | None]:
     """'tacq_g64_d0.1_e2_roth' -> ('tacq_g64_d0.1', 2): the epochs of scales distilled from
-    the fp model (tacq.distill), and the key without them or a rotation."""
+    the fp model (tacq.quant.distill), and the key without them or a rotation."""
     recipe = recipe_of(name)
     epochs = recipe.distill_epochs if recipe else 0
     return _key(name, distill_epochs=0, rotation=None), epochs or None
@@ -117,7 +117,7 @@ def split_rounding(name: str) -> tuple[str, int | None]:
 
 def rounding_checked(name: str) -> bool:
     """'tacq_r100c': a block's tuned rounding is kept only where the model's answer loss on
-    held-aside calibration examples does not rise (tacq.rounding.tune_rounding's check)."""
+    held-aside calibration examples does not rise (tacq.quant.rounding.tune_rounding's check)."""
     recipe = recipe_of(name)
     return bool(recipe and recipe.rounding_check)
 
@@ -140,7 +140,7 @@ def unchecked(name: str) -> str:
 
 def split_damp(name: str) -> tuple[str, float | None]:
     """'tacq_p0.2_d0.1' -> ('tacq_p0.2', 0.1): GPTQ's Hessian damping (None: the default,
-    tacq.gptq.DEFAULT_DAMP), and the key without it or any later suffix."""
+    tacq.formats.grid.DEFAULT_DAMP), and the key without it or any later suffix."""
     recipe = recipe_of(name)
     damp = recipe.damp if recipe and recipe.damp != DEFAULT_DAMP else None
     rest = _key(
@@ -193,7 +193,7 @@ def method_order(name: str) -> tuple[int, float, float, int, bool, int, int]:
 
 def per_example(result) -> dict:
     """Per-example answer NLL (4 places) and exact match, for intervals and paired tests."""
-    from tacq.stats import per_example as values
+    from tacq.eval.stats import per_example as values
 
     nll, correct = values(result)
     return {"nll_each": [round(x, 4) for x in nll], "correct_each": [int(c) for c in correct]}
@@ -239,7 +239,7 @@ CONTROL_EXAMPLES = 64  # first held-out examples of the control task scored per 
 def control_nll(model, tokenizer, control) -> float:
     """Mean answer NLL on the control task's first CONTROL_EXAMPLES held-out examples:
     what a task-calibrated method costs off its task."""
-    from tacq.evaluate import EvalConfig, answer_logprobs
+    from tacq.eval.evaluate import EvalConfig, answer_logprobs
 
     ex = list(control.heldout[:CONTROL_EXAMPLES])
     nlls, _ = answer_logprobs(model, tokenizer, ex, control.style, EvalConfig())
@@ -247,8 +247,8 @@ def control_nll(model, tokenizer, control) -> float:
 
 
 def paired_rows(a: dict, b: dict):
-    """tacq.stats.Paired of two stored rows (method a minus method b), per example."""
-    from tacq.stats import paired_values
+    """tacq.eval.stats.Paired of two stored rows (method a minus method b), per example."""
+    from tacq.eval.stats import paired_values
 
     return paired_values(
         a["method"], b["method"], a["nll_each"], a["correct_each"], b["nll_each"], b["correct_each"]
@@ -266,13 +266,14 @@ def run_task(
     cross_tasks: tuple[str, ...] = (),
     cross_rows: list[dict] | None = None,
 ) -> list[dict]:
-    from tacq.causal import default_control
-    from tacq.data import DataConfig, generic_text, load_task
-    from tacq.evaluate import evaluate, perplexity
-    from tacq.export import save_packed
+    from tacq.circuit.causal import default_control
+    from tacq.data.reading import load_task
+    from tacq.data.tasks import DataConfig, generic_text
+    from tacq.eval.evaluate import evaluate, perplexity
+    from tacq.formats.export import save_packed
+    from tacq.formats.packed import dense_copy
     from tacq.models import load_model
-    from tacq.packed import dense_copy
-    from tacq.workflow import Study
+    from tacq.study.workflow import Study
 
     lm = load_model()
     task = load_task(task_name)
@@ -408,7 +409,7 @@ def fill_gap_closed(rows: list[dict]) -> list[dict]:
 
 def _interval(r: dict, key: str) -> str:
     """The 95 % bootstrap interval of a row's mean from its per-example values, if kept."""
-    from tacq.stats import bootstrap
+    from tacq.eval.stats import bootstrap
 
     return bootstrap(r[key]).text() if key in r else ""
 

@@ -1,12 +1,12 @@
 """Recount the honest size of committed rows for packed format 2, without rerunning them.
 
-Format 2 of packed checkpoints (tacq.export) stores each zero at b bits instead of a uint8
+Format 2 of packed checkpoints (tacq.formats.export) stores each zero at b bits instead of a uint8
 and each output row's kept count as a uint16 instead of int32 CSR row pointers. Zeros are
 integers in [0, 2^b), so nothing about a variant changes but its size: a row's quality
 stands and only its honest count moves. Rows of ours (TaCQ, GPTQ, RTN and the other
 saliency metrics) made before format 2 are recounted from their recorded settings (bits,
-group size, kept ratio or the paper BPW) and SmolLM2-135M's shapes (tacq.plan.Shapes) by
-tacq.select.size_report, the function every new row is counted with.
+group size, kept ratio or the paper BPW) and SmolLM2-135M's shapes (tacq.shapes.Shapes) by
+tacq.formats.sizes.size_report, the function every new row is counted with.
 
 The per-Linear kept counts are not recorded, and format 2 charges each Linear that keeps
 any weight a count per row; which Linears those are follows from the format-1 count (4
@@ -37,15 +37,15 @@ from dataclasses import dataclass
 from _common import ROOT
 from scale import SHAPES
 
-from tacq.plan import Shapes
-from tacq.select import NumberFormat, size_report
+from tacq.formats.sizes import NumberFormat, size_report
+from tacq.shapes import Shapes
 
 FORMAT1_LAST = "7c18058"  # the last commit whose packed exports and size reports were format 1
 FORMAT1_LAST_DATE = "2026-12-07"  # its date: a row made before it by a commit git no longer has
 MARK = "bpw_format"  # set to 2 on a recounted row
 RESULTS = ROOT / "bench" / "results"
 
-# bytes per zero of the peers' own formats (tacq.peers: HQQ fp16, AutoRound packed)
+# bytes per zero of the peers' own formats (tacq.peers.registry: HQQ fp16, AutoRound packed)
 PEER_ZERO_BYTES: dict[str, Callable[[int], float]] = {
     "hqq": lambda bits: 2,
     "auto-round": lambda bits: bits / 8,
@@ -77,7 +77,7 @@ def smollm2() -> Counted:
 def format1_bytes(
     out_f: int, in_f: int, kept: int, bits: int, group: int | None, zero_bytes: float | None
 ) -> int:
-    """One Linear's bytes as format 1 stored (and tacq.select counted) them: uint8 zeros of
+    """One Linear's bytes as format 1 stored (and tacq.circuit.select counted) them: uint8 zeros of
     ours (zero_bytes None; a peer's own otherwise), int32 row pointers, out + 1."""
     groups = 1 if group is None else -(-in_f // group)
     zero = 1 if zero_bytes is None else zero_bytes

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from _common import ROOT, provenance, stamp, write_result
 
-from tacq.recipe import Recipe
+from tacq.quant.recipe import Recipe
 
 RESULTS = ROOT / "bench" / "results"
 # The HF configs' shapes; max_position_embeddings 2048 and rope defaults for all three.
@@ -72,7 +72,7 @@ SHAPES: dict[str, dict] = {
 FIT_ON = ("smollm2-135m", "smollm2-360m")  # the planner's CPU constants come from these
 CHECK_ON = "tinyllama-1.1b"  # and are checked here
 STAGES = ("collect", "reference GPTQ", "TaCQ scores", "masked GPTQ", "packed variant", "chat")
-# tacq.plan's stages and the measured stages each one covers
+# tacq.study.plan's stages and the measured stages each one covers
 PLAN_STAGES = {
     "gradients": ("collect",),
     "GPTQ reference + masked": ("reference GPTQ", "TaCQ scores", "masked GPTQ"),
@@ -197,9 +197,10 @@ def run_stages(lm, task, examples: int, new_tokens: int) -> dict:
     whatever $TACQ_HOME holds (the bench gives each shape an empty one)."""
     from app.chat_stream import stream_chat
     from tacq.cache import tacq_home
-    from tacq.data import DataConfig
-    from tacq.export import save_packed
-    from tacq.workflow import DEFAULT_RATIO, Selection, Study
+    from tacq.circuit.select import DEFAULT_RATIO, Selection
+    from tacq.data.tasks import DataConfig
+    from tacq.formats.export import save_packed
+    from tacq.study.workflow import Study
 
     home = tacq_home()
     sel = Selection("tacq", BITS, DEFAULT_RATIO)
@@ -237,9 +238,10 @@ def measure_shape(name: str, examples: int, new_tokens: int, task_name: str) -> 
     """One shape from an empty $TACQ_HOME, in this process: build, throughput, stages."""
     import torch
 
-    from tacq.data import load_task
+    from tacq.data.reading import load_task
     from tacq.memory import rss_bytes
-    from tacq.plan import Shapes, measured_flops
+    from tacq.shapes import Shapes
+    from tacq.study.plan import measured_flops
 
     config = llama_config(SHAPES[name])
     home = Path(tempfile.mkdtemp(prefix=f"tacq-scale-{name}-"))
@@ -301,7 +303,7 @@ def geometric_mean(xs: list[float]) -> float:
 
 def plan_settings(examples: int, max_length: int):
     """The plan's settings for this run on this CPU (fp32, shared memory, |g| sums)."""
-    from tacq.plan import CPU_LATENCY_FACTOR, RunSettings
+    from tacq.study.plan import CPU_LATENCY_FACTOR, RunSettings
 
     return RunSettings(
         examples=examples,
@@ -315,8 +317,9 @@ def plan_settings(examples: int, max_length: int):
 
 
 def plan_of(row: dict, max_length: int) -> dict[str, dict]:
-    """tacq.plan's stages for a measured shape, with the throughput measured beside it."""
-    from tacq.plan import Shapes, plan_run
+    """tacq.study.plan's stages for a measured shape, with the throughput measured beside it."""
+    from tacq.shapes import Shapes
+    from tacq.study.plan import plan_run
 
     stages = plan_run(
         Shapes.from_config(row["config"]),
@@ -342,7 +345,7 @@ def measured_plan_stages(row: dict) -> dict[str, dict]:
 
 def fit_time_factors(rows: list[dict]) -> dict[str, float]:
     """Per timed plan stage: measured seconds over FLOPs / measured throughput, geometric
-    mean over the FIT_ON shapes (what tacq.plan's CPU factors should be)."""
+    mean over the FIT_ON shapes (what tacq.study.plan's CPU factors should be)."""
     out = {}
     for stage in TIMED_PLAN_STAGES:
         ratios = [
@@ -358,7 +361,7 @@ def fit_time_factors(rows: list[dict]) -> dict[str, float]:
 def summarize(rows: list[dict]) -> dict:
     """Plans (at the calibration set's real length and at the 256-token cap), measured plan
     stages, their ratios, fitted factors, exponents and the targets, from measured rows."""
-    from tacq import plan as P
+    from tacq.study import plan as P
 
     for r in rows:
         r["plan_max_length"] = max(r["batch_lengths"])
@@ -487,7 +490,7 @@ def report(summary: dict) -> None:
             print(f"  {s:<24} measured {m['seconds']:7.1f} s {m['bytes'] / 2**30:6.2f} GB | "
                   f"plan {e['seconds']:7.1f} s {e['bytes'] / 2**30:6.2f} GB")  # fmt: skip
     print("fitted time factors:", summary["fitted_time_factors"])
-    print("in tacq.plan:", summary["time_factors_in_plan"])
+    print("in tacq.study.plan:", summary["time_factors_in_plan"])
     print("targets:", json.dumps(summary["targets"], indent=1))
 
 

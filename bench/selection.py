@@ -14,7 +14,7 @@ import time
 
 from _common import median, no_options, write_result
 
-from tacq.select import Selection
+from tacq.circuit.select import Selection
 
 
 def timed(fn, n: int) -> list[float]:
@@ -29,10 +29,11 @@ def timed(fn, n: int) -> list[float]:
 
 def main() -> None:
     no_options(__doc__)
-    from tacq.data import DataConfig, load_task
+    from tacq.circuit.select import rank
+    from tacq.data.reading import load_task
+    from tacq.data.tasks import DataConfig
     from tacq.models import load_model
-    from tacq.select import rank
-    from tacq.workflow import Study
+    from tacq.study.workflow import Study
 
     study = Study(load_model(), load_task("antonyms"), DataConfig(max_examples=16))
     study.collect()

@@ -3,8 +3,8 @@
   1. End-to-end default pipeline (what `python -m tacq run` does) from empty caches: load,
      32 calibration examples, gradients, unmasked 2-bit GPTQ (for dW), TaCQ scores + masked
      2-bit GPTQ, held-out eval; with the fast GPTQ path and with the old one (per Linear,
-     whole block passes, no reused grid search: `Study(fast_gptq=False)`), each from empty
-     caches. Targets: < 5 minutes, new >= 1.6x faster than old; peak RSS < 4 GB; the same
+     whole block passes, no reused grid search: `Study(group_quantizer=baseline_group)`
+     from bench/gptq_yardstick.py), each from empty caches. Targets: < 5 minutes, new >= 1.6x faster than old; peak RSS < 4 GB; the same
      held-out NLL both ways (the paths are bit-identical).
   2. GPTQ over the whole model, old vs new on the same calibration batches: the unmasked
      pass and the masked TaCQ pass (target >= 2x), codes compared for bit-identity.
@@ -27,9 +27,10 @@ import tempfile
 import time
 
 from _common import median, write_result
+from gptq_yardstick import baseline_group
 
-from tacq.recipe import Recipe
-from tacq.select import DEFAULT_RATIO, Selection
+from tacq.circuit.select import DEFAULT_RATIO, Selection
+from tacq.quant.recipe import Recipe
 
 
 def peak_rss_mb() -> float:
@@ -50,11 +51,12 @@ def _empty_home() -> None:
 
 def pipeline(args, fast: bool) -> dict:
     """The default `python -m tacq run` pipeline from empty caches -> stages, NLLs, objects."""
-    from tacq.data import DataConfig, load_task
-    from tacq.evaluate import evaluate
-    from tacq.gradients import GradientConfig
+    from tacq.circuit.gradients import GradientConfig
+    from tacq.data.reading import load_task
+    from tacq.data.tasks import DataConfig
+    from tacq.eval.evaluate import evaluate
     from tacq.models import load_model
-    from tacq.workflow import Study
+    from tacq.study.workflow import Study
 
     _empty_home()
     stages: dict[str, float] = {}
@@ -68,7 +70,7 @@ def pipeline(args, fast: bool) -> dict:
         task,
         DataConfig(max_examples=args.examples),
         GradientConfig(extra_stats=False),
-        fast_gptq=fast,
+        group_quantizer=None if fast else baseline_group,
     )
     stages["load model + data"] = time.perf_counter() - t
     t = time.perf_counter()
@@ -108,20 +110,20 @@ def compare_gptq(study, bits: int) -> dict:
     """Whole-model GPTQ on the same batches, old path vs new: unmasked and masked TaCQ."""
     import torch
 
-    from tacq.gptq import GPTQConfig
-    from tacq.quantize import quantize_model
+    from tacq.formats.grid import GPTQConfig
+    from tacq.quant.quantize import quantize_model
 
     lm, batches, cfg = study.lm, study.batches(answer_only=False), GPTQConfig(bits=bits)
     masks = study.ranking(Selection("tacq", bits, DEFAULT_RATIO)).masks(DEFAULT_RATIO)
     out: dict[str, float] = {}
     t = time.perf_counter()
-    old_ref = quantize_model(lm.model, batches, cfg, fast=False)
+    old_ref = quantize_model(lm.model, batches, cfg, group_quantizer=baseline_group)
     out["unmasked_old_s"] = time.perf_counter() - t
     t = time.perf_counter()
     new_ref = quantize_model(lm.model, batches, cfg)
     out["unmasked_new_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    old = quantize_model(lm.model, batches, cfg, masks, fast=False)
+    old = quantize_model(lm.model, batches, cfg, masks, group_quantizer=baseline_group)
     out["masked_old_s"] = time.perf_counter() - t
     t = time.perf_counter()
     new = quantize_model(lm.model, batches, cfg, masks, unmasked=new_ref.qparams())
@@ -153,14 +155,20 @@ def compare_gptq(study, bits: int) -> dict:
 
 def demo_time(task: str, fast: bool) -> dict:
     """The quick one-click demo from empty caches -> stage seconds and total."""
-    from tacq.data import DataConfig, load_task
-    from tacq.demo import plan_demo, run_demo
+    from tacq.data.reading import load_task
+    from tacq.data.tasks import DataConfig
     from tacq.models import load_model
-    from tacq.workflow import Study
+    from tacq.study.demo import plan_demo, run_demo
+    from tacq.study.workflow import Study
 
     _empty_home()
     t = time.perf_counter()
-    study = Study(load_model(), load_task(task), DataConfig(max_examples=8), fast_gptq=fast)
+    study = Study(
+        load_model(),
+        load_task(task),
+        DataConfig(max_examples=8),
+        group_quantizer=None if fast else baseline_group,
+    )
     demo = plan_demo(study, quick=True)
     for _ in run_demo(demo):
         pass
@@ -185,15 +193,15 @@ def main() -> None:
 
     import torch
 
-    from tacq.data import DataConfig
-    from tacq.gradients import GradientConfig, abs_grads_loop, collect_abs_grads
+    from tacq.circuit.gradients import GradientConfig, abs_grads_loop, collect_abs_grads
+    from tacq.data.tasks import DataConfig
     from tacq.models import load_model
-    from tacq.workflow import Study
+    from tacq.study.workflow import Study
 
     load_model()  # warm the file cache, so neither pipeline pays the first read
     new = pipeline(args, fast=True)
     rss = peak_rss_mb()  # one pipeline's peak: measured before anything else runs
-    old = pipeline(args, fast=False)
+    old = pipeline(args, group_quantizer=baseline_group)
     for k in ("study", "ref", "variant", "stats"):
         old.pop(k)  # only the new pipeline's objects are used below
     study, ref, stats = new["study"], new["ref"], new["stats"]
@@ -205,7 +213,7 @@ def main() -> None:
     )
     print(f"  peak RSS {rss:,.0f} MB   target < 4096 MB")
     gptq = compare_gptq(study, args.bits)
-    demo_old = demo_time(args.task, fast=False)
+    demo_old = demo_time(args.task, group_quantizer=baseline_group)
     demo_new = demo_time(args.task, fast=True)
     demo_x = demo_old["total_s"] / demo_new["total_s"]
     print(f"quick demo: x{demo_x:.2f} (target >= 1.9)")

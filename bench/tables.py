@@ -19,8 +19,8 @@ from findings import findings
 from onepage import page
 from quality import cross_markdown, fill_gap_closed, markdown, paired_markdown
 
-from tacq.runs import PLAIN_METHODS
-from tacq.saliency import METRICS, metrics_in
+from tacq.circuit.saliency import METRICS, metrics_in
+from tacq.study.runs import PLAIN_METHODS
 
 RESULTS = ROOT / "bench" / "results"
 
@@ -205,10 +205,10 @@ def header() -> str:
         "`_r100` rounding tuned 100 steps per block after GPTQ (`_r100c`: each block's tuning "
         "kept only where held-aside calibration examples' answer loss does not rise), `_rot` the "
         "unkept weights quantized in a random rotated input basis, the kept ones exact in the "
-        "original one (tacq.rotation; a dense Haar rotation), `_roth` the same with a "
+        "original one (tacq.quant.rotation; a dense Haar rotation), `_roth` the same with a "
         "structured one (random signs, a small Haar matrix Kronecker a Hadamard matrix); "
         "`_e2` before a rotation suffix: every scale then distilled from the fp model for 2 "
-        "epochs (tacq.distill), the epoch kept by held-aside calibration examples.",
+        "epochs (tacq.quant.distill), the epoch kept by held-aside calibration examples.",
         "",
     ]
     return "\n".join(lines)
@@ -379,7 +379,7 @@ def fit_markdown(fit: dict) -> str:
     lines = [
         f"`python -m tacq fit --task NAME --keep {fit['keep']:g}` with cold caches: candidates "
         "scored on dev in increasing honest bits per weight; the choice scored once on held-out. "
-        "The speed probe (`tacq.demo.speed_probe`, a fixed GPTQ job; about 0.17 s on the "
+        "The speed probe (`tacq.study.demo.speed_probe`, a fixed GPTQ job; about 0.17 s on the "
         "development machine) says how fast the machine ran then (- : not recorded).",
         "",
         "| task | chosen | bits | honest BPW | dev EM (fp) | held-out EM (fp) | held-out EM kept "
@@ -406,7 +406,7 @@ def fit_markdown(fit: dict) -> str:
             f"| {r['task']} | {chosen} | {bits} | {bpw} | {dev} | {held} | {kept} "
             f"| {len(r['points'])} | {r['wall_s'] / 60:.1f} | {probe} |"
         )
-    from tacq.data import list_tasks
+    from tacq.data.tasks import list_tasks
 
     missing = sorted(set(list_tasks()) - {r["task"] for r in fit["rows"]})
     if missing:
@@ -530,7 +530,7 @@ def scale_markdown(sc: dict) -> str:
         "longest batch; the plan's default of 256 tokens per example is an upper bound, last "
         "column). Its stages cover: "
         + "; ".join(f"{p} = {' + '.join(parts)}" for p, parts in PLAN_STAGES.items())
-        + ". Time factors in tacq/plan.py: "
+        + ". Time factors in tacq/study/plan.py: "
         + ", ".join(
             f"{k} {v:.2f} (fitted {fitted.get(k, float('nan')):.2f})" for k, v in used.items()
         )
@@ -780,7 +780,7 @@ def sections() -> dict[str, list[str]]:
         emit(env_line(dp) + "\n")
         emit(
             "Exact match on the first dev examples (never the held-out split the demo "
-            "reports) of TaCQ 2-bit at each recipe (a `tacq.recipe` key: `tacq` is the "
+            "reports) of TaCQ 2-bit at each recipe (a `tacq.quant.recipe` key: `tacq` is the "
             "paper's settings at 0.35 %, `_p` another kept percent, `_d0.1_roth` the measured "
             "preset's damping and Hadamard rotation) and of the demo's GPTQ 2-bit baselines, "
             "per channel and g128 (- where not measured); TaCQ 3-bit (same recipe) only "

@@ -39,7 +39,7 @@ def shapes() -> dict[str, bytes]:
 def measure_one(path: str) -> dict:
     """In this (fresh) process: baseline RSS, then read + decode + parse the file."""
     sys.path.insert(0, str(ROOT))
-    from tacq.data import decode_upload, guess_format, parse_examples
+    from tacq.data.reading import decode_upload, guess_format, parse_examples
     from tacq.errors import TacqError
 
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

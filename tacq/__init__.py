@@ -15,14 +15,14 @@ __version__ = "0.1.0"
 # The public API, each name imported when first asked for (import tacq stays light: no
 # torch or transformers until one is used). name -> the module that defines it.
 _API = {
-    "Study": "tacq.workflow",
-    "Recipe": "tacq.recipe",
-    "Selection": "tacq.select",
+    "Study": "tacq.study.workflow",
+    "Recipe": "tacq.quant.recipe",
+    "Selection": "tacq.circuit.select",
     "load_model": "tacq.models",
-    "load_task": "tacq.data",
-    "read_examples": "tacq.data",
-    "save_packed": "tacq.export",
-    "load_quantized": "tacq.export",
+    "load_task": "tacq.data.reading",
+    "read_examples": "tacq.data.reading",
+    "save_packed": "tacq.formats.export",
+    "load_quantized": "tacq.formats.export",
     "TacqError": "tacq.errors",
 }
 __all__ = sorted(_API)

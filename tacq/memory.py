@@ -71,8 +71,8 @@ def packed_estimate(
 ) -> int:
     """What a packed variant of `model` will hold in memory: codes, fp16 scale + uint8 zero
     per row or group, each kept weight's fp16 value and int32 index, and with `rotation`
-    (a tacq.orthogonal kind) each Linear's R (rotation_bytes). The saved file is smaller
-    (b-bit zeros, per-row kept counts): tacq.select.linear_bytes counts that."""
+    (a tacq.formats.orthogonal kind) each Linear's R (rotation_bytes). The saved file is smaller
+    (b-bit zeros, per-row kept counts): tacq.formats.sizes.linear_bytes counts that."""
     from tacq.models import quantizable_linears
 
     total = 0
@@ -84,7 +84,7 @@ def packed_estimate(
 
 
 def rotation_bytes(model: nn.Module, kind: str) -> int:
-    """Bytes of the rotations a rotated variant holds (tacq.orthogonal.Rotation, fp32, drawn
+    """Bytes of the rotations a rotated variant holds (tacq.formats.orthogonal.Rotation, fp32, drawn
     from the seed at load): "haar" keeps a dense (n, n) R, n signs and a 1 x 1 Hadamard per
     Linear of n inputs (n^2 floats: 520 MB on SmolLM2); "hadamard" n signs and an (a, a)
     mix per Linear, n = a * h, and one (h, h) Hadamard per distinct h (a cached tensor)."""

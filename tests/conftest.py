@@ -86,7 +86,7 @@ def tiny_lm(tiny_llama):
 @pytest.fixture
 def tiny_task():
     """A 4-shot completion task the tiny model cannot do, enough to exercise the pipeline."""
-    from tacq.data import Example, TaskSet
+    from tacq.data.tasks import Example, TaskSet
 
     words = ["hot", "big", "up", "wet", "fast", "old", "new", "tall", "low", "dark", "soft", "left"]
     ex = [

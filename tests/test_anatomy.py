@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tacq.anatomy import Geometry, aggregate, heads_grid, top_neurons
+from tacq.circuit.anatomy import Geometry, aggregate, heads_grid, top_neurons
+from tacq.circuit.select import rank
 from tacq.errors import TacqError
 from tacq.models import quantizable_linears
-from tacq.select import rank
 from tests.tiny import make_tiny_llama, make_tiny_phi3
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tacq.evaluate import answer_line, answer_line_ended, line_end_criterion
+from tacq.eval.answers import answer_line_ended
+from tacq.eval.evaluate import answer_line, line_end_criterion
 
 
 def test_a_line_ends_only_after_text():
@@ -32,10 +33,10 @@ def test_criterion_stops_each_row_on_its_own(tiny_lm):
 @pytest.mark.slow
 def test_smollm2_answers_stop_at_the_line_end():
     from app.chat_stream import stream_chat
-    from tacq.data import load_task
-    from tacq.demo import SUGGESTED_PROMPT
-    from tacq.evaluate import evaluate, generate_batch
+    from tacq.data.reading import load_task
+    from tacq.eval.evaluate import evaluate, generate_batch
     from tacq.models import load_model
+    from tacq.study.demo import SUGGESTED_PROMPT
 
     lm = load_model("default")
     (out,) = generate_batch(lm.model, lm.tokenizer, [SUGGESTED_PROMPT], "completion", 24)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tacq.answers import score_and_generate
-from tacq.data import DataConfig, Example, encode_all, make_batches
-from tacq.evaluate import EvalConfig, evaluate, generate_batch
+from tacq.data.batches import encode_all, make_batches
+from tacq.data.tasks import DataConfig, Example
+from tacq.eval.answers import score_and_generate
+from tacq.eval.evaluate import EvalConfig, evaluate, generate_batch
 from tests.conftest import _char_tokenizer
 from tests.tiny import make_tiny_llama, make_tiny_phi3
 

@@ -7,14 +7,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from tacq import autofit
-from tacq.autofit import candidates, fit, ordered, planned_bpw, with_dev
-from tacq.data import Example, TaskSet
+from tacq.data.tasks import Example, TaskSet
 from tacq.errors import Cancelled, TacqError
-from tacq.evaluate import EvalResult
+from tacq.eval.evaluate import EvalResult
 from tacq.models import quantizable_linears
-from tacq.recipe import Recipe
-from tacq.workflow import Study
+from tacq.quant.recipe import Recipe
+from tacq.study import autofit
+from tacq.study.autofit import candidates, fit, ordered, planned_bpw, with_dev
+from tacq.study.workflow import Study
 
 
 def _task(n_calib: int, n_dev: int, n_held: int = 8) -> TaskSet:

@@ -519,11 +519,11 @@ def test_preset_pick_ranks_per_row_settings_on_dev_over_every_task(findings, mon
 
 
 def test_the_apps_measured_presets_follow_the_rule_on_the_committed_results(findings):
-    """tacq.recipe.MEASURED is what preset_pick chooses from bench/results/quality.json:
+    """tacq.quant.recipe.MEASURED is what preset_pick chooses from bench/results/quality.json:
     a new measurement that changes the winner fails here until the preset follows it."""
     import json
 
-    from tacq.recipe import Recipe
+    from tacq.quant.recipe import Recipe
 
     rows = json.loads((BENCH / "results" / "quality.json").read_text())["rows"]
     for bits in (2, 3):

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from tacq.peers import PEERS
-from tacq.recipe import Recipe
-from tacq.select import Selection
-from tacq.workflow import Study
+from tacq.circuit.select import Selection
+from tacq.peers.registry import PEERS
+from tacq.quant.recipe import Recipe
+from tacq.study.workflow import Study
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 FAKE = Path(__file__).parent / "fixtures" / "fake_peers"
@@ -65,13 +65,13 @@ def test_a_rotated_lever_is_the_products_rotated_variant(
     Study.quantize's, weight for weight."""
     import functools
 
-    import tacq.gradients
-    from tacq.packed import packed_modules
+    import tacq.circuit.gradients
+    from tacq.formats.packed import packed_modules
     from tests.test_distill import short_generic_text
 
     # batches of 4: the 8 tiny examples leave one batch to hold aside for the check
-    small = functools.partial(tacq.gradients.GradientConfig, batch_size=4)
-    monkeypatch.setattr(tacq.gradients, "GradientConfig", small)
+    small = functools.partial(tacq.circuit.gradients.GradientConfig, batch_size=4)
+    monkeypatch.setattr(tacq.circuit.gradients, "GradientConfig", small)
     lever = levers.Lever(
         ratio=0.02, group_size=32, damp=0.1, rotation="hadamard", rounding_steps=steps,
         distill_epochs=epochs,

@@ -1,4 +1,4 @@
-"""bench/quality.py method names: keys of tacq.recipe.Recipe read through it (unknown names
+"""bench/quality.py method names: keys of tacq.quant.recipe.Recipe read through it (unknown names
 come back whole and are not known)."""
 
 from __future__ import annotations
@@ -148,9 +148,9 @@ def test_damping_suffix_is_split_off_last(quality):
 
 
 def test_generic_fit_batches_are_full_chunks_of_the_text_past_the_ppl_window(monkeypatch):
-    """The one fit-text policy (tacq.calibration): the generic text past the tokens
+    """The one fit-text policy (tacq.data.calibration): the generic text past the tokens
     perplexity reads, joined and cut into full chunks."""
-    import tacq.calibration as calibration
+    import tacq.data.calibration as calibration
 
     class Tok:  # one id per character, so the chunking can be counted
         def __call__(self, text, add_special_tokens=False):

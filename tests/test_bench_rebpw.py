@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tacq.select import NumberFormat, size_report
+from tacq.formats.sizes import NumberFormat, size_report
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 

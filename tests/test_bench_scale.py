@@ -44,7 +44,7 @@ def test_time_factors_are_the_geometric_mean_over_the_small_shapes(scale):
 
 
 def test_built_model_is_the_config_the_plan_counts(scale, tiny_lm):
-    from tacq.plan import Shapes
+    from tacq.shapes import Shapes
 
     shape = dict(
         hidden_size=64,
@@ -90,10 +90,11 @@ def test_peak_rss_resets_between_stages(scale):
 
 
 def test_the_plan_uses_the_cpu_factors_fitted_in_scale_json():
-    """tacq.plan's CPU time factors are the ones bench/scale.py fitted (2 decimals), and
+    """tacq.study.plan's CPU time factors are the ones bench/scale.py fitted (2 decimals), and
     the gradient stage's time on cpu carries its factor."""
-    from tacq import plan
-    from tacq.plan import RunSettings, Shapes, plan_run
+    from tacq.shapes import Shapes
+    from tacq.study import plan
+    from tacq.study.plan import RunSettings, plan_run
 
     fitted = json.loads((BENCH / "results" / "scale.json").read_text())["fitted_time_factors"]
     assert plan.CPU_GRADIENT_FACTOR == pytest.approx(fitted["gradients"], abs=0.005)
@@ -110,7 +111,7 @@ def test_the_plan_uses_the_cpu_factors_fitted_in_scale_json():
 def test_cut_tokenizer_stays_in_a_32k_vocabulary(scale, tmp_path):
     from transformers import AutoTokenizer
 
-    from tacq.data import load_task
+    from tacq.data.reading import load_task
     from tacq.models import default_model_dir
 
     full = AutoTokenizer.from_pretrained(str(default_model_dir()), local_files_only=True)

@@ -102,9 +102,10 @@ def _small_study(task_file: Path):
     (one for every comparison: loading and collecting once). Its gradients come from the
     app's own cache when the keys agree (they should: same model, examples and settings),
     so the run writes one 1.3 GB gradient file, not two."""
-    from tacq.data import read_examples, task_from_examples
+    from tacq.data.reading import read_examples
+    from tacq.data.tasks import task_from_examples
     from tacq.models import load_model
-    from tacq.workflow import Study
+    from tacq.study.workflow import Study
 
     study = Study(load_model(), task_from_examples("small", read_examples(task_file)))
     before = os.environ.get("TACQ_HOME")
@@ -123,7 +124,7 @@ def _small_study(task_file: Path):
 def library_heads(task_file: Path, pct: float):
     """The query head holding most MSG-kept weights, computed by the library in this process
     on the same 9 calibration examples the page uses."""
-    from tacq.select import Selection
+    from tacq.circuit.select import Selection
 
     heads = _small_study(task_file).anatomy(Selection("msg", SCREEN_BITS, pct / 100), "query")
     return heads.sort_values(["kept", "score"], ascending=False).iloc[0]
@@ -131,8 +132,8 @@ def library_heads(task_file: Path, pct: float):
 
 def library_halves(task_file: Path, pct: float):
     """Jaccard of the MSG circuits of the two halves of the page's 9 examples."""
-    from tacq.select import Selection
-    from tacq.stability import stability
+    from tacq.circuit.select import Selection
+    from tacq.circuit.stability import stability
 
     res = stability(_small_study(task_file), Selection("msg", SCREEN_BITS, pct / 100), "halves")
     return float(res.matrix.iloc[0, 1])
@@ -140,8 +141,8 @@ def library_halves(task_file: Path, pct: float):
 
 def library_causal(task_file: Path, pct: float):
     """The causal table the page should show: MSG circuit zeroed, 3 examples, 1 seed."""
-    from tacq.causal import CausalConfig, causal_test
-    from tacq.select import Selection
+    from tacq.circuit.causal import CausalConfig, causal_test
+    from tacq.circuit.select import Selection
 
     cfg = CausalConfig("zero", seeds=1, task_examples=3, control_examples=3)
     res = causal_test(
@@ -353,7 +354,7 @@ def test_settings_choice_fills_the_quantize_options(page):
     follows a change of bits, and touching an option by hand makes the settings "my own"."""
     from playwright.sync_api import expect
 
-    from tacq.recipe import Recipe
+    from tacq.quant.recipe import Recipe
 
     page.get_by_role("tab", name="Quantize").click()
     settings = page.locator("#quant-settings")  # a fresh page opens on the measured preset
@@ -534,8 +535,8 @@ def test_how_it_works_toy_follows_the_formula(page):
 
 
 def test_one_click_demo_quick(page):
-    from tacq.data import load_task
-    from tacq.demo import DEMO_TASK, QUICK_GPTQ, demo_recipe
+    from tacq.data.reading import load_task
+    from tacq.study.demo import DEMO_TASK, QUICK_GPTQ, demo_recipe
 
     tacq2, gptq = demo_recipe(2).name, QUICK_GPTQ[-1].name  # g128: what practitioners run
     page.get_by_role("tab", name="One-click demo").click()

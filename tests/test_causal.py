@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from tacq.causal import (
+from tacq.circuit.causal import (
     CausalConfig,
     RowGrids,
     causal_test,
@@ -16,12 +16,13 @@ from tacq.causal import (
     random_global,
     random_matched,
 )
-from tacq.data import generic_text, load_task
+from tacq.circuit.select import Selection
+from tacq.data.reading import load_task
+from tacq.data.tasks import generic_text
 from tacq.errors import Cancelled, TacqError
-from tacq.gptq import GPTQConfig, find_params, quantize_to_grid
+from tacq.formats.grid import GPTQConfig, find_params, quantize_to_grid
 from tacq.models import quantizable_linears
-from tacq.select import Selection
-from tacq.workflow import Study
+from tacq.study.workflow import Study
 
 FAST = CausalConfig(seeds=2, task_examples=4, control_examples=4, ppl_chunks=1)
 

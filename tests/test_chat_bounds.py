@@ -102,7 +102,8 @@ def _fed(model, tokenizer, messages, style) -> tuple[list[int], list[str]]:
 
 
 def test_completion_chat_sends_the_raw_prompt_as_the_gallery_does(tiny_lm, tiny_task):
-    from tacq.data import DataConfig, encode_all
+    from tacq.data.batches import encode_all
+    from tacq.data.tasks import DataConfig
 
     tok = _tokenizer_with_template(tiny_lm)
     ex = tiny_task.heldout[0]

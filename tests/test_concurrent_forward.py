@@ -3,7 +3,7 @@ evaluates, and warms a new variant's compiled kernel up in the background meanwh
 
 torch.compiler.is_compiling() is one process-wide flag; kernels 0.19 and transformers 5 kept
 per-forward state in a global while it was set, so a forward beside a compile crashed
-("'_contextvars.Token' object has no attribute 'get'"). tacq.packed makes that state per
+("'_contextvars.Token' object has no attribute 'get'"). tacq.formats.packed makes that state per
 thread again (per_thread_forward_state); these tests fail on an exception in any thread.
 """
 
@@ -14,8 +14,8 @@ import threading
 import pytest
 import torch
 
-import tacq.packed as packed
-from tacq.recipe import Recipe
+import tacq.formats.packed as packed
+from tacq.quant.recipe import Recipe
 
 
 @pytest.fixture
@@ -38,7 +38,7 @@ def test_a_forward_beside_a_compile_keeps_its_own_state(tiny_llama, thread_error
     """The interleaving that crashed, made certain with events: forward A enters attention,
     another thread starts compiling, forward B enters attention, the compile ends, A then B
     finish. Both give the single-threaded logits."""
-    packed.per_thread_forward_state()  # what tacq.packed does before its own torch.compile
+    packed.per_thread_forward_state()  # what tacq.formats.packed does before its own torch.compile
     model, ids = tiny_llama, torch.tensor([[5, 9, 17, 33, 2, 8]])
     with torch.no_grad():
         want = model(input_ids=ids).logits
@@ -99,9 +99,9 @@ def test_chat_and_evaluation_beside_warm_ups(tiny_lm, tiny_task, thread_errors, 
     once, for many warm-ups. No thread raises, and evaluation and chat give what they give
     alone."""
     from app.chat_stream import stream_chat
-    from tacq.evaluate import evaluate
-    from tacq.select import Selection
-    from tacq.workflow import Study
+    from tacq.circuit.select import Selection
+    from tacq.eval.evaluate import evaluate
+    from tacq.study.workflow import Study
 
     study = Study(tiny_lm, tiny_task)
     study.collect()
@@ -154,7 +154,7 @@ def test_chat_and_evaluation_beside_warm_ups(tiny_lm, tiny_task, thread_errors, 
 
 
 def _packed_layer():
-    from tacq.gptq import LayerQuant
+    from tacq.formats.grid import LayerQuant
 
     g = torch.Generator().manual_seed(0)
     codes = torch.randint(0, 4, (6, 40), generator=g, dtype=torch.uint8)

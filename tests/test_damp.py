@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import torch
 
-from tacq.gptq import DEFAULT_DAMP
-from tacq.recipe import Recipe
-from tacq.select import Selection
-from tacq.workflow import Study
+from tacq.circuit.select import Selection
+from tacq.formats.grid import DEFAULT_DAMP
+from tacq.quant.recipe import Recipe
+from tacq.study.workflow import Study
 
 
 def _weights(v) -> dict[str, torch.Tensor]:
@@ -16,8 +16,8 @@ def _weights(v) -> dict[str, torch.Tensor]:
 
 
 def test_more_damping_changes_the_rounding_and_is_recorded(tmp_path, tiny_lm, tiny_task):
-    from tacq.export import save_packed
-    from tacq.variant import load_variant
+    from tacq.formats.export import save_packed
+    from tacq.quant.variant import load_variant
     from tests.tiny import fp16_exact
 
     fp16_exact(tiny_lm.model)

@@ -8,16 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from tacq.evaluate import EvalResult
-from tacq.tables import gallery, gallery_right, model_label
-from tacq.workflow import Study
+from tacq.eval.evaluate import EvalResult
+from tacq.study.tables import gallery, gallery_right, model_label
+from tacq.study.workflow import Study
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_demo_defaults_are_the_measured_pick():
     """DEMO_TASK and DEMO_RECIPE are what bench/demo_pick.py chose on the dev splits."""
-    from tacq.demo import DEMO_RECIPE, DEMO_TASK, demo_recipe
+    from tacq.study.demo import DEMO_RECIPE, DEMO_TASK, demo_recipe
 
     pick = json.loads((ROOT / "bench" / "results" / "demo_pick.json").read_text())["pick"]
     assert (DEMO_TASK, DEMO_RECIPE) == (pick["task"], pick["recipe"])
@@ -27,7 +27,7 @@ def test_demo_defaults_are_the_measured_pick():
 def test_quick_demo_makes_both_gptq_baselines_only_if_they_fit_its_minutes():
     """bench/demo_time.py timed the quick demo with both GPTQ baselines on empty caches:
     over QUICK_LIMIT_S, the quick demo makes g128 alone (what practitioners run)."""
-    from tacq.demo import DEMO_RECIPE, GPTQ_BASELINES, QUICK_GPTQ, QUICK_LIMIT_S, demo_recipes
+    from tacq.study.demo import DEMO_RECIPE, GPTQ_BASELINES, QUICK_GPTQ, QUICK_LIMIT_S, demo_recipes
 
     timed = json.loads((ROOT / "bench" / "results" / "demo_time.json").read_text())
     both = [r for r in timed["runs"] if r["attempt"].startswith("both GPTQ baselines")]
@@ -41,8 +41,8 @@ def test_quick_demo_makes_both_gptq_baselines_only_if_they_fit_its_minutes():
 def test_plain_gptq_is_free_only_where_it_is_tacqs_reference():
     """bench/demo_time.py: per-channel GPTQ took 0.1 s after the rotated, damped TaCQ
     2-bit (its ranking's dW comes from plain GPTQ), g128 a pass of its own (126 s)."""
-    from tacq.demo import shares_reference
-    from tacq.recipe import Recipe
+    from tacq.quant.recipe import Recipe
+    from tacq.study.demo import shares_reference
 
     plain, g128 = Recipe(bits=2, ratio=0.0), Recipe(bits=2, ratio=0.0, group_size=128)
     assert shares_reference(Recipe.from_key("tacq_p0.5", 2), plain)
@@ -53,7 +53,7 @@ def test_plain_gptq_is_free_only_where_it_is_tacqs_reference():
 
 
 def test_next_demo_expects_the_last_measured_times(tiny_lm, tiny_task):
-    from tacq.demo import plan_demo, run_demo
+    from tacq.study.demo import plan_demo, run_demo
 
     runs = []
     for _ in range(2):  # empty caches, then filled ones: each kind keeps its own times
@@ -66,7 +66,7 @@ def test_next_demo_expects_the_last_measured_times(tiny_lm, tiny_task):
 
 
 def test_first_guess_scales_with_the_speed_probe(tiny_lm, tiny_task, monkeypatch):
-    import tacq.demo as demo
+    import tacq.study.demo as demo
 
     study = Study(tiny_lm, tiny_task)
     monkeypatch.setattr(demo, "speed_probe", lambda: demo.REF_PROBE_S)

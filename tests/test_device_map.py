@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tacq.data import DataConfig
+from tacq.circuit.gradients import GradientConfig, collect_abs_grads
+from tacq.data.tasks import DataConfig
 from tacq.errors import TacqError
-from tacq.gptq import GPTQConfig
-from tacq.gradients import GradientConfig, collect_abs_grads
+from tacq.formats.grid import GPTQConfig
 from tacq.models import input_device, load_model
-from tacq.quantize import quantize_model
-from tacq.workflow import Study
+from tacq.quant.quantize import quantize_model
+from tacq.study.workflow import Study
 
 
 @pytest.fixture

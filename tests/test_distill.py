@@ -8,13 +8,13 @@ import copy
 import pytest
 import torch
 
-from tacq.distill import DistillConfig, _kl_to_teacher, _Scaled, tune_scales
 from tacq.errors import TacqError
-from tacq.gptq import GPTQConfig
-from tacq.quantize import quantize_model
-from tacq.recipe import Recipe
-from tacq.rotation import quantize_rotated
-from tacq.rounding import model_loss
+from tacq.formats.grid import GPTQConfig
+from tacq.quant.distill import DistillConfig, _kl_to_teacher, _Scaled, tune_scales
+from tacq.quant.quantize import quantize_model
+from tacq.quant.recipe import Recipe
+from tacq.quant.rotation import quantize_rotated
+from tacq.quant.rounding import model_loss
 from tests.test_quantize import _batches, _masks
 
 
@@ -121,7 +121,7 @@ def short_generic_text(monkeypatch) -> None:
     """The distillation fit takes the bundled generic text too: at one character per token
     on the tiny model that is over 100 batches an epoch; a few suffice to test the path.
     The fit reads it past the perplexity window: keep that and 2,000 characters after it."""
-    import tacq.calibration as calibration
+    import tacq.data.calibration as calibration
 
     text = calibration.generic_text()
     keep = calibration.PPL_WINDOW_TOKENS + 2000
@@ -132,8 +132,8 @@ def short_generic_text(monkeypatch) -> None:
 def study(tiny_lm, tiny_task, monkeypatch):
     import functools
 
-    from tacq.gradients import GradientConfig
-    from tacq.workflow import Study
+    from tacq.circuit.gradients import GradientConfig
+    from tacq.study.workflow import Study
     from tests.tiny import fp16_exact
 
     fp16_exact(tiny_lm.model)
@@ -146,10 +146,10 @@ def study(tiny_lm, tiny_task, monkeypatch):
 
 @pytest.mark.parametrize("rotation", [None, "hadamard"])
 def test_a_distilled_variant_round_trips_bit_identically(study, tiny_lm, tmp_path, rotation):
-    from tacq.export import load_quantized, save_packed
-    from tacq.packed import packed_modules
-    from tacq.select import Selection
-    from tacq.variant import load_variant
+    from tacq.circuit.select import Selection
+    from tacq.formats.export import load_quantized, save_packed
+    from tacq.formats.packed import packed_modules
+    from tacq.quant.variant import load_variant
 
     sel = Selection("tacq", bits=2, ratio=0.02)
     plain = study.quantize(Recipe.of(sel, rotation=rotation))
@@ -173,8 +173,8 @@ def test_a_distilled_variant_round_trips_bit_identically(study, tiny_lm, tmp_pat
 
 
 def test_distilling_needs_a_batch_to_hold_aside(study, tiny_lm, tiny_task):
-    from tacq.select import Selection
-    from tacq.workflow import Study
+    from tacq.circuit.select import Selection
+    from tacq.study.workflow import Study
 
     fit, check = study.fit_batches(Recipe(distill_epochs=1), checked=True)  # 8 in 4s: one aside
     assert len(check) == 1 and check[0].input_ids.shape[0] == 4

@@ -7,8 +7,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
-from tacq.data import Encoded, make_batches
-from tacq.gradients import GradientConfig, collect_abs_grads
+from tacq.circuit.gradients import GradientConfig, collect_abs_grads
+from tacq.data.batches import Encoded, make_batches
 
 LENGTHS = [9, 17, 5, 12, 17, 8, 11, 6, 14, 10]  # 5 batches of 2: ranks get 3 and 2
 
@@ -22,7 +22,7 @@ def _batches():
 def _worker(rank: int, world: int, out: str) -> None:
     import faulthandler
 
-    from tacq.distributed import collect_abs_grads_distributed, leave_process_group
+    from tacq.circuit.distributed import collect_abs_grads_distributed, leave_process_group
     from tests.tiny import make_tiny_llama
 
     faulthandler.enable(all_threads=True)  # an abort prints where each thread was
@@ -63,7 +63,7 @@ def test_two_process_gloo_equals_single_process(tmp_path, tiny_llama):
 
 
 def test_shard_splits_every_batch_once():
-    from tacq.distributed import shard
+    from tacq.circuit.distributed import shard
 
     batches = list(range(7))
     parts = [shard(batches, r, 3) for r in range(3)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tacq.evaluate import EvalConfig, evaluate, is_match, normalize
+from tacq.eval.evaluate import EvalConfig, evaluate, is_match, normalize
 
 
 @pytest.mark.parametrize(

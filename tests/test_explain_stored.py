@@ -12,11 +12,12 @@ import pytest
 import torch
 
 from app.state import UserState
-from tacq.gptq import GPTQConfig, gptq_matrix, kept_in_fp16
-from tacq.packed import packed_modules
-from tacq.recipe import Recipe
-from tacq.select import Selection
-from tacq.workflow import Study
+from tacq.circuit.select import Selection
+from tacq.formats.grid import GPTQConfig, kept_in_fp16
+from tacq.formats.packed import packed_modules
+from tacq.quant.gptq import gptq_matrix
+from tacq.quant.recipe import Recipe
+from tacq.study.workflow import Study
 from tests.tiny import fp16_exact
 
 
@@ -58,7 +59,7 @@ def _listed(why, name, v):
 
 
 def test_zoom_table_shows_original_and_stored_for_plain_and_rotated(study, tiny_lm):
-    from tacq.explain import circuit_variant, with_stored
+    from tacq.study.explain import circuit_variant, with_stored
 
     name = study.ranking(SEL).names[5]
     plain = study.quantize(Recipe.of(SEL))

@@ -9,8 +9,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from tacq.circuit.select import Selection
 from tacq.errors import TacqError
-from tacq.export import (
+from tacq.formats.export import (
     PACK,
     UNPACK,
     WEIGHTS_FILE,
@@ -20,9 +21,8 @@ from tacq.export import (
     save_dequantized,
     save_packed,
 )
-from tacq.recipe import Recipe
-from tacq.select import Selection
-from tacq.workflow import Study
+from tacq.quant.recipe import Recipe
+from tacq.study.workflow import Study
 from tests.tiny import fp16_exact
 
 
@@ -150,8 +150,8 @@ def test_not_a_tacq_folder(tmp_path):
 
 
 def test_reload_onto_its_base_shares_it_and_refuses_another(packed_variant, tiny_lm):
-    from tacq.packed import packed_modules
-    from tacq.variant import load_variant
+    from tacq.formats.packed import packed_modules
+    from tacq.quant.variant import load_variant
     from tests.tiny import make_tiny_llama
 
     _, variant, folder = packed_variant

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tacq.export import read_packed
-from tacq.variant import VariantSpec, load_variant
+from tacq.formats.export import read_packed
+from tacq.quant.variant import VariantSpec, load_variant
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "packed_v1"
 EXPECTED = json.loads((FIXTURE.parent / "packed_v1.expected.json").read_text())
@@ -60,7 +60,7 @@ def test_format1_saved_variant_restores_in_the_app(tmp_path, tiny_lm):
 
 
 def test_spec_round_trips_through_a_new_export(tmp_path, tiny_lm):
-    from tacq.export import save_packed
+    from tacq.formats.export import save_packed
 
     v = load_variant(FIXTURE)
     save_packed(tmp_path / "again", tiny_lm, v)
@@ -74,8 +74,8 @@ def test_load_check_answers_with_the_loaded_model():
     """`python -m tacq load-check`: describe, load and answer one prompt as a user would."""
     from transformers import AutoTokenizer
 
-    from tacq.evaluate import generate_batch
-    from tacq.export import load_check
+    from tacq.eval.evaluate import generate_batch
+    from tacq.formats.export import load_check
 
     check = load_check(FIXTURE, "hot -> toh\nbig ->")
     assert check.info["bits"] == 3 and check.info["kept weights"] == EXPECTED["n_kept"]

@@ -18,12 +18,13 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from tacq.circuit.select import Selection
 from tacq.errors import TacqError
-from tacq.export import FORMAT_VERSION, WEIGHTS_FILE, packed_len, save_packed
-from tacq.recipe import Recipe
-from tacq.select import NumberFormat, Selection, linear_bytes, size_report
-from tacq.variant import VariantSpec, load_variant
-from tacq.workflow import Study
+from tacq.formats.export import FORMAT_VERSION, WEIGHTS_FILE, packed_len, save_packed
+from tacq.formats.sizes import NumberFormat, linear_bytes, size_report
+from tacq.quant.recipe import Recipe
+from tacq.quant.variant import VariantSpec, load_variant
+from tacq.study.workflow import Study
 from tests.tiny import fp16_exact
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "packed_v1_g32"
@@ -92,7 +93,7 @@ def test_format1_checkpoint_reexports_as_format2_unchanged_and_smaller(tmp_path,
 @pytest.fixture
 def grouped_export(tiny_lm, tmp_path):
     """A 3-bit g32 magnitude variant at 2 % kept and its export (no gradients needed)."""
-    from tacq.data import Example, TaskSet
+    from tacq.data.tasks import Example, TaskSet
 
     fp16_exact(tiny_lm.model)
     ex = tuple(Example(f"{w} ->", f" {w[::-1]}") for w in ["hot", "big", "wet", "old"])

@@ -6,14 +6,8 @@ import pytest
 import torch
 
 from tacq.errors import TacqError
-from tacq.gptq import (
-    GPTQConfig,
-    find_params,
-    gptq_matrix,
-    hessian_error,
-    inverse_hessian_cholesky,
-    rtn_matrix,
-)
+from tacq.formats.grid import GPTQConfig, find_params
+from tacq.quant.gptq import gptq_matrix, hessian_error, inverse_hessian_cholesky, rtn_matrix
 
 
 @pytest.fixture

@@ -8,11 +8,12 @@ import itertools
 import pytest
 import torch
 
-from tacq.gptq import GPTQConfig, LayerQuant, find_params, gptq_stacked
-from tacq.gptq_baseline import gptq_matrix_baseline
+from bench.gptq_yardstick import baseline_group, gptq_matrix_baseline
+from tacq.formats.grid import GPTQConfig, LayerQuant, find_params
 from tacq.models import decoder_layers, quantizable_linears
-from tacq.quantize import capture_block_inputs, group_hessians, quantize_model
-from tacq.recipe import Recipe
+from tacq.quant.gptq import gptq_stacked
+from tacq.quant.quantize import capture_block_inputs, group_hessians, quantize_model
+from tacq.quant.recipe import Recipe
 from tests.test_quantize import _batches, _masks
 
 FIELDS = ("codes", "scale", "zero", "keep_mask", "kept_values", "hinv_diag")
@@ -78,9 +79,9 @@ def test_whole_model_fast_path_equals_baseline(tiny_llama, method, bits):
     cfg = GPTQConfig(bits=bits, method=method)
     masks = _masks(tiny_llama, share=0.03)
     ref_new = quantize_model(tiny_llama, _batches(), cfg)
-    ref_old = quantize_model(tiny_llama, _batches(), cfg, fast=False)
+    ref_old = quantize_model(tiny_llama, _batches(), cfg, group_quantizer=baseline_group)
     new = quantize_model(tiny_llama, _batches(), cfg, masks, unmasked=ref_new.qparams())
-    old = quantize_model(tiny_llama, _batches(), cfg, masks, fast=False)
+    old = quantize_model(tiny_llama, _batches(), cfg, masks, group_quantizer=baseline_group)
     assert list(new.layers) == list(old.layers) == list(quantizable_linears(tiny_llama))
     for name in old.layers:
         assert_identical(ref_new.layers[name], ref_old.layers[name], f"unmasked {name}")
@@ -92,19 +93,19 @@ def test_study_runs_the_unmasked_quantization_once_and_reuses_its_search(
 ):
     """Ratios, metrics, the GPTQ baseline and a second Study (as the app's tabs and the demo
     make) run one unmasked GPTQ per bit width; masked runs reuse its grid search."""
-    import tacq.reference as ref
-    import tacq.workflow as wf
-    from tacq.select import Selection
-    from tacq.workflow import Study
+    import tacq.quant.pipeline as pipeline
+    import tacq.quant.reference as ref
+    from tacq.circuit.select import Selection
+    from tacq.study.workflow import Study
 
     calls: list[tuple[bool, bool]] = []  # (masked, was given the unmasked grid)
-    real = wf.quantize_model
+    real = pipeline.quantize_model
 
     def counting(model, batches, cfg, keep_masks=None, **kw):
         calls.append((keep_masks is not None, kw.get("unmasked") is not None))
         return real(model, batches, cfg, keep_masks, **kw)
 
-    monkeypatch.setattr(wf, "quantize_model", counting)  # masked runs
+    monkeypatch.setattr(pipeline, "quantize_model", counting)  # masked runs
     monkeypatch.setattr(ref, "quantize_model", counting)  # the unmasked reference
     study = Study(tiny_lm, tiny_task)
     study.collect()
@@ -121,7 +122,7 @@ def test_study_runs_the_unmasked_quantization_once_and_reuses_its_search(
     assert calls.count((True, True)) == 3 and len(calls) == 4
 
     # Reusing the grid gives exactly what a run without reuse gives.
-    slow = Study(tiny_lm, tiny_task, fast_gptq=False)
+    slow = Study(tiny_lm, tiny_task, group_quantizer=baseline_group)
     slow.stats = study.stats
     b = slow.quantize(Recipe.of(sel))
     for name, lq in a.result.layers.items():
@@ -129,8 +130,8 @@ def test_study_runs_the_unmasked_quantization_once_and_reuses_its_search(
 
 
 def test_other_examples_reuse_the_unmasked_grid_from_disk(tiny_lm, tiny_task):
-    from tacq.data import DataConfig
-    from tacq.workflow import Study
+    from tacq.data.tasks import DataConfig
+    from tacq.study.workflow import Study
 
     Study(tiny_lm, tiny_task).references.get(3)  # writes the grid of the weights at 3 bits
     other = Study(tiny_lm, tiny_task, DataConfig(max_examples=4))  # other examples
@@ -138,7 +139,10 @@ def test_other_examples_reuse_the_unmasked_grid_from_disk(tiny_lm, tiny_task):
     assert path.exists()
     got = other.references.get(3)
     want = quantize_model(
-        tiny_lm.model, other.batches(answer_only=False), GPTQConfig(bits=3), fast=False
+        tiny_lm.model,
+        other.batches(answer_only=False),
+        GPTQConfig(bits=3),
+        group_quantizer=baseline_group,
     )
     for name, lq in want.layers.items():
         assert_identical(got.layers[name], lq, name)
@@ -146,9 +150,10 @@ def test_other_examples_reuse_the_unmasked_grid_from_disk(tiny_lm, tiny_task):
 
 @pytest.mark.slow
 def test_one_smollm2_block_fast_path_equals_baseline():
-    from tacq.data import DataConfig, load_task
+    from tacq.data.reading import load_task
+    from tacq.data.tasks import DataConfig
     from tacq.models import load_model
-    from tacq.workflow import Study
+    from tacq.study.workflow import Study
 
     lm = load_model("default")
     lm.model.model.layers = lm.model.model.layers[:1]  # one real block
@@ -156,9 +161,9 @@ def test_one_smollm2_block_fast_path_equals_baseline():
     cfg = GPTQConfig(bits=2)
     masks = _masks(lm.model, share=0.0035)
     ref_new = quantize_model(lm.model, batches, cfg)
-    ref_old = quantize_model(lm.model, batches, cfg, fast=False)
+    ref_old = quantize_model(lm.model, batches, cfg, group_quantizer=baseline_group)
     new = quantize_model(lm.model, batches, cfg, masks, unmasked=ref_new.qparams())
-    old = quantize_model(lm.model, batches, cfg, masks, fast=False)
+    old = quantize_model(lm.model, batches, cfg, masks, group_quantizer=baseline_group)
     assert len(old.layers) == 7
     for name in old.layers:
         assert_identical(ref_new.layers[name], ref_old.layers[name], f"unmasked {name}")

@@ -10,11 +10,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tacq.circuit.select import Selection
 from tacq.errors import Cancelled
 from tacq.models import LoadedModel
-from tacq.recipe import Recipe
-from tacq.select import Selection
-from tacq.workflow import Study
+from tacq.quant.recipe import Recipe
+from tacq.study.workflow import Study
 from tests.conftest import _char_tokenizer
 from tests.tiny import fp16_exact, make_tiny_llama
 
@@ -52,7 +52,7 @@ def test_masked_gptq_on_cuda_matches_cpu(tiny_task):
 
 
 def test_packed_variant_on_cuda_matches_its_export(tiny_task, tmp_path):
-    from tacq.export import load_quantized, save_packed
+    from tacq.formats.export import load_quantized, save_packed
 
     lm = _lm("cuda")
     study = Study(lm, tiny_task)

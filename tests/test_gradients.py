@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tacq.data import Encoded, make_batches
+from tacq.circuit.gradients import GradientConfig, abs_grads_loop, collect_abs_grads, collect_cached
+from tacq.data.batches import Encoded, make_batches
 from tacq.errors import TacqError
-from tacq.gradients import GradientConfig, abs_grads_loop, collect_abs_grads, collect_cached
 from tacq.models import quantizable_linears
 
 
@@ -52,7 +52,7 @@ def test_cache_hit_and_truncated_file(tiny_llama, tmp_path):
     assert not first.from_cache and second.from_cache
     name = next(iter(first.abs_grad))
     assert torch.equal(first.abs_grad[name], second.abs_grad[name])
-    from tacq.gradients import grads_cache_path
+    from tacq.circuit.gradients import grads_cache_path
 
     path = grads_cache_path("k1")
     data = path.read_bytes()
@@ -81,7 +81,7 @@ def test_low_memory_accumulators(tiny_llama):
 
 def test_flipped_byte_in_cache_is_caught(tiny_llama):
     """A whole-looking file with one changed byte fails the checksum and is recomputed."""
-    from tacq.gradients import grads_cache_path
+    from tacq.circuit.gradients import grads_cache_path
 
     batches = make_batches(_encoded([8, 11]), 2, 0)
     first = collect_cached(tiny_llama, batches, GradientConfig(), key="k2")

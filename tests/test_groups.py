@@ -5,17 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tacq.gptq import (
-    GPTQConfig,
-    find_group_params,
-    find_params,
-    gptq_matrix,
-    inverse_hessian_cholesky,
-    kept_in_fp16,
-    rtn_matrix,
-)
-from tacq.recipe import Recipe
-from tacq.select import NumberFormat, linear_bytes, size_report
+from tacq.formats.grid import GPTQConfig, find_group_params, find_params, kept_in_fp16
+from tacq.formats.sizes import NumberFormat, linear_bytes, size_report
+from tacq.quant.gptq import gptq_matrix, inverse_hessian_cholesky, rtn_matrix
+from tacq.quant.recipe import Recipe
 
 
 def _problem(out: int = 12, n: int = 96, seed: int = 0):
@@ -98,10 +91,10 @@ def test_rtn_groups_and_static_groups_fit_on_the_original_order():
 
 
 def test_group_export_round_trips_and_counts_its_scales(tmp_path, tiny_lm, tiny_task):
-    from tacq.export import save_packed
-    from tacq.select import Selection
-    from tacq.variant import load_variant
-    from tacq.workflow import Study
+    from tacq.circuit.select import Selection
+    from tacq.formats.export import save_packed
+    from tacq.quant.variant import load_variant
+    from tacq.study.workflow import Study
     from tests.tiny import fp16_exact
 
     fp16_exact(tiny_lm.model)

@@ -7,8 +7,7 @@ import tracemalloc
 
 import pytest
 
-from tacq.data import (
-    MAX_EXAMPLES,
+from tacq.data.reading import (
     MAX_UPLOAD_BYTES,
     check_table_size,
     decode_upload,
@@ -16,6 +15,7 @@ from tacq.data import (
     parse_examples,
     task_from_rows,
 )
+from tacq.data.tasks import MAX_EXAMPLES
 from tacq.errors import TacqError
 
 
@@ -38,18 +38,18 @@ def _parse(data: bytes, name: str):
 def test_huge_uploads_stop_at_the_row_limit(data, name, monkeypatch):
     """Reading stops one row past the limit (it read all 4.5 M CSV rows, 33.6 s, before
     streaming; bench/upload_memory.py has the time, this test the behaviour)."""
-    import tacq.data
+    import tacq.data.tasks
 
     assert len(data) <= MAX_UPLOAD_BYTES
     read = []
-    rows = tacq.data._rows
+    rows = tacq.data.reading._rows
 
     def counted(*args):
         for row in rows(*args):
             read.append(1)
             yield row
 
-    monkeypatch.setattr(tacq.data, "_rows", counted)
+    monkeypatch.setattr(tacq.data.tasks, "_rows", counted)
     tracemalloc.start()
     result = _parse(data, name)
     peak = tracemalloc.get_traced_memory()[1]

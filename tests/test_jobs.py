@@ -53,9 +53,9 @@ def test_app_handlers_share_no_stop_flag():
 
 def test_streamed_gptq_moves_every_module_home_when_cancelled(tiny_llama, monkeypatch):
     """exec_device: on cancel or error every module moved to the device goes back."""
-    from tacq.data import Encoded, make_batches
-    from tacq.gptq import GPTQConfig
-    from tacq.quantize import quantize_model
+    from tacq.data.batches import Encoded, make_batches
+    from tacq.formats.grid import GPTQConfig
+    from tacq.quant.quantize import quantize_model
 
     last_move: dict[int, object] = {}
     real_to = torch.nn.Module.to

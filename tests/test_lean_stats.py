@@ -7,11 +7,11 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from tacq.accumulators import choose_accumulator
+from tacq.circuit.accumulators import choose_accumulator
+from tacq.circuit.gradients import GradientConfig, collect_abs_grads, grads_cache_path, grads_key
+from tacq.circuit.select import Selection
 from tacq.errors import TacqError
-from tacq.gradients import GradientConfig, collect_abs_grads, grads_cache_path, grads_key
-from tacq.select import Selection
-from tacq.workflow import Study
+from tacq.study.workflow import Study
 
 
 def test_the_default_sums_abs_g_only(tiny_lm, tiny_task):
@@ -48,7 +48,7 @@ def test_fisher_runs_a_second_cached_pass_that_leaves_abs_g_alone(tiny_lm, tiny_
 def test_accumulators_fit_the_memory_there_is(tiny_llama, monkeypatch):
     n = sum(m.weight.numel() for m in tiny_llama.modules() if isinstance(m, torch.nn.Linear))
     cfg = GradientConfig()
-    monkeypatch.setattr("tacq.accumulators.working_bytes", lambda *a: 0)
+    monkeypatch.setattr("tacq.circuit.accumulators.working_bytes", lambda *a: 0)
     monkeypatch.setenv("TACQ_MEMORY_BUDGET_MB", str(100))
     assert choose_accumulator(tiny_llama, cfg, 3).accum_dtype == "float32"
     # room for bf16 sums (2 bytes) but not fp32 ones (4), with the headroom of 1.25
@@ -59,7 +59,7 @@ def test_accumulators_fit_the_memory_there_is(tiny_llama, monkeypatch):
     with pytest.raises(TacqError, match="No room for the gradient sums"):
         choose_accumulator(tiny_llama, cfg, 3)
     # the device is full, the host is not: fp32 sums in host memory (a GPU model's case)
-    monkeypatch.setattr("tacq.accumulators.device_free_bytes", lambda device: 0)
+    monkeypatch.setattr("tacq.circuit.accumulators.device_free_bytes", lambda device: 0)
     monkeypatch.setenv("TACQ_MEMORY_BUDGET_MB", str(100))
     host = choose_accumulator(tiny_llama, cfg, 3)
     assert (host.accum_dtype, host.accum_device) == ("float32", "cpu")
@@ -67,7 +67,7 @@ def test_accumulators_fit_the_memory_there_is(tiny_llama, monkeypatch):
 
 def test_a_bf16_choice_is_said_and_stored_as_bf16(tiny_lm, tiny_task, monkeypatch):
     monkeypatch.setattr(
-        "tacq.accumulators.choose_accumulator",
+        "tacq.circuit.accumulators.choose_accumulator",
         lambda model, cfg, n, shape=(8, 256): GradientConfig(
             accum_dtype="bfloat16", accum_device="model"
         ),
@@ -83,7 +83,7 @@ def test_a_bf16_choice_is_said_and_stored_as_bf16(tiny_lm, tiny_task, monkeypatc
 
 
 def test_where_the_sums_were_kept_does_not_change_the_key():
-    from tacq.data import DataConfig
+    from tacq.data.tasks import DataConfig
 
     a = grads_key("m", "d", DataConfig(), GradientConfig(accum_device="cpu"))
     b = grads_key("m", "d", DataConfig(), GradientConfig(accum_device="model"))
@@ -92,7 +92,7 @@ def test_where_the_sums_were_kept_does_not_change_the_key():
 
 
 def test_the_second_pass_alone_does_not_sum_abs_g(tiny_llama):
-    from tacq.data import Encoded, make_batches
+    from tacq.data.batches import Encoded, make_batches
 
     batches = make_batches([Encoded(tuple(range(3, 12)), 3)], 1, 0)
     extra = collect_abs_grads(tiny_llama, batches, GradientConfig(), kinds=("sq", "sum"))

@@ -8,10 +8,9 @@ from unittest import mock
 import pytest
 import torch
 
-import tacq.packed as packed_mod
-from tacq.gptq import GPTQConfig, LayerQuant
-from tacq.models import quantizable_linears
-from tacq.packed import (
+import tacq.formats.packed as packed_mod
+from tacq.formats.grid import GPTQConfig, LayerQuant
+from tacq.formats.packed import (
     PackedLinear,
     dense_copy,
     pack_rows,
@@ -21,8 +20,9 @@ from tacq.packed import (
     packed_row_bytes,
     unpack_rows,
 )
-from tacq.quantize import quantize_model
-from tacq.recipe import Recipe
+from tacq.models import quantizable_linears
+from tacq.quant.quantize import quantize_model
+from tacq.quant.recipe import Recipe
 from tests.test_quantize import _batches, _masks
 
 
@@ -128,7 +128,7 @@ def test_dense_copy_is_independent(quantized):
 @pytest.mark.parametrize("group_size", [None, 8])
 def test_compiled_one_token_path_equals_the_dequantized_one(group_size):
     """Chat decoding reads the packed codes in a compiled kernel; kept weights included."""
-    from tacq.packed import use_compiled_decoding
+    from tacq.formats.packed import use_compiled_decoding
 
     lq = _layer(3, group_size, keep=0.1, seed=2)
     mod = PackedLinear.from_layer(lq, bias=torch.nn.Parameter(torch.randn(6)))
@@ -145,9 +145,9 @@ def test_compiled_one_token_path_equals_the_dequantized_one(group_size):
 
 
 def test_variant_reports_what_it_holds(tiny_lm, tiny_task):
+    from tacq.circuit.select import Selection
     from tacq.memory import packed_estimate, resident_bytes
-    from tacq.select import Selection
-    from tacq.workflow import Study
+    from tacq.study.workflow import Study
 
     study = Study(tiny_lm, tiny_task)
     study.collect()
@@ -165,10 +165,10 @@ def test_variant_reports_what_it_holds(tiny_lm, tiny_task):
 def test_room_estimate_counts_the_rotations_held(tiny_lm, tiny_task, kind):
     """A rotated variant holds each Linear's R (dense Haar: n^2 fp32 per Linear, 520 MB on
     SmolLM2); the room check's estimate grows by exactly the bytes those buffers take."""
+    from tacq.circuit.select import Selection
     from tacq.memory import packed_estimate, resident_bytes, rotation_bytes
     from tacq.models import quantizable_linears
-    from tacq.select import Selection
-    from tacq.workflow import Study
+    from tacq.study.workflow import Study
 
     study = Study(tiny_lm, tiny_task)
     study.collect()
@@ -193,10 +193,10 @@ def test_dense_haar_variant_is_refused_when_its_rotations_do_not_fit(
 ):
     """A budget the Hadamard variant fits in but the dense Haar one (n^2 floats per Linear,
     counted twice: the quantization's hooks and the variant) does not: a message, no work."""
+    from tacq.circuit.select import Selection
     from tacq.errors import TacqError
     from tacq.memory import dense_linear_bytes, packed_estimate, rotation_bytes
-    from tacq.select import Selection
-    from tacq.workflow import Study
+    from tacq.study.workflow import Study
 
     m = tiny_lm.model
     sel = Selection("tacq", 2, 0.02)
@@ -229,7 +229,7 @@ def test_bf16_activations_meet_exact_weights():
 @pytest.mark.parametrize("group_size", [None, 8])
 def test_rotated_packed_linear_computes_its_dequantized_weight(kind, group_size):
     """Codes of W_r R: the forward rotates x for the grid and adds the kept weights on x."""
-    from tacq.packed import use_compiled_decoding
+    from tacq.formats.packed import use_compiled_decoding
 
     lq = _layer(3, group_size, keep=0.1, seed=4)
     lq.rotation = (kind, 11)

@@ -10,14 +10,15 @@ import pytest
 import torch
 
 from tacq.cache import cache_key, save_atomic, tacq_home
-from tacq.gptq import DEFAULT_DAMP, GPTQConfig, gptq_matrix, rtn_matrix
+from tacq.circuit.select import Selection
+from tacq.formats.grid import DEFAULT_DAMP, GPTQConfig
+from tacq.formats.held import PackedLayerQuant
+from tacq.formats.packed import packed_row_bytes
 from tacq.models import quantizable_linears
-from tacq.packed import packed_row_bytes
-from tacq.quantize import QuantResult, quantize_model
-from tacq.recipe import Recipe
-from tacq.reference import PackedLayerQuant
-from tacq.select import Selection
-from tacq.workflow import Study
+from tacq.quant.gptq import gptq_matrix, rtn_matrix
+from tacq.quant.quantize import QuantResult, quantize_model
+from tacq.quant.recipe import Recipe
+from tacq.study.workflow import Study
 from tests.test_gptq_fast import FIELDS, assert_identical
 
 
@@ -156,7 +157,9 @@ def test_the_disk_cache_round_trips_packed(tiny_lm, tiny_task, monkeypatch):
             assert f"codes.{name}" not in keys
             shape = f.get_slice(f"packed.{name}").get_shape()
             assert shape == [m.weight.shape[0], packed_row_bytes(m.weight.shape[1], 3)]
-    monkeypatch.setattr("tacq.reference.quantize_model", lambda *a, **k: pytest.fail("GPTQ ran"))
+    monkeypatch.setattr(
+        "tacq.quant.quantize.quantize_model", lambda *a, **k: pytest.fail("GPTQ ran")
+    )
     again = Study(tiny_lm, tiny_task).references.get(3)
     assert all(isinstance(lq, PackedLayerQuant) for lq in again.layers.values())
     _assert_same_reference(again, first)

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from tacq import export
 from tacq.errors import Cancelled, TacqError
+from tacq.formats import export
 from tacq.models import load_model, quantizable_linears
-from tacq.peer_run import make_peer_variant
-from tacq.peers import check_peer, package_version
+from tacq.peers.registry import check_peer, package_version
+from tacq.peers.run import make_peer_variant
 
 FAKE = Path(__file__).parent / "fixtures" / "fake_peers"
 
@@ -78,7 +78,7 @@ def test_cancel_ends_the_child(fake_hqq, tiny_folder, monkeypatch):
     import signal
     import subprocess
 
-    from tacq import peer_run
+    from tacq.peers import run as peer_run
 
     children = []
 
@@ -97,8 +97,8 @@ def test_cancel_ends_the_child(fake_hqq, tiny_folder, monkeypatch):
 
 
 def test_honest_bpw_counts_the_peers_qparams_and_the_weights_kept_on_top(tiny_lm):
-    from tacq.peers import honest_bpw
-    from tacq.select import NumberFormat, linear_bytes
+    from tacq.formats.sizes import NumberFormat, linear_bytes
+    from tacq.peers.registry import honest_bpw
 
     lm = tiny_lm
     names = list(quantizable_linears(lm.model))

@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tacq.gptq import GPTQConfig, gptq_stacked
+from tacq.circuit.select import Selection
+from tacq.formats.grid import GPTQConfig
+from tacq.formats.packed import packed_modules
 from tacq.models import LoadedModel, quantizable_linears
-from tacq.packed import packed_modules
-from tacq.recipe import Recipe
-from tacq.select import Selection
-from tacq.workflow import Study
+from tacq.quant.gptq import gptq_stacked
+from tacq.quant.recipe import Recipe
+from tacq.study.workflow import Study
 from tests.tiny import fp16_exact
 
 
@@ -40,8 +41,8 @@ def test_every_weight_of_a_phi3_block_is_quantized(tiny_phi3, tiny_task, tmp_pat
     for name, mod in packed_modules(v.model).items():
         assert not torch.equal(mod.dequantize(), linears[name].weight), name  # quantized
 
-    from tacq.export import save_packed
-    from tacq.variant import load_variant
+    from tacq.formats.export import save_packed
+    from tacq.quant.variant import load_variant
 
     save_packed(tmp_path / "phi3", tiny_phi3, v)
     back = load_variant(tmp_path / "phi3")

@@ -6,7 +6,8 @@ import pytest
 
 from tacq.errors import TacqError
 from tacq.models import quantizable_linears
-from tacq.plan import PRESETS, RunSettings, Shapes, check_fits, plan_run
+from tacq.shapes import Shapes
+from tacq.study.plan import PRESETS, RunSettings, check_fits, plan_run
 
 
 def test_shapes_count_the_real_model(tiny_llama):
@@ -39,7 +40,7 @@ def test_plan_refuses_what_does_not_fit_and_options_shrink_it():
 def test_the_plan_puts_the_sums_where_a_collection_would():
     """fp32 on the device when the gradient stage fits, else bf16, else fp32 on the host;
     the header says which."""
-    from tacq.plan import fitting_accumulator
+    from tacq.study.plan import fitting_accumulator
 
     shapes = Shapes.from_config(PRESETS["llama-3-8b"])
     gpu = RunSettings(128, 2048, 1, dtype_bytes=2, shared_memory=False)

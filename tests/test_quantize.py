@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from tacq.data import Encoded, make_batches
-from tacq.gptq import GPTQConfig
+from tacq.data.batches import Encoded, make_batches
+from tacq.formats.grid import GPTQConfig
+from tacq.formats.packed import packed_model
 from tacq.models import quantizable_linears
-from tacq.packed import packed_model
-from tacq.quantize import quantize_model
+from tacq.quant.quantize import quantize_model
 
 
 def _batches(seed=0):
@@ -76,8 +76,8 @@ def test_gptq_beats_rtn_on_model_output(tiny_llama):
 def test_streaming_blocks_gives_the_same_result(tiny_llama):
     """exec_device streams blocks through a device one at a time; on one device it must
     match the resident run exactly (a GPU run is the same code with real moves)."""
-    from tacq.gptq import GPTQConfig
-    from tacq.quantize import quantize_model
+    from tacq.formats.grid import GPTQConfig
+    from tacq.quant.quantize import quantize_model
 
     batches = _batches()
     cfg = GPTQConfig(bits=3)
@@ -91,9 +91,9 @@ def test_streaming_blocks_gives_the_same_result(tiny_llama):
 def test_hessians_from_the_original_activations(tiny_llama):
     """sequential=False: every Linear is GPTQ on the Hessian of the *original* model's inputs
     to it (walked here by hand on the untouched model), not on its quantized predecessors'."""
-    from tacq.gptq import gptq_stacked
     from tacq.models import SEQUENTIAL_GROUPS, decoder_layers, module_kind
-    from tacq.quantize import _run_block, capture_block_inputs, group_hessians
+    from tacq.quant.gptq import gptq_stacked
+    from tacq.quant.quantize import _run_block, capture_block_inputs, group_hessians
 
     cfg = GPTQConfig(bits=2)
     before = {n: p.clone() for n, p in tiny_llama.state_dict().items()}

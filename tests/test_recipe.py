@@ -1,4 +1,4 @@
-"""tacq.recipe.Recipe: one type for everything that makes a variant. Its bench key reads
+"""tacq.quant.recipe.Recipe: one type for everything that makes a variant. Its bench key reads
 back to itself for every method in the committed results, its name is the one variants
 always had, presets are Recipes the Quantize screen can show, and the app's widgets map to
 a Recipe and back in one function each."""
@@ -14,8 +14,8 @@ import pytest
 from app import quantize_tab
 from app.circuit_tab import SLIDER_MAX_RATIO
 from tacq.errors import TacqError
-from tacq.recipe import MEASURED, Recipe
-from tacq.variant import VariantSpec
+from tacq.quant.recipe import MEASURED, Recipe
+from tacq.quant.variant import VariantSpec
 
 RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results"
 
@@ -243,12 +243,12 @@ def test_an_export_of_a_recipe_is_byte_identical_to_the_primitives_run_by_hand(
     """Study.quantize(recipe) writes the same checkpoint, byte for byte, as GPTQ's block
     walk run directly with the settings spelled out and the spec written field by field,
     as Study.quantize did before the Recipe."""
-    from tacq.export import save_packed
-    from tacq.gptq import GPTQConfig
-    from tacq.quantize import quantize_model
-    from tacq.rotation import quantize_rotated
-    from tacq.variant import build_variant
-    from tacq.workflow import Study
+    from tacq.formats.export import save_packed
+    from tacq.formats.grid import GPTQConfig
+    from tacq.quant.quantize import quantize_model
+    from tacq.quant.rotation import quantize_rotated
+    from tacq.quant.variant import build_variant
+    from tacq.study.workflow import Study
 
     study = Study(tiny_lm, tiny_task)
     study.collect()

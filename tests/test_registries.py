@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from tacq.circuit.saliency import METRICS, get_metric, metrics_in
+from tacq.circuit.select import Selection
 from tacq.errors import TacqError
-from tacq.evaluate import EvalResult
+from tacq.eval.evaluate import EvalResult
 from tacq.models import MODULE_KINDS, PROJ_NAMES, SEQUENTIAL_GROUPS
-from tacq.saliency import METRICS, get_metric, metrics_in
-from tacq.select import Selection
-from tacq.tables import BROKE_COLUMNS, RESULT_COLUMNS, results_table, what_broke
+from tacq.study.tables import BROKE_COLUMNS, RESULT_COLUMNS, results_table, what_broke
 
 
 def test_metric_needs_derive_from_the_inputs_each_metric_reads():

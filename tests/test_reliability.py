@@ -9,10 +9,10 @@ import sys
 
 import pytest
 
-from tacq.data import MAX_UPLOAD_BYTES, decode_upload, guess_format, parse_examples
+from tacq.circuit.select import Selection
+from tacq.data.reading import MAX_UPLOAD_BYTES, decode_upload, guess_format, parse_examples
 from tacq.errors import TacqError
-from tacq.recipe import Recipe
-from tacq.select import Selection
+from tacq.quant.recipe import Recipe
 
 FRAGMENTS = [
     '{"prompt": ',
@@ -134,9 +134,9 @@ def _stop_after(n_calls: int):
 
 
 def test_cancel_during_gradients_saves_nothing(tiny_lm, tiny_task):
+    from tacq.circuit.gradients import grads_cache_path, grads_key
     from tacq.errors import Cancelled
-    from tacq.gradients import grads_cache_path, grads_key
-    from tacq.workflow import Study
+    from tacq.study.workflow import Study
 
     study = Study(tiny_lm, tiny_task)
     with pytest.raises(Cancelled):
@@ -151,7 +151,7 @@ def test_cancel_during_gptq_leaves_the_model_untouched(tiny_lm, tiny_task):
     import torch
 
     from tacq.errors import Cancelled
-    from tacq.workflow import Study
+    from tacq.study.workflow import Study
 
     study = Study(tiny_lm, tiny_task)
     study.collect()
@@ -165,7 +165,7 @@ def test_cancel_during_gptq_leaves_the_model_untouched(tiny_lm, tiny_task):
 
 
 def test_memory_budget_gives_a_message(tiny_lm, tiny_task, monkeypatch):
-    from tacq.workflow import Study
+    from tacq.study.workflow import Study
 
     monkeypatch.setenv("TACQ_MEMORY_BUDGET_MB", "0.01")
     with pytest.raises(TacqError, match="Not enough memory"):
@@ -266,7 +266,7 @@ def test_cli_settings_name_a_recipe_that_the_options_then_change():
     that field and nothing else (no option is silently lost, none refused)."""
     from tacq.cli.parser import build_parser
     from tacq.cli.recipe_flags import recipe_from_args
-    from tacq.recipe import Recipe
+    from tacq.quant.recipe import Recipe
 
     def recipe(*argv):
         return recipe_from_args(build_parser().parse_args(["quantize", *argv, "--out", "v"]))
@@ -315,7 +315,7 @@ def test_chat_longer_than_the_context_gets_a_message(tiny_lm):
 
 @pytest.mark.parametrize("bad", [-0.01, 0.51, float("nan")])
 def test_ratio_outside_range_is_refused(bad):
-    from tacq.select import check_ratio
+    from tacq.circuit.select import check_ratio
 
     with pytest.raises(TacqError, match="between 0 and 0.5"):
         check_ratio(bad)

@@ -8,13 +8,13 @@ import json
 import pytest
 import torch
 
+from tacq.circuit.select import Selection
 from tacq.errors import TacqError
-from tacq.export import describe_packed, load_quantized, save_packed
-from tacq.packed import packed_modules
-from tacq.recipe import Recipe
-from tacq.select import Selection
-from tacq.variant import load_variant
-from tacq.workflow import Study
+from tacq.formats.export import describe_packed, load_quantized, save_packed
+from tacq.formats.packed import packed_modules
+from tacq.quant.recipe import Recipe
+from tacq.quant.variant import load_variant
+from tacq.study.workflow import Study
 from tests.tiny import fp16_exact
 
 

@@ -10,11 +10,12 @@ import pytest
 import torch
 
 from tacq.errors import TacqError
-from tacq.gptq import GPTQConfig, gptq_matrix, hessian_error, kept_in_fp16
+from tacq.formats.grid import GPTQConfig, kept_in_fp16
+from tacq.formats.orthogonal import Rotation, random_rotation, rotation_for, rotation_seed
 from tacq.models import quantizable_linears
-from tacq.orthogonal import Rotation, random_rotation, rotation_for, rotation_seed
-from tacq.quantize import quantize_model
-from tacq.rotation import quantize_rotated, rotated_linears
+from tacq.quant.gptq import gptq_matrix, hessian_error
+from tacq.quant.quantize import quantize_model
+from tacq.quant.rotation import quantize_rotated, rotated_linears
 from tests.test_quantize import _batches, _masks
 
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tacq.calibration import hold_aside
+from tacq.data.calibration import hold_aside
 from tacq.errors import TacqError
-from tacq.gptq import GPTQConfig
+from tacq.formats.grid import GPTQConfig
 from tacq.models import decoder_layers
-from tacq.quantize import _run_block, capture_block_inputs, quantize_model
-from tacq.recipe import Recipe
-from tacq.rounding import RoundingConfig, model_loss, tune_rounding
+from tacq.quant.quantize import _run_block, capture_block_inputs, quantize_model
+from tacq.quant.recipe import Recipe
+from tacq.quant.rounding import RoundingConfig, model_loss, tune_rounding
 from tests.test_quantize import _batches, _masks
 
 
@@ -106,9 +106,9 @@ def test_rtn_start_with_scales_beats_gptq_or_keeps_it(tiny_llama):
 
 @pytest.mark.parametrize("kind", ["hadamard", "haar"])
 def test_rotated_rounding_tunes_the_rotated_grid_and_keeps_the_kept_weights(tiny_llama, kind):
-    from tacq.orthogonal import Rotation
-    from tacq.rotation import quantize_rotated
-    from tacq.rounding import _Tunable
+    from tacq.formats.orthogonal import Rotation
+    from tacq.quant.rotation import quantize_rotated
+    from tacq.quant.rounding import _Tunable
 
     batches, masks = _batches(), _masks(tiny_llama)
     rot = quantize_rotated(tiny_llama, batches, GPTQConfig(bits=2, group_size=32), masks, kind=kind)
@@ -151,10 +151,10 @@ def test_rounding_needs_a_quantized_model_and_a_step(tiny_llama):
 def test_study_variant_with_tuned_rounding_is_named_sized_and_exported(
     tmp_path, tiny_lm, tiny_task
 ):
-    from tacq.export import save_packed
-    from tacq.select import Selection
-    from tacq.variant import load_variant
-    from tacq.workflow import Study
+    from tacq.circuit.select import Selection
+    from tacq.formats.export import save_packed
+    from tacq.quant.variant import load_variant
+    from tacq.study.workflow import Study
     from tests.tiny import fp16_exact
 
     fp16_exact(tiny_lm.model)
@@ -184,11 +184,12 @@ def test_study_variant_with_tuned_rounding_is_named_sized_and_exported(
 def test_default_rounding_text_is_the_examples_plus_the_generic_text_past_the_ppl_window(
     tiny_lm, tiny_task, monkeypatch
 ):
-    import tacq.workflow as workflow
-    from tacq.calibration import PPL_WINDOW_TOKENS
-    from tacq.data import generic_text
-    from tacq.gradients import GradientConfig
-    from tacq.select import Selection
+    import tacq.quant.pipeline as pipeline
+    import tacq.study.workflow as workflow
+    from tacq.circuit.gradients import GradientConfig
+    from tacq.circuit.select import Selection
+    from tacq.data.calibration import PPL_WINDOW_TOKENS
+    from tacq.data.tasks import generic_text
 
     seen = []
 
@@ -196,7 +197,7 @@ def test_default_rounding_text_is_the_examples_plus_the_generic_text_past_the_pp
         seen.append((batches, check))
         return result
 
-    monkeypatch.setattr(workflow, "tune_rounding", spy)
+    monkeypatch.setattr(pipeline, "tune_rounding", spy)
     study = workflow.Study(tiny_lm, tiny_task)
     study.quantize(Recipe.of(Selection("tacq", 3, 0.0), rounding_steps=1))
     calib = study.batches(answer_only=False)
@@ -228,7 +229,7 @@ def test_default_rounding_text_is_the_examples_plus_the_generic_text_past_the_pp
 
 
 def _answer_batches(seed=1):
-    from tacq.data import Encoded, make_batches
+    from tacq.data.batches import Encoded, make_batches
 
     g = torch.Generator().manual_seed(seed)
     enc = [Encoded(tuple(torch.randint(3, 128, (n,), generator=g).tolist()), 4) for n in (14, 19)]
@@ -267,7 +268,7 @@ def test_checked_rounding_never_raises_the_held_aside_loss(tiny_llama):
 
 
 def test_checked_rounding_keeps_gptq_where_the_held_aside_loss_rises(tiny_llama, monkeypatch):
-    import tacq.rounding as rounding
+    import tacq.quant.rounding as rounding
 
     calls = iter(range(100))
     monkeypatch.setattr(rounding, "model_loss", lambda model, batches: float(next(calls)))

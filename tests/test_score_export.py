@@ -8,10 +8,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tacq.circuit.score_export import attach, load_scores, save_scores
+from tacq.circuit.select import Selection
 from tacq.errors import TacqError
-from tacq.score_export import attach, load_scores, save_scores
-from tacq.select import Selection
-from tacq.workflow import Study
+from tacq.study.workflow import Study
 
 
 @pytest.fixture

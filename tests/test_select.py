@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tacq.circuit.saliency import LayerInputs, layer_scores, msg_scores, qal_scores, tacq_scores
+from tacq.circuit.select import jaccard, rank
 from tacq.errors import TacqError
-from tacq.saliency import LayerInputs, layer_scores, msg_scores, qal_scores, tacq_scores
-from tacq.select import jaccard, paper_bpw, rank, size_report
+from tacq.formats.sizes import paper_bpw, size_report
 
 
 def test_paper_bpw_values():
@@ -84,7 +85,7 @@ def test_jaccard():
 
 def test_sampled_cut_gives_the_exact_ranking(monkeypatch):
     """The fast cut on large inputs ranks exactly as a full kthvalue does, ties included."""
-    import tacq.select as sel
+    import tacq.circuit.select as sel
 
     g = torch.Generator().manual_seed(3)
     scores = {"a": torch.rand(900, 1000, generator=g), "b": torch.rand(700, 1500, generator=g)}

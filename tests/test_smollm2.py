@@ -7,14 +7,15 @@ import shutil
 import pytest
 import torch
 
-from tacq.data import DataConfig, load_task
-from tacq.evaluate import EvalConfig, evaluate
-from tacq.export import describe_packed, load_quantized, save_packed
+from tacq.circuit.select import Selection
+from tacq.data.reading import load_task
+from tacq.data.tasks import DataConfig
+from tacq.eval.evaluate import EvalConfig, evaluate
+from tacq.formats.export import describe_packed, load_quantized, save_packed
 from tacq.models import load_model
-from tacq.recipe import Recipe
-from tacq.select import Selection
-from tacq.variant import load_variant
-from tacq.workflow import Study
+from tacq.quant.recipe import Recipe
+from tacq.quant.variant import load_variant
+from tacq.study.workflow import Study
 
 pytestmark = pytest.mark.slow
 

@@ -9,15 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from tacq.data import (
-    assign_splits,
-    load_task,
-    parse_examples,
-    read_task,
-    split_counts,
-    task_from_examples,
-    task_from_rows,
-)
+from tacq.data.reading import load_task, parse_examples, read_task, task_from_rows
+from tacq.data.tasks import assign_splits, split_counts, task_from_examples
 from tacq.errors import TacqError
 
 # 8 rows: held-out are the first three, one dev; the every-4th rule would hold out rows 4 and 8
@@ -88,7 +81,7 @@ def test_a_file_without_splits_keeps_the_every_4th_default(tmp_path):
     task = read_task(path, "chat")
     assert [e.prompt for e in task.heldout] == ["w3 ->", "w7 ->"]
     assert task.style == "chat" and not task.dev
-    from tacq.data import read_examples
+    from tacq.data.reading import read_examples
 
     assert task == task_from_examples("plain", read_examples(path), "chat")
 
@@ -174,7 +167,7 @@ def test_kept_good_rows_keep_their_splits(tmp_path):
 
 def test_status_line_counts_the_splits(tiny_lm):
     from app.data_tab import task_summary
-    from tacq.workflow import Study
+    from tacq.study.workflow import Study
 
     task = task_from_rows("mine", MARKED)
     user = SimpleNamespace(task=task, study=Study(tiny_lm, task))

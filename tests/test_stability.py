@@ -7,10 +7,10 @@ from dataclasses import replace
 import pytest
 import torch
 
+from tacq.circuit.select import Selection, layer_jaccard, rank
+from tacq.circuit.stability import Circuit, overlap, stability
 from tacq.errors import Cancelled, TacqError
-from tacq.select import Selection, layer_jaccard, rank
-from tacq.stability import Circuit, overlap, stability
-from tacq.workflow import Study
+from tacq.study.workflow import Study
 
 
 def _ranking(shapes: dict[str, tuple[int, int]], seed: int):

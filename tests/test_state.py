@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from app.state import UserState
-from tacq.recipe import Recipe
-from tacq.select import Selection
-from tacq.workflow import Study
+from tacq.circuit.select import Selection
+from tacq.quant.recipe import Recipe
+from tacq.study.workflow import Study
 
 
 def test_variants_survive_a_restart(tiny_lm, tiny_task, tmp_path):

@@ -8,9 +8,9 @@ import random
 import pytest
 
 from tacq.errors import TacqError
-from tacq.evaluate import EvalResult
-from tacq.stats import bootstrap, paired, paired_table
-from tacq.tables import RESULT_COLUMNS, results_table
+from tacq.eval.evaluate import EvalResult
+from tacq.eval.stats import bootstrap, paired, paired_table
+from tacq.study.tables import RESULT_COLUMNS, results_table
 
 
 def _result(name: str, nlls: list[float], right: list[bool], prompts=None) -> EvalResult:

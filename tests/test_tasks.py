@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tacq.data import SPLITS, list_tasks, load_task, task_from_rows
+from tacq.data.reading import load_task, task_from_rows
+from tacq.data.tasks import SPLITS, list_tasks
 from tacq.errors import TacqError
 
 ROOT = Path(__file__).resolve().parent.parent

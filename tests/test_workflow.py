@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tacq.circuit.select import Selection
 from tacq.errors import TacqError
-from tacq.explain import explain_module
-from tacq.gptq import DEFAULT_DAMP
+from tacq.formats.grid import DEFAULT_DAMP
 from tacq.models import quantizable_linears
-from tacq.recipe import Recipe
-from tacq.select import Selection
-from tacq.workflow import Study
+from tacq.quant.recipe import Recipe
+from tacq.study.explain import explain_module
+from tacq.study.workflow import Study
 
 
 def test_collect_twice_is_a_cache_hit(tiny_lm, tiny_task):
@@ -83,7 +83,7 @@ def test_explain_matches_ranking_and_formula(tiny_lm, tiny_task):
 
 
 def test_demo_runs_every_stage_in_order(tiny_lm, tiny_task):
-    from tacq.demo import GPTQ_BASELINES, demo_recipe, plan_demo, run_demo
+    from tacq.study.demo import GPTQ_BASELINES, demo_recipe, plan_demo, run_demo
 
     demo = plan_demo(Study(tiny_lm, tiny_task), quick=True, gptq=GPTQ_BASELINES)
     seen = [[s.status for s in d.stages] for d in run_demo(demo)]
@@ -102,11 +102,11 @@ def test_demo_runs_every_stage_in_order(tiny_lm, tiny_task):
 
 
 def test_streamed_ranking_equals_ranking_all_scores(tiny_lm, tiny_task, monkeypatch):
-    import tacq.select as sel
+    import tacq.circuit.select as sel
 
     study = Study(tiny_lm, tiny_task)
     study.collect()
-    import tacq.scoring as scoring
+    import tacq.study.scoring as scoring
 
     monkeypatch.setattr(sel, "SAMPLE", 2_000)  # the tiny model's 57k weights > 4 x sample
     monkeypatch.setattr(scoring, "STREAM_SCORES_ABOVE", 0)  # as for a large model

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def cmd_plan(args) -> None:
-    from tacq.plan import RunSettings, plan_here
+    from tacq.study.plan import RunSettings, plan_here
 
     settings = RunSettings(
         args.examples,

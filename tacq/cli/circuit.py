@@ -12,7 +12,8 @@ from tacq.errors import TacqError
 
 
 def cmd_tasks(args) -> None:
-    from tacq.data import list_tasks, load_task
+    from tacq.data.reading import load_task
+    from tacq.data.tasks import list_tasks
 
     for name, meta in list_tasks().items():
         t = load_task(name)
@@ -23,7 +24,7 @@ def cmd_tasks(args) -> None:
 
 
 def cmd_gradients(args) -> None:
-    from tacq.distributed import init_from_env, launched_by_torchrun
+    from tacq.circuit.distributed import init_from_env, launched_by_torchrun
 
     if not launched_by_torchrun():
         collect_gradients(study_from_args(args))
@@ -33,7 +34,7 @@ def cmd_gradients(args) -> None:
         sys.stdout = open(os.devnull, "w")  # one rank reports  # noqa: SIM115
     import torch.distributed as dist
 
-    from tacq.distributed import leave_process_group
+    from tacq.circuit.distributed import leave_process_group
 
     try:
         collect_gradients(study_from_args(args))
@@ -45,8 +46,8 @@ def cmd_gradients(args) -> None:
 
 
 def cmd_scores(args) -> None:
+    from tacq.circuit.select import layer_table
     from tacq.progress import cli_progress
-    from tacq.select import layer_table
 
     study = study_from_args(args)
     collect_gradients(study)
@@ -63,7 +64,7 @@ def cmd_scores(args) -> None:
 
 
 def cmd_heads(args) -> None:
-    from tacq.anatomy import heads_grid, top_neurons
+    from tacq.circuit.anatomy import heads_grid, top_neurons
     from tacq.progress import cli_progress
 
     study = study_from_args(args)
@@ -84,7 +85,7 @@ def cmd_heads(args) -> None:
 
 
 def cmd_causal(args) -> None:
-    from tacq.causal import CausalConfig, causal_test
+    from tacq.circuit.causal import CausalConfig, causal_test
     from tacq.progress import cli_progress
 
     cfg = CausalConfig(args.damage, args.seeds, args.scored, args.scored)
@@ -100,8 +101,8 @@ def cmd_causal(args) -> None:
 
 
 def cmd_stability(args) -> None:
+    from tacq.circuit.stability import stability
     from tacq.progress import cli_progress
-    from tacq.stability import stability
 
     study = study_from_args(args)
     t0 = time.perf_counter()
@@ -123,9 +124,9 @@ def cmd_stability(args) -> None:
 
 
 def cmd_export_scores(args) -> None:
+    from tacq.circuit.saliency import METRICS
+    from tacq.circuit.score_export import save_scores
     from tacq.progress import cli_progress
-    from tacq.saliency import METRICS
-    from tacq.score_export import save_scores
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     if bad := [m for m in metrics if m not in METRICS]:
@@ -133,7 +134,7 @@ def cmd_export_scores(args) -> None:
     study = study_from_args(args)
     if any(METRICS[m].needs_grads for m in metrics):
         collect_gradients(study)
-    from tacq.select import Selection
+    from tacq.circuit.select import Selection
 
     sel = Selection(metrics[0], args.bits, args.ratio, args.group_size)
     folder = save_scores(study, args.out, metrics, sel, cli_progress("scores"))

@@ -9,7 +9,7 @@ from tacq.errors import TacqError
 
 
 def _needs_extra(args) -> bool:
-    from tacq.saliency import METRICS
+    from tacq.circuit.saliency import METRICS
 
     wanted = {getattr(args, "metric", "tacq")} | set(getattr(args, "methods", "").split(","))
     if getattr(args, "across", None) == "metrics":
@@ -18,10 +18,11 @@ def _needs_extra(args) -> bool:
 
 
 def study_from_args(args):
-    from tacq.data import DataConfig, load_task, read_task, split_counts
-    from tacq.gradients import GradientConfig
+    from tacq.circuit.gradients import GradientConfig
+    from tacq.data.reading import load_task, read_task
+    from tacq.data.tasks import DataConfig, split_counts
     from tacq.models import load_model
-    from tacq.workflow import Study
+    from tacq.study.workflow import Study
 
     t0 = time.perf_counter()
     lm = load_model(args.model, args.device, device_map=args.device_map, max_memory=args.max_memory)
@@ -56,15 +57,15 @@ def collect_gradients(study) -> None:
 
 
 def selection_from_args(args):
-    from tacq.select import Selection
+    from tacq.circuit.select import Selection
 
     return Selection(args.metric, args.bits, args.ratio, args.group_size)
 
 
 def compare_on_split(study, args, methods: list[str]):
-    """Held-out table and stage times of `methods` (tacq.runs.compare_methods)."""
+    """Held-out table and stage times of `methods` (tacq.study.runs.compare_methods)."""
     from tacq.progress import cli_progress
-    from tacq.runs import compare_methods
+    from tacq.study.runs import compare_methods
 
     if args.limit is not None and args.limit < 1:
         raise TacqError(f"--limit must be at least 1 (got {args.limit}).")

@@ -218,7 +218,7 @@ def _quantize_commands(sub) -> None:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="8 examples, no 3-bit (and GPTQ g128 alone: see tacq.demo)",
+        help="8 examples, no 3-bit (and GPTQ g128 alone: see tacq.study.demo)",
     )
 
 

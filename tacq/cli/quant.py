@@ -10,9 +10,9 @@ from tacq.errors import TacqError
 
 
 def cmd_quantize(args) -> None:
+    from tacq.circuit.saliency import METRICS
     from tacq.cli.recipe_flags import recipe_from_args
     from tacq.progress import cli_progress
-    from tacq.saliency import METRICS
 
     recipe = recipe_from_args(args)  # a bad combination is refused before the model loads
     study = study_from_args(args)
@@ -25,7 +25,7 @@ def cmd_quantize(args) -> None:
         f"(paper), {v.size.bpw_honest:.3f} with scales and indices; holds "
         f"{v.resident_bytes / 2**20:.1f} MB in memory beside the shared original"
     )
-    from tacq import export
+    from tacq.formats import export
 
     out = Path(args.out)
     if args.format == "packed":
@@ -40,8 +40,8 @@ def cmd_fit(args) -> None:
 
     import pandas as pd
 
-    from tacq.autofit import check_bits, check_keep, fit
     from tacq.progress import cli_progress
+    from tacq.study.autofit import check_bits, check_keep, fit
 
     check_keep(args.keep)  # what is refused is refused before the model loads
     bits = check_bits(b for b in args.bits.split(",") if b.strip())
@@ -56,16 +56,16 @@ def cmd_fit(args) -> None:
         Path(args.json).write_text(json.dumps(result.record(), indent=1) + "\n")
         print(f"wrote {args.json}")
     if args.out and result.variant is not None:
-        from tacq import export
+        from tacq.formats import export
 
         export.save_packed(Path(args.out), study.lm, result.variant)
         print(f"saved {result.variant.name} to {args.out}")
 
 
 def cmd_eval(args) -> None:
-    from tacq.runs import check_methods, needs_gradients
-    from tacq.stats import paired_table
-    from tacq.tables import results_table
+    from tacq.eval.stats import paired_table
+    from tacq.study.runs import check_methods, needs_gradients
+    from tacq.study.tables import results_table
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     check_methods(methods)
@@ -82,7 +82,7 @@ def cmd_eval(args) -> None:
 
 
 def cmd_load_check(args) -> None:
-    from tacq.export import load_check
+    from tacq.formats.export import load_check
 
     check = load_check(args.folder, args.prompt, args.device)
     print(f"loaded in {check.seconds:.1f} s")
@@ -92,7 +92,7 @@ def cmd_load_check(args) -> None:
 
 
 def cmd_run(args) -> None:
-    from tacq.tables import results_table
+    from tacq.study.tables import results_table
 
     t_all = time.perf_counter()
     t = time.perf_counter()
@@ -111,9 +111,9 @@ def cmd_run(args) -> None:
 
 
 def cmd_demo(args) -> None:
-    from tacq.demo import plan_demo, run_demo
     from tacq.progress import cli_progress
-    from tacq.tables import gallery, results_table, variants_table
+    from tacq.study.demo import plan_demo, run_demo
+    from tacq.study.tables import gallery, results_table, variants_table
 
     study = study_from_args(args)
     demo = plan_demo(study, quick=args.quick)

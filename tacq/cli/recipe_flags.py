@@ -1,4 +1,4 @@
-"""Command-line flags generated from tacq.recipe.Recipe's fields.
+"""Command-line flags generated from tacq.quant.recipe.Recipe's fields.
 
 Why: the CLI's quantize flags restated the recipe's defaults as literals, and "was this
 option given?" was decided by comparing against them. Here each flag is made from a field:
@@ -12,11 +12,11 @@ from __future__ import annotations
 import argparse
 from dataclasses import MISSING, fields
 
-from tacq.gptq import GROUP_SIZES, METHODS
-from tacq.orthogonal import ROTATION_KINDS
-from tacq.recipe import FIT_TEXTS, PRESETS, Recipe
-from tacq.saliency import METRICS
-from tacq.select import BIT_WIDTHS
+from tacq.circuit.saliency import METRICS
+from tacq.circuit.select import BIT_WIDTHS
+from tacq.formats.grid import GROUP_SIZES, METHODS
+from tacq.formats.orthogonal import ROTATION_KINDS
+from tacq.quant.recipe import FIT_TEXTS, PRESETS, Recipe
 
 HELP = {
     "bits": "bit width",
@@ -85,7 +85,7 @@ def add_settings_flag(p: argparse.ArgumentParser) -> None:
         default="measured",
         choices=PRESETS,
         help="the named recipe at --bits that the other options then change: measured "
-        "(default: best measured across the bundled tasks, tacq.recipe.MEASURED) or paper "
+        "(default: best measured across the bundled tasks, tacq.quant.recipe.MEASURED) or paper "
         "(the paper's settings)",
     )
 
