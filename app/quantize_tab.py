@@ -158,6 +158,11 @@ def build() -> SimpleNamespace:
         "RTN/GPTQ without a circuit gives the plain baselines."
     )
     start = START_RECIPE  # the screen opens on the measured preset, as the CLI's quantize
+    return SimpleNamespace(**build_choice(start), **build_levers(start), **build_actions())
+
+
+def build_choice(start: Recipe) -> dict:
+    """Bits, the settings preset, the score, the quantizer and whether to keep a circuit."""
     with gr.Row():
         bits = gr.Radio([2, 3, 4], value=start.bits, label="Bits", elem_id="quant-bits")
         settings = gr.Radio(
@@ -176,6 +181,12 @@ def build() -> SimpleNamespace:
             label="Quantizer",
         )
         circuit = gr.Checkbox(value=True, label="Keep the circuit (ratio from the slider)")
+    return dict(bits=bits, settings=settings, metric=metric, method=method, circuit=circuit)
+
+
+def build_levers(start: Recipe) -> dict:
+    """How GPTQ quantizes what is not kept: scales, damping, rounding, basis, distillation,
+    act-order (each one Recipe field)."""
     with gr.Row():  # how GPTQ quantizes what is not kept
         groups = gr.Dropdown(
             GROUP_CHOICES,
@@ -223,6 +234,14 @@ def build() -> SimpleNamespace:
             elem_id="quant-act-order",
             scale=1,
         )
+    return dict(
+        groups=groups, damp=damp, rounding=rounding, basis=basis, distill=distill,
+        act_order=act_order,
+    )  # fmt: skip
+
+
+def build_actions() -> dict:
+    """Quantize / Cancel, a peer's variant, the status line and the variants table."""
     with gr.Row():
         go = gr.Button("Quantize", variant="primary")
         cancel = gr.Button("Cancel", variant="stop")
@@ -243,27 +262,92 @@ def build() -> SimpleNamespace:
     with gr.Row():
         victim = gr.Dropdown([], label="Variant")
         delete = gr.Button("Delete variant")
-    return SimpleNamespace(
-        bits=bits,
-        settings=settings,
-        metric=metric,
-        method=method,
-        circuit=circuit,
-        groups=groups,
-        damp=damp,
-        rounding=rounding,
-        basis=basis,
-        distill=distill,
-        act_order=act_order,
-        go=go,
-        cancel=cancel,
-        peer=peer,
-        peer_go=peer_go,
-        status=status,
-        table=table,
-        victim=victim,
-        delete=delete,
+    return dict(
+        go=go, cancel=cancel, peer=peer, peer_go=peer_go, status=status, table=table,
+        victim=victim, delete=delete,
+    )  # fmt: skip
+
+
+def make_variant(user: UserState, recipe: Recipe, progress) -> str:
+    """Quantize by `recipe` on the user's study (gradients first where the score reads
+    them), keep the variant, and say what it is and weighs."""
+    study = need(user.study, "Choose examples (and collect gradients) first.")
+    user.check_room(  # a rotated variant also holds each Linear's R
+        study.lm,
+        packed_estimate(
+            study.lm.model, recipe.bits, recipe.ratio, recipe.group_size, recipe.rotation
+        ),
     )
+    stop = user.jobs.start("quantize")
+    if recipe.ratio > 0 and METRICS[recipe.metric].needs_grads and study.stats is None:
+        study.collect(gradio_progress(progress, stop))
+    v = study.quantize(recipe, gradio_progress(progress, stop))
+    user.add_variant(v, study.lm)  # saved packed: a restart finds it again
+    return (
+        f"Made **{v.name}**: BPW {v.size.bpw_paper:.4f} (paper formula), "
+        f"{v.size.bpw_honest:.3f} with its scales and indices, "
+        f"{v.size.total_bytes / 2**20:.1f} MB as a packed file (the whole model), "
+        f"{v.resident_bytes / 2**20:.1f} MB of its own in memory (the rest is shared with "
+        f"the original), in {v.result.seconds:.0f} s."
+    )
+
+
+def make_peer(user: UserState, choice: str, progress) -> str:
+    """A peer's variant ("package:bits:group") calibrated on the user's examples."""
+    study = need(user.study, "Choose examples first: AutoRound calibrates on them.")
+    need(choice, f"No peer quantizer is installed here: {INSTALL}")
+    peer, bits, group = choice.split(":")
+    user.check_room(study.lm, dense_linear_bytes(study.lm.model), f"a {peer} variant")
+    stop = user.jobs.start("quantize")
+    texts = [e.prompt + e.answer for e in study.calib_examples]
+    v = make_peer_variant(
+        study.lm,
+        peer,
+        int(bits),
+        int(group),
+        texts,
+        PEER_ITERS,
+        gradio_progress(progress, stop),
+        study.task.name,
+        study.digest(),
+    )
+    user.add_variant(v)  # not saved packed: its codes are in the peer's format
+    return (
+        f"Made **{v.name}** with {v.peer['package']}: BPW {v.size.bpw_honest:.3f} with its "
+        f"scales and zeros, in {v.result.seconds:.0f} s. Kept for this session (a "
+        "peer's variant is exported as dequantized fp16 only)."
+    )
+
+
+def wire_settings(
+    tab: SimpleNamespace, ratio: gr.Slider, redraw_circuit: Callable | None = None
+) -> None:
+    """A preset sets every lever (and the Circuit slider); a lever touched by hand makes
+    the settings "my own". .input: only a person's change, not the preset's own updates."""
+    # RTN has no Hessian to damp or rotate, and tuned rounding starts from GPTQ's grid
+    gptq_only = [tab.damp, tab.rounding, tab.basis, tab.act_order]
+    tab.method.change(
+        lambda m: (gr.update(interactive=m == "gptq"),) * len(gptq_only), tab.method, gptq_only
+    )
+    levers = [*recipe_inputs(tab), ratio]
+
+    def on_settings(name: str, bits: int, bits_changed: bool = False):
+        if name == "custom" or (bits_changed and name != "measured"):
+            return (gr.skip(),) * (len(levers) + 1)
+        return settings_values(name, int(bits))
+
+    moves_ratio = [
+        tab.settings.input(on_settings, [tab.settings, tab.bits], [*levers, tab.status]),
+        tab.bits.input(
+            lambda name, bits: on_settings(name, bits, bits_changed=True),
+            [tab.settings, tab.bits],
+            [*levers, tab.status],
+        ),
+    ]
+    for event in moves_ratio if redraw_circuit else ():
+        redraw_circuit(event)
+    for lever in levers:
+        lever.input(lambda: "custom", None, tab.settings)
 
 
 def wire(
@@ -287,58 +371,14 @@ def wire(
         progress=gr.Progress(),
     ):  # fmt: skip
         """Named inputs, not *inputs: Gradio hands its progress only to a positional one."""
-        study = need(user.study, "Choose examples (and collect gradients) first.")
         recipe = recipe_of_widgets(
             bits, metric, method, circuit, group, damp, rounding, basis, distill, act_order, pct
         )
-        user.check_room(  # a rotated variant also holds each Linear's R
-            study.lm,
-            packed_estimate(
-                study.lm.model, recipe.bits, recipe.ratio, recipe.group_size, recipe.rotation
-            ),
-        )
-        stop = user.jobs.start("quantize")
-        if recipe.ratio > 0 and METRICS[recipe.metric].needs_grads and study.stats is None:
-            study.collect(gradio_progress(progress, stop))
-        v = study.quantize(recipe, gradio_progress(progress, stop))
-        user.add_variant(v, study.lm)  # saved packed: a restart finds it again
-        msg = (
-            f"Made **{v.name}**: BPW {v.size.bpw_paper:.4f} (paper formula), "
-            f"{v.size.bpw_honest:.3f} with its scales and indices, "
-            f"{v.size.total_bytes / 2**20:.1f} MB as a packed file (the whole model), "
-            f"{v.resident_bytes / 2**20:.1f} MB of its own in memory (the rest is shared with "
-            f"the original), in {v.result.seconds:.0f} s."
-        )
-        return msg, variants_frame(user), *choices(user)
+        return make_variant(user, recipe, progress), variants_frame(user), *choices(user)
 
     @handles_errors
     def on_peer(user: UserState, choice: str, progress=gr.Progress()):
-        study = need(user.study, "Choose examples first: AutoRound calibrates on them.")
-        need(choice, f"No peer quantizer is installed here: {INSTALL}")
-        peer, bits, group = choice.split(":")
-        user.check_room(study.lm, dense_linear_bytes(study.lm.model), f"a {peer} variant")
-        stop = user.jobs.start("quantize")
-        texts = [e.prompt + e.answer for e in study.calib_examples]
-        v = make_peer_variant(
-            study.lm,
-            peer,
-            int(bits),
-            int(group),
-            texts,
-            PEER_ITERS,
-            gradio_progress(progress, stop),
-            study.task.name,
-            study.digest(),
-        )
-        user.add_variant(v)  # not saved packed: its codes are in the peer's format
-        msg = (
-            f"Made **{v.name}** with {v.peer['package']}: BPW {v.size.bpw_honest:.3f} with its "
-            f"scales and zeros, in {v.result.seconds:.0f} s. Kept for this session (a "
-            "peer's variant is exported as dequantized fp16 only)."
-        )
-        return msg, variants_frame(user), *choices(user)
-
-    on_cancel = cancel_handler("quantize")
+        return make_peer(user, choice, progress), variants_frame(user), *choices(user)
 
     @handles_errors
     def on_delete(user: UserState, name: str):
@@ -347,47 +387,9 @@ def wire(
         return f"Deleted {name}.", variants_frame(user), *choices(user)
 
     outs = [tab.status, tab.table, *variant_lists]
-    tab.go.click(
-        on_quantize,
-        [user_state, tab.bits, *recipe_inputs(tab), ratio],
-        outs,
-        concurrency_id=HEAVY,
-        concurrency_limit=1,
-        show_progress_on=[tab.status],  # one bar for the job, not one per output
-    )
-    # RTN has no Hessian to damp or rotate, and tuned rounding starts from GPTQ's grid
-    gptq_only = [tab.damp, tab.rounding, tab.basis, tab.act_order]
-    tab.method.change(
-        lambda m: (gr.update(interactive=m == "gptq"),) * len(gptq_only), tab.method, gptq_only
-    )
-    # a preset sets every lever (and the Circuit slider); a lever touched by hand makes the
-    # settings "my own". .input: only a person's change, not the preset's own updates
-    levers = [*recipe_inputs(tab), ratio]
-
-    def on_settings(name: str, bits: int, bits_changed: bool = False):
-        if name == "custom" or (bits_changed and name != "measured"):
-            return (gr.skip(),) * (len(levers) + 1)
-        return settings_values(name, int(bits))
-
-    moves_ratio = [
-        tab.settings.input(on_settings, [tab.settings, tab.bits], [*levers, tab.status]),
-        tab.bits.input(
-            lambda name, bits: on_settings(name, bits, bits_changed=True),
-            [tab.settings, tab.bits],
-            [*levers, tab.status],
-        ),
-    ]
-    for event in moves_ratio if redraw_circuit else ():
-        redraw_circuit(event)
-    for lever in levers:
-        lever.input(lambda: "custom", None, tab.settings)
-    tab.peer_go.click(
-        on_peer,
-        [user_state, tab.peer],
-        outs,
-        concurrency_id=HEAVY,
-        concurrency_limit=1,
-        show_progress_on=[tab.status],  # one bar for the job, not one per output
-    )
-    tab.cancel.click(on_cancel, user_state, tab.status, concurrency_limit=None)
+    one_bar = dict(concurrency_id=HEAVY, concurrency_limit=1, show_progress_on=[tab.status])
+    tab.go.click(on_quantize, [user_state, tab.bits, *recipe_inputs(tab), ratio], outs, **one_bar)
+    tab.peer_go.click(on_peer, [user_state, tab.peer], outs, **one_bar)
+    tab.cancel.click(cancel_handler("quantize"), user_state, tab.status, concurrency_limit=None)
     tab.delete.click(on_delete, [user_state, tab.victim], outs)
+    wire_settings(tab, ratio, redraw_circuit)

@@ -192,7 +192,10 @@ def run_lever(lm, task, bits: int, lever: Lever):
         "hessian_tokens": sum(b.n_tokens for b in study.batches(answer_only=False) + extra),
     }
     if lever.distill_epochs:  # the held-aside check loss per epoch and the epoch kept
-        row |= {"distill_checks": result.distill_checks, "distill_epoch_kept": result.distill_kept}
+        row |= {
+            "distill_checks": result.logs["distill"].checks,
+            "distill_epoch_kept": result.logs["distill"].kept,
+        }
     return row, model, None
 
 

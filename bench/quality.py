@@ -219,7 +219,9 @@ def fit_tokens(study, recipe: Recipe, v) -> dict:
         if recipe.rounding_check:
             row |= {
                 "rounding_check_tokens": sum(int(b.loss_mask.sum()) for b in check),
-                "rounding_blocks_tuned": sum(a < b for b, a in v.result.block_losses),
+                "rounding_blocks_tuned": sum(
+                    a < b for b, a in v.result.logs["rounding"].block_losses
+                ),
             }
     if recipe.distill_epochs:
         fit, check = study.fit_batches(recipe, True)
@@ -227,8 +229,8 @@ def fit_tokens(study, recipe: Recipe, v) -> dict:
             "distill_epochs": recipe.distill_epochs,
             "distill_tokens": sum(b.n_tokens for b in fit),
             "distill_check_tokens": sum(int(b.loss_mask.sum()) for b in check),
-            "distill_checks": v.result.distill_checks,
-            "distill_epoch_kept": v.result.distill_kept,
+            "distill_checks": v.result.logs["distill"].checks,
+            "distill_epoch_kept": v.result.logs["distill"].kept,
         }
     return row
 

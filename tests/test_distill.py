@@ -101,10 +101,12 @@ def test_the_check_never_ends_worse_than_the_start(tiny_llama):
         got = model_loss(_quantized(tiny_llama, tuned), check)
         assert got <= start + 1e-4
         # the record says which epoch was kept, with its check loss (0: the start)
-        assert len(tuned.distill_checks) == 5 and 0 <= tuned.distill_kept <= 4
-        assert tuned.distill_checks[0] == pytest.approx(start, abs=1e-4)
-        assert tuned.distill_checks[tuned.distill_kept] == min(tuned.distill_checks)
-        assert got == pytest.approx(min(tuned.distill_checks), abs=1e-3)
+        assert len(tuned.logs["distill"].checks) == 5 and 0 <= tuned.logs["distill"].kept <= 4
+        assert tuned.logs["distill"].checks[0] == pytest.approx(start, abs=1e-4)
+        assert tuned.logs["distill"].checks[tuned.logs["distill"].kept] == min(
+            tuned.logs["distill"].checks
+        )
+        assert got == pytest.approx(min(tuned.logs["distill"].checks), abs=1e-3)
 
 
 def test_bad_settings_are_refused(tiny_llama):
@@ -155,7 +157,7 @@ def test_a_distilled_variant_round_trips_bit_identically(study, tiny_lm, tmp_pat
     plain = study.quantize(Recipe.of(sel, rotation=rotation))
     v = study.quantize(Recipe.of(sel, rotation=rotation, distill_epochs=2))
     assert v.spec.distill_epochs == 2 and "-e2" in v.name
-    assert len(v.result.distill_checks) == 3 and v.result.distill_kept in (0, 1, 2)
+    assert len(v.result.logs["distill"].checks) == 3 and v.result.logs["distill"].kept in (0, 1, 2)
     assert v.size.bpw_honest == plain.size.bpw_honest  # the same format, other scales
     mods, before = packed_modules(v.model), packed_modules(plain.model)
     assert all(torch.equal(mods[n].packed, before[n].packed) for n in mods)  # same codes

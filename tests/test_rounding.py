@@ -62,10 +62,10 @@ def test_tuned_rounding_moves_one_level_and_keeps_the_rest(tiny_llama, group_siz
         assert int(t.codes.max()) <= 3
         moved += int(step.sum())
     assert moved > 0  # the search did change some codes
-    assert len(tuned.block_losses) == len(decoder_layers(tiny_llama))
-    for b, a in tuned.block_losses:
+    assert len(tuned.logs["rounding"].block_losses) == len(decoder_layers(tiny_llama))
+    for b, a in tuned.logs["rounding"].block_losses:
         assert a <= b
-    assert any(a < b for b, a in tuned.block_losses)
+    assert any(a < b for b, a in tuned.logs["rounding"].block_losses)
 
 
 def test_tuned_rounding_lowers_the_calibration_block_error(tiny_llama):
@@ -77,8 +77,8 @@ def test_tuned_rounding_lowers_the_calibration_block_error(tiny_llama):
     err_tuned = _block_mse(tiny_llama, tuned, batches)
     assert err_tuned[-1] < err_gptq[-1]  # the last block's output is closer to fp's
     # the recorded losses are the ones this measurement sees (block 0: same inputs)
-    assert tuned.block_losses[0][0] == pytest.approx(err_gptq[0], rel=1e-4)
-    assert tuned.block_losses[0][1] == pytest.approx(err_tuned[0], rel=1e-4)
+    assert tuned.logs["rounding"].block_losses[0][0] == pytest.approx(err_gptq[0], rel=1e-4)
+    assert tuned.logs["rounding"].block_losses[0][1] == pytest.approx(err_tuned[0], rel=1e-4)
 
 
 def test_rtn_start_with_scales_beats_gptq_or_keeps_it(tiny_llama):
@@ -88,7 +88,7 @@ def test_rtn_start_with_scales_beats_gptq_or_keeps_it(tiny_llama):
     rc = RoundingConfig(steps=100, lr=0.02, start="rtn", scales=True)
     tuned = tune_rounding(tiny_llama, batches, gptq, rc)
     scaled = 0
-    for (before, after), i in zip(tuned.block_losses, range(2)):
+    for (before, after), i in zip(tuned.logs["rounding"].block_losses, range(2)):
         names = [n for n in gptq.layers if n.startswith(f"model.layers.{i}.")]
         same = all(torch.equal(tuned.layers[n].codes, gptq.layers[n].codes) for n in names)
         assert after <= before and (after < before or same)  # GPTQ's kept when not beaten
@@ -101,7 +101,7 @@ def test_rtn_start_with_scales_beats_gptq_or_keeps_it(tiny_llama):
             assert torch.equal(t.kept_values, g.kept_values)
     assert scaled > 0
     err = _block_mse(tiny_llama, tuned, batches)
-    assert err[0] == pytest.approx(tuned.block_losses[0][1], rel=1e-4)
+    assert err[0] == pytest.approx(tuned.logs["rounding"].block_losses[0][1], rel=1e-4)
 
 
 @pytest.mark.parametrize("kind", ["hadamard", "haar"])
@@ -131,9 +131,9 @@ def test_rotated_rounding_tunes_the_rotated_grid_and_keeps_the_kept_weights(tiny
         assert torch.equal(q.kept_values, g.kept_values)
         changed += int((q.codes != g.codes).sum())
     assert changed > 0
-    assert any(a < b for b, a in tuned.block_losses)
+    assert any(a < b for b, a in tuned.logs["rounding"].block_losses)
     err = _block_mse(tiny_llama, tuned, batches)  # the stored codes are what was tuned
-    assert err[0] == pytest.approx(tuned.block_losses[0][1], rel=1e-4)
+    assert err[0] == pytest.approx(tuned.logs["rounding"].block_losses[0][1], rel=1e-4)
     assert err[0] <= _block_mse(tiny_llama, rot, batches)[0]
 
 
@@ -166,7 +166,9 @@ def test_study_variant_with_tuned_rounding_is_named_sized_and_exported(
     tuned = study.quantize(Recipe.of(sel, rounding_steps=100), fit=(batches, []))
     assert tuned.name == "tacq-2bit-r100-1.00%" and tuned.spec.rounding_steps == 100
     assert tuned.size == plain.size  # the same format: codes, one scale per row, kept weights
-    assert len(tuned.result.block_losses) == len(decoder_layers(tiny_lm.model))  # kept
+    assert len(tuned.result.logs["rounding"].block_losses) == len(
+        decoder_layers(tiny_lm.model)
+    )  # kept
     a, b = plain.result.layers, tuned.result.layers
     for n, lq in a.items():  # the same circuit at the same 16-bit values
         assert torch.equal(lq.keep_mask, b[n].keep_mask), n
@@ -258,7 +260,7 @@ def test_checked_rounding_never_raises_the_held_aside_loss(tiny_llama):
     for n, p in tiny_llama.state_dict().items():  # the whole model is restored
         assert torch.equal(p, before[n]), n
     first, last = _loss_with(tiny_llama, gptq, check), _loss_with(tiny_llama, tuned, check)
-    losses = tuned.check_losses
+    losses = tuned.logs["rounding"].check_losses
     assert len(losses) == len(decoder_layers(tiny_llama))
     assert losses[0][0] == pytest.approx(first, rel=1e-5)
     kept = [min(pair) for pair in losses]  # each block starts where the last one ended
@@ -276,11 +278,14 @@ def test_checked_rounding_keeps_gptq_where_the_held_aside_loss_rises(tiny_llama,
     gptq = quantize_model(tiny_llama, batches, GPTQConfig(bits=2), _masks(tiny_llama))
     cfg = RoundingConfig(100, check=True)
     tuned = tune_rounding(tiny_llama, batches, gptq, cfg, check=_answer_batches())
-    assert any(a < b for b, a in tune_rounding(tiny_llama, batches, gptq, cfg).block_losses)
+    assert any(
+        a < b
+        for b, a in tune_rounding(tiny_llama, batches, gptq, cfg).logs["rounding"].block_losses
+    )
     for n, lq in gptq.layers.items():  # every tuning made the check worse: GPTQ's stays
         assert torch.equal(tuned.layers[n].codes, lq.codes), n
         assert torch.equal(tuned.layers[n].scale, lq.scale), n
-    assert all(a == b for b, a in tuned.block_losses)
+    assert all(a == b for b, a in tuned.logs["rounding"].block_losses)
 
 
 def test_hold_aside_takes_every_fourth_batch():

@@ -36,6 +36,15 @@ from tacq.quant.rounding import model_loss
 
 
 @dataclass(frozen=True)
+class DistillLog:
+    """A distillation pass's check loss at the start and after each epoch, and which of them
+    was kept (0: the start); QuantResult.logs["distill"]."""
+
+    checks: list[float]
+    kept: int | None
+
+
+@dataclass(frozen=True)
 class DistillConfig:
     # passes over the fit batches, one Adam step per batch. On capitals at 3 bits (g64,
     # rotated) the held-aside answer loss fell in the first epoch and rose after it while
@@ -192,7 +201,7 @@ def tune_scales(
             p.requires_grad_(flag)
     out = QuantResult({n: s.result() for n, s in layers.items()}, result.cfg)
     out.seconds = result.seconds + time.perf_counter() - t0
-    out.distill_checks, out.distill_kept = checks, kept
+    out.logs = {**result.logs, "distill": DistillLog(checks, kept)}
     progress(1.0, f"distilled scales in {time.perf_counter() - t0:.0f} s")
     return out
 

@@ -39,14 +39,9 @@ class QuantResult:
     cfg: GPTQConfig
     seconds: float = 0.0
     layer_seconds: dict[str, float] = field(default_factory=dict)
-    # (before, after) calibration loss per block of a rounding pass (tacq.quant.rounding)
-    block_losses: list[tuple[float, float]] = field(default_factory=list)
-    # (with GPTQ's, with the tuned) model loss on held-aside check batches, per block
-    check_losses: list[tuple[float, float]] = field(default_factory=list)
-    # a distillation pass (tacq.quant.distill): check loss at the start and after each epoch,
-    # and which of them was kept (0: the start)
-    distill_checks: list[float] = field(default_factory=list)
-    distill_kept: int | None = None
+    # pass name -> what a pass after the quantizer recorded, defined by that pass
+    # (tacq.quant.rounding.RoundingLog, tacq.quant.distill.DistillLog)
+    logs: dict[str, object] = field(default_factory=dict)
 
     def dequantized(self) -> dict[str, Tensor]:
         return {n: lq.dequantize() for n, lq in self.layers.items()}

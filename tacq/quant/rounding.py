@@ -45,6 +45,14 @@ STARTS = ("gptq", "rtn")
 
 
 @dataclass(frozen=True)
+class RoundingLog:
+    """What a rounding pass saw, per decoder block (QuantResult.logs["rounding"])."""
+
+    block_losses: list[tuple[float, float]]  # (before, after) calibration loss
+    check_losses: list[tuple[float, float]]  # (with GPTQ's, with the tuned) check loss
+
+
+@dataclass(frozen=True)
 class RoundingConfig:
     steps: int = 100  # signed gradient steps per block (one calibration batch each)
     lr: float | None = None  # offset moved per step; None: 1 / steps, as AutoRound
@@ -245,7 +253,7 @@ def tune_rounding(
     only if the quantized model's loss on them does not rise. The whole model then runs
     quantized during the pass, and a copy of its Linear weights is held in host memory to
     restore them.
-    The model's weights are left as they were; the returned result's block_losses hold
+    The model's weights are left as they were; the returned result's logs["rounding"].block_losses hold
     each block's calibration loss before and after, check_losses the model's check loss
     with GPTQ's and with the tuned rounding of that block.
     """
@@ -308,8 +316,7 @@ def tune_rounding(
         result.cfg,
         result.seconds + time.perf_counter() - t0,
         dict(result.layer_seconds),
-        block_losses=losses,
-        check_losses=checks,
+        logs={**result.logs, "rounding": RoundingLog(losses, checks)},
     )
     kept = sum(a < b for b, a in losses)
     progress(1.0, f"rounding: {kept}/{len(blocks)} blocks tuned, {time.perf_counter() - t0:.0f} s")
