@@ -19,7 +19,14 @@ from tacq.data.reading import (
     parse_examples,
     task_from_rows,
 )
-from tacq.data.tasks import SPLITS, TaskSet, list_tasks, split_counts, task_from_split_examples
+from tacq.data.tasks import (
+    SPLITS,
+    TaskSet,
+    fresh_tasks,
+    list_tasks,
+    split_counts,
+    task_from_split_examples,
+)
 from tacq.errors import TacqError
 
 COLUMNS = ["prompt", "answer", "split"]
@@ -89,11 +96,12 @@ def keep_good(user: UserState):
 
 def build() -> SimpleNamespace:
     tasks = list_tasks()
+    fresh = [(f"{m.get('title', n)} ({n}, never tuned on)", n) for n, m in fresh_tasks().items()]
     with gr.Row():
         bundled = gr.Dropdown(
             label="Bundled task set",
             scale=2,
-            choices=[(f"{m.get('title', n)} ({n})", n) for n, m in tasks.items()],
+            choices=[(f"{m.get('title', n)} ({n})", n) for n, m in tasks.items()] + fresh,
             value="antonyms" if "antonyms" in tasks else None,
         )
         style = gr.Radio(

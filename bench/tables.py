@@ -126,6 +126,12 @@ SCRIPTS = [  # (command, what it measures, result topic)
         "fit",
     ),
     (
+        "python bench/fresh.py",
+        "the never-tuned tasks (assets/tasks/fresh/): the original model's exact match and "
+        "answer NLL on dev and held-out (kept only where it is at least 0.5)",
+        "fresh",
+    ),
+    (
         "python bench/upload_memory.py",
         "peak memory and time of reading a 20 MB upload of each shape",
         "upload_memory",

@@ -24,6 +24,7 @@ from pathlib import Path
 
 TASKS = Path(__file__).resolve().parent.parent / "assets" / "tasks"
 ITEMS = TASKS / "items"
+FRESH = TASKS / "fresh"  # never tuned on: no preset, lever or demo pick reads these
 HELDOUT = 160  # held-out items per task where the items allow (at least 150)
 DEV = 48  # dev items per task where the items allow
 SHOTS = 4
@@ -57,6 +58,9 @@ FORMATS: dict[str, Callable[[str, str | None], str]] = {
     "next_number": sequence,
     "dates": arrow,
     "records": record,
+    "first_letter": arrow,
+    "addition": lambda q, a: f"{q} = {a}" if a is not None else f"{q} =",
+    "last_word": arrow,
 }
 
 
@@ -226,6 +230,52 @@ def new_task(task: str, items: list[Item], n_calib: int = 66) -> list[dict]:
     return sorted(out, key=lambda r: order[r["split"]])  # stable: each split keeps its order
 
 
+# ------------------------------------------------------------ fresh tasks (never tuned on)
+
+
+def word_pool() -> list[str]:
+    """Distinct lower-case words of 4-8 letters from the word tasks' items, in a fixed
+    shuffled order (the fresh tasks ask something else about them)."""
+    found = set()
+    for task in ("antonyms", "plurals", "past_tense"):
+        found |= {w for w in words(read_items(task)) if w.isalpha() and 4 <= len(w) <= 8}
+    pool = sorted(found)
+    random.Random("fresh-words").shuffle(pool)
+    return pool
+
+
+def first_letter_items(n: int) -> list[Item]:
+    """'garden' -> 'g': spelling inside a word's token, no lookup."""
+    return [(w, w[0]) for w in word_pool()[:n]]
+
+
+def addition_items() -> list[Item]:
+    """'17 + 5' -> '22': one- or two-digit plus one-digit, every pair once."""
+    items = [(f"{a} + {b}", str(a + b)) for a in range(1, 40) for b in range(1, 10)]
+    random.Random("addition-items").shuffle(items)
+    return items
+
+
+def last_word_items(n: int) -> list[Item]:
+    """'lamp river stone cloud' -> 'cloud': copying from the context, no lookup."""
+    rng = random.Random("last_word-items")
+    pool = word_pool()
+    seen: dict[str, str] = {}
+    while len(seen) < n:
+        ws = rng.sample(pool, 4)
+        seen[" ".join(ws)] = ws[-1]
+    return list(seen.items())
+
+
+def fresh_built() -> dict[str, list[dict]]:
+    n = 66 + DEV + HELDOUT
+    return {
+        "first_letter": new_task("first_letter", first_letter_items(n)),
+        "addition": new_task("addition", addition_items()[:n]),
+        "last_word": new_task("last_word", last_word_items(n)),
+    }
+
+
 # ------------------------------------------------------------ files
 
 
@@ -255,8 +305,10 @@ def main() -> int:
     ap.add_argument("--check", action="store_true", help="exit 1 if a file would change")
     args = ap.parse_args()
     changed = []
-    for task, rows in built().items():
-        path, text = TASKS / f"{task}.jsonl", text_of(rows)
+    FRESH.mkdir(exist_ok=True)
+    files = [(TASKS, built()), (FRESH, fresh_built())]
+    for task, rows, folder in ((t, r, folder) for folder, b in files for t, r in b.items()):
+        path, text = folder / f"{task}.jsonl", text_of(rows)
         counts = {s: sum(r["split"] == s for r in rows) for s in ("calib", "dev", "heldout")}
         print(f"{task:12s} {counts}")
         if not path.exists() or path.read_text() != text:

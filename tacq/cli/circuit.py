@@ -13,13 +13,14 @@ from tacq.errors import TacqError
 
 def cmd_tasks(args) -> None:
     from tacq.data.reading import load_task
-    from tacq.data.tasks import list_tasks
+    from tacq.data.tasks import fresh_tasks, list_tasks
 
-    for name, meta in list_tasks().items():
+    for name, meta in [*list_tasks().items(), *fresh_tasks().items()]:
         t = load_task(name)
+        never = " (never tuned on)" if name in fresh_tasks() else ""
         print(
             f"{name:<16} {meta.get('style', 'completion'):<10} {len(t.calib):>3} calib "
-            f"{len(t.heldout):>3} held-out  {meta.get('description', '')}"
+            f"{len(t.heldout):>3} held-out  {meta.get('description', '')}{never}"
         )
 
 

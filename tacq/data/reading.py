@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tacq.data.tasks import (
+    FRESH_DIR,
     MAX_EXAMPLES,
     SPLITS,
     STYLES,
@@ -22,6 +23,7 @@ from tacq.data.tasks import (
     Example,
     TaskSet,
     assign_splits,
+    fresh_tasks,
     list_tasks,
     task_from_split_examples,
 )
@@ -253,9 +255,12 @@ def load_task(name: str) -> TaskSet:
     """A bundled task by name, or a JSONL file path with a 'split' field per row (rows
     without one are dealt out by assign_splits, as on every other input path)."""
     path = Path(name) if name.endswith(".jsonl") else TASKS_DIR / f"{name}.jsonl"
+    if not path.is_file() and (FRESH_DIR / f"{name}.jsonl").is_file():
+        path = FRESH_DIR / f"{name}.jsonl"
     if not path.is_file():
-        raise TacqError(f"Unknown task {name!r}; bundled tasks: {', '.join(list_tasks())}.")
-    meta = list_tasks().get(path.stem, {})
+        every = [*list_tasks(), *fresh_tasks()]
+        raise TacqError(f"Unknown task {name!r}; bundled tasks: {', '.join(every)}.")
+    meta = list_tasks(path.parent).get(path.stem, {})
     parsed = read_parsed(path)
     task = task_from_split_examples(
         path.stem, parsed.examples, parsed.splits, meta.get("style", "completion")

@@ -18,6 +18,9 @@ from tacq.errors import TacqError
 log = logging.getLogger(__name__)
 
 TASKS_DIR = Path(__file__).resolve().parents[2] / "assets" / "tasks"
+# Tasks no preset, lever or demo pick was ever tuned on: the check that a setting chosen on
+# the bundled seven holds on a task it never saw (bench/fresh.py; tests/test_tasks.py).
+FRESH_DIR = TASKS_DIR / "fresh"
 TEXT_DIR = Path(__file__).resolve().parents[2] / "assets" / "text"
 MAX_EXAMPLES = 5000  # per upload, and per calibration set
 STYLES = ("completion", "chat")
@@ -96,11 +99,17 @@ def split_counts(task: TaskSet) -> str:
     return f"{len(task.calib)} calib / {len(task.dev)} dev / {len(task.heldout)} held-out"
 
 
-def list_tasks() -> dict[str, dict]:
-    """Bundled task sets: name -> {title, description, style}."""
-    index = TASKS_DIR / "index.json"
+def list_tasks(folder: Path = TASKS_DIR) -> dict[str, dict]:
+    """Bundled task sets, the ones settings are tuned on: name -> {title, description,
+    style}. folder=FRESH_DIR: the never-tuned ones (fresh_tasks)."""
+    index = folder / "index.json"
     meta = json.loads(index.read_text()) if index.exists() else {}
-    return {p.stem: meta.get(p.stem, {}) for p in sorted(TASKS_DIR.glob("*.jsonl"))}
+    return {p.stem: meta.get(p.stem, {}) for p in sorted(folder.glob("*.jsonl"))}
+
+
+def fresh_tasks() -> dict[str, dict]:
+    """The bundled tasks that nothing is tuned on (FRESH_DIR)."""
+    return list_tasks(FRESH_DIR)
 
 
 def task_from_examples(name: str, examples: list[Example], style: str = "completion") -> TaskSet:
