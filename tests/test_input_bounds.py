@@ -38,7 +38,7 @@ def _parse(data: bytes, name: str):
 def test_huge_uploads_stop_at_the_row_limit(data, name, monkeypatch):
     """Reading stops one row past the limit (it read all 4.5 M CSV rows, 33.6 s, before
     streaming; bench/upload_memory.py has the time, this test the behaviour)."""
-    import tacq.data.tasks
+    import tacq.data.reading
 
     assert len(data) <= MAX_UPLOAD_BYTES
     read = []
@@ -49,7 +49,7 @@ def test_huge_uploads_stop_at_the_row_limit(data, name, monkeypatch):
             read.append(1)
             yield row
 
-    monkeypatch.setattr(tacq.data.tasks, "_rows", counted)
+    monkeypatch.setattr(tacq.data.reading, "_rows", counted)
     tracemalloc.start()
     result = _parse(data, name)
     peak = tracemalloc.get_traced_memory()[1]
