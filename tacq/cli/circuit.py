@@ -15,9 +15,10 @@ def cmd_tasks(args) -> None:
     from tacq.data.reading import load_task
     from tacq.data.tasks import fresh_tasks, list_tasks
 
-    for name, meta in [*list_tasks().items(), *fresh_tasks().items()]:
+    fresh = fresh_tasks()
+    for name, meta in [*list_tasks().items(), *fresh.items()]:
         t = load_task(name)
-        never = " (never tuned on)" if name in fresh_tasks() else ""
+        never = " (never tuned on)" if name in fresh else ""
         print(
             f"{name:<16} {meta.get('style', 'completion'):<10} {len(t.calib):>3} calib "
             f"{len(t.heldout):>3} held-out  {meta.get('description', '')}{never}"

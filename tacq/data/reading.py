@@ -260,7 +260,8 @@ def load_task(name: str) -> TaskSet:
     if not path.is_file():
         every = [*list_tasks(), *fresh_tasks()]
         raise TacqError(f"Unknown task {name!r}; bundled tasks: {', '.join(every)}.")
-    meta = list_tasks(path.parent).get(path.stem, {})
+    bundled = fresh_tasks() if path.parent == FRESH_DIR else list_tasks()
+    meta = bundled.get(path.stem, {})  # a user's own file has none
     parsed = read_parsed(path)
     task = task_from_split_examples(
         path.stem, parsed.examples, parsed.splits, meta.get("style", "completion")
