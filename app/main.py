@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import gradio as gr
@@ -161,7 +162,7 @@ def launch(
 
     workspace = workspace or tacq_home() / "workspace"
     registry = ModelRegistry(models_root=models_root, workspace=workspace)
-    registry.preload_default(model, tqdm_progress("loading model"))
+    off_main_thread(registry.preload_default, model, tqdm_progress("loading model"))
     start_sweeper(workspace)
     start_idle_sweeper()
     demo = build_app(registry, workspace)
@@ -186,6 +187,28 @@ def launch(
         raise TacqError("Internal error: the request guard is not in front of the app.")
     add_health_route(demo.app)
     demo.block_thread()
+
+
+def off_main_thread(fn, *args) -> None:
+    """Run fn(*args) in a thread that ends with it, and re-raise what it raised.
+
+    Why: torch's OpenMP (libgomp) keeps a pool of worker threads per thread that ran a
+    parallel op, for as long as that thread lives. A pool left on the main thread by the
+    start-up model load made every job thread's parallel ops wait on sleeping workers:
+    auto-fit ran ~45 % slower in the app than from the CLI (bench/thread_pools.py)."""
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            fn(*args)
+        except BaseException as e:  # re-raised on the caller's thread
+            failed.append(e)
+
+    t = threading.Thread(target=run, name="tacq-startup")
+    t.start()
+    t.join()
+    if failed:
+        raise failed[0]
 
 
 def add_health_route(app) -> None:

@@ -736,10 +736,12 @@ def sections() -> dict[str, list[str]]:
     if o and "seconds" in o and isinstance(next(iter(o["seconds"].values())), dict):
         emit("## OpenMP wait policy\n")
         emit(env_line(o) + "\n")
-        emit("| policy, load | GPTQ 1536x576 2-bit s | grad products of one block ms |")
-        emit("|---|---|---|")
+        emit("| policy, thread, load | GPTQ 1536x576 2-bit s | grad products of one block ms "
+             "| chat step beside it ms |")  # fmt: skip
+        emit("|---|---|---|---|")
         for k, v in o["seconds"].items():
-            emit(f"| {k} | {v['gptq_1536x576_s']:.2f} | {v['grads_block_s'] * 1000:.1f} |")
+            step = f"{v['chat_step_ms']:.2f}" if "chat_step_ms" in v else ""
+            emit(f"| {k} | {v['gptq_1536x576_s']:.2f} | {v['grads_block_s'] * 1000:.1f} | {step} |")
         emit("")
     sel = load("selection")
     if sel:

@@ -1,10 +1,11 @@
 """TaCQ: task-circuit quantization. Library entry points; see README for the CLI and app.
 
-A program that runs torch work on several threads at once (as the app streams chat while
-it quantizes) should set OMP_WAIT_POLICY=PASSIVE before torch loads, as launch.py does:
-spinning OpenMP threads starve the other thread (GPTQ 1.5x slower beside a chat thread),
-while one job at a time (the CLI) runs 1.4-1.8x faster with OpenMP's default spin
-(bench/results/omp_wait.json).
+A program that runs torch work on threads other than the main one (as the app does) should
+keep the main thread free of parallel torch ops (load the model on a thread that ends, as
+app.main.off_main_thread does): OpenMP keeps a pool of workers per thread that ran one, and
+a pool left on the main thread makes every other thread's GPTQ 1.4x slower
+(bench/results/omp_wait.json). OpenMP's default wait policy then serves both one job alone
+and a job beside a chat reply as well as sleeping threads (PASSIVE) do.
 """
 
 from __future__ import annotations
