@@ -5,11 +5,19 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import gradio as gr
+import pandas as pd
 
 from app.common import HEAVY, gradio_progress, handles_errors, need, variant_choices, whole
 from app.figures import fit_figure
 from app.state import UserState
-from tacq.study.autofit import FIT_BITS, candidates, check_bits, check_keep, fit
+from tacq.study.autofit import (
+    FIT_BITS,
+    FRONTIER_COLUMNS,
+    candidates,
+    check_bits,
+    check_keep,
+    fit,
+)
 
 
 def build() -> SimpleNamespace:
@@ -37,7 +45,12 @@ def build() -> SimpleNamespace:
             )
             go = gr.Button("Find the smallest", variant="primary", elem_id="fit-go")
         status = gr.Markdown(elem_id="fit-status")
-        table = gr.Dataframe(label="Frontier (dev)", interactive=False, elem_id="fit-table")
+        table = gr.Dataframe(
+            pd.DataFrame(columns=list(FRONTIER_COLUMNS)),  # headers before a search, not 1 2 3
+            label="Frontier (dev)",
+            interactive=False,
+            elem_id="fit-table",
+        )
         plot = gr.Plot(label="Dev answer NLL and exact match against bits per weight",
                        elem_id="fit-plot")  # fmt: skip
     return SimpleNamespace(keep=keep, bits=bits, most=most, go=go, status=status, table=table,

@@ -49,6 +49,7 @@ def _naive(masks, scores, geo, unit):
 
 
 @pytest.mark.parametrize("unit", ["query", "kv", "neurons"])
+@pytest.mark.slow  # over half a second: out of the fast suite, still in CI
 def test_aggregation_equals_slicing_each_unit(unit):
     model = make_tiny_llama()
     geo = Geometry.of(model.config)

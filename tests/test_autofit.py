@@ -143,6 +143,7 @@ def test_bad_keep_and_cancel(tiny_lm, monkeypatch):
     assert len(study.made) == 1
 
 
+@pytest.mark.slow  # over half a second: out of the fast suite, still in CI
 def test_fit_on_the_tiny_model_end_to_end(tiny_lm, tiny_task):
     words = [Example(f"{i} ->", f" {i + 1}") for i in range(16)]
     task = replace(tiny_task, dev=tuple(words))

@@ -58,6 +58,7 @@ def test_lever_names_survive_the_comma_list(levers):
 
 
 @pytest.mark.parametrize("steps,epochs", [(0, 0), (5, 0), (0, 2)])
+@pytest.mark.slow  # over half a second: out of the fast suite, still in CI
 def test_a_rotated_lever_is_the_products_rotated_variant(
     levers, tiny_lm, tiny_task, steps, epochs, monkeypatch
 ):

@@ -6,9 +6,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 
+@pytest.mark.slow  # over half a second: out of the fast suite, still in CI
 def test_bench_readme_is_what_tables_py_writes(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCH))
     for name in ("tables", "findings", "quality", "onepage", "demo_pick", "_common"):

@@ -410,6 +410,8 @@ def test_find_the_smallest_two_candidates(page, fit_task_file):
     page.get_by_role("button", name="Use these examples").click()
     assert "8 calib / 16 dev / 4 held-out" in wait_text(page, "#data-status", r"calibration")
     page.get_by_role("tab", name="Quantize").click()
+    empty = page.inner_text("#fit-table")  # before a search: the frontier's own headers
+    assert "bits per weight" in empty and "keeps the task" in empty, empty
     page.locator("#fit-bits").get_by_label("3", exact=True).uncheck()
     page.locator("#fit-bits").get_by_label("4", exact=True).uncheck()
     page.locator("#fit-most input").fill("2")

@@ -158,6 +158,7 @@ def test_a_load_marks_the_file_as_recently_used(tmp_path):
 # ---------------------------------------------------------------- pins
 
 
+@pytest.mark.slow  # over half a second: out of the fast suite, still in CI
 def test_pins_last_while_a_holder_lives():
     class Holder:
         pass
@@ -175,6 +176,7 @@ def test_pins_last_while_a_holder_lives():
     assert path.resolve() not in cache.pinned()
 
 
+@pytest.mark.slow  # over half a second: out of the fast suite, still in CI
 def test_a_loaded_file_is_pinned_while_its_tensors_live():
     path = _entry("quant", "l")
     loaded = load_checked(path, "k")
@@ -293,6 +295,7 @@ def test_cli_lists_and_clears_the_caches(monkeypatch, capsys):
     assert not g1.exists() and not g2.exists()
 
 
+@pytest.mark.slow  # over half a second: out of the fast suite, still in CI
 def test_cli_cache_runs_as_a_module(tmp_path):
     env = {**os.environ, "TACQ_HOME": str(tmp_path / "home"), "TACQ_CACHE_GB": "0.5"}
     cmd = [sys.executable, "-m", "tacq", "cache", "--json"]

@@ -72,6 +72,7 @@ def test_damage_touches_only_the_mask_and_is_undone(tiny_llama, damage):
     assert all(torch.equal(before[n], after[n]) for n in before)
 
 
+@pytest.mark.slow  # over half a second: out of the fast suite, still in CI
 def test_causal_table_measures_what_it_says(tiny_lm, tiny_task):
     study = Study(tiny_lm, tiny_task)
     study.collect()

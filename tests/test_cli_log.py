@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tacq.progress import line_progress
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,6 +30,7 @@ def test_line_progress_prints_label_changes_at_most_once_a_second():
     assert lines[-1] == "gptq 100% done in 30 s"
 
 
+@pytest.mark.slow  # over half a second: out of the fast suite, still in CI
 def test_cli_writes_plain_lines_when_stderr_is_a_log(tmp_path, tiny_lm):
     folder = tmp_path / "tiny"
     tiny_lm.model.save_pretrained(folder)

@@ -52,6 +52,7 @@ def test_plain_gptq_is_free_only_where_it_is_tacqs_reference():
     assert not shares_reference(Recipe(bits=2, metric="magnitude", ratio=0.002), plain)  # no dW
 
 
+@pytest.mark.slow  # over half a second: out of the fast suite, still in CI
 def test_next_demo_expects_the_last_measured_times(tiny_lm, tiny_task):
     from tacq.study.demo import plan_demo, run_demo
 

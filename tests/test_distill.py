@@ -147,6 +147,7 @@ def study(tiny_lm, tiny_task, monkeypatch):
 
 
 @pytest.mark.parametrize("rotation", [None, "hadamard"])
+@pytest.mark.slow  # over half a second: out of the fast suite, still in CI
 def test_a_distilled_variant_round_trips_bit_identically(study, tiny_lm, tmp_path, rotation):
     from tacq.circuit.select import Selection
     from tacq.formats.export import load_quantized, save_packed

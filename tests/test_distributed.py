@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -46,6 +47,7 @@ def _worker(rank: int, world: int, out: str) -> None:
     leave_process_group()  # as the CLI: barrier, then exit without gloo's teardown
 
 
+@pytest.mark.slow  # over half a second: out of the fast suite, still in CI
 def test_two_process_gloo_equals_single_process(tmp_path, tiny_llama):
     mp.spawn(_worker, args=(2, str(tmp_path)), nprocs=2, join=True)
     single = collect_abs_grads(tiny_llama, _batches(), GradientConfig(extra_stats=True))

@@ -126,6 +126,7 @@ def test_dense_copy_is_independent(quantized):
 
 
 @pytest.mark.parametrize("group_size", [None, 8])
+@pytest.mark.slow  # over half a second: out of the fast suite, still in CI
 def test_compiled_one_token_path_equals_the_dequantized_one(group_size):
     """Chat decoding reads the packed codes in a compiled kernel; kept weights included."""
     from tacq.formats.packed import use_compiled_decoding

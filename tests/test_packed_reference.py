@@ -119,6 +119,7 @@ def test_the_reference_holds_packed_codes_only(tiny_lm, tiny_task, group_size):
 
 
 @pytest.mark.parametrize("group_size", [None, 32])
+@pytest.mark.slow  # over half a second: out of the fast suite, still in CI
 def test_variants_are_the_same_with_the_unpacked_reference(tiny_lm, tiny_task, group_size):
     packed = Study(tiny_lm, tiny_task)
     packed.collect()

@@ -42,6 +42,7 @@ def test_installed_peers_and_refusals(fake_hqq):
         check_peer("gguf", 2, 64)
 
 
+@pytest.mark.slow  # over half a second: out of the fast suite, still in CI
 def test_peer_variant_holds_the_peers_weights(fake_hqq, tiny_folder, tmp_path):
     lm = tiny_folder
     before = {n: m.weight.detach().clone() for n, m in quantizable_linears(lm.model).items()}
@@ -68,11 +69,13 @@ def test_peer_variant_holds_the_peers_weights(fake_hqq, tiny_folder, tmp_path):
     assert "hqq 0.0.0+fake" in (out / "README.md").read_text()
 
 
+@pytest.mark.slow  # over half a second: out of the fast suite, still in CI
 def test_a_failing_peer_says_why(fake_hqq, tiny_folder):
     with pytest.raises(TacqError, match="hqq failed: .*fake hqq fails at 4 bits"):
         make_peer_variant(tiny_folder, "hqq", 4, 64, [])
 
 
+@pytest.mark.slow  # over half a second: out of the fast suite, still in CI
 def test_cancel_ends_the_child(fake_hqq, tiny_folder, monkeypatch):
     """Cancel kills the peer's process at once: it has exited, by SIGKILL, not by finishing."""
     import signal

@@ -145,6 +145,7 @@ def test_the_screen_has_an_input_for_every_field_it_sets():
     assert greyed == Recipe(bits=3, method="rtn")
 
 
+@pytest.mark.slow  # over half a second: out of the fast suite, still in CI
 def test_the_screens_open_on_the_measured_preset_at_one_bit_width(monkeypatch):
     import os
 
@@ -237,6 +238,7 @@ def test_a_checkpoint_config_of_a_recipe_without_new_fields_is_unchanged():
 
 
 @pytest.mark.parametrize("rotation, act_order", [(None, False), ("hadamard", False), (None, True)])
+@pytest.mark.slow  # over half a second: out of the fast suite, still in CI
 def test_an_export_of_a_recipe_is_byte_identical_to_the_primitives_run_by_hand(
     tiny_lm, tiny_task, tmp_path, rotation, act_order
 ):

@@ -199,6 +199,7 @@ def test_model_folder_refusals(tmp_path, config, files, message):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["config.json", *files])
 
 
+@pytest.mark.slow  # over half a second: out of the fast suite, still in CI
 def test_processes_starting_together_convert_the_bundled_model_once(tmp_path, monkeypatch):
     """torchrun's ranks on a fresh machine: each used to convert the GGUF and replace the
     folder the other was reading ("has no config.json"). Now one converts, the rest wait."""

@@ -58,6 +58,7 @@ def test_rotated_variant_round_trips_bit_identically(study, tiny_lm, tmp_path):
     assert torch.equal(_logits(back.model, ids), got)
 
 
+@pytest.mark.slow  # over half a second: out of the fast suite, still in CI
 def test_rotated_variant_with_tuned_rounding_round_trips(study, tiny_lm, tmp_path):
     sel = Selection("tacq", bits=2, ratio=0.02)
     plain = study.quantize(Recipe.of(sel, rotation="hadamard"))

@@ -41,6 +41,7 @@ def _block_mse(model, result, batches) -> list[float]:
 
 
 @pytest.mark.parametrize("group_size", [None, 32])
+@pytest.mark.slow  # over half a second: out of the fast suite, still in CI
 def test_tuned_rounding_moves_one_level_and_keeps_the_rest(tiny_llama, group_size):
     before = {n: p.clone() for n, p in tiny_llama.state_dict().items()}
     batches, masks = _batches(), _masks(tiny_llama)
@@ -68,6 +69,7 @@ def test_tuned_rounding_moves_one_level_and_keeps_the_rest(tiny_llama, group_siz
     assert any(a < b for b, a in tuned.logs["rounding"].block_losses)
 
 
+@pytest.mark.slow  # over half a second: out of the fast suite, still in CI
 def test_tuned_rounding_lowers_the_calibration_block_error(tiny_llama):
     batches = _batches()
     gptq = quantize_model(tiny_llama, batches, GPTQConfig(bits=2), _masks(tiny_llama))
@@ -81,6 +83,7 @@ def test_tuned_rounding_lowers_the_calibration_block_error(tiny_llama):
     assert tuned.logs["rounding"].block_losses[0][1] == pytest.approx(err_tuned[0], rel=1e-4)
 
 
+@pytest.mark.slow  # over half a second: out of the fast suite, still in CI
 def test_rtn_start_with_scales_beats_gptq_or_keeps_it(tiny_llama):
     batches = _batches()
     cfg = GPTQConfig(bits=2, group_size=32)
@@ -105,6 +108,7 @@ def test_rtn_start_with_scales_beats_gptq_or_keeps_it(tiny_llama):
 
 
 @pytest.mark.parametrize("kind", ["hadamard", "haar"])
+@pytest.mark.slow  # over half a second: out of the fast suite, still in CI
 def test_rotated_rounding_tunes_the_rotated_grid_and_keeps_the_kept_weights(tiny_llama, kind):
     from tacq.formats.orthogonal import Rotation
     from tacq.quant.rotation import quantize_rotated
@@ -148,6 +152,7 @@ def test_rounding_needs_a_quantized_model_and_a_step(tiny_llama):
         tune_rounding(tiny_llama, _batches(), gptq, RoundingConfig(steps=1))
 
 
+@pytest.mark.slow  # over half a second: out of the fast suite, still in CI
 def test_study_variant_with_tuned_rounding_is_named_sized_and_exported(
     tmp_path, tiny_lm, tiny_task
 ):
@@ -252,6 +257,7 @@ def _loss_with(model, result, batches) -> float:
                 model.get_submodule(n).weight.copy_(w)
 
 
+@pytest.mark.slow  # over half a second: out of the fast suite, still in CI
 def test_checked_rounding_never_raises_the_held_aside_loss(tiny_llama):
     before = {n: p.clone() for n, p in tiny_llama.state_dict().items()}
     batches, check = _batches(), _answer_batches()
@@ -269,6 +275,7 @@ def test_checked_rounding_never_raises_the_held_aside_loss(tiny_llama):
     assert last == pytest.approx(kept[-1], rel=1e-5) and last <= first
 
 
+@pytest.mark.slow  # over half a second: out of the fast suite, still in CI
 def test_checked_rounding_keeps_gptq_where_the_held_aside_loss_rises(tiny_llama, monkeypatch):
     import tacq.quant.rounding as rounding
 

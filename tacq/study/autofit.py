@@ -37,6 +37,12 @@ MIN_DEV = 16  # fewer dev examples cannot tell a candidate that keeps the task f
 DEV_EVERY = 4  # with no dev split, every 4th calibration example is dev
 
 
+FRONTIER_COLUMNS = (
+    "variant", "settings", "bits per weight", "dev exact match", "dev answer NLL",
+    "NLL 95 % interval", "keeps the task", "chosen", "seconds",
+)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class FitPoint:
     """One candidate scored on dev."""
@@ -105,24 +111,30 @@ class FitResult:
         """The frontier: every candidate scored, in increasing bits per weight, then the
         ones not run and why."""
         rows = [
-            {
-                "variant": p.name,
-                "settings": p.recipe.describe(),
-                "bits per weight": round(p.bpw_honest, 3),
-                "dev exact match": round(p.dev_em, 3),
-                "dev answer NLL": round(p.dev_nll.mean, 3),
-                "NLL 95 % interval": p.dev_nll.text(),
-                "keeps the task": "yes" if p.meets else "no",
-                "chosen": "◀" if p is self.chosen else "",
-                "seconds": round(p.seconds),
-            }
+            dict(
+                zip(
+                    FRONTIER_COLUMNS,
+                    (
+                        p.name,
+                        p.recipe.describe(),
+                        round(p.bpw_honest, 3),
+                        round(p.dev_em, 3),
+                        round(p.dev_nll.mean, 3),
+                        p.dev_nll.text(),
+                        "yes" if p.meets else "no",
+                        "◀" if p is self.chosen else "",
+                        round(p.seconds),
+                    ),
+                )
+            )  # fmt: skip
             for p in self.points
         ]
         rows += [
             {"variant": r.name, "settings": r.describe(), "keeps the task": why}
             for r, why in self.skipped
         ]
-        return pd.DataFrame(rows).astype(object).fillna("")  # a candidate not run: blanks
+        frame = pd.DataFrame(rows, columns=list(FRONTIER_COLUMNS))
+        return frame.astype(object).fillna("")  # a candidate not run: blanks
 
     def record(self) -> dict:
         """JSON-ready: the search and its answer (bench/fit.py, `tacq fit --json`)."""
