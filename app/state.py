@@ -26,7 +26,8 @@ from tacq.data.tasks import SPLITS, Example, TaskSet
 from tacq.errors import TacqError
 from tacq.formats.packed import warm_up
 from tacq.memory import check_room, megabytes_setting, model_bytes
-from tacq.models import DEFAULT_MODEL, LoadedModel, check_model_path, check_outside, load_model
+from tacq.model_files import check_model_path, check_outside
+from tacq.models import DEFAULT_MODEL, LoadedModel, load_model
 from tacq.progress import Progress
 from tacq.quant.variant import Variant, load_variant, saved_base_model
 from tacq.study.workflow import Study

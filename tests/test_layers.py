@@ -18,7 +18,7 @@ LAYERS = ["base", "data", "eval", "formats", "circuit", "quant", "peers", "study
 # Circles still in the graph, each closed by one lazy import; none may be added.
 KNOWN_CIRCLES = {
     frozenset({"cache", "cache_admin"}),  # writing a cache entry enforces the cap
-    frozenset({"memory", "models"}),  # loading checks free memory first
+    frozenset({"memory", "model_files", "models"}),  # loading checks free memory first
     frozenset({"formats.packed", "formats.held"}),  # a packed Linear made from a held layer
     # an "auto" accumulator chosen per pass
     frozenset({"circuit.accumulators", "circuit.gradients"}),

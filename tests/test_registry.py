@@ -13,7 +13,8 @@ import pytest
 import app.state as state
 from app.state import ModelRegistry
 from tacq.errors import TacqError
-from tacq.models import SUPPORTED_TYPES, check_model_dir, fingerprint, load_model
+from tacq.model_files import SUPPORTED_TYPES, check_model_dir, fingerprint
+from tacq.models import load_model
 
 
 def test_a_hung_load_does_not_delay_other_users(monkeypatch, tiny_lm, tmp_path):
@@ -298,7 +299,7 @@ def test_the_tiny_models_pass_the_shape_check(tmp_path, kind):
 def test_expected_shapes_match_what_transformers_builds(mtype):
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from tacq.models import expected_shapes
+    from tacq.model_files import expected_shapes
     from tests.tiny import TINY_SIZES
 
     cfg = AutoConfig.for_model(mtype, **TINY_SIZES, pad_token_id=2)

@@ -189,7 +189,7 @@ def test_memory_budget_gives_a_message(tiny_lm, tiny_task, monkeypatch):
     ids=["bert", "no-weights", "pickle-only", "pt-only", "remote-code", "transformers-weights"],
 )
 def test_model_folder_refusals(tmp_path, config, files, message):
-    from tacq.models import check_model_dir
+    from tacq.model_files import check_model_dir
 
     (tmp_path / "config.json").write_text(json.dumps(config))
     for f in files:

@@ -295,7 +295,7 @@ def load_quantized(folder: str | Path, device: str | None = None):
 
 def _read_folder(folder: str | Path) -> tuple[dict, dict, dict[str, Tensor]]:
     """-> (config, quantization_config, every tensor of the file), checked to be ours."""
-    from tacq.models import check_model_dir
+    from tacq.model_files import check_model_dir
 
     folder = Path(folder)
     config = check_model_dir(folder)
