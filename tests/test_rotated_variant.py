@@ -4,6 +4,7 @@ with the same weights and logits; what it does not combine with is refused up fr
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from tacq.circuit.select import Selection
 from tacq.errors import TacqError
 from tacq.formats.export import describe_packed, load_quantized, save_packed
 from tacq.formats.packed import packed_modules
+from tacq.models import quantizable_linears
 from tacq.quant.recipe import Recipe
 from tacq.quant.variant import load_variant
 from tacq.study.workflow import Study
@@ -102,3 +104,42 @@ def test_damaged_rotation_in_config_is_refused(study, tiny_lm, tmp_path):
 def test_what_a_rotation_does_not_combine_with_is_refused(study, kwargs, message):
     with pytest.raises(TacqError, match=message):
         study.quantize(Recipe.of(Selection("tacq", bits=2, ratio=0.02), **kwargs))
+
+
+def test_rotated_candidates_reuse_the_grid_of_rows_without_kept_weights(study, tiny_lm, tiny_task,
+                                                                         monkeypatch):  # fmt: skip
+    """Auto-fit's rotated candidates of one bit width: a row with no kept weight is the same
+    rotated row in each, so a later candidate searches only rows with kept weights, and its
+    codes and scales equal those of a run that searches every row."""
+    import tacq.formats.grid as grid
+    import tacq.quant.gptq as gptq
+
+    searched: list[int] = []
+    real = grid.find_params
+
+    def counting(W, M, cfg, unmasked=None):
+        if unmasked is None:
+            searched.append(W.shape[0])
+        return real(W, M, cfg, unmasked)
+
+    monkeypatch.setattr(grid, "find_params", counting)
+    monkeypatch.setattr(gptq, "find_params", counting)
+    sel = Selection("tacq", 2, 0.01)
+    recipe = Recipe.of(sel, rotation="hadamard")
+    rows = sum(lin.weight.shape[0] for lin in quantizable_linears(tiny_lm.model).values())
+    study.ranking(sel)  # its unmasked reference, in the original basis, searched every row
+    searched.clear()
+    study.quantize(recipe)
+    assert sum(searched) == rows  # the first candidate searches every row once
+    searched.clear()
+    wider = study.quantize(replace(recipe, ratio=0.02))
+    changed = sum(int(m.any(1).sum()) for m in study.ranking(sel).masks(0.02).values())
+    assert 0 < sum(searched) == changed < rows
+
+    alone = Study(tiny_lm, tiny_task)
+    alone.stats = study.stats
+    again = alone.quantize(replace(recipe, ratio=0.02))  # no earlier candidate: every row
+    for name, lq in wider.result.layers.items():
+        other = again.result.layers[name]
+        for part in ("codes", "scale", "zero", "kept_values"):
+            assert torch.equal(getattr(lq, part), getattr(other, part)), (name, part)

@@ -141,11 +141,12 @@ def find_params(
     unmasked: this function's result for the same W without a mask (the reference
     quantization has it). Each row is searched on its own, so rows with no kept entry take
     it unchanged and only the others are searched: the search (a pow per weight and grid
-    step) is the costliest part of GPTQ on a CPU.
+    step) is the costliest part of GPTQ on a CPU. A NaN scale in `unmasked` marks a row
+    not known yet (tacq.quant.rotation's grids fill in as candidates run): it is searched.
     """
     if unmasked is not None and M is not None:
         scale, zero = (t.to(W.device, torch.float32, copy=True) for t in unmasked)
-        rows = M.any(1)
+        rows = M.any(1) | scale.isnan()
         if rows.any():
             scale[rows], zero[rows] = find_params(W[rows], M[rows], cfg)
         return scale, zero

@@ -78,7 +78,7 @@ def recipe_passes(
         if rotation is not None:
             return quantize_rotated(
                 model, batches, cfg, masks, progress=progress, kind=rotation,
-                exec_device=exec_device,
+                exec_device=exec_device, grids=references.rotated_grid(cfg, rotation),
             )  # fmt: skip
         if masks is None:
             return references.get(

@@ -49,6 +49,7 @@ class References:
     exec_device: str | None = None  # stream GPTQ blocks through this device (large models)
     group_quantizer: GroupQuantizer | None = None  # None: quantize_group (benches: a yardstick)
     done: dict[tuple[int, str, int | None], QuantResult] = field(default_factory=dict)
+    rotated: dict[tuple, dict[str, QParams]] = field(default_factory=dict)  # rotated_grid's
 
     def get(
         self,
@@ -111,6 +112,15 @@ class References:
             return ref.qparams()
         path, key = self._grid_entry(cfg)
         return load_grid(path, key, list(quantizable_linears(self.lm.model)))
+
+    def rotated_grid(self, cfg: GPTQConfig, kind: str, seed: int = 0) -> dict[str, QParams] | None:
+        """The per-channel grids of this model's weights in a rotated basis, as far as
+        rotated runs found them (tacq.quant.rotation.quantize_rotated fills it in). In
+        memory: auto-fit's candidates of one bit width share one basis."""
+        if not self.reuses_grid(cfg):
+            return None
+        at = (kind, seed, cfg.bits, cfg.grid, cfg.max_shrink, cfg.norm)
+        return self.rotated.setdefault(at, {})
 
     def _grid_entry(self, cfg: GPTQConfig) -> tuple[Path, str]:
         """Where the grid is cached: weights, bit width and search settings only."""

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from tacq.data.batches import Batch
 from tacq.errors import TacqError
-from tacq.formats.grid import GPTQConfig, kept_in_fp16
+from tacq.formats.grid import GPTQConfig, QParams, kept_in_fp16
 from tacq.formats.held import PackedLayerQuant
 from tacq.formats.orthogonal import ROTATION_KINDS, Rotation, rotation_for, rotation_seed
 from tacq.models import quantizable_linears
@@ -97,6 +97,7 @@ def quantize_rotated(
     progress: Progress | None = None,
     kind: str = "haar",
     exec_device: str | torch.device | None = None,
+    grids: dict[str, QParams] | None = None,
 ) -> QuantResult:
     """GPTQ (true-sequential, block by block) on every decoder Linear's rotated residual.
 
@@ -104,9 +105,21 @@ def quantize_rotated(
     basis, and each Linear's (kind, seed) of R, so lq.dequantize() is W_k + Q(W_r R) R^T.
     The model is unchanged afterwards. Needs a second copy of the Linear weights (the
     rotated residuals) while it runs.
+
+    grids: per-channel grids of the rotated weights found by earlier runs of this basis
+    and bit width (References.rotated_grid; NaN where not found yet), updated in place. A
+    row with no kept weight is the same rotated row in every run, so it reuses its grid
+    instead of searching again (same values); rows with kept weights are searched.
     """
+    reuse = grids is not None and cfg.group_size is None
+    changed = {n: m.any(1).cpu() for n, m in (keep_masks or {}).items()}
+    base = _known_grids(model, grids, changed) if reuse else None
     with rotated_linears(model, keep_masks, seed, kind) as kept:
-        res = quantize_model(model, batches, cfg, None, progress=progress, exec_device=exec_device)
+        res = quantize_model(
+            model, batches, cfg, None, progress=progress, exec_device=exec_device, unmasked=base
+        )
+    if reuse:
+        _learn_grids(grids, res, changed)
     for name, lq in res.layers.items():
         K, rotation = kept.get(name), (kind, rotation_seed(seed, name))
         index, values = None, None
@@ -119,6 +132,33 @@ def quantize_rotated(
             lq.group_size, index, values, rotation,
         )  # fmt: skip
     return res
+
+
+def _known_grids(
+    model: nn.Module, grids: dict[str, QParams], changed: dict[str, Tensor]
+) -> dict[str, QParams]:
+    """Each Linear's grid as far as known: NaN scales for rows never seen unchanged, and for
+    rows whose kept weights make their rotated row differ (find_params searches them)."""
+    out = {}
+    for name, lin in quantizable_linears(model).items():
+        rows = lin.weight.shape[0]
+        scale, zero = grids.get(name, (torch.full((rows,), float("nan")), torch.zeros(rows)))
+        scale = scale.clone()
+        if name in changed:
+            scale[changed[name]] = float("nan")
+        out[name] = (scale, zero)
+    return out
+
+
+def _learn_grids(grids: dict[str, QParams], res: QuantResult, changed: dict[str, Tensor]) -> None:
+    """Keep the grids of rows with no kept weight: the rotated weight's own rows."""
+    for name, lq in res.layers.items():
+        new_s, new_z = lq.scale.reshape(-1).float(), lq.zero.reshape(-1).float()
+        nan = torch.full_like(new_s, float("nan"))
+        scale, zero = (t.clone() for t in grids.get(name, (nan, torch.zeros_like(new_z))))
+        same = ~changed[name] if name in changed else torch.ones_like(new_s, dtype=torch.bool)
+        scale[same], zero[same] = new_s[same], new_z[same]
+        grids[name] = (scale, zero)
 
 
 def check_rotation(kind: str, method: str) -> None:
