@@ -194,8 +194,8 @@ def off_main_thread(fn, *args) -> None:
 
     Why: torch's OpenMP (libgomp) keeps a pool of worker threads per thread that ran a
     parallel op, for as long as that thread lives. A pool left on the main thread by the
-    start-up model load made every job thread's parallel ops wait on sleeping workers:
-    auto-fit ran ~45 % slower in the app than from the CLI (bench/thread_pools.py)."""
+    start-up model load made every job thread's GPTQ 1.4x slower (bench/omp_wait.py), and
+    the browser auto-fit test took 256 s instead of 185 s."""
     failed: list[BaseException] = []
 
     def run() -> None:

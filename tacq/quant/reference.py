@@ -119,15 +119,19 @@ class References:
         memory: auto-fit's candidates of one bit width share one basis."""
         if not self.reuses_grid(cfg):
             return None
-        at = (kind, seed, cfg.bits, cfg.grid, cfg.max_shrink, cfg.norm)
-        return self.rotated.setdefault(at, {})
+        return self.rotated.setdefault((kind, seed, *_search(cfg)), {})
 
     def _grid_entry(self, cfg: GPTQConfig) -> tuple[Path, str]:
         """Where the grid is cached: weights, bit width and search settings only."""
-        search = (cfg.bits, cfg.grid, cfg.max_shrink, cfg.norm)
+        search = _search(cfg)
         device = str(self.exec_device or self.lm.device).split(":")[0]
         key = cache_key("qparams", self.lm.fingerprint, search, device)
         return tacq_home() / "quant" / f"qparams-{key[:32]}.safetensors", key
+
+
+def _search(cfg: GPTQConfig) -> tuple:
+    """What a per-channel grid depends on besides the weights: bit width and search."""
+    return (cfg.bits, cfg.grid, cfg.max_shrink, cfg.norm)
 
 
 def save_reference(path: Path, key: str, res: QuantResult) -> None:

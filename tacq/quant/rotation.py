@@ -112,7 +112,7 @@ def quantize_rotated(
     instead of searching again (same values); rows with kept weights are searched.
     """
     reuse = grids is not None and cfg.group_size is None
-    changed = {n: m.any(1).cpu() for n, m in (keep_masks or {}).items()}
+    changed = {n: m.any(1).cpu() for n, m in (keep_masks or {}).items()} if reuse else {}
     base = _known_grids(model, grids, changed) if reuse else None
     with rotated_linears(model, keep_masks, seed, kind) as kept:
         res = quantize_model(
@@ -154,8 +154,10 @@ def _learn_grids(grids: dict[str, QParams], res: QuantResult, changed: dict[str,
     """Keep the grids of rows with no kept weight: the rotated weight's own rows."""
     for name, lq in res.layers.items():
         new_s, new_z = lq.scale.reshape(-1).float(), lq.zero.reshape(-1).float()
-        nan = torch.full_like(new_s, float("nan"))
-        scale, zero = (t.clone() for t in grids.get(name, (nan, torch.zeros_like(new_z))))
+        if name in grids:
+            scale, zero = (t.clone() for t in grids[name])
+        else:  # rows never seen stay unknown
+            scale, zero = torch.full_like(new_s, float("nan")), torch.zeros_like(new_z)
         same = ~changed[name] if name in changed else torch.ones_like(new_s, dtype=torch.bool)
         scale[same], zero[same] = new_s[same], new_z[same]
         grids[name] = (scale, zero)

@@ -111,22 +111,17 @@ class FitResult:
         """The frontier: every candidate scored, in increasing bits per weight, then the
         ones not run and why."""
         rows = [
-            dict(
-                zip(
-                    FRONTIER_COLUMNS,
-                    (
-                        p.name,
-                        p.recipe.describe(),
-                        round(p.bpw_honest, 3),
-                        round(p.dev_em, 3),
-                        round(p.dev_nll.mean, 3),
-                        p.dev_nll.text(),
-                        "yes" if p.meets else "no",
-                        "◀" if p is self.chosen else "",
-                        round(p.seconds),
-                    ),
-                )
-            )  # fmt: skip
+            {
+                "variant": p.name,
+                "settings": p.recipe.describe(),
+                "bits per weight": round(p.bpw_honest, 3),
+                "dev exact match": round(p.dev_em, 3),
+                "dev answer NLL": round(p.dev_nll.mean, 3),
+                "NLL 95 % interval": p.dev_nll.text(),
+                "keeps the task": "yes" if p.meets else "no",
+                "chosen": "◀" if p is self.chosen else "",
+                "seconds": round(p.seconds),
+            }
             for p in self.points
         ]
         rows += [
