@@ -19,7 +19,8 @@ from app import (
     quantize_tab,
 )
 from app.common import handles_errors, variant_choices
-from app.state import ModelRegistry, browser_secret, start_idle_sweeper, user_for
+from app.identity import browser_secret
+from app.state import ModelRegistry, start_idle_sweeper, user_for
 
 INTRO = """# TaCQ Studio
 Find the weights your task depends on (its **circuit**), keep them in 16 bits and quantize

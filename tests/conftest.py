@@ -83,8 +83,7 @@ def tiny_lm(tiny_llama):
     return LoadedModel(tiny_llama, _char_tokenizer(), "tiny", "memory", "tiny-0")
 
 
-@pytest.fixture
-def tiny_task():
+def make_tiny_task():
     """A 4-shot completion task the tiny model cannot do, enough to exercise the pipeline."""
     from tacq.data.tasks import Example, TaskSet
 
@@ -94,3 +93,9 @@ def tiny_task():
         for i, w in enumerate(words)
     ]
     return TaskSet("tiny", tuple(ex[:8]), tuple(ex[8:]), "completion", "tiny")
+
+
+@pytest.fixture
+def tiny_task():
+    """make_tiny_task's task."""
+    return make_tiny_task()

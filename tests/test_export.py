@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -12,15 +14,13 @@ from safetensors.torch import load_file, save_file
 from tacq.circuit.select import Selection
 from tacq.errors import TacqError
 from tacq.formats.export import (
-    PACK,
-    UNPACK,
     WEIGHTS_FILE,
     folder_bytes,
     load_quantized,
-    packed_len,
     save_dequantized,
     save_packed,
 )
+from tacq.formats.layer_store import PACK, UNPACK, packed_len
 from tacq.quant.recipe import Recipe
 from tacq.study.workflow import Study
 from tests.tiny import fp16_exact
@@ -42,15 +42,31 @@ def test_pack_extremes():
         assert torch.equal(UNPACK[bits](PACK[bits](codes), 10), codes)
 
 
+@pytest.fixture(scope="module")
+def _built(tmp_path_factory):
+    """One 3-bit variant and its export for the whole module (building it is most of each
+    test's time); tests get a copy of the folder, so tampering stays their own."""
+    from tacq.models import LoadedModel
+    from tests.conftest import _char_tokenizer, make_tiny_task
+    from tests.tiny import make_tiny_llama
+
+    home = tmp_path_factory.mktemp("export")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TACQ_HOME", str(home / "tacq_home"))
+        lm = LoadedModel(make_tiny_llama(), _char_tokenizer(), "tiny", "memory", "tiny-0")
+        fp16_exact(lm.model)
+        study = Study(lm, make_tiny_task())
+        study.collect()
+        variant = study.quantize(Recipe.of(Selection("tacq", bits=3, ratio=0.02)))
+        folder = save_packed(home / "packed", lm, variant)
+    return lm, study, variant, folder
+
+
 @pytest.fixture
-def packed_variant(tiny_lm, tiny_task, tmp_path):
-    """A 3-bit variant and its export, of a model whose tensors are fp16-exact."""
-    fp16_exact(tiny_lm.model)
-    study = Study(tiny_lm, tiny_task)
-    study.collect()
-    variant = study.quantize(Recipe.of(Selection("tacq", bits=3, ratio=0.02)))
-    folder = save_packed(tmp_path / "packed", tiny_lm, variant)
-    return study, variant, folder
+def packed_variant(_built, tmp_path):
+    """The module's variant with a copy of its export that this test may damage."""
+    _, study, variant, folder = _built
+    return study, variant, Path(shutil.copytree(folder, tmp_path / "packed"))
 
 
 def _logits(model, ids):
@@ -149,12 +165,13 @@ def test_not_a_tacq_folder(tmp_path):
         load_quantized(tmp_path)
 
 
-def test_reload_onto_its_base_shares_it_and_refuses_another(packed_variant, tiny_lm):
+def test_reload_onto_its_base_shares_it_and_refuses_another(packed_variant, _built):
     from tacq.formats.packed import packed_modules
     from tacq.quant.variant import load_variant
     from tests.tiny import make_tiny_llama
 
     _, variant, folder = packed_variant
+    tiny_lm = _built[0]
     back = load_variant(folder, tiny_lm.model)
     assert back.model.model.embed_tokens.weight is tiny_lm.model.model.embed_tokens.weight
     assert len(packed_modules(back.model)) == len(variant.result.layers)

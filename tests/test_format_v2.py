@@ -20,7 +20,8 @@ from safetensors import safe_open
 
 from tacq.circuit.select import Selection
 from tacq.errors import TacqError
-from tacq.formats.export import FORMAT_VERSION, WEIGHTS_FILE, packed_len, save_packed
+from tacq.formats.export import FORMAT_VERSION, WEIGHTS_FILE, save_packed
+from tacq.formats.layer_store import packed_len
 from tacq.formats.sizes import NumberFormat, linear_bytes, size_report
 from tacq.quant.recipe import Recipe
 from tacq.quant.variant import VariantSpec, load_variant

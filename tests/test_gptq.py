@@ -124,3 +124,42 @@ def test_masked_entries_do_not_stretch_grid():
 def test_config_rejects_bad_bits():
     with pytest.raises(TacqError, match="2, 3 or 4"):
         GPTQConfig(bits=5)
+
+
+def _stepwise_search(W, cfg):
+    """The mse search one shrink step at a time, written apart from find_params: per row,
+    the first step with the least sum |Q(W) - W|^norm wins."""
+    xmin, xmax = W.min(1).values.clamp(max=0), W.max(1).values.clamp(min=0)
+    flat = (xmin == 0) & (xmax == 0)
+    xmin, xmax = torch.where(flat, -1.0, xmin), torch.where(flat, 1.0, xmax)
+    scale = (xmax - xmin) / cfg.maxq
+    zero = torch.round(-xmin / scale)
+    best = torch.full_like(xmin, float("inf"))
+    for i in range(int(cfg.max_shrink * cfg.grid)):
+        p = 1 - i / cfg.grid
+        s = (p * xmax - p * xmin) / cfg.maxq
+        z = torch.round(-(p * xmin) / s)
+        q = s[:, None] * (
+            torch.clamp(torch.round(W / s[:, None]) + z[:, None], 0, cfg.maxq) - z[:, None]
+        )
+        err = (q - W).abs().pow(cfg.norm).sum(1)
+        better = err < best
+        best, scale, zero = (
+            torch.where(better, a, b) for a, b in ((err, best), (s, scale), (z, zero))
+        )
+    return scale.half().float(), zero
+
+
+@pytest.mark.parametrize("shape", [(6, 5), (24, 40), (96, 700)])  # 700x96x80 > one chunk
+@pytest.mark.parametrize("bits", [2, 3, 4])
+def test_search_of_all_steps_at_once_equals_the_stepwise_search(shape, bits, monkeypatch):
+    import tacq.formats.grid as grid
+
+    monkeypatch.setattr(grid, "_SEARCH_ELEMENTS", 1 << 20)  # the large shape takes 15 chunks
+    g = torch.Generator().manual_seed(bits)
+    W = torch.randn(*shape, generator=g) * torch.rand(shape[0], 1, generator=g)
+    W[0] = 0  # a flat row: every step ties, the first (no shrink) wins
+    W[1, 1:] = 0.25  # few distinct values: ties between steps
+    cfg = GPTQConfig(bits=bits)
+    got, want = find_params(W, None, cfg), _stepwise_search(W, cfg)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])

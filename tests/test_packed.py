@@ -226,16 +226,19 @@ def test_bf16_activations_meet_exact_weights():
     assert not torch.equal(exact, rounded)  # what casting the weight would have given
 
 
+def _rotated_packed(kind: str, group_size: int | None):
+    """A 3-bit layer with kept weights, its codes on a rotated grid, packed with a bias."""
+    lq = _layer(3, group_size, keep=0.1, seed=4)
+    lq.rotation = (kind, 11)
+    mod = PackedLinear.from_layer(lq, bias=torch.nn.Parameter(torch.randn(6)))
+    return lq, mod, lq.dequantize()
+
+
 @pytest.mark.parametrize("kind", ["haar", "hadamard"])
 @pytest.mark.parametrize("group_size", [None, 8])
 def test_rotated_packed_linear_computes_its_dequantized_weight(kind, group_size):
     """Codes of W_r R: the forward rotates x for the grid and adds the kept weights on x."""
-    from tacq.formats.packed import use_compiled_decoding
-
-    lq = _layer(3, group_size, keep=0.1, seed=4)
-    lq.rotation = (kind, 11)
-    mod = PackedLinear.from_layer(lq, bias=torch.nn.Parameter(torch.randn(6)))
-    W = lq.dequantize()
+    lq, mod, W = _rotated_packed(kind, group_size)
     assert torch.equal(mod.dequantize(), W)
     plain = _layer(3, group_size, keep=0.1, seed=4).dequantize()
     assert not torch.allclose(W, plain, atol=1e-2)  # the rotation is not a no-op
@@ -245,6 +248,16 @@ def test_rotated_packed_linear_computes_its_dequantized_weight(kind, group_size)
     x = torch.randn(2, 3, 40)
     want = torch.nn.functional.linear(x, W, mod.bias)
     torch.testing.assert_close(mod(x), want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.slow  # compiles the decoding kernel
+@pytest.mark.parametrize("kind", ["haar", "hadamard"])
+@pytest.mark.parametrize("group_size", [None, 8])
+def test_rotated_packed_kernel_decodes_one_token(kind, group_size):
+    """One token goes through the compiled kernel, which adds the kept weights once."""
+    from tacq.formats.packed import use_compiled_decoding
+
+    lq, mod, W = _rotated_packed(kind, group_size)
     one = torch.randn(1, 1, 40)
     try:
         use_compiled_decoding(True)

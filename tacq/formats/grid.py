@@ -123,10 +123,16 @@ def _minmax_params(xmin: Tensor, xmax: Tensor, maxq: int) -> tuple[Tensor, Tenso
 
 
 def _grid_error(W: Tensor, scale: Tensor, zero: Tensor, cfg: GPTQConfig, buf: Tensor) -> Tensor:
-    """Per-row sum |Q(W) - W|^norm for qparams (out, 1), computed in place in `buf`."""
+    """Sum over the last dim of |Q(W) - W|^norm for broadcast qparams, in place in `buf`."""
     torch.div(W, scale, out=buf)
     buf.round_().add_(zero).clamp_(0, cfg.maxq).sub_(zero).mul_(scale).sub_(W)
-    return buf.abs_().pow_(cfg.norm).sum(1)
+    return buf.abs_().pow_(cfg.norm).sum(-1)
+
+
+# Shrink steps searched at once hold at most this many weights (16 MB in fp32): a small
+# layer takes all its steps in one set of ops (per-op overhead is most of its cost on a
+# CPU), a large one a few steps at a time.
+_SEARCH_ELEMENTS = 1 << 22
 
 
 def find_params(
@@ -161,14 +167,21 @@ def find_params(
     xmin, xmax = torch.where(flat, -1.0, xmin), torch.where(flat, 1.0, xmax)
     scale, zero = _minmax_params(xmin, xmax, cfg.maxq)
     best = torch.full_like(xmin, float("inf"))
-    buf = torch.empty_like(W)
-    for i in range(int(cfg.max_shrink * cfg.grid)):
-        p = 1 - i / cfg.grid
-        s1, z1 = _minmax_params(p * xmin, p * xmax, cfg.maxq)
-        err = _grid_error(W, s1[:, None], z1[:, None], cfg, buf)
-        better = err < best
-        best = torch.where(better, err, best)
-        scale, zero = torch.where(better, s1, scale), torch.where(better, z1, zero)
+    steps = int(cfg.max_shrink * cfg.grid)
+    shrink = torch.tensor([1 - i / cfg.grid for i in range(steps)], dtype=torch.float32)
+    chunk = max(1, min(steps, _SEARCH_ELEMENTS // max(1, W.numel())))
+    buf = torch.empty((chunk, *W.shape), dtype=W.dtype, device=W.device)
+    for lo in range(0, steps, chunk):
+        p = shrink[lo : lo + chunk, None].to(W.device)
+        s1, z1 = _minmax_params(p * xmin, p * xmax, cfg.maxq)  # (steps, out)
+        err = _grid_error(W, s1[..., None], z1[..., None], cfg, buf[: len(p)])
+        # the first step with the least error wins, as a step-by-step search would keep it
+        low, at = err.nan_to_num_(nan=float("inf")).min(0)
+        better = low < best
+        best = torch.where(better, low, best)
+        pick = at[None]
+        scale = torch.where(better, s1.gather(0, pick)[0], scale)
+        zero = torch.where(better, z1.gather(0, pick)[0], zero)
     return scale.half().float(), zero
 
 

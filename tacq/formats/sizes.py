@@ -32,7 +32,7 @@ class NumberFormat:
 
 
 def linear_bytes(out_f: int, in_f: int, kept: int, fmt: NumberFormat) -> tuple[int, int, int]:
-    """(code, qparam, kept) bytes of one Linear as packed format 2 (tacq.formats.export) stores it:
+    """(code, qparam, kept) bytes of one Linear as packed format 2 (tacq.formats.layer_store) stores it:
     packed codes; scale and zero per group; kept weights as CSR (fp16 value, int16/int32
     column index, and a uint16/int32 kept count per output row)."""
     code = math.ceil(out_f * in_f * fmt.bits / 8)
