@@ -42,11 +42,18 @@ DAMP_CHOICES = [("1 % (paper)", DEFAULT_DAMP), ("10 %", 0.1), ("30 %", 0.3), ("1
 # GPTQ's in the Evaluate tab. It adds minutes on a CPU. "checked" holds every 4th
 # calibration batch out of the fit and keeps a block's tuning only where the model's answer
 # loss on those does not rise: better than unchecked on 6 of 7 tasks at 2 bits, and the one
-# fixed setting that beats the peers at matched bits on most tasks (6 of 7).
-ROUNDINGS = {"gptq": (0, False), "tuned": (100, False), "checked": (100, True)}  # (steps, checked)
+# fixed setting that beats the peers at matched bits on most tasks (6 of 7). "grid ends too"
+# also tunes each row's or group's max and min (its scale and zero), as AutoRound's clip.
+ROUNDINGS = {  # (steps, checked, grid ends tuned)
+    "gptq": (0, False, False),
+    "tuned": (100, False, False),
+    "checked": (100, True, False),
+    "clip": (100, True, True),
+}
 ROUNDING_CHOICES = [
     ("GPTQ's (paper)", "gptq"),
     ("tuned + checked", "checked"),
+    ("tuned + checked, grid ends too", "clip"),
     ("tuned, 100 steps", "tuned"),
 ]
 
@@ -91,11 +98,13 @@ def peer_choices() -> tuple[list[tuple[str, str]], str]:
 
 def rounding_choice(recipe: Recipe) -> str:
     """The Rounding dropdown's value for a recipe's tuned rounding."""
-    for key, (steps, check) in ROUNDINGS.items():
-        if (steps, check) == (recipe.rounding_steps, recipe.rounding_check):
+    want = (recipe.rounding_steps, recipe.rounding_check, recipe.rounding_clip)
+    for key, choice in ROUNDINGS.items():
+        if choice == want:
             return key
     raise ValueError(
-        f"The Rounding choices have no {recipe.rounding_steps} checked={recipe.rounding_check}."
+        f"The Rounding choices have no {recipe.rounding_steps} steps with "
+        f"checked={recipe.rounding_check}, clip={recipe.rounding_clip}."
     )
 
 
@@ -108,11 +117,11 @@ def recipe_of_widgets(
     the GPTQ-only inputs (greyed out) keep their values but do not count."""
     if method != "gptq":  # GPTQ's own levers are greyed out for RTN: their values are not used
         damp, rounding, basis, act_order = DEFAULT_DAMP, "gptq", "none", False
-    steps, check = ROUNDINGS[rounding]
+    steps, check, clip = ROUNDINGS[rounding]
     return Recipe(
         bits=int(bits), metric=metric, ratio=round(pct / 100, 10) if circuit else 0.0,
         group_size=int(group) or None, method=method, damp=float(damp),
-        act_order=bool(act_order), rounding_steps=steps, rounding_check=check,
+        act_order=bool(act_order), rounding_steps=steps, rounding_check=check, rounding_clip=clip,
         rotation=None if basis == "none" else basis, distill_epochs=int(distill),
     )  # fmt: skip
 

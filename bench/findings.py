@@ -17,6 +17,7 @@ from quality import (
     paired_rows,
     parse_method,
     preset_of,
+    recipe_of,
     rotated,
     rotation_kind,
     rounding_checked,
@@ -49,7 +50,8 @@ def label(method: str) -> str:
     damp, steps = split_damp(method)[1], split_rounding(method)[1]
     out += (f" {100 * ratio:.2f} %" if ratio else "") + (f" damp {damp:g}" if damp else "")
     checked = " checked" if rounding_checked(method) else ""
-    out += f" rounding {steps}{checked}" if steps else ""
+    clip = " + clip" if getattr(recipe_of(method), "rounding_clip", False) else ""
+    out += f" rounding {steps}{checked}{clip}" if steps else ""
     epochs = split_distill(method)[1]
     out += f" distilled {epochs}" if epochs else ""
     kind = rotation_kind(method)

@@ -111,7 +111,14 @@ def split_rounding(name: str) -> tuple[str, int | None]:
     GPTQ's rounding), and the key without it, distillation or a rotation."""
     recipe = recipe_of(name)
     steps = recipe.rounding_steps if recipe else 0
-    rest = _key(name, rounding_steps=0, rounding_check=False, distill_epochs=0, rotation=None)
+    rest = _key(
+        name,
+        rounding_steps=0,
+        rounding_check=False,
+        rounding_clip=False,
+        distill_epochs=0,
+        rotation=None,
+    )
     return rest, steps or None
 
 
@@ -129,7 +136,7 @@ def undistilled(name: str) -> str:
 
 def unrounded(name: str) -> str:
     """The same method with GPTQ's rounding: 'tacq_d0.1_r100c_e2_roth' -> 'tacq_d0.1_e2_roth'."""
-    return _key(name, rounding_steps=0, rounding_check=False)
+    return _key(name, rounding_steps=0, rounding_check=False, rounding_clip=False)
 
 
 def unchecked(name: str) -> str:
@@ -144,7 +151,7 @@ def split_damp(name: str) -> tuple[str, float | None]:
     recipe = recipe_of(name)
     damp = recipe.damp if recipe and recipe.damp != DEFAULT_DAMP else None
     rest = _key(
-        name, damp=DEFAULT_DAMP, act_order=False, rounding_steps=0, rounding_check=False,
+        name, damp=DEFAULT_DAMP, act_order=False, rounding_steps=0, rounding_check=False, rounding_clip=False,
         distill_epochs=0, fit_text=FIT_TEXTS[0], rotation=None,
     )  # fmt: skip
     return rest, damp

@@ -132,7 +132,7 @@ def test_the_screen_has_an_input_for_every_field_it_sets():
     params = list(inspect.signature(quantize_tab.recipe_of_widgets).parameters)
     assert len(params) == len(quantize_tab.widgets_of_recipe(Recipe())) + 1  # + the bits
     set_by_screen = {f.name for f in fields(Recipe)} - {"fit_text"}
-    made = quantize_tab.recipe_of_widgets(4, "msg", "gptq", True, 64, 0.3, "checked",
+    made = quantize_tab.recipe_of_widgets(4, "msg", "gptq", True, 64, 0.3, "clip",
                                           "hadamard", 2, True, 1.0)  # fmt: skip
     changed = {f for f in set_by_screen if getattr(made, f) != getattr(Recipe(), f)}
     assert changed == set_by_screen - {"method"}
@@ -186,7 +186,11 @@ def test_rounding_choice_names_each_tuned_rounding_and_refuses_one_not_offered()
         "checked"
     )
     assert quantize_tab.rounding_choice(Recipe(rounding_steps=100)) == "tuned"
-    with pytest.raises(ValueError, match="no 7 checked=False"):
+    clip = Recipe(rounding_steps=100, rounding_check=True, rounding_clip=True)
+    assert quantize_tab.rounding_choice(clip) == "clip"
+    widgets = quantize_tab.widgets_of_recipe(clip)
+    assert quantize_tab.recipe_of_widgets(clip.bits, *widgets[:-1], 0.35) == clip
+    with pytest.raises(ValueError, match="no 7 steps with checked=False"):
         quantize_tab.rounding_choice(Recipe(rounding_steps=7))
 
 

@@ -184,6 +184,14 @@ def test_study_variant_with_tuned_rounding_is_named_sized_and_exported(
     assert back.spec == tuned.spec and back.name == tuned.name
     for n, lq in b.items():  # export -> load is bit-identical, tuned scales included
         assert torch.equal(back.result.layers[n].dequantize(), lq.dequantize()), n
+    # with the grid's ends tuned too: zeros move, the format and its round trip do not
+    clip = study.quantize(Recipe.of(sel, rounding_steps=100, rounding_clip=True), fit=(batches, []))
+    assert clip.name == "tacq-2bit-r100-clip-1.00%" and clip.size == plain.size
+    save_packed(tmp_path / "c", tiny_lm, clip)
+    back = load_variant(tmp_path / "c")
+    assert back.spec == clip.spec and back.spec.rounding_clip
+    for n, lq in clip.result.layers.items():
+        assert torch.equal(back.result.layers[n].dequantize(), lq.dequantize()), n
     with pytest.raises(TacqError, match="not RTN"):
         study.quantize(Recipe.of(Selection("tacq", 2, 0.0), method="rtn", rounding_steps=1))
 
@@ -307,6 +315,81 @@ def test_hold_aside_takes_every_fourth_batch():
 def test_app_rounding_choices_each_name_a_config():
     from app.quantize_tab import ROUNDING_CHOICES, ROUNDINGS
 
-    assert [v for _, v in ROUNDING_CHOICES] == ["gptq", "checked", "tuned"]
-    assert set(ROUNDINGS) == {"gptq", "checked", "tuned"}  # no choice falls back silently
-    assert ROUNDINGS == {"gptq": (0, False), "tuned": (100, False), "checked": (100, True)}
+    assert [v for _, v in ROUNDING_CHOICES] == ["gptq", "checked", "clip", "tuned"]
+    assert set(ROUNDINGS) == {"gptq", "checked", "tuned", "clip"}  # none falls back silently
+    assert ROUNDINGS == {
+        "gptq": (0, False, False),
+        "tuned": (100, False, False),
+        "checked": (100, True, False),
+        "clip": (100, True, True),
+    }
+
+
+def _layer_quant(bits: int, group_size: int | None, seed: int = 0):
+    """GPTQ-like qparams of a random (12, 64) weight, one kept weight per row."""
+    from tacq.formats.grid import LayerQuant, find_group_params, find_params, per_column
+
+    g = torch.Generator().manual_seed(seed)
+    W = torch.randn(12, 64, generator=g)
+    cfg = GPTQConfig(bits=bits, group_size=group_size)
+    mask = torch.zeros_like(W, dtype=torch.bool)
+    mask[torch.arange(12), torch.randint(0, 64, (12,), generator=g)] = True
+    scale, zero = (find_group_params if group_size else find_params)(W, mask, cfg)
+    s, z = (per_column(t, 64, group_size) for t in (scale, zero))
+    codes = torch.clamp(torch.round(W / s) + z, 0, cfg.maxq).to(torch.uint8)
+    lq = LayerQuant(codes, scale, zero, mask, W[mask].half(), bits, None, group_size)
+    return lq, W
+
+
+@pytest.mark.parametrize("group_size", [None, 32])
+def test_clip_factors_at_zero_give_gptqs_grid_and_move_scale_and_zero_together(group_size):
+    from tacq.quant.rounding import _Tunable
+
+    lq, W = _layer_quant(3, group_size)
+    plain = _Tunable.start(lq, W, RoundingConfig(steps=1, scales=False))
+    clip = _Tunable.start(lq, W, RoundingConfig(steps=1, clip=True))
+    assert len(clip.params()) == 3 and not clip.factor.requires_grad
+    with torch.no_grad():
+        torch.testing.assert_close(clip.weight(torch.float32), plain.weight(torch.float32))
+        same = clip.result()
+        assert torch.equal(same.zero, lq.zero) and torch.equal(same.codes, plain.result().codes)
+        torch.testing.assert_close(same.scale, lq.scale, rtol=1e-3, atol=0)
+        clip.clip_max.fill_(-0.25)  # the top of every grid pulled in by a quarter
+        clip.clip_min.fill_(0.3)  # the bottom pushed out: the zero moves up
+    moved = clip.result()
+    maxq = 2**lq.bits - 1
+    assert torch.equal(moved.zero, moved.zero.round()) and int(moved.zero.max()) <= maxq
+    assert (moved.zero >= lq.zero).all() and (moved.zero > lq.zero).any()
+    assert torch.equal(moved.scale, moved.scale.half().float())  # as export stores it
+    top = (maxq - lq.zero) * lq.scale * 0.75
+    torch.testing.assert_close(
+        moved.scale, (top + lq.zero * lq.scale * 1.3) / maxq, rtol=1e-3, atol=0
+    )
+    # what the search fit is what the result dequantizes to (to the fp16 rounding of scales)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            moved.dequantize(), clip.weight(torch.float32), rtol=2e-3, atol=2e-3
+        )
+    assert torch.equal(moved.dequantize()[lq.keep_mask], lq.kept_values.float())
+
+
+@pytest.mark.slow  # over half a second: out of the fast suite, still in CI
+def test_clip_tuning_moves_zeros_and_scales_and_never_ends_worse(tiny_llama):
+    batches = _batches()
+    gptq = quantize_model(
+        tiny_llama, batches, GPTQConfig(bits=2, group_size=32), _masks(tiny_llama)
+    )
+    rc = RoundingConfig(steps=60, lr=0.02, clip=True)
+    tuned = tune_rounding(tiny_llama, batches, gptq, rc)
+    losses = tuned.logs["rounding"].block_losses
+    assert all(a <= b for b, a in losses) and any(a < b for b, a in losses)
+    zeros_moved = scales_moved = 0
+    for name, lq in gptq.layers.items():
+        t = tuned.layers[name]
+        assert t.zero.shape == lq.zero.shape and torch.equal(t.zero, t.zero.round())
+        assert int(t.zero.min()) >= 0 and int(t.zero.max()) <= 3 and int(t.codes.max()) <= 3
+        assert torch.equal(t.kept_values, lq.kept_values) and torch.equal(t.keep_mask, lq.keep_mask)
+        zeros_moved += int((t.zero != lq.zero).sum())
+        scales_moved += int((t.scale != lq.scale).sum())
+    assert zeros_moved > 0 and scales_moved > 0
+    assert Recipe.from_key("tacq_g32_r60c_clip", 2).rounding_clip

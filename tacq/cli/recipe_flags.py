@@ -33,6 +33,8 @@ HELP = {
     "rounding_check": "with --rounding-steps: hold every 4th calibration batch out of the "
     "fit and keep a block's tuned rounding only if the model's answer loss on those does "
     "not rise",
+    "rounding_clip": "with --rounding-steps: also tune each row's or group's grid ends (its "
+    "scale and zero) instead of a scale factor",
     "rotation": "quantize the unkept weights in a random rotated input basis, the kept ones "
     "exact: hadamard is structured (a few KB per Linear), haar a dense n^2 matrix per Linear",
     "distill_epochs": "then distil every scale at once from the fp model's next-token "

@@ -90,7 +90,9 @@ def recipe_passes(
         )  # fmt: skip
 
     def rounding(result: QuantResult | None, progress: Progress) -> QuantResult:
-        cfg = RoundingConfig(recipe.rounding_steps, check=recipe.rounding_check)
+        cfg = RoundingConfig(
+            recipe.rounding_steps, check=recipe.rounding_check, clip=recipe.rounding_clip
+        )
         check = rounding_fit.check if cfg.check else None
         return tune_rounding(model, rounding_fit.fit, result, cfg, progress, check=check)
 

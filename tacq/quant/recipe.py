@@ -9,7 +9,8 @@ the pass that reads it.
 
 The bench key (`tacq_g64_p0.2_d0.1_ao_r100c_e2_roth`) is the recipe less its bit width:
 the score (or plain quantizer when nothing is kept), then _g group size, _p kept percent,
-_d damping, _ao act-order, _r tuned rounding steps (c: checked), _e distillation epochs,
+_d damping, _ao act-order, _r tuned rounding steps (c: checked; _clip: the grid's ends
+tuned with it), _e distillation epochs,
 _ft when the fit passes use the task's examples only, and last the basis (_rot dense, _roth
 Hadamard). Defaults are left out, so the key of the paper's TaCQ is `tacq`.
 """
@@ -59,6 +60,9 @@ class Recipe:
     act_order: bool = False  # GPTQ quantizes columns by decreasing diag(H)
     rounding_steps: int = 0  # then tune the unkept weights' rounding (tacq.quant.rounding); 0: none
     rounding_check: bool = False  # keep a block's tuning only where held-aside loss did not rise
+    # the rounding pass also tunes each row's or group's grid ends (scale and zero) instead
+    # of a scale factor: AutoRound's clip, on TaCQ's grid with the circuit frozen
+    rounding_clip: bool = False
     rotation: str | None = None  # unkept weights quantized in a rotated basis (tacq.quant.rotation)
     distill_epochs: int = (
         0  # then distil every scale from the fp model (tacq.quant.distill); 0: none
@@ -93,6 +97,11 @@ class Recipe:
                 "A rounding check needs tuned rounding: rounding_check needs rounding_steps "
                 "(--rounding-check needs --rounding-steps: how many steps to tune)."
             )
+        if self.rounding_clip and not self.rounding_steps:
+            raise TacqError(
+                "Tuning the grid's ends is part of tuned rounding: rounding_clip needs "
+                "rounding_steps (--rounding-clip needs --rounding-steps)."
+            )
         if self.fit_text not in FIT_TEXTS:
             raise TacqError(
                 f"Fit text must be one of {', '.join(FIT_TEXTS)} (got {self.fit_text!r})."
@@ -125,7 +134,7 @@ class Recipe:
         or rotate and no GPTQ grid to tune (the screen greys them out for RTN; the CLI
         drops a preset's when --method rtn is given)."""
         return replace(self, damp=DEFAULT_DAMP, act_order=False, rounding_steps=0,
-                       rounding_check=False, rotation=None)  # fmt: skip
+                       rounding_check=False, rounding_clip=False, rotation=None)  # fmt: skip
 
     @classmethod
     def of(cls, sel: Selection, **changes) -> Recipe:
@@ -155,6 +164,7 @@ class Recipe:
         fmt += "-ao" * self.act_order
         if self.rounding_steps:
             fmt += f"-r{self.rounding_steps}" + ("c" if self.rounding_check else "")
+            fmt += "-clip" * self.rounding_clip
         if self.distill_epochs:
             fmt += f"-e{self.distill_epochs}"
         fmt += "-ft" * (self.fit_text != FIT_TEXTS[0])
@@ -172,7 +182,8 @@ class Recipe:
         parts += ["act-order"] if self.act_order else []
         if self.rounding_steps:
             checked = ", checked" * self.rounding_check
-            parts.append(f"rounding tuned {self.rounding_steps} steps{checked}")
+            what = "rounding and grid ends" if self.rounding_clip else "rounding"
+            parts.append(f"{what} tuned {self.rounding_steps} steps{checked}")
         parts += [f"rotated ({self.rotation.capitalize()})"] if self.rotation else []
         parts += [f"scales distilled {self.distill_epochs} epochs"] if self.distill_epochs else []
         parts += ["fitted on the task's examples only"] if self.fit_text != FIT_TEXTS[0] else []
@@ -192,6 +203,7 @@ class Recipe:
         key += "_ao" * self.act_order
         if self.rounding_steps:
             key += f"_r{self.rounding_steps}" + "c" * self.rounding_check
+            key += "_clip" * self.rounding_clip
         key += f"_e{self.distill_epochs}" if self.distill_epochs else ""
         key += "_ft" * (self.fit_text != FIT_TEXTS[0])
         return key + {None: "", "haar": "_rot", "hadamard": "_roth"}[self.rotation]
@@ -215,6 +227,7 @@ class Recipe:
             act_order=bool(m["ao"]),
             rounding_steps=int(m["r"] or 0),
             rounding_check=bool(m["c"]),
+            rounding_clip=bool(m["clip"]),
             rotation={None: None, "_rot": "haar", "_roth": "hadamard"}[m["rot"]],
             distill_epochs=int(m["e"] or 0),
             fit_text=FIT_TEXTS[1] if m["ft"] else FIT_TEXTS[0],
@@ -234,5 +247,6 @@ _NUM = r"\d+(?:\.\d+)?"
 KEY = re.compile(
     rf"(?P<base>{_alternatives([*METHODS, *METRICS])})"
     rf"(?:_g(?P<g>\d+))?(?:_p(?P<p>{_NUM}))?(?:_d(?P<d>{_NUM}))?(?P<ao>_ao)?"
-    rf"(?:_r(?P<r>[1-9]\d*)(?P<c>c)?)?(?:_e(?P<e>[1-9]\d*))?(?P<ft>_ft)?(?P<rot>_roth|_rot)?"
+    rf"(?:_r(?P<r>[1-9]\d*)(?P<c>c)?(?P<clip>_clip)?)?(?:_e(?P<e>[1-9]\d*))?(?P<ft>_ft)?"
+    rf"(?P<rot>_roth|_rot)?"
 )

@@ -6,9 +6,11 @@ tokens instead: a learned offset per weight, rounded with a straight-through est
 moved by signed gradient steps, and optionally a factor on each scale (the idea of
 AutoRound, Cheng et al. 2023, applied here after TaCQ's selection, on GPTQ's grid). It
 starts from each weight on that grid (round up or down) or from GPTQ's codes (one level up
-or down). Kept weights stay at their 16-bit values and out of the search; zeros stay GPTQ's
-and there is still one scale per row or group, so the number format, the packed export and
-the honest bytes do not change. On a rotated layer (tacq.quant.rotation) the search runs on the
+or down). Kept weights stay at their 16-bit values and out of the search. With clip
+(RoundingConfig.clip) each row's or group's grid ends, max and min, are tuned too, so its
+scale and its (integer) zero move together, as AutoRound's clip does; otherwise zeros stay
+GPTQ's. Either way there is one scale and one zero per row or group, so the number
+format, the packed export and the honest bytes do not change. On a rotated layer (tacq.quant.rotation) the search runs on the
 grid of W_r R, every entry of it, and the kept weights add in the original basis as stored.
 
 The quantized block reads the quantized model's hidden states and is fit to the fp block's
@@ -62,6 +64,9 @@ class RoundingConfig:
     # On antonyms' dev split (2-bit, 0.20 % kept) rtn with scales beat the others.
     start: str = "rtn"
     scales: bool = True  # also tune each scale by a factor in [0.5, 1.5]
+    # instead, tune each row's or group's grid ends, max and min, by factors in [0.5, 1.5]:
+    # the scale and the zero follow them (the zero rounded), as AutoRound's clip does
+    clip: bool = False
     # hold every 4th calibration batch out of the fit; keep a block's tuning only if the
     # model's answer loss on those does not rise (tune_rounding's check)
     check: bool = False
@@ -91,6 +96,9 @@ class _Tunable:
     # a rotated layer (lq.rotation): its R, and its kept weights dense in the original basis
     rotation: Rotation | None = None
     kept: Tensor | None = None
+    # clip (RoundingConfig.clip): like lq.scale, learned factor - 1 on the grid's max / min
+    clip_max: Tensor | None = None
+    clip_min: Tensor | None = None
 
     @classmethod
     def start(cls, lq: LayerQuant, weight: Tensor, cfg: RoundingConfig) -> _Tunable:
@@ -110,15 +118,39 @@ class _Tunable:
         else:  # the weight on the grid: an offset in [-0.5, 0.5] rounds it down or up
             levels, bound = start / s, 0.5
         offset = torch.zeros_like(levels, requires_grad=True)
-        factor = torch.zeros_like(lq.scale, device=device, requires_grad=cfg.scales)
-        return cls(lq, levels, -z, 2**lq.bits - 1 - z, bound, offset, factor, R, kept)
+        factor = torch.zeros_like(
+            lq.scale, device=device, requires_grad=cfg.scales and not cfg.clip
+        )
+        clip = [torch.zeros_like(factor, requires_grad=True) for _ in range(2)] if cfg.clip else []
+        return cls(lq, levels, -z, 2**lq.bits - 1 - z, bound, offset, factor, R, kept, *clip)
 
     def params(self) -> list[Tensor]:
-        return [self.offset] + ([self.factor] if self.factor.requires_grad else [])
+        clip = [self.clip_max, self.clip_min] if self.clip_max is not None else []
+        return [self.offset] + ([self.factor] if self.factor.requires_grad else []) + clip
 
     def clamp_(self) -> None:
         self.offset.clamp_(-self.bound, self.bound)
-        self.factor.clamp_(-0.5, 0.5)
+        for factor in (self.factor, self.clip_max, self.clip_min):
+            if factor is not None:
+                factor.clamp_(-0.5, 0.5)
+
+    def _clipped(self) -> tuple[Tensor, Tensor, Tensor]:
+        """(scale, zero, code) on the grid whose ends are GPTQ's times the clip factors.
+
+        The weight being rounded is levels * s (the rtn start's weight, or GPTQ's level);
+        with both factors at 0 the grid, the zero and the codes are GPTQ's. The zero is
+        rounded with a straight-through estimator, so the min factor learns through it."""
+        s0, z0 = self.lq.scale.to(self.levels.device), self.lq.zero.to(self.levels.device)
+        maxq = 2**self.lq.bits - 1
+        top, bottom = (maxq - z0) * s0 * (1 + self.clip_max), -z0 * s0 * (1 + self.clip_min)
+        scale = (top - bottom) / maxq
+        zero = -bottom / scale
+        zero = torch.clamp(zero + (torch.round(zero) - zero).detach(), 0, maxq)
+        n, g = self.levels.shape[1], self.lq.group_size
+        s_col, z_col = per_column(scale, n, g), per_column(zero, n, g)
+        x = self.levels * per_column(s0, n, g) / s_col + self.offset
+        x = x + (torch.round(x) - x).detach()  # straight-through rounding
+        return scale, zero, torch.clamp(x + z_col, 0, maxq)
 
     def _scale(self) -> Tensor:
         n = self.levels.shape[1]
@@ -128,9 +160,14 @@ class _Tunable:
 
     def weight(self, dtype: torch.dtype) -> Tensor:
         """The dequantized weight with the offsets applied (differentiable in them)."""
-        x = self.levels + self.offset
-        x = x + (torch.round(x) - x).detach()  # straight-through rounding
-        w = self._scale() * torch.clamp(x, self.low, self.high)
+        if self.clip_max is not None:
+            scale, zero, code = self._clipped()
+            n, g = self.levels.shape[1], self.lq.group_size
+            w = per_column(scale, n, g) * (code - per_column(zero, n, g))
+        else:
+            x = self.levels + self.offset
+            x = x + (torch.round(x) - x).detach()  # straight-through rounding
+            w = self._scale() * torch.clamp(x, self.low, self.high)
         if self.rotation is not None:  # back to the original basis, where the kept ones add
             return (self.rotation.unapply(w) + self.kept).to(dtype)
         kept = self.lq.keep_mask.to(w.device)
@@ -139,15 +176,21 @@ class _Tunable:
 
     def result(self) -> LayerQuant:
         """GPTQ's LayerQuant with the tuned codes (kept positions keep GPTQ's codes)."""
-        with torch.no_grad():
-            moved = torch.clamp(torch.round(self.levels + self.offset), self.low, self.high)
-            codes = (moved - self.low).round().to(torch.uint8).cpu()
-            scale = (self.lq.scale * (1 + self.factor.cpu())).float()
         lq = self.lq
+        with torch.no_grad():
+            if self.clip_max is not None:  # the codes as fit; the scale as stored (fp16)
+                scale, zero, code = self._clipped()
+                codes = code.round().to(torch.uint8).cpu()
+                scale, zero = scale.half().float().cpu(), zero.round().cpu()
+            else:
+                moved = torch.clamp(torch.round(self.levels + self.offset), self.low, self.high)
+                codes = (moved - self.low).round().to(torch.uint8).cpu()
+                scale = (lq.scale * (1 + self.factor.cpu())).float()
+                zero = lq.zero
         if lq.rotation is None:  # a rotated grid has no kept positions: all of it is tuned
             codes = torch.where(lq.keep_mask, lq.codes, codes)
         return LayerQuant(
-            codes, scale, lq.zero, lq.keep_mask, lq.kept_values, lq.bits, lq.hinv_diag,
+            codes, scale, zero, lq.keep_mask, lq.kept_values, lq.bits, lq.hinv_diag,
             lq.group_size, lq.rotation,
         )  # fmt: skip
 

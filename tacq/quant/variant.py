@@ -36,6 +36,7 @@ class VariantSpec:
     damp: float = DEFAULT_DAMP  # GPTQ's Hessian damping (files before stop 29: the default)
     rounding_steps: int = 0  # steps of tuned rounding after GPTQ (tacq.quant.rounding); 0: none
     rounding_check: bool = False  # tuning kept per block only where held-aside loss fell
+    rounding_clip: bool = False  # the rounding pass also tuned each grid's ends (scale, zero)
     rotation: str | None = None  # unkept weights quantized in a rotated basis (tacq.quant.rotation)
     rotation_seed: int = 0  # each Linear's R is drawn from this and its name
     distill_epochs: int = 0  # epochs of scales distilled from the fp model (tacq.quant.distill)
@@ -67,10 +68,10 @@ class VariantSpec:
         return recipe.name
 
     def to_config(self) -> dict:
-        """Every field; the two added after format 2 only when set, so the checkpoint of a
+        """Every field; those added after format 2 only when set, so the checkpoint of a
         recipe that does not use them is byte-identical to one written before."""
         config = asdict(self)
-        for later in ("act_order", "fit_text"):
+        for later in ("act_order", "fit_text", "rounding_clip"):
             if config[later] == getattr(VariantSpec, later):
                 del config[later]
         return config
