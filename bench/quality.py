@@ -183,16 +183,19 @@ def known_method(name: str) -> bool:
     return name == "fp" or recipe_of(name) is not None
 
 
-def method_order(name: str) -> tuple[int, float, float, int, bool, int, int]:
+def method_order(name: str) -> tuple[int, float, float, int, bool, bool, int, int]:
     """Table position: the method's place in ALL, ratios after their default row, then
-    damping after the default damping, then tuned rounding after GPTQ's, rotated last."""
+    damping after the default damping, then tuned rounding after GPTQ's (with the grid's
+    ends after without), rotated last."""
     base, group, ratio = parse_method(name)
+    recipe = recipe_of(name)
     return (
         ALL.index(f"{base}_g{group}" if group else base),
         ratio or 0.0,
         split_damp(name)[1] or 0.0,
         split_rounding(name)[1] or 0,
         rounding_checked(name),
+        bool(recipe and recipe.rounding_clip),
         split_distill(name)[1] or 0,
         (None, "haar", "hadamard").index(rotation_kind(name)),
     )

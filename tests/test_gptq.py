@@ -150,16 +150,19 @@ def _stepwise_search(W, cfg):
     return scale.half().float(), zero
 
 
-@pytest.mark.parametrize("shape", [(6, 5), (24, 40), (96, 700)])  # 700x96x80 > one chunk
+@pytest.mark.parametrize("shape", [(6, 5), (24, 40), (96, 700)])
 @pytest.mark.parametrize("bits", [2, 3, 4])
-def test_search_of_all_steps_at_once_equals_the_stepwise_search(shape, bits, monkeypatch):
+@pytest.mark.parametrize("cap", [1 << 20, 100])  # (96, 700): 6 chunks of 15 steps; 100: 1 step
+def test_search_of_all_steps_at_once_equals_the_stepwise_search(shape, bits, cap, monkeypatch):
     import tacq.formats.grid as grid
 
-    monkeypatch.setattr(grid, "_SEARCH_ELEMENTS", 1 << 20)  # the large shape takes 15 chunks
+    monkeypatch.setattr(grid, "_SEARCH_ELEMENTS", cap)
     g = torch.Generator().manual_seed(bits)
     W = torch.randn(*shape, generator=g) * torch.rand(shape[0], 1, generator=g)
     W[0] = 0  # a flat row: every step ties, the first (no shrink) wins
     W[1, 1:] = 0.25  # few distinct values: ties between steps
+    W[2, -1] = float("nan")  # a damaged row: no step is better than min/max's
     cfg = GPTQConfig(bits=bits)
     got, want = find_params(W, None, cfg), _stepwise_search(W, cfg)
-    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)

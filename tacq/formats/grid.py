@@ -131,7 +131,8 @@ def _grid_error(W: Tensor, scale: Tensor, zero: Tensor, cfg: GPTQConfig, buf: Te
 
 # Shrink steps searched at once hold at most this many weights (16 MB in fp32): a small
 # layer takes all its steps in one set of ops (per-op overhead is most of its cost on a
-# CPU), a large one a few steps at a time.
+# CPU), a large one a few steps at a time. On a CPU the result is bit for bit the
+# step-by-step search's (tests/test_gptq.py); a GPU may sum a row in another order.
 _SEARCH_ELEMENTS = 1 << 22
 
 
@@ -168,15 +169,17 @@ def find_params(
     scale, zero = _minmax_params(xmin, xmax, cfg.maxq)
     best = torch.full_like(xmin, float("inf"))
     steps = int(cfg.max_shrink * cfg.grid)
-    shrink = torch.tensor([1 - i / cfg.grid for i in range(steps)], dtype=torch.float32)
+    shrink = torch.tensor(
+        [1 - i / cfg.grid for i in range(steps)], dtype=torch.float32, device=W.device
+    )
     chunk = max(1, min(steps, _SEARCH_ELEMENTS // max(1, W.numel())))
     buf = torch.empty((chunk, *W.shape), dtype=W.dtype, device=W.device)
     for lo in range(0, steps, chunk):
-        p = shrink[lo : lo + chunk, None].to(W.device)
+        p = shrink[lo : lo + chunk, None]
         s1, z1 = _minmax_params(p * xmin, p * xmax, cfg.maxq)  # (steps, out)
         err = _grid_error(W, s1[..., None], z1[..., None], cfg, buf[: len(p)])
         # the first step with the least error wins, as a step-by-step search would keep it
-        low, at = err.nan_to_num_(nan=float("inf")).min(0)
+        low, at = err.masked_fill_(err.isnan(), float("inf")).min(0)
         better = low < best
         best = torch.where(better, low, best)
         pick = at[None]

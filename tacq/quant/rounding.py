@@ -138,17 +138,19 @@ class _Tunable:
         """(scale, zero, code) on the grid whose ends are GPTQ's times the clip factors.
 
         The weight being rounded is levels * s (the rtn start's weight, or GPTQ's level);
-        with both factors at 0 the grid, the zero and the codes are GPTQ's. The zero is
-        rounded with a straight-through estimator, so the min factor learns through it."""
+        with both factors at 0 the grid, the zero and the codes are GPTQ's. The scale is
+        rounded to fp16 and the zero to an integer with straight-through estimators: the
+        search sees the weight export stores, and the factors learn through both."""
         s0, z0 = self.lq.scale.to(self.levels.device), self.lq.zero.to(self.levels.device)
         maxq = 2**self.lq.bits - 1
         top, bottom = (maxq - z0) * s0 * (1 + self.clip_max), -z0 * s0 * (1 + self.clip_min)
         scale = (top - bottom) / maxq
+        scale = scale + (scale.half().float() - scale).detach()  # as stored: fp16
         zero = -bottom / scale
         zero = torch.clamp(zero + (torch.round(zero) - zero).detach(), 0, maxq)
         n, g = self.levels.shape[1], self.lq.group_size
-        s_col, z_col = per_column(scale, n, g), per_column(zero, n, g)
-        x = self.levels * per_column(s0, n, g) / s_col + self.offset
+        z_col = per_column(zero, n, g)
+        x = self.levels * per_column(s0 / scale, n, g) + self.offset  # exactly levels at 0
         x = x + (torch.round(x) - x).detach()  # straight-through rounding
         return scale, zero, torch.clamp(x + z_col, 0, maxq)
 
@@ -175,13 +177,14 @@ class _Tunable:
         return w.to(dtype)
 
     def result(self) -> LayerQuant:
-        """GPTQ's LayerQuant with the tuned codes (kept positions keep GPTQ's codes)."""
+        """GPTQ's LayerQuant with the tuned codes (kept positions keep GPTQ's codes), and
+        the tuned scale (and with clip, zero)."""
         lq = self.lq
         with torch.no_grad():
-            if self.clip_max is not None:  # the codes as fit; the scale as stored (fp16)
+            if self.clip_max is not None:  # the grid as fit: scale in fp16, integer zero
                 scale, zero, code = self._clipped()
                 codes = code.round().to(torch.uint8).cpu()
-                scale, zero = scale.half().float().cpu(), zero.round().cpu()
+                scale, zero = scale.cpu(), zero.round().cpu()
             else:
                 moved = torch.clamp(torch.round(self.levels + self.offset), self.low, self.high)
                 codes = (moved - self.low).round().to(torch.uint8).cpu()
