@@ -216,7 +216,8 @@ def build_levers(start: Recipe) -> dict:
             ROUNDING_CHOICES,
             value=rounding_choice(start),
             label="Rounding",
-            info="tuned: fit each block to the fp output (slower; GPTQ only)",
+            info="tuned: fit each block to the fp output (slower; GPTQ only); grid ends too: "
+            "its scales and zeros as well",
             elem_id="quant-rounding",
             scale=1,
         )
