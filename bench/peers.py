@@ -17,7 +17,7 @@ counted by tacq.formats.sizes.linear_bytes, the function that counts ours).
 
 A peer whose package is missing or fails is recorded with its error instead of numbers;
 nothing is substituted under its name. Writes bench/results/peers.json (merged by task,
-peer, bits and group size).
+peer, bits, group size and calibration seed).
 """
 
 from __future__ import annotations
@@ -66,6 +66,7 @@ def run_point(peer: str, bits: int, group: int, ctx: dict, args) -> dict:
         "method": method_name(peer, group, args.iters, args.generic_calibration),
         "peer": peer,
         "group_size": group,
+        "seed": args.seed,
         "calib_examples": len(ctx["texts"]),
         "heldout_examples": len(ctx["held"]),
     }
@@ -138,7 +139,13 @@ def main() -> None:
         help="give AutoRound the generic text past what perplexity reads as well (rows "
         "named autoround+generic_g128...): what it does with more than the task's tokens",
     )
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="calibration seed: draws the calibration sample as bench/quality.py --seeds does "
+        "and seeds the peer; rows with seed > 0 sit beside seed 0, which the tables compare",
+    )
     ap.add_argument("--ppl-chunks", type=int, default=8)
     args = ap.parse_args()
     peers = args.peers.split(",")
@@ -154,7 +161,7 @@ def main() -> None:
 
     lm = load_model()
     task = load_task(args.task)
-    study = Study(lm, task, DataConfig(max_examples=args.examples))
+    study = Study(lm, task, DataConfig(max_examples=args.examples, seed=args.seed))
     texts = [e.prompt + e.answer for e in study.calib_examples]
     if args.generic_calibration:
         texts += generic_fit_texts(lm.tokenizer, args.ppl_chunks * 256)
@@ -178,10 +185,10 @@ def main() -> None:
     stamp(rows)
     path = ROOT / "bench" / "results" / "peers.json"
     saved = json.loads(path.read_text())["rows"] if path.exists() else []
-    key = lambda r: (r["task"], r["method"], r["bits"])  # noqa: E731
+    key = lambda r: (r["task"], r["bits"], r["method"], r.get("seed", 0))  # noqa: E731
     done = {key(r) for r in rows}
     merged = [r for r in saved if key(r) not in done] + rows
-    merged.sort(key=lambda r: (r["task"], r["bits"], r["method"]))
+    merged.sort(key=key)
     write_result("peers", {"rows": merged})
 
 
