@@ -147,6 +147,12 @@ def main() -> None:
         "and seeds the peer; rows with seed > 0 sit beside seed 0, which the tables compare",
     )
     ap.add_argument("--ppl-chunks", type=int, default=8)
+    ap.add_argument(
+        "--groups",
+        type=lambda text: [int(g) for g in text.split(",")],
+        default=None,
+        help="only these of the peer's documented group sizes (default: all of them)",
+    )
     args = ap.parse_args()
     peers = args.peers.split(",")
     if unknown := [p for p in peers if p not in PEERS]:
@@ -181,6 +187,8 @@ def main() -> None:
     for peer in peers:
         for bits in (int(b) for b in args.bits.split(",")):
             for group in PEER_POINTS[peer][bits]:
+                if args.groups and group not in args.groups:
+                    continue
                 rows.append(run_point(peer, bits, group, ctx, args))
     stamp(rows)
     path = ROOT / "bench" / "results" / "peers.json"

@@ -35,6 +35,7 @@ import argparse
 import json
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from _common import ROOT, stamp, write_result
@@ -74,11 +75,15 @@ def recipe_of(name: str) -> Recipe | None:
     return recipe if table and recipe.key() == name else None
 
 
-def _key(name: str, **changes) -> str:
-    """The key of the same recipe with some fields changed ('fp' and unknown names as
-    they are)."""
+def _key(name: str, *edits: Callable[[Recipe], Recipe], **changes) -> str:
+    """The key of the same recipe with some Recipe methods applied (e.g.
+    Recipe.without_rounding) and some fields changed ('fp' and unknown names as they are)."""
     recipe = recipe_of(name)
-    return name if recipe is None else recipe.changed(**changes).key()
+    if recipe is None:
+        return name
+    for edit in edits:
+        recipe = edit(recipe)
+    return recipe.changed(**changes).key()
 
 
 def rotation_kind(name: str) -> str | None:
@@ -111,15 +116,7 @@ def split_rounding(name: str) -> tuple[str, int | None]:
     GPTQ's rounding), and the key without it, distillation or a rotation."""
     recipe = recipe_of(name)
     steps = recipe.rounding_steps if recipe else 0
-    rest = _key(
-        name,
-        rounding_steps=0,
-        rounding_check=False,
-        rounding_clip=False,
-        distill_epochs=0,
-        rotation=None,
-    )
-    return rest, steps or None
+    return _key(name, Recipe.without_rounding, distill_epochs=0, rotation=None), steps or None
 
 
 def rounding_checked(name: str) -> bool:
@@ -136,7 +133,7 @@ def undistilled(name: str) -> str:
 
 def unrounded(name: str) -> str:
     """The same method with GPTQ's rounding: 'tacq_d0.1_r100c_e2_roth' -> 'tacq_d0.1_e2_roth'."""
-    return _key(name, rounding_steps=0, rounding_check=False, rounding_clip=False)
+    return _key(name, Recipe.without_rounding)
 
 
 def unchecked(name: str) -> str:
@@ -150,10 +147,7 @@ def split_damp(name: str) -> tuple[str, float | None]:
     tacq.formats.grid.DEFAULT_DAMP), and the key without it or any later suffix."""
     recipe = recipe_of(name)
     damp = recipe.damp if recipe and recipe.damp != DEFAULT_DAMP else None
-    rest = _key(
-        name, damp=DEFAULT_DAMP, act_order=False, rounding_steps=0, rounding_check=False, rounding_clip=False,
-        distill_epochs=0, fit_text=FIT_TEXTS[0], rotation=None,
-    )  # fmt: skip
+    rest = _key(name, Recipe.without_gptq_levers, distill_epochs=0, fit_text=FIT_TEXTS[0])
     return rest, damp
 
 

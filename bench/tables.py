@@ -20,6 +20,7 @@ from onepage import page
 from quality import cross_markdown, fill_gap_closed, markdown, paired_markdown
 
 from tacq.circuit.saliency import METRICS, metrics_in
+from tacq.data.tasks import list_tasks
 from tacq.study.runs import PLAIN_METHODS
 
 RESULTS = ROOT / "bench" / "results"
@@ -31,8 +32,17 @@ def load(topic: str) -> dict | None:
     if not path.exists():
         return None
     d = json.loads(path.read_text())
+    if topic in ("quality", "peers"):  # the tables and counts of the bundled seven read "rows"
+        seven = set(list_tasks())
+        rows = d.get("rows", [])
+        d["rows"] = [r for r in rows if r["task"] in seven]
+        d["fresh_rows"] = [r for r in rows if r["task"] not in seven]  # never tuned on
+    if topic == "peers":  # the default calibration sample; others (seeds) apart
+        rows = d["rows"]
+        d["rows"] = [r for r in rows if r.get("seed", 0) == 0]
+        d["seed_rows"] = [r for r in rows if r.get("seed", 0) > 0]
     if topic == "quality":  # rows merged from several runs: their gaps from the merged rows
-        fill_gap_closed(d.get("rows", []))
+        fill_gap_closed(d["rows"])
     return d
 
 
@@ -414,8 +424,6 @@ def fit_markdown(fit: dict) -> str:
             f"| {r['task']} | {chosen} | {bits} | {bpw} | {dev} | {held} | {kept} "
             f"| {len(r['points'])} | {r['wall_s'] / 60:.1f} | {probe} |"
         )
-    from tacq.data.tasks import list_tasks
-
     missing = sorted(set(list_tasks()) - {r["task"] for r in fit["rows"]})
     if missing:
         lines += ["", f"Not measured yet: {', '.join(missing)} (`python bench/fit.py --tasks "

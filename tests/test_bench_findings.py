@@ -334,6 +334,62 @@ def test_matched_bits_needs_a_decided_win_at_equal_or_lower_bits(findings):
     assert "no choice per task), the best is TaCQ damp 0.1: 1 of 2 (capitals)." in line
 
 
+def test_seeds_line_pairs_each_calibration_sample_with_the_peers_same_sample(findings):
+    def row(method, seed, nll, em):
+        r = _row("antonyms", method, em, held=4, bits=3)
+        each = [nll + d for d in (0, 0.1, 0, 0.1)]
+        return {**r, "seed": seed, "answer_nll": nll, "nll_each": each, "correct_each": [1] * 4}
+
+    ours, theirs = "tacq_g256_p0.1_d0.1_roth", "autoround+generic_g128"
+    quality = [row(ours, 0, 1.0, 0.5), row(ours, 1, 2.0, 0.25), row(ours, 2, 3.0, 0.0)]
+    quality.append(row("tacq", 1, 9.0, 0.0))  # no peer run on seed 1: not paired
+    peers = {"rows": [row(theirs, 0, 2.0, 0.5)]}
+    assert findings.matched_bits_seeds({"quality": {"rows": quality}, "peers": peers}) == []
+    peers["seed_rows"] = [row(theirs, 1, 2.0, 0.5), row(theirs, 2, 2.0, 0.5)]
+    [line] = findings.matched_bits_seeds({"quality": {"rows": quality}, "peers": peers})
+    assert line.startswith("- Over 3 calibration samples (antonyms, 3-bit, mean ± sd): TaCQ g256")
+    assert (
+        "NLL 2.000 ± 1.000, exact match 0.250 ± 0.250; autoround+generic_g128 NLL 2.000 ± " in line
+    )
+    assert "seed 0 -1.000 [-1.000, -1.000], seed 1 +0.000 [0.000, 0.000], seed 2 +1.000" in line
+    assert line.endswith("TaCQ better on 1, worse on 1, undecided on 1.")
+
+
+def test_fresh_line_faces_each_peer_point_with_the_setting_fixed_in_advance(findings):
+    def row(task, method, nll, bpw, em=0.5, bits=2):
+        r = _row(task, method, em, held=4, bits=bits, bpw=bpw)
+        each = [nll + d for d in (0, 0.1, 0, 0.1)]
+        return {**r, "answer_nll": nll, "nll_each": each, "correct_each": [1, 0, 1, 0]}
+
+    fixed = findings.FRESH_POINTS[2]
+    quality = [
+        row("addition", "fp", 0.5, 16, em=0.8),
+        row("addition", fixed, 1.0, 2.115, em=0.4),  # beats both peers by 1 everywhere
+        row("addition", "tacq_d0.1", 0.1, 2.1),  # another setting: never picked
+        row("last_word", fixed, 1.0, 2.115),
+    ]
+    peers = [
+        row("addition", "autoround+generic_g128", 2.0, 2.152, em=0.3),
+        row("addition", "hqq_g64", 2.0, 2.25),
+        row("last_word", "autoround+generic_g128", 1.0, 2.152),  # a tie: undecided
+        row("last_word", "hqq_g32", 9.0, 2.0),  # fewer bits than the fixed setting
+        {**row("last_word", "hqq_g64", 0.0, 3.2), "seed": 1},  # another sample: not this line
+    ]
+    res = {"quality": {"rows": [], "fresh_rows": quality}, "peers": {"fresh_rows": peers}}
+    [line] = findings.matched_bits_fresh(res)
+    assert line.startswith(f"- Never-tuned tasks, 2-bit, one setting fixed before they were run, "
+                           f"{findings.label(fixed)} (2.115 honest BPW): it beats every peer "
+                           "point")  # fmt: skip
+    assert "on 1 of 2 (addition; target 2)." in line
+    assert (
+        "addition: exact match 0.400 (50% of fp); autoround+generic_g128 -1.000 [-1.000, " in line
+    )
+    assert "its exact match 0.300; hqq_g64 -1.000" in line
+    assert "last_word: exact match 0.500; autoround+generic_g128 +0.000" in line
+    assert "hqq_g32 at fewer bits (2.000)" in line and "tacq_d0.1" not in line
+    assert findings.matched_bits_fresh({"quality": {"rows": []}, "peers": {"rows": []}}) == []
+
+
 def test_exact_match_ceiling_names_the_most_kept_where_no_setting_meets_85(findings):
     rows = [
         _row("antonyms", "fp", 0.40),

@@ -54,3 +54,31 @@ def test_readme_fit_table_is_the_committed_result(monkeypatch):
     assert tables.readme_with_fit(text) == text, (
         "README.md's auto-fit table or demo figures are stale: run python bench/tables.py --write"
     )
+
+
+def test_tables_read_the_bundled_seven_apart_from_fresh_tasks_and_other_seeds(
+    monkeypatch, tmp_path
+):
+    """Rows of a never-tuned task or of another peer calibration sample never enter a table
+    or a count of the seven: they sit apart, for the lines that report them."""
+    import json
+
+    monkeypatch.syspath_prepend(str(BENCH))
+    for name in ("tables", "findings", "quality", "onepage", "demo_pick", "_common"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    import tables
+
+    from tacq.data.tasks import fresh_tasks
+
+    fresh = next(iter(fresh_tasks()))
+    rows = [
+        {"task": "antonyms", "bits": 2, "method": "hqq_g64", "peer": "hqq"},
+        {"task": "antonyms", "bits": 2, "method": "hqq_g64", "peer": "hqq", "seed": 1},
+        {"task": fresh, "bits": 2, "method": "hqq_g64", "peer": "hqq"},
+    ]
+    (tmp_path / "peers.json").write_text(json.dumps({"rows": rows}))
+    monkeypatch.setattr(tables, "RESULTS", tmp_path)
+    tables.load.cache_clear()
+    d = tables.load("peers")
+    assert (d["rows"], d["seed_rows"], d["fresh_rows"]) == ([rows[0]], [rows[1]], [rows[2]])
+    tables.load.cache_clear()

@@ -190,7 +190,7 @@ def test_distilling_needs_a_batch_to_hold_aside(study, tiny_lm, tiny_task):
 
 
 def test_app_distill_choices_each_name_a_config():
-    from app.quantize_tab import DISTILL_CHOICES
+    from app.recipe_widgets import DISTILL_CHOICES
 
     assert [v for _, v in DISTILL_CHOICES] == [0, 2]  # 0: none, the paper's
     assert DistillConfig(DISTILL_CHOICES[1][1]) == DistillConfig()  # the default, measured

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from app import quantize_tab
+from app import quantize_tab, recipe_widgets
 from app.circuit_tab import SLIDER_MAX_RATIO
 from tacq.errors import TacqError
 from tacq.quant.recipe import MEASURED, Recipe
@@ -91,6 +91,16 @@ def test_a_recipe_refuses_what_does_not_combine_and_keeps_rtn_undamped():
     assert Recipe(act_order=True).name == "tacq-2bit-ao-0.35%"
 
 
+def test_dropping_levers_drops_the_tuned_roundings_three_fields_together():
+    tuned = Recipe(bits=3, damp=0.1, rounding_steps=100, rounding_check=True, rounding_clip=True,
+                   rotation="hadamard", act_order=True, distill_epochs=2)  # fmt: skip
+    assert tuned.without_rounding() == Recipe(
+        bits=3, damp=0.1, rotation="hadamard", act_order=True, distill_epochs=2
+    )
+    assert tuned.without_gptq_levers() == Recipe(bits=3, distill_epochs=2)
+    assert tuned.without_rounding().key() == "tacq_d0.1_ao_e2_roth"
+
+
 def test_presets_are_recipes_the_screen_offers():
     assert Recipe.preset("paper", 3) == Recipe(bits=3)
     assert Recipe.preset("measured", 4) == Recipe(bits=4)  # nothing measured on every task
@@ -100,11 +110,11 @@ def test_presets_are_recipes_the_screen_offers():
     for bits in MEASURED:
         r = Recipe.preset("measured", bits)
         assert 0 < r.ratio <= SLIDER_MAX_RATIO
-        widgets = quantize_tab.widgets_of_recipe(r)
+        widgets = recipe_widgets.widgets_of_recipe(r)
         for value, choices in zip(
             widgets[3:8],
-            [quantize_tab.GROUP_CHOICES, quantize_tab.DAMP_CHOICES, quantize_tab.ROUNDING_CHOICES,
-             quantize_tab.BASIS_CHOICES, quantize_tab.DISTILL_CHOICES],
+            [recipe_widgets.GROUP_CHOICES, recipe_widgets.DAMP_CHOICES, recipe_widgets.ROUNDING_CHOICES,
+             recipe_widgets.BASIS_CHOICES, recipe_widgets.DISTILL_CHOICES],
         ):  # fmt: skip
             assert value in {v for _, v in choices}, (bits, value)
 
@@ -120,27 +130,27 @@ def test_presets_are_recipes_the_screen_offers():
     ],
 )  # fmt: skip
 def test_widgets_map_to_a_recipe_and_back(recipe):
-    widgets = quantize_tab.widgets_of_recipe(recipe)
+    widgets = recipe_widgets.widgets_of_recipe(recipe)
     pct = widgets[-1] if recipe.ratio else 0.35  # nothing kept: the slider is left alone
-    assert quantize_tab.recipe_of_widgets(recipe.bits, *widgets[:-1], pct) == recipe
+    assert recipe_widgets.recipe_of_widgets(recipe.bits, *widgets[:-1], pct) == recipe
 
 
 def test_the_screen_has_an_input_for_every_field_it_sets():
     """recipe_of_widgets sets every Recipe field but the fit-text policy (the library's)."""
     import inspect
 
-    params = list(inspect.signature(quantize_tab.recipe_of_widgets).parameters)
-    assert len(params) == len(quantize_tab.widgets_of_recipe(Recipe())) + 1  # + the bits
+    params = list(inspect.signature(recipe_widgets.recipe_of_widgets).parameters)
+    assert len(params) == len(recipe_widgets.widgets_of_recipe(Recipe())) + 1  # + the bits
     set_by_screen = {f.name for f in fields(Recipe)} - {"fit_text"}
-    made = quantize_tab.recipe_of_widgets(4, "msg", "gptq", True, 64, 0.3, "clip",
+    made = recipe_widgets.recipe_of_widgets(4, "msg", "gptq", True, 64, 0.3, "clip",
                                           "hadamard", 2, True, 1.0)  # fmt: skip
     changed = {f for f in set_by_screen if getattr(made, f) != getattr(Recipe(), f)}
     assert changed == set_by_screen - {"method"}
-    rtn = quantize_tab.recipe_of_widgets(2, "tacq", "rtn", False, 0, 0.01, "gptq", "none", 0,
+    rtn = recipe_widgets.recipe_of_widgets(2, "tacq", "rtn", False, 0, 0.01, "gptq", "none", 0,
                                          False, 0.35)  # fmt: skip
     assert (rtn.method, rtn.ratio) == ("rtn", 0.0)
     # the measured preset's GPTQ-only inputs, greyed out under RTN, do not reach the recipe
-    greyed = quantize_tab.recipe_of_widgets(3, "tacq", "rtn", True, 0, 0.1, "checked",
+    greyed = recipe_widgets.recipe_of_widgets(3, "tacq", "rtn", True, 0, 0.1, "checked",
                                             "hadamard", 0, True, 0.35)  # fmt: skip
     assert greyed == Recipe(bits=3, method="rtn")
 
@@ -162,7 +172,7 @@ def test_the_screens_open_on_the_measured_preset_at_one_bit_width(monkeypatch):
         c = circuit_tab.build()
     widgets = [getattr(q, n) for n in ("metric", "method", "circuit", "groups", "damp",
                                        "rounding", "basis", "distill", "act_order")]  # fmt: skip
-    opened = quantize_tab.recipe_of_widgets(
+    opened = recipe_widgets.recipe_of_widgets(
         q.bits.value, *[w.value for w in widgets], c.ratio.value
     )
     assert opened == START_RECIPE and q.settings.value == "measured"
@@ -170,28 +180,28 @@ def test_the_screens_open_on_the_measured_preset_at_one_bit_width(monkeypatch):
 
 
 def test_choosing_a_preset_fills_every_input():
-    *inputs, line = quantize_tab.settings_values("measured", 2)
+    *inputs, line = recipe_widgets.settings_values("measured", 2)
     r = Recipe.preset("measured", 2)
     assert inputs == ["tacq", "gptq", True, 0, r.damp, "gptq", r.rotation, 0, False, 0.2]
     assert line == (
         f"Settings: {r.describe()} (measured best at 2 bits). The ratio is on the Circuit slider."
     )
-    *inputs, line = quantize_tab.settings_values("paper", 3)
+    *inputs, line = recipe_widgets.settings_values("paper", 3)
     assert inputs == ["tacq", "gptq", True, 0, 0.01, "gptq", "none", 0, False, 0.35]
     assert "(the paper's)" in line
 
 
 def test_rounding_choice_names_each_tuned_rounding_and_refuses_one_not_offered():
-    assert quantize_tab.rounding_choice(Recipe(rounding_steps=100, rounding_check=True)) == (
+    assert recipe_widgets.rounding_choice(Recipe(rounding_steps=100, rounding_check=True)) == (
         "checked"
     )
-    assert quantize_tab.rounding_choice(Recipe(rounding_steps=100)) == "tuned"
+    assert recipe_widgets.rounding_choice(Recipe(rounding_steps=100)) == "tuned"
     clip = Recipe(rounding_steps=100, rounding_check=True, rounding_clip=True)
-    assert quantize_tab.rounding_choice(clip) == "clip"
-    widgets = quantize_tab.widgets_of_recipe(clip)
-    assert quantize_tab.recipe_of_widgets(clip.bits, *widgets[:-1], 0.35) == clip
+    assert recipe_widgets.rounding_choice(clip) == "clip"
+    widgets = recipe_widgets.widgets_of_recipe(clip)
+    assert recipe_widgets.recipe_of_widgets(clip.bits, *widgets[:-1], 0.35) == clip
     with pytest.raises(ValueError, match="no 7 steps with checked=False"):
-        quantize_tab.rounding_choice(Recipe(rounding_steps=7))
+        recipe_widgets.rounding_choice(Recipe(rounding_steps=7))
 
 
 def test_describe():

@@ -313,7 +313,7 @@ def test_hold_aside_takes_every_fourth_batch():
 
 
 def test_app_rounding_choices_each_name_a_config():
-    from app.quantize_tab import ROUNDING_CHOICES, ROUNDINGS
+    from app.recipe_widgets import ROUNDING_CHOICES, ROUNDINGS
 
     assert [v for _, v in ROUNDING_CHOICES] == ["gptq", "checked", "clip", "tuned"]
     assert set(ROUNDINGS) == {"gptq", "checked", "tuned", "clip"}  # none falls back silently

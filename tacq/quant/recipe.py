@@ -133,8 +133,12 @@ class Recipe:
         rounding, a rotated basis): what a preset gives RTN, which has no Hessian to damp
         or rotate and no GPTQ grid to tune (the screen greys them out for RTN; the CLI
         drops a preset's when --method rtn is given)."""
-        return replace(self, damp=DEFAULT_DAMP, act_order=False, rounding_steps=0,
-                       rounding_check=False, rounding_clip=False, rotation=None)  # fmt: skip
+        return replace(self.without_rounding(), damp=DEFAULT_DAMP, act_order=False, rotation=None)
+
+    def without_rounding(self) -> Recipe:
+        """The recipe with GPTQ's own rounding: no tuned pass, so its check and grid ends go
+        with its steps (the three fields mean nothing apart)."""
+        return replace(self, rounding_steps=0, rounding_check=False, rounding_clip=False)
 
     @classmethod
     def of(cls, sel: Selection, **changes) -> Recipe:
