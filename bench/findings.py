@@ -1043,6 +1043,29 @@ def three_bit(res: Results) -> list[str]:
     return [line]
 
 
+def em_misses(res: Results) -> list[str]:
+    """Why a peer keeps more exact match where TaCQ's answer NLL is lower: each miss sorted
+    into the right answer with more on its line, or another answer (bench/em_misses.py)."""
+    rows = (res.get("em_misses") or {}).get("rows", [])
+    out = []
+    for task, bits in sorted({(r["task"], r["bits"]) for r in rows}):
+        here = sorted(
+            (r for r in rows if (r["task"], r["bits"]) == (task, bits)),
+            key=lambda r: method_order(r["method"]),
+        )
+        parts = [
+            f"{'fp' if r['method'] == 'fp' else label(r['method'])} right {r['right']}, the "
+            f"right answer then more on its line {r['answer_then_more']}, another answer "
+            f"{r['other_answer']}"
+            for r in here
+        ]
+        out.append(
+            f"- Exact-match misses ({task}, {bits}-bit, {here[0]['heldout_examples']} held-out "
+            f"examples, greedy first line): {'; '.join(parts)}."
+        )
+    return out
+
+
 def noise(res: Results) -> list[str]:
     """How far 2-bit rows move with the calibration sample alone."""
     q = res.get("quality")
@@ -1284,6 +1307,7 @@ MET: list[Callable[[Results], list[str]]] = [
 ]
 OPEN: list[Callable[[Results], list[str]]] = [
     capitals,
+    em_misses,
     noise,
     three_bit,
     exact_match_ceiling,

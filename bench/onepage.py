@@ -18,6 +18,8 @@ from findings import (
     label,
     large_models,
     matched_bits,
+    matched_bits_fresh,
+    matched_bits_seeds,
     one_task_time,
     packed_memory,
     preset_pick,
@@ -117,7 +119,7 @@ def verdicts(res: Results) -> list[str]:
     """One line per target, met or not (the appendix findings.md has the open points too)."""
     quality = quality_targets(res)
     lines = quality[:1] + [x for x in quality if "gap TaCQ closes" in x]
-    lines += matched_bits(res)
+    lines += matched_bits(res) + matched_bits_seeds(res) + matched_bits_fresh(res)
     for f in (one_task_time, circuit_causal, packed_memory, demo, speed, scaling, scaling_open):
         lines += f(res)
     lines += fit_verdict(res)

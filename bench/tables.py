@@ -111,6 +111,12 @@ SCRIPTS = [  # (command, what it measures, result topic)
         "peer_breakdown",
     ),
     (
+        "python bench/em_misses.py --task next_number --bits 3",
+        "what an exact-match miss is made of: the right answer with more on its line, or "
+        "another answer (greedy first line on held-out)",
+        "em_misses",
+    ),
+    (
         "python bench/ablations.py --tasks capitals,antonyms",
         "TaCQ / MSG with answer-only loss and with all calibration examples; ratio sweep",
         "ablations",

@@ -585,3 +585,15 @@ def test_the_apps_measured_presets_follow_the_rule_on_the_committed_results(find
     for bits in (2, 3):
         method, _ = findings.preset_pick(rows, bits)
         assert findings.preset_of(method).changed(bits=bits) == Recipe.preset("measured", bits)
+
+
+def test_a_miss_is_the_right_answer_going_on_only_where_its_line_starts_with_it(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+    monkeypatch.delitem(sys.modules, "em_misses", raising=False)
+    from em_misses import miss_kinds
+
+    def row(prediction, correct=False):
+        return {"answer": " 40", "prediction": prediction, "correct": correct}
+
+    rows = [row("40", True), row("40, 43, 46"), row("40.5"), row("400"), row("39"), row("")]
+    assert miss_kinds(rows) == {"right": 1, "answer_then_more": 1, "other_answer": 4}
