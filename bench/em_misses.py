@@ -28,9 +28,13 @@ def miss_kinds(rows: list[dict]) -> dict:
     another answer (completion style: the first line is what exact match reads)."""
     from tacq.eval.evaluate import normalize
 
-    def answer_first(r: dict) -> bool:  # "40, 43" starts with the answer "40"; "400", "40.5" not
+    def answer_first(r: dict) -> bool:
+        """'40, 43' and '40. 43' start with the answer '40'; '400' and '40.5' do not, nor
+        '40' alone on a miss (the prediction is stored stripped: its raw first line was
+        empty, no answer)."""
         line, answer = normalize(r["prediction"].split("\n", 1)[0]), normalize(r["answer"])
-        return re.match(rf"{re.escape(answer)}(?=$|[\s,;])", line) is not None
+        more = re.match(rf"{re.escape(answer)}(?:[\s,;:]|[.!?](?:\s|$))", line)
+        return line != answer and more is not None
 
     right = sum(r["correct"] for r in rows)
     goes_on = sum(not r["correct"] and answer_first(r) for r in rows)

@@ -219,8 +219,8 @@ def matched_bits_fresh(res: Results) -> list[str]:
         if r.get("seed", 0) == 0 and "error" not in r and "nll_each" in r
     ]
     out = []
-    for bits in sorted({r["bits"] for r in peers}):
-        key, won, per = FRESH_POINTS.get(bits), [], []
+    for bits in sorted({r["bits"] for r in peers} & set(FRESH_POINTS)):
+        key, won, per = FRESH_POINTS[bits], [], []
         tasks = sorted({r["task"] for r in peers if r["bits"] == bits})
         for task in tasks:
             t = _row(ours, task, bits, key)
@@ -228,12 +228,20 @@ def matched_bits_fresh(res: Results) -> list[str]:
                 per.append(f"{task}: {label(key)} not run")
                 continue
             fp = _row(ours, task, bits, "fp")
-            kept = f" ({t['exact_match'] / fp['exact_match']:.0%} of fp)" if fp else ""
+            kept = (
+                f" ({t['exact_match'] / fp['exact_match']:.0%} of fp)"
+                if fp and fp["exact_match"]
+                else ""
+            )
             parts, misses = [f"exact match {t['exact_match']:.3f}{kept}"], 0
             for p in sorted((p for p in peers if (p["task"], p["bits"]) == (task, bits)),
                             key=lambda p: p["method"]):  # fmt: skip
                 if t["bpw_honest"] > p["bpw_honest"]:
                     parts.append(f"{p['method']} at fewer bits ({p['bpw_honest']:.3f})")
+                    misses += 1
+                    continue
+                if len(t["nll_each"]) != len(p["nll_each"]):
+                    parts.append(f"{p['method']} on another held-out set")
                     misses += 1
                     continue
                 d = paired_rows(t, p)
@@ -248,8 +256,9 @@ def matched_bits_fresh(res: Results) -> list[str]:
         cost = f" ({bpw[0]:.3f} honest BPW)" if len(bpw) == 1 else ""
         out.append(
             f"- Never-tuned tasks, {bits}-bit, one setting fixed before they were run, "
-            f"{label(key)}{cost}: it beats every peer point at equal or higher honest BPW "
-            f"(paired held-out NLL, TaCQ minus peer, interval excluding 0) on {len(won)} of "
+            f"{label(key)}{cost}: it beats every peer point at no more bits than the peer's "
+            f"(paired held-out NLL, TaCQ minus peer, interval excluding 0; a peer point at "
+            f"fewer bits counts against it) on {len(won)} of "
             f"{len(tasks)} ({', '.join(won) or '-'}; target {FRESH_GOAL}). " + " | ".join(per) + "."
         )
     return out
@@ -268,12 +277,17 @@ def matched_bits_seeds(res: Results) -> list[str]:
     for task, bits, ours in sorted(
         {(r["task"], r["bits"], r["method"]) for r in q["rows"] if r.get("seed", 0) > 0}
     ):
-        if (task, bits) not in seeded:
+        if (task, bits) not in seeded or parse_method(ours)[0] != "tacq":
             continue
         a = _by_seed(q["rows"], task, bits, ours)
         for theirs in sorted({r["method"] for r in pe["seed_rows"] if r["task"] == task}):
             b = _by_seed(peers, task, bits, theirs)
-            common = sorted(set(a) & set(b))
+            common = [  # the same held-out examples, TaCQ at no more bits than the peer
+                s
+                for s in sorted(set(a) & set(b))
+                if len(a[s]["nll_each"]) == len(b[s]["nll_each"])
+                and a[s]["bpw_honest"] <= b[s]["bpw_honest"]
+            ]
             if len(common) < 2:
                 continue
             pairs = [paired_rows(a[s], b[s]) for s in common]

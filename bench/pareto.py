@@ -56,8 +56,13 @@ def figure(quality: list[dict], peers: list[dict], bits_list: list[int]):
     from plotly.subplots import make_subplots
 
     from app.figures import pareto_traces
+    from tacq.data.tasks import list_tasks
 
-    panels = sorted({(r["task"], r["bits"]) for r in peers if "error" not in r})
+    seven = set(list_tasks())  # the never-tuned tasks and other seeds are reported apart
+    panels = sorted(
+        {(r["task"], r["bits"]) for r in peers if "error" not in r and r.get("seed", 0) == 0}
+    )
+    panels = [p for p in panels if p[0] in seven]
     panels = [p for p in panels if p[1] in bits_list]
     cols = 2
     rows = math.ceil(len(panels) / cols)

@@ -157,6 +157,9 @@ def main() -> None:
     peers = args.peers.split(",")
     if unknown := [p for p in peers if p not in PEERS]:
         ap.error(f"unknown peer(s) {unknown}; choose from {', '.join(PEERS)}")
+    known = {g for p in peers for groups in PEER_POINTS[p].values() for g in groups}
+    if args.groups and (odd := sorted(set(args.groups) - known)):
+        ap.error(f"group size(s) {odd} are none of {', '.join(peers)}'s ({sorted(known)})")
 
     from tacq.circuit.causal import default_control
     from tacq.data.reading import load_task

@@ -388,6 +388,11 @@ def test_fresh_line_faces_each_peer_point_with_the_setting_fixed_in_advance(find
     assert "last_word: exact match 0.500; autoround+generic_g128 +0.000" in line
     assert "hqq_g32 at fewer bits (2.000)" in line and "tacq_d0.1" not in line
     assert findings.matched_bits_fresh({"quality": {"rows": []}, "peers": {"rows": []}}) == []
+    # an fp that never gets it right, a bit width with no fixed setting, another held-out set
+    quality[0]["exact_match"] = 0.0
+    peers += [row("addition", "hqq_g64", 2.0, 4.2, bits=4), {**peers[1], "nll_each": [1.0]}]
+    [line] = findings.matched_bits_fresh(res)
+    assert "addition: exact match 0.400; " in line and "on another held-out set" in line
 
 
 def test_exact_match_ceiling_names_the_most_kept_where_no_setting_meets_85(findings):
@@ -595,5 +600,6 @@ def test_a_miss_is_the_right_answer_going_on_only_where_its_line_starts_with_it(
     def row(prediction, correct=False):
         return {"answer": " 40", "prediction": prediction, "correct": correct}
 
-    rows = [row("40", True), row("40, 43, 46"), row("40.5"), row("400"), row("39"), row("")]
-    assert miss_kinds(rows) == {"right": 1, "answer_then_more": 1, "other_answer": 4}
+    rows = [row("40", True), row("40, 43, 46"), row("40. 43"), row("40.5"), row("400"),
+            row("39"), row(""), row("40")]  # fmt: skip
+    assert miss_kinds(rows) == {"right": 1, "answer_then_more": 2, "other_answer": 5}
