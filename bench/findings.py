@@ -25,6 +25,7 @@ from quality import (
     split_distill,
     split_rounding,
     unchecked,
+    unclipped,
     undistilled,
     unrotated,
     unrounded,
@@ -769,15 +770,24 @@ def damping_summary(rows: list[dict]) -> list[str]:
 def rounding_summary(rows: list[dict]) -> list[str]:
     """Each TaCQ row with tuned rounding (tacq.quant.rounding) against the same point with GPTQ's
     rounding as it is, paired per task: what the rounding pass buys on held-out; then each
-    checked row against the same tuning unchecked: what the held-aside check buys."""
-    return _paired_with_and_without(
-        rows,
-        lambda m: unrounded(m) if split_rounding(m)[1] else None,
-        lambda m: f"rounding tuned {split_rounding(m)[1]} steps per block after GPTQ",
-    ) + _paired_with_and_without(
-        rows,
-        lambda m: unchecked(m) if rounding_checked(m) else None,
-        lambda m: "each block's tuning kept only where the held-aside answer loss did not rise",
+    checked row against the same tuning unchecked: what the held-aside check buys; then each
+    row with its grid ends tuned against the same rounding without: what the clip buys."""
+    return (
+        _paired_with_and_without(
+            rows,
+            lambda m: unrounded(m) if split_rounding(m)[1] else None,
+            lambda m: f"rounding tuned {split_rounding(m)[1]} steps per block after GPTQ",
+        )
+        + _paired_with_and_without(
+            rows,
+            lambda m: unchecked(m) if rounding_checked(m) and unclipped(m) == m else None,
+            lambda m: "each block's tuning kept only where the held-aside answer loss did not rise",
+        )
+        + _paired_with_and_without(
+            rows,
+            lambda m: None if unclipped(m) == m else unclipped(m),
+            lambda m: "each row's grid ends, so its scale and zero, tuned with the rounding",
+        )
     )
 
 

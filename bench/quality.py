@@ -142,6 +142,12 @@ def unchecked(name: str) -> str:
     return _key(name, rounding_check=False)
 
 
+def unclipped(name: str) -> str:
+    """The same checked rounding without its grid ends tuned: 'tacq_r100c_clip_roth' ->
+    'tacq_r100c_roth'."""
+    return _key(name, rounding_clip=False)
+
+
 def split_damp(name: str) -> tuple[str, float | None]:
     """'tacq_p0.2_d0.1' -> ('tacq_p0.2', 0.1): GPTQ's Hessian damping (None: the default,
     tacq.formats.grid.DEFAULT_DAMP), and the key without it or any later suffix."""

@@ -283,6 +283,17 @@ def test_rounding_and_distill_summaries_read_through_other_suffixes(findings):
     )
     assert "better on 1 of 1 tasks (a -1.00)" in line
     assert findings.damping_summary(rows + [_paired_row("a", "tacq_g64_d0.1_e2", LOWER)]) == []
+    # grid ends tuned too: against the untuned point, then against the same rounding without
+    clip = findings.rounding_summary(rows + [_paired_row("a", "tacq_g64_d0.1_r100c_clip_roth",
+                                                        [x - 0.5 for x in LOWER])])  # fmt: skip
+    assert set(out) < set(clip) and len(clip) == 5
+    assert clip[2].startswith(f"- TaCQ g64 damp 0.1 rounding 100 checked + clip {h} vs TaCQ g64 "
+                              f"damp 0.1 {h} (rounding tuned 100 steps")  # fmt: skip
+    assert clip[4].startswith(
+        f"- TaCQ g64 damp 0.1 rounding 100 checked + clip {h} vs TaCQ g64 damp 0.1 rounding 100 "
+        f"checked {h} (each row's grid ends, so its scale and zero, tuned with the rounding)"
+    )
+    assert "better on 1 of 1 tasks (a -0.50)" in clip[4]
 
 
 def test_rotation_summary_pairs_each_rotated_row_with_its_twin_only(findings):
