@@ -1083,9 +1083,17 @@ def em_misses(res: Results) -> list[str]:
             f"{r['other_answer']}"
             for r in here
         ]
+        q = (res.get("quality") or {}).get("rows", [])
+        again = [  # the same recipe's bench/quality.py row: another run of it
+            f"{label(r['method'])} exact match {x['exact_match']:.3f}, NLL {x['answer_nll']:.3f} "
+            f"(here {r['exact_match']:.3f}, {r['answer_nll']:.3f})"
+            for r in here
+            if r["method"] != "fp" and (x := _row(q, task, bits, r["method"]))
+        ]
         out.append(
             f"- Exact-match misses ({task}, {bits}-bit, {here[0]['heldout_examples']} held-out "
             f"examples, greedy first line): {'; '.join(parts)}."
+            + (f" The same recipe in bench/quality.py's run: {'; '.join(again)}." if again else "")
         )
     return out
 
