@@ -21,12 +21,14 @@ RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results"
 
 
 def _old_name(spec: VariantSpec) -> str:
-    """VariantSpec.name as written before the Recipe (stop 48), to check nothing moved."""
+    """VariantSpec.name as written before the Recipe (stop 48), to check nothing moved; the
+    one lever added since, the tuned grid ends, adds '-clip' after its rounding."""
     fmt = f"{spec.bits}bit" + (f"-g{spec.group_size}" if spec.group_size else "")
     if spec.damp != 0.01 and spec.method == "gptq":
         fmt += f"-d{spec.damp:g}"
     if spec.rounding_steps:
         fmt += f"-r{spec.rounding_steps}" + ("c" if spec.rounding_check else "")
+        fmt += "-clip" * spec.rounding_clip
     if spec.distill_epochs:
         fmt += f"-e{spec.distill_epochs}"
     if spec.rotation:
