@@ -250,6 +250,7 @@ def matched_bits_fresh(res: Results) -> list[str]:
                 parts.append(
                     f"{p['method']} {d.nll.mean:+.3f} {d.nll.text()}, its exact match "
                     f"{p['exact_match']:.3f}"
+                    + (_where_it_loses(t, p) if d.better == p["method"] else "")
                 )
             won += [] if misses else [task]
             per.append(f"{task}: {'; '.join(parts)}")
@@ -263,6 +264,18 @@ def matched_bits_fresh(res: Results) -> list[str]:
             f"{len(tasks)} ({', '.join(won) or '-'}; target {FRESH_GOAL}). " + " | ".join(per) + "."
         )
     return out
+
+
+def _where_it_loses(ours: dict, peer: dict, worst: int = 10) -> str:
+    """Where a decided loss sits: the typical example, or a few blown up? The median
+    per-example NLL difference and the share of the summed difference in the worst examples."""
+    diff = sorted(a - b for a, b in zip(ours["nll_each"], peer["nll_each"]))
+    share = sum(diff[-worst:]) / sum(diff)
+    return (
+        f" (per example: median {statistics.median(diff):+.3f}, TaCQ worse on "
+        f"{sum(x > 0 for x in diff) / len(diff):.0%}; its {worst} worst examples carry "
+        f"{share:.0%} of the summed difference)"
+    )
 
 
 def matched_bits_seeds(res: Results) -> list[str]:

@@ -404,6 +404,11 @@ def test_fresh_line_faces_each_peer_point_with_the_setting_fixed_in_advance(find
     peers += [row("addition", "hqq_g64", 2.0, 4.2, bits=4), {**peers[1], "nll_each": [1.0]}]
     [line] = findings.matched_bits_fresh(res)
     assert "addition: exact match 0.400; " in line and "on another held-out set" in line
+    # a decided loss says whether it is the typical example or a few blown up
+    peers.append(row("addition", "autoround_g64", 0.0, 2.3))
+    [line] = findings.matched_bits_fresh(res)
+    assert ("autoround_g64 +1.000 [1.000, 1.000], its exact match 0.500 (per example: median "
+            "+1.000, TaCQ worse on 100%; its 10 worst examples carry 100% of the summed") in line  # fmt: skip
 
 
 def test_exact_match_ceiling_names_the_most_kept_where_no_setting_meets_85(findings):

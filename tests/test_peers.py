@@ -32,10 +32,14 @@ def tiny_folder(tiny_lm, tmp_path):
     return load_model(str(folder), "cpu")
 
 
-def test_installed_peers_and_refusals(fake_hqq):
+def test_installed_peers_and_refusals(fake_hqq, monkeypatch):
+    from tacq.peers import registry
+
     assert package_version("hqq") == "hqq 0.0.0+fake"
+    package, _, run = registry.PEERS["autoround"]  # absent, whatever this machine has installed
+    monkeypatch.setitem(registry.PEERS, "autoround", (package, "tacq_no_such_module", run))
     with pytest.raises(TacqError, match="requirements-peers.txt"):
-        check_peer("autoround", 2, 128)  # not installed in the test environment
+        check_peer("autoround", 2, 128)
     with pytest.raises(TacqError, match="group sizes 64, 32"):
         check_peer("hqq", 2, 100)
     with pytest.raises(TacqError, match="Unknown peer"):
