@@ -1084,6 +1084,7 @@ def em_misses(res: Results) -> list[str]:
     """Why a peer keeps more exact match where TaCQ's answer NLL is lower: each miss sorted
     into the right answer with more on its line, or another answer (bench/em_misses.py)."""
     rows = (res.get("em_misses") or {}).get("rows", [])
+    q = (res.get("quality") or {}).get("rows", [])
     out = []
     for task, bits in sorted({(r["task"], r["bits"]) for r in rows}):
         here = sorted(
@@ -1096,7 +1097,6 @@ def em_misses(res: Results) -> list[str]:
             f"{r['other_answer']}"
             for r in here
         ]
-        q = (res.get("quality") or {}).get("rows", [])
         again = [  # the same recipe's bench/quality.py row: another run of it
             f"{label(r['method'])} exact match {x['exact_match']:.3f}, NLL {x['answer_nll']:.3f} "
             f"(here {r['exact_match']:.3f}, {r['answer_nll']:.3f})"

@@ -60,10 +60,15 @@ def figure(quality: list[dict], peers: list[dict], bits_list: list[int]):
 
     seven = set(list_tasks())  # the never-tuned tasks and other seeds are reported apart
     panels = sorted(
-        {(r["task"], r["bits"]) for r in peers if "error" not in r and r.get("seed", 0) == 0}
+        {
+            (r["task"], r["bits"])
+            for r in peers
+            if "error" not in r
+            and r.get("seed", 0) == 0
+            and r["task"] in seven
+            and r["bits"] in bits_list
+        }
     )
-    panels = [p for p in panels if p[0] in seven]
-    panels = [p for p in panels if p[1] in bits_list]
     cols = 2
     rows = math.ceil(len(panels) / cols)
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=[f"{t}, {b}-bit" for t, b in panels])
